@@ -1,0 +1,16 @@
+//! ringraft's benchmark harness, behind `ringraft bench ...`.
+//!
+//! Numbers in docs/benchmarks.md come from here, each with the command that
+//! produced it. Every benchmark runs on the real runtime (glommio, O_DIRECT)
+//! against the disk it is started on, measures what the design promises,
+//! prints the disk's own figures beside ours so a slow disk is not mistaken
+//! for a slow engine, and bounds every loop in time and count.
+//!
+//! - [`wal`]: one shard's WAL with many regions appending at once.
+
+// `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
+#![allow(clippy::manual_is_multiple_of)]
+
+mod latency;
+mod units;
+pub mod wal;

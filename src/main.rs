@@ -1,0 +1,64 @@
+//! `ringraft`: one multi-call binary for the engine, its benchmarks and its tools.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ringraft — a multi-raft replicated key-value engine.
+///
+/// Thousands of raft groups ("regions") per store; one thread, one
+/// write-ahead log and one fdatasync per core for all of them.
+#[derive(Parser)]
+#[command(name = "ringraft", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run benchmarks (today: the WAL benchmark; `ringraft bench` alone runs it with defaults).
+    Bench {
+        #[command(subcommand)]
+        which: Option<BenchCommand>,
+    },
+    /// Inspect a WAL offline and read-only: stat, dump, verify.
+    Wal {
+        #[command(subcommand)]
+        command: tools::wal::WalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// One shard's WAL with many regions appending concurrently: appends/s,
+    /// MB/s, fsyncs/s, regions per fsync, append-to-durable latency.
+    Wal(bench::wal::WalBenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RINGRAFT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench { which } => {
+            let args = match which {
+                Some(BenchCommand::Wal(args)) => args,
+                None => bench::wal::WalBenchArgs::default_run(),
+            };
+            bench::wal::run(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Wal { command } => tools::wal::run(command, &mut std::io::stdout().lock())
+            .map(|code| ExitCode::from(code as u8))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringraft: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

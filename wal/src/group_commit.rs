@@ -1,0 +1,245 @@
+//! A ready-made driver for a [`Wal`] shared by many tasks of one executor:
+//! appenders call `append` then `wait`; `run` is the writer, issuing one
+//! flush at a time and preparing spare segments and purging beside it.
+//!
+//! There is no timer: a flush starts as soon as the previous one completes
+//! and takes whatever was staged meanwhile, so batches grow with the load.
+//! The engine's shard loop drives `Wal` itself (it has its own loop); this
+//! driver serves the WAL benchmark, tools and tests.
+
+use std::cell::{Cell, RefCell, RefMut};
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use crate::disk::Disk;
+use crate::error::{AppendError, FatalError};
+use crate::wal::{FlushStart, PurgeJob, Wal};
+use crate::{RegionId, RegionWrite, Ticket};
+
+/// Wakes every task waiting on a condition when something changed.
+#[derive(Default)]
+struct Event {
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Event {
+    fn notify(&self) {
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    async fn wait_until(&self, mut cond: impl FnMut() -> bool) {
+        poll_fn(|cx| {
+            if cond() {
+                Poll::Ready(())
+            } else {
+                register(&mut self.wakers.borrow_mut(), cx.waker());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Adds a waker unless the same task is already registered: a task polled
+/// again before the event fires must not pile up clones (the writer and the
+/// maintainer share one task, so every wake polls both).
+fn register(wakers: &mut Vec<Waker>, waker: &Waker) {
+    if !wakers.iter().any(|w| w.will_wake(waker)) {
+        wakers.push(waker.clone());
+    }
+}
+
+struct Shared<D: Disk> {
+    wal: RefCell<Wal<D>>,
+    /// Something was staged, a spare arrived, or stop was asked.
+    writer: Event,
+    /// Appenders waiting for their ticket, by ticket: a flush wakes only the
+    /// ones it made durable.
+    durable_waiters: RefCell<BTreeMap<Ticket, Vec<Waker>>>,
+    /// The writer wants a spare segment or a purge.
+    maintainer: Event,
+    stopping: Cell<bool>,
+    /// The writer returned: the maintainer finishes its queue and returns too.
+    writer_done: Cell<bool>,
+    purge_wanted: Cell<bool>,
+    /// Purges planned by the writer, run by the maintainer.
+    purge_jobs: RefCell<Vec<PurgeJob<D>>>,
+}
+
+/// A cloneable handle to a group-committing log.
+pub struct GroupCommit<D: Disk>(Rc<Shared<D>>);
+
+impl<D: Disk> Clone for GroupCommit<D> {
+    fn clone(&self) -> Self {
+        GroupCommit(self.0.clone())
+    }
+}
+
+impl<D: Disk> GroupCommit<D> {
+    pub fn new(wal: Wal<D>) -> Self {
+        GroupCommit(Rc::new(Shared {
+            wal: RefCell::new(wal),
+            writer: Event::default(),
+            durable_waiters: RefCell::new(BTreeMap::new()),
+            maintainer: Event::default(),
+            stopping: Cell::new(false),
+            writer_done: Cell::new(false),
+            purge_wanted: Cell::new(false),
+            purge_jobs: RefCell::new(vec![]),
+        }))
+    }
+
+    /// Stages a write; it goes out with the next flush.
+    pub fn append(&self, region: RegionId, write: RegionWrite) -> Result<Ticket, AppendError> {
+        let t = self.0.wal.borrow_mut().append(region, write)?;
+        self.0.writer.notify();
+        Ok(t)
+    }
+
+    /// Waits until `ticket` is durable.
+    pub async fn wait(&self, ticket: Ticket) -> Result<(), FatalError> {
+        let s = &self.0;
+        poll_fn(|cx| {
+            let w = s.wal.borrow();
+            if w.durable_ticket() >= ticket {
+                Poll::Ready(Ok(()))
+            } else if let Some(f) = w.fatal() {
+                Poll::Ready(Err(f.clone()))
+            } else {
+                register(s.durable_waiters.borrow_mut().entry(ticket).or_default(), cx.waker());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Wakes the appenders whose tickets are now durable (all, on failure).
+    fn wake_durable(&self) {
+        let s = &self.0;
+        let (durable, failed) = {
+            let w = s.wal.borrow();
+            (w.durable_ticket(), w.fatal().is_some())
+        };
+        let ready = {
+            let mut waiters = s.durable_waiters.borrow_mut();
+            if failed {
+                std::mem::take(&mut *waiters)
+            } else {
+                let later = waiters.split_off(&(durable + 1));
+                std::mem::replace(&mut *waiters, later)
+            }
+        };
+        for w in ready.into_values().flatten() {
+            w.wake();
+        }
+    }
+
+    /// Direct access for reads and state queries. Do not hold it across an await.
+    pub fn wal(&self) -> RefMut<'_, Wal<D>> {
+        self.0.wal.borrow_mut()
+    }
+
+    /// Asks `run` to return once everything staged is durable.
+    pub fn stop(&self) {
+        self.0.stopping.set(true);
+        self.0.writer.notify();
+        self.0.maintainer.notify();
+    }
+
+    /// Asks for a purge after the next flush.
+    pub fn request_purge(&self) {
+        self.0.purge_wanted.set(true);
+        self.0.writer.notify();
+    }
+
+    /// The writer and the segment maintainer; returns after `stop` (Ok) or
+    /// a failed write or fdatasync (the error, which is fatal).
+    pub async fn run(&self) -> Result<(), FatalError> {
+        let (w, _) = futures_lite::future::zip(self.writer(), self.maintainer()).await;
+        w
+    }
+
+    async fn writer(&self) -> Result<(), FatalError> {
+        let s = &self.0;
+        let result = loop {
+            s.writer
+                .wait_until(|| {
+                    let w = s.wal.borrow();
+                    w.has_staged() || s.stopping.get() || s.purge_wanted.get()
+                })
+                .await;
+            let start = s.wal.borrow_mut().start_flush();
+            match start {
+                FlushStart::Idle => {
+                    if s.stopping.get() && !s.wal.borrow().has_staged() && !s.purge_wanted.get() {
+                        break Ok(());
+                    }
+                }
+                FlushStart::NeedSpare => {
+                    s.maintainer.notify();
+                    s.writer.wait_until(|| s.wal.borrow().has_spare() || s.wal.borrow().fatal().is_some()).await;
+                }
+                FlushStart::Flush(f) => {
+                    let rolled = f.offset == crate::format::SEGMENT_HEADER_BYTES as u64;
+                    let r = f.execute().await;
+                    let r = s.wal.borrow_mut().finish_flush(r);
+                    self.wake_durable();
+                    if let Err(e) = r {
+                        break Err(e);
+                    }
+                    if rolled {
+                        s.maintainer.notify(); // the spare was used: prepare the next one
+                        s.purge_wanted.set(true);
+                    }
+                }
+            }
+            // Between flushes the log's state is the durable one: plan the
+            // purge here, run its renames beside the next flush.
+            if s.purge_wanted.get() && !s.wal.borrow().flush_in_flight() {
+                s.purge_wanted.set(false);
+                let job = s.wal.borrow_mut().purge().take_job();
+                if let Some(job) = job {
+                    s.purge_jobs.borrow_mut().push(job);
+                    s.maintainer.notify();
+                }
+            }
+        };
+        s.stopping.set(true);
+        s.writer_done.set(true);
+        s.maintainer.notify();
+        self.wake_durable();
+        result
+    }
+
+    async fn maintainer(&self) {
+        let s = &self.0;
+        loop {
+            s.maintainer
+                .wait_until(|| s.wal.borrow().wants_spare() || !s.purge_jobs.borrow().is_empty() || s.writer_done.get())
+                .await;
+            let purge = s.purge_jobs.borrow_mut().pop();
+            if let Some(job) = purge {
+                let r = job.run().await;
+                if let Err(e) = s.wal.borrow_mut().purge_done(r) {
+                    tracing::warn!(error = %e, "WAL purge failed; the segments are purged again at the next open");
+                }
+                continue;
+            }
+            if s.writer_done.get() {
+                return;
+            }
+            let job = s.wal.borrow_mut().spare_job();
+            if let Some(job) = job {
+                let r = job.run().await;
+                if let Err(e) = s.wal.borrow_mut().add_spare(r) {
+                    tracing::warn!(error = %e, "preparing a WAL segment failed; will retry");
+                }
+                s.writer.notify();
+            }
+        }
+    }
+}

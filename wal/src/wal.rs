@@ -1,0 +1,1033 @@
+//! The log itself: staging, group-commit flushes, segment rolls, purge and
+//! reads, for every region of one shard.
+//!
+//! `Wal` does no I/O of its own between awaits. Work that touches the disk is
+//! handed out as a job value (`Flush`, `SpareJob`, `PurgeJob`, `ReadJob`)
+//! that owns what it needs, so the caller can keep appending while the job
+//! runs and report the result back. That is what makes group commit work:
+//! appends that arrive while a flush is in flight wait in the stage and go out
+//! together in the next one, and there is never more than one write+fdatasync
+//! in flight (`start_flush` returns `Idle` until `finish_flush`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::disk::{read_into, Disk, DiskFile};
+use crate::error::{AppendError, FatalError, MaintenanceError, OpenError, ReadError};
+use crate::format::{
+    align_up, checkpoint_entry_bytes, encode_checkpoint, encode_record_header, encode_record_header_with_crc,
+    encode_section, section_bytes, RecordHeader, RecordKind, RegionCheckpoint, SegmentHeader, BLOCK_BYTES,
+    CONF_PEERS_MAX, ENTRY_DATA_BYTES_MAX, META_BYTES_MAX, RECORD_HEADER_BYTES, SECTION_ENTRIES_MAX,
+    SEGMENT_HEADER_BYTES,
+};
+use crate::layout::{free_name, parse_name, segment_name, tmp_name, FileKind};
+use crate::options::{WalOptions, BLOCKING_REPORT_MAX, REGIONS_MAX};
+use crate::recovery::{Recovery, RecoveryReport};
+use crate::region::{apply_head, head_of, raises_floor, IndexEntry, RegionLog, NOT_WRITTEN};
+use crate::{ConfState, Entry, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket};
+
+/// Reads of one segment file in flight at once during recovery: a whole
+/// default segment, so it arrives while the previous one is replayed.
+const RECOVERY_READ_DEPTH: usize = 64;
+
+struct Staged {
+    ticket: Ticket,
+    region: RegionId,
+    write: RegionWrite,
+    compact_prev_term: u64,
+    bytes: usize,
+    /// The write drops entries that may be on disk (see `RegionLog::extra_pin`).
+    unpins: bool,
+    /// Upper bound of what encoding it adds to the region's checkpoint entry.
+    growth: usize,
+}
+
+struct Active<F> {
+    seq: u64,
+    file: Rc<F>,
+    /// Where the next record goes.
+    write_offset: u64,
+    /// The segment was used before: its old bytes lie past our records, so
+    /// each write carries a zero block after its record (see `start_flush`).
+    end_marker: bool,
+}
+
+/// Counters since open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    pub flushes: u64,
+    pub bytes_written: u64,
+    pub writes_flushed: u64,
+    /// Sum over flushes of the distinct regions in each.
+    pub regions_flushed: u64,
+    pub segment_rolls: u64,
+    /// Flushes that had to wait for a spare segment.
+    pub roll_stalls: u64,
+    pub segments_recycled: u64,
+    pub segments_removed: u64,
+    pub spares_created: u64,
+    pub spares_recycled: u64,
+}
+
+/// What `start_flush` decided.
+pub enum FlushStart<D: Disk> {
+    /// Nothing staged, or a flush is already in flight.
+    Idle,
+    /// The batch needs a new segment and no spare is ready: run `spare_job`.
+    NeedSpare,
+    Flush(Flush<D>),
+}
+
+/// One write + one fdatasync. Owns everything it needs.
+#[must_use]
+pub struct Flush<D: Disk> {
+    file: Rc<D::File>,
+    buf: D::Buf,
+    pub seq: u64,
+    pub offset: u64,
+    pub bytes: usize,
+    pub writes: usize,
+    pub regions: usize,
+    /// Every ticket up to this one is durable once the flush completes.
+    pub durable_ticket: Ticket,
+}
+
+/// A completed flush.
+#[derive(Debug)]
+pub struct FlushDone {
+    pub durable_ticket: Ticket,
+    pub bytes: usize,
+}
+
+impl<D: Disk> Flush<D> {
+    pub async fn execute(self) -> Result<FlushDone, FatalError> {
+        let (seq, offset) = (self.seq, self.offset);
+        let fatal = |op: &'static str, e: std::io::Error| FatalError { op, seq, offset, message: e.to_string() };
+        fail::fail_point!("wal::flush::write", |_| Err(FatalError {
+            op: "write",
+            seq,
+            offset,
+            message: "failpoint".into()
+        }));
+        self.file.write_at(self.buf, offset).await.map_err(|e| fatal("write", e))?;
+        fail::fail_point!("wal::flush::sync", |_| Err(FatalError {
+            op: "fdatasync",
+            seq,
+            offset,
+            message: "failpoint".into()
+        }));
+        self.file.sync_data().await.map_err(|e| fatal("fdatasync", e))?;
+        Ok(FlushDone { durable_ticket: self.durable_ticket, bytes: self.bytes })
+    }
+}
+
+/// A segment ready to be rolled into: header written and synced, named.
+pub struct Spare<F> {
+    seq: u64,
+    file: Rc<F>,
+    recycled: bool,
+}
+
+/// Prepares the next segment off the write path: renames a recycled one, or
+/// creates and zero-fills a new one.
+#[must_use]
+pub struct SpareJob<D: Disk> {
+    disk: D,
+    seq: u64,
+    recycle: Option<u64>,
+    segment_bytes: u64,
+}
+
+impl<D: Disk> SpareJob<D> {
+    pub async fn run(self) -> Result<Spare<D::File>, MaintenanceError> {
+        let d = &self.disk;
+        let err = |op, name: &str, source| MaintenanceError { op, path: d.describe(name), source };
+        let mut reuse = None;
+        if let Some(old) = self.recycle {
+            let name = free_name(old);
+            let file = d.open(&name).await.map_err(|e| err("open", &name, e))?;
+            if file.size().await.map_err(|e| err("stat", &name, e))? == self.segment_bytes {
+                reuse = Some((file, name));
+            } else {
+                // cut for another segment size: not worth reusing
+                drop(file);
+                d.remove(&name).await.map_err(|e| err("remove", &name, e))?;
+            }
+        }
+        let (file, from, recycled) = match reuse {
+            Some((file, name)) => (file, name, true),
+            None => {
+                let name = tmp_name(self.seq);
+                let f = d.create(&name).await.map_err(|e| err("create", &name, e))?;
+                // zero-fill so later writes overwrite written blocks (no
+                // extent conversion on the commit path)
+                let mut off = 0u64;
+                while off < self.segment_bytes {
+                    let n = (self.segment_bytes - off).min(crate::disk::IO_CHUNK_BYTES_MAX as u64) as usize;
+                    let mut buf = d.alloc_buf(n);
+                    buf.fill(0);
+                    f.write_at(buf, off).await.map_err(|e| err("zero-fill", &name, e))?;
+                    off += n as u64;
+                }
+                (f, name, false)
+            }
+        };
+        // The header, and a zero block where the first record will go: a
+        // recycled segment's old first record must not pass for a torn write.
+        let mut head = d.alloc_buf(SEGMENT_HEADER_BYTES + BLOCK_BYTES);
+        head.fill(0);
+        SegmentHeader { seq: self.seq, segment_bytes: self.segment_bytes }.encode(&mut head);
+        file.write_at(head, 0).await.map_err(|e| err("write header", &from, e))?;
+        file.sync_data().await.map_err(|e| err("fdatasync", &from, e))?;
+        let to = segment_name(self.seq);
+        d.rename(&from, &to).await.map_err(|e| err("rename", &from, e))?;
+        d.sync_dir().await.map_err(|e| err("fsync directory", &to, e))?;
+        Ok(Spare { seq: self.seq, file: Rc::new(file), recycled })
+    }
+}
+
+/// Segments no region needs any more, and who holds back the rest.
+pub struct PurgePlan<D: Disk> {
+    /// Segments to recycle or remove (already out of the live set).
+    pub segments: Vec<u64>,
+    /// Regions pinning old segments, oldest pin first: (region, segment).
+    pub blocking: Vec<(RegionId, u64)>,
+    job: Option<PurgeJob<D>>,
+}
+
+impl<D: Disk> PurgePlan<D> {
+    pub fn take_job(&mut self) -> Option<PurgeJob<D>> {
+        self.job.take()
+    }
+}
+
+#[must_use]
+pub struct PurgeJob<D: Disk> {
+    disk: D,
+    recycle: Vec<u64>,
+    remove: Vec<u64>,
+}
+
+/// What a purge did.
+#[derive(Debug, Default)]
+pub struct PurgeDone {
+    pub recycled: Vec<u64>,
+    pub removed: Vec<u64>,
+}
+
+impl<D: Disk> PurgeJob<D> {
+    pub async fn run(self) -> Result<PurgeDone, MaintenanceError> {
+        let d = &self.disk;
+        let err = |op, name: &str, source| MaintenanceError { op, path: d.describe(name), source };
+        for &seq in &self.recycle {
+            let name = segment_name(seq);
+            d.rename(&name, &free_name(seq)).await.map_err(|e| err("rename", &name, e))?;
+        }
+        for &seq in &self.remove {
+            let name = segment_name(seq);
+            d.remove(&name).await.map_err(|e| err("remove", &name, e))?;
+        }
+        d.sync_dir().await.map_err(|e| err("fsync directory", "", e))?;
+        Ok(PurgeDone { recycled: self.recycle, removed: self.remove })
+    }
+}
+
+/// One read: consecutive entries of a region that lie close together in a segment.
+struct ReadSpan<F> {
+    file: Rc<F>,
+    path: String,
+    /// Offset of the first entry's data.
+    start: u64,
+    /// (index, where it is)
+    entries: Vec<(u64, IndexEntry)>,
+}
+
+/// Reads of entries that are no longer in memory.
+#[must_use]
+pub struct ReadJob<F> {
+    spans: Vec<ReadSpan<F>>,
+}
+
+impl<F: DiskFile> ReadJob<F> {
+    pub async fn run(self) -> Result<Vec<Entry>, ReadError> {
+        let mut out = vec![];
+        for ReadSpan { file, path, start, entries } in self.spans {
+            let last = entries.last().expect("span has entries").1;
+            let len = (last.offset as u64 + last.len as u64 - start) as usize;
+            let buf = file.read_at(start, len).await.map_err(|e| ReadError::Io {
+                path: path.clone(),
+                offset: start,
+                message: e.to_string(),
+            })?;
+            for (index, e) in entries {
+                let from = (e.offset as u64 - start) as usize;
+                let Some(data) = buf.get(from..from + e.len as usize) else {
+                    return Err(ReadError::Changed { index });
+                };
+                // the checksum guards the bytes; a purge may have recycled the segment under us
+                if crc32c::crc32c(data) != e.crc {
+                    return Err(ReadError::Changed { index });
+                }
+                out.push(Entry { index, term: e.term, entry_type: e.entry_type, data: Bytes::copy_from_slice(data) });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One shard's write-ahead log.
+pub struct Wal<D: Disk> {
+    disk: D,
+    opts: WalOptions,
+    regions: BTreeMap<RegionId, RegionLog>,
+    staged: VecDeque<Staged>,
+    staged_bytes: usize,
+    next_ticket: Ticket,
+    durable_ticket: Ticket,
+    next_lsn: u64,
+    /// Segments holding records, by sequence number (the active one included).
+    segments: BTreeMap<u64, Rc<D::File>>,
+    active: Option<Active<D::File>>,
+    spare: Option<Spare<D::File>>,
+    spare_job_out: bool,
+    free: VecDeque<u64>,
+    next_seq: u64,
+    in_flight: Option<Ticket>,
+    fatal: Option<FatalError>,
+    /// Sum of every region's checkpoint entry as written: what the next
+    /// segment's checkpoint would hold at most.
+    written_checkpoint_bytes: usize,
+    /// Sum of the growth bounds of staged writes not yet encoded.
+    pending_checkpoint_growth: usize,
+    needs_catch_up: bool,
+    stats: WalStats,
+}
+
+impl<D: Disk> Wal<D> {
+    /// Opens the log in `disk`, recovering what is there.
+    pub async fn open(disk: D, opts: WalOptions) -> Result<(Wal<D>, RecoveryReport), OpenError> {
+        opts.validate().map_err(OpenError::Options)?;
+        let io = |op, name: &str, source| OpenError::Io { op, path: disk.describe(name), source };
+        let mut segs = vec![];
+        let mut free = vec![];
+        let mut max_seq = 0;
+        let mut dir_dirty = false;
+        for name in disk.list().await.map_err(|e| io("list", "", e))? {
+            match parse_name(&name) {
+                Some(FileKind::Segment(s)) => segs.push(s),
+                Some(FileKind::Free(s)) => free.push(s),
+                Some(FileKind::Tmp(s)) => {
+                    // a segment whose zero-fill never finished
+                    disk.remove(&name).await.map_err(|e| io("remove", &name, e))?;
+                    dir_dirty = true;
+                    max_seq = max_seq.max(s);
+                }
+                None => {}
+            }
+        }
+        segs.sort_unstable();
+        free.sort_unstable();
+        max_seq = max_seq.max(segs.last().copied().unwrap_or(0)).max(free.last().copied().unwrap_or(0));
+
+        let mut recovery = Recovery::new(opts.recovery_mode);
+        let mut opened = Vec::with_capacity(segs.len());
+        for &seq in &segs {
+            let name = segment_name(seq);
+            let file = disk.open(&name).await.map_err(|e| io("open", &name, e))?;
+            let size = file.size().await.map_err(|e| io("stat", &name, e))?;
+            opened.push((seq, Rc::new(file), size as usize));
+        }
+        // Read segment k+1 while segment k is replayed; two buffers, reused.
+        let (mut current, mut next) = (Vec::new(), Vec::new());
+        if let Some((seq, file, size)) = opened.first() {
+            let name = segment_name(*seq);
+            read_into(&**file, *size, RECOVERY_READ_DEPTH, &mut current).await.map_err(|e| io("read", &name, e))?;
+        }
+        for k in 0..opened.len() {
+            let read_next = async {
+                match opened.get(k + 1) {
+                    Some((seq, file, size)) => read_into(&**file, *size, RECOVERY_READ_DEPTH, &mut next)
+                        .await
+                        .map_err(|e| io("read", &segment_name(*seq), e)),
+                    None => Ok(()),
+                }
+            };
+            let replay = async { recovery.add_segment(opened[k].0, &current) };
+            let (read, replayed) = futures_lite::future::zip(read_next, replay).await;
+            read?;
+            replayed?;
+            std::mem::swap(&mut current, &mut next);
+        }
+        let mut files: BTreeMap<u64, Rc<D::File>> = opened.into_iter().map(|(seq, file, _)| (seq, file)).collect();
+        let recovered = recovery.finish()?;
+        let report = recovered.report.clone();
+
+        if let Some(t) = &report.torn_tail {
+            // Cut the torn record off for good: zero its first block, so the
+            // next recovery sees the clean end it is.
+            let file = &files[&t.seq];
+            let mut block = disk.alloc_buf(BLOCK_BYTES);
+            block.fill(0);
+            let name = segment_name(t.seq);
+            file.write_at(block, t.offset).await.map_err(|e| io("cut torn tail of", &name, e))?;
+            file.sync_data().await.map_err(|e| io("fdatasync", &name, e))?;
+            tracing::warn!(segment = t.seq, offset = t.offset, reason = %t.reason, "cut torn tail of the WAL");
+        }
+        if !report.dropped.is_empty() {
+            tracing::error!(report = %report, "WAL opened in tolerant mode with records dropped");
+        }
+
+        let live: std::collections::BTreeSet<u64> = recovered.segments.iter().map(|s| s.seq).collect();
+        let mut spare = None;
+        for (k, &seq) in recovered.empty_tail_segments.iter().enumerate() {
+            let file = files.remove(&seq).expect("recovered segment is open");
+            if k == 0 {
+                spare = Some(Spare { seq, file, recycled: true });
+            } else {
+                disk.rename(&segment_name(seq), &free_name(seq))
+                    .await
+                    .map_err(|e| io("rename", &segment_name(seq), e))?;
+                free.push(seq);
+                dir_dirty = true;
+            }
+        }
+        for &seq in &recovered.empty_inner_segments {
+            files.remove(&seq);
+            disk.rename(&segment_name(seq), &free_name(seq)).await.map_err(|e| io("rename", &segment_name(seq), e))?;
+            free.push(seq);
+            dir_dirty = true;
+        }
+        files.retain(|seq, _| live.contains(seq));
+        free.sort_unstable();
+        while free.len() > opts.free_segments_max {
+            let seq = free.remove(0);
+            disk.remove(&free_name(seq)).await.map_err(|e| io("remove", &free_name(seq), e))?;
+            dir_dirty = true;
+        }
+        if dir_dirty {
+            disk.sync_dir().await.map_err(|e| io("fsync directory", "", e))?;
+        }
+
+        let regions = recovered.regions;
+        let written_checkpoint_bytes = regions.values().map(|r| checkpoint_entry_bytes(&r.written)).sum();
+        let wal = Wal {
+            disk,
+            regions,
+            staged: VecDeque::new(),
+            staged_bytes: 0,
+            next_ticket: 1,
+            durable_ticket: 0,
+            next_lsn: recovered.next_lsn,
+            segments: files,
+            active: None,
+            spare,
+            spare_job_out: false,
+            free: free.into(),
+            next_seq: max_seq + 1,
+            in_flight: None,
+            fatal: None,
+            written_checkpoint_bytes,
+            pending_checkpoint_growth: 0,
+            needs_catch_up: report.needs_catch_up,
+            stats: WalStats::default(),
+            opts,
+        };
+        Ok((wal, report))
+    }
+
+    // ----- staging -------------------------------------------------------
+
+    /// Stages a region's write for the next flush and returns its ticket.
+    /// Its entries are readable at once (raft needs that before they are
+    /// durable); the write is durable when `durable_ticket() >= ticket`.
+    /// An empty write gets the ticket of the last staged write: it completes
+    /// in order behind it without I/O.
+    pub fn append(&mut self, region: RegionId, mut write: RegionWrite) -> Result<Ticket, AppendError> {
+        if let Some(f) = &self.fatal {
+            return Err(f.clone().into());
+        }
+        if write.is_empty() {
+            return Ok(self.next_ticket - 1);
+        }
+        self.check_limits(region, &write)?;
+        let is_new = !self.regions.contains_key(&region);
+        if is_new && self.regions.len() >= REGIONS_MAX {
+            return Err(AppendError::Invalid {
+                region,
+                what: format!("log already holds REGIONS_MAX ({REGIONS_MAX}) regions"),
+            });
+        }
+        let empty = RegionLog::new(region);
+        let log = self.regions.get(&region).unwrap_or(&empty);
+        log.check(region, &write)?;
+        // The checkpoint that opens the next segment must fit its budget: it
+        // holds the written state, which each staged write can grow by at
+        // most `growth` once encoded (an upper bound, whatever the state).
+        let base = if is_new { checkpoint_entry_bytes(&RegionCheckpoint::default()) } else { 0 };
+        let growth = checkpoint_growth_max(&write);
+        let budget = self.opts.checkpoint_bytes_max();
+        if self.written_checkpoint_bytes + self.pending_checkpoint_growth + base + growth > budget {
+            return Err(AppendError::CheckpointFull { max: budget });
+        }
+
+        let ticket = self.next_ticket;
+        let log = self.regions.entry(region).or_insert_with(|| RegionLog::new(region));
+        self.written_checkpoint_bytes += base;
+        // A write that drops entries (snapshot, compaction, tombstone, or an
+        // overwrite of the tail) must keep their segments pinned until it is
+        // itself encoded: until then the records on disk still need them.
+        let unpins = raises_floor(&write) || write.entries.first().is_some_and(|e| e.index <= log.last_index());
+        if unpins {
+            log.extra_pin = log.extra_pin.min(log.pin());
+            log.pending_floor_writes += 1;
+        }
+        if let Some(s) = write.snapshot {
+            log.reset_to_snapshot(s.index, s.term);
+        }
+        if let Some(first) = write.entries.first() {
+            let entries = &write.entries;
+            log.put_entries(first.index, entries.len(), |k| IndexEntry {
+                term: entries[k].term,
+                ticket,
+                seq: NOT_WRITTEN,
+                offset: 0,
+                len: entries[k].data.len() as u32,
+                crc: 0,
+                entry_type: entries[k].entry_type,
+            });
+            for e in entries {
+                log.cache_push(e.data.clone());
+            }
+        }
+        let mut compact_prev_term = 0;
+        if let Some(to) = write.compact_to {
+            if to <= log.first_index() {
+                write.compact_to = None; // already there; nothing to record
+            } else {
+                compact_prev_term = log.term(to - 1).expect("checked: compact_to is within the log");
+                log.compact(to, compact_prev_term);
+            }
+        }
+        if write.tombstone {
+            log.drop_log();
+        }
+        let (first_index, prev_term) = (log.state.first_index, log.state.prev_term);
+        apply_head(&mut log.state, &head_of(&write, compact_prev_term), !write.entries.is_empty());
+        (log.state.first_index, log.state.prev_term) = (first_index, prev_term);
+
+        if write.is_empty() {
+            // only a compaction that was already done: nothing to write
+            if unpins {
+                log.pending_floor_writes -= 1;
+                if log.pending_floor_writes == 0 {
+                    log.extra_pin = NOT_WRITTEN;
+                }
+            }
+            return Ok(self.next_ticket - 1);
+        }
+        let bytes = section_bytes(&write);
+        self.next_ticket += 1;
+        self.staged_bytes += bytes;
+        self.pending_checkpoint_growth += growth;
+        self.staged.push_back(Staged { ticket, region, write, compact_prev_term, bytes, unpins, growth });
+        Ok(ticket)
+    }
+
+    fn check_limits(&self, region: RegionId, write: &RegionWrite) -> Result<(), AppendError> {
+        let bytes = section_bytes(write);
+        let max = self.opts.batch_bytes_max;
+        if RECORD_HEADER_BYTES + bytes > max {
+            return Err(AppendError::TooLarge { bytes, max });
+        }
+        if self.staged_bytes + bytes > self.opts.staged_bytes_max {
+            return Err(AppendError::Busy { staged_bytes: self.staged_bytes, max: self.opts.staged_bytes_max });
+        }
+        if write.entries.len() > SECTION_ENTRIES_MAX {
+            return Err(AppendError::Invalid {
+                region,
+                what: format!("more than SECTION_ENTRIES_MAX ({SECTION_ENTRIES_MAX}) entries"),
+            });
+        }
+        if let Some(e) = write.entries.iter().find(|e| e.data.len() > ENTRY_DATA_BYTES_MAX) {
+            return Err(AppendError::EntryTooLarge {
+                region,
+                index: e.index,
+                bytes: e.data.len(),
+                max: ENTRY_DATA_BYTES_MAX,
+            });
+        }
+        if write.entries.first().is_some_and(|e| e.index == 0) {
+            return Err(AppendError::Invalid { region, what: "entry index 0".into() });
+        }
+        if write.meta.as_ref().is_some_and(|m| m.len() > META_BYTES_MAX) {
+            return Err(AppendError::Invalid { region, what: format!("meta over META_BYTES_MAX ({META_BYTES_MAX})") });
+        }
+        if write.conf_state.as_ref().is_some_and(|c| c.peer_count() > CONF_PEERS_MAX) {
+            return Err(AppendError::Invalid {
+                region,
+                what: format!("conf state over CONF_PEERS_MAX ({CONF_PEERS_MAX})"),
+            });
+        }
+        if write.snapshot.is_some_and(|s| s.index == 0) {
+            return Err(AppendError::Invalid { region, what: "snapshot at index 0".into() });
+        }
+        if write.compact_to == Some(0) {
+            return Err(AppendError::Invalid { region, what: "compact_to(0)".into() });
+        }
+        Ok(())
+    }
+
+    /// Drops entries below `index` of a region (durable with the next flush).
+    pub fn compact_to(&mut self, region: RegionId, index: u64) -> Result<Ticket, AppendError> {
+        self.append(region, RegionWrite { compact_to: Some(index), ..Default::default() })
+    }
+
+    // ----- flushing ------------------------------------------------------
+
+    /// Takes the staged writes (up to the batch limit) as one record and
+    /// returns the write+fdatasync to run. `Idle` while one is in flight.
+    pub fn start_flush(&mut self) -> FlushStart<D> {
+        if self.in_flight.is_some() || self.staged.is_empty() || self.fatal.is_some() {
+            return FlushStart::Idle;
+        }
+        let payload_max = self.opts.batch_bytes_max - RECORD_HEADER_BYTES;
+        let mut n = 0;
+        let mut payload = 0;
+        for s in &self.staged {
+            if n > 0 && payload + s.bytes > payload_max {
+                break;
+            }
+            payload += s.bytes;
+            n += 1;
+        }
+        let record_bytes = align_up(RECORD_HEADER_BYTES + payload);
+        let roll = match &self.active {
+            None => true,
+            Some(a) => a.write_offset + record_bytes as u64 > self.opts.segment_bytes,
+        };
+        if roll && self.spare.is_none() {
+            self.stats.roll_stalls += 1;
+            return FlushStart::NeedSpare;
+        }
+        let checkpoint_payload: usize =
+            if roll { checkpointed(&self.regions).map(checkpoint_entry_bytes).sum() } else { 0 };
+        let checkpoint_record = if roll { align_up(RECORD_HEADER_BYTES + checkpoint_payload) } else { 0 };
+        let total = checkpoint_record + record_bytes;
+
+        if roll {
+            let spare = self.spare.take().expect("checked above");
+            assert!(
+                SEGMENT_HEADER_BYTES + total <= self.opts.segment_bytes as usize,
+                "checkpoint ({checkpoint_payload} bytes) + batch ({payload} bytes) overflow a segment: limits are wrong"
+            );
+            assert!(spare.seq > self.active.as_ref().map_or(0, |a| a.seq), "segments roll forward");
+            self.segments.insert(spare.seq, spare.file.clone());
+            self.active = Some(Active {
+                seq: spare.seq,
+                file: spare.file,
+                write_offset: SEGMENT_HEADER_BYTES as u64,
+                end_marker: spare.recycled,
+            });
+            self.stats.segment_rolls += 1;
+        }
+        let active = self.active.as_mut().expect("active segment");
+        let (seq, base) = (active.seq, active.write_offset);
+        // In a reused segment, the block after the last record must read as
+        // zeros: then a non-zero bad block at the end of the log is always a
+        // torn or damaged record (reported), never the segment's old bytes.
+        // The next write overwrites the marker; it was never acknowledged.
+        let marker = active.end_marker && base + (total as u64) < self.opts.segment_bytes;
+        let write_bytes = total + if marker { BLOCK_BYTES } else { 0 };
+        let mut buf = self.disk.alloc_buf(write_bytes);
+        buf[total..].fill(0);
+
+        if roll {
+            let rec = &mut buf[..checkpoint_record];
+            let end =
+                RECORD_HEADER_BYTES + encode_checkpoint(&mut rec[RECORD_HEADER_BYTES..], checkpointed(&self.regions));
+            debug_assert_eq!(end, RECORD_HEADER_BYTES + checkpoint_payload);
+            rec[end..].fill(0);
+            let header = RecordHeader {
+                kind: RecordKind::Checkpoint,
+                payload_bytes: checkpoint_payload as u32,
+                lsn: self.next_lsn,
+                section_count: checkpointed(&self.regions).count() as u32,
+            };
+            encode_record_header(rec, seq, &header);
+            self.next_lsn += 1;
+        }
+
+        let rec = &mut buf[checkpoint_record..total];
+        let record_offset = base + checkpoint_record as u64;
+        let mut pos = RECORD_HEADER_BYTES;
+        let mut last_ticket = 0;
+        let mut regions_in_batch = Vec::with_capacity(n);
+        let mut payload_crc = 0u32; // CRC32C of the empty string
+        let mut data_crcs: Vec<(usize, usize, u32)> = vec![];
+        for s in self.staged.drain(..n) {
+            let log = self.regions.get_mut(&s.region).expect("staged region exists");
+            let section_start = pos;
+            let first_index = s.write.entries.first().map(|e| e.index);
+            data_crcs.clear();
+            let written = encode_section(&mut rec[pos..], s.region, &s.write, s.compact_prev_term, |k, off| {
+                let index = first_index.expect("entries") + k as u64;
+                let e = &s.write.entries[k];
+                let crc = crc32c::crc32c(&e.data);
+                data_crcs.push((off, e.data.len(), crc));
+                if let Some(ie) = log_entry_mut(log, index) {
+                    if ie.ticket == s.ticket {
+                        ie.seq = seq;
+                        ie.offset = (record_offset as usize + section_start + off) as u32;
+                        ie.crc = crc;
+                    }
+                }
+            });
+            debug_assert_eq!(written, s.bytes);
+            // The record's checksum, built piece by piece so that entry data
+            // is read once: its CRC (kept in the index) is combined in.
+            let mut at = pos;
+            for &(off, len, crc) in &data_crcs {
+                payload_crc = crc32c::crc32c_append(payload_crc, &rec[at..pos + off]);
+                payload_crc = crc32c::crc32c_combine(payload_crc, crc, len);
+                at = pos + off + len;
+            }
+            payload_crc = crc32c::crc32c_append(payload_crc, &rec[at..pos + written]);
+            pos += written;
+            let written_before = checkpoint_entry_bytes(&log.written);
+            apply_head(&mut log.written, &head_of(&s.write, s.compact_prev_term), !s.write.entries.is_empty());
+            let written_after = checkpoint_entry_bytes(&log.written);
+            debug_assert!(written_after <= written_before + s.growth, "growth bound holds");
+            self.written_checkpoint_bytes = self.written_checkpoint_bytes + written_after - written_before;
+            self.pending_checkpoint_growth -= s.growth;
+            if s.unpins {
+                log.pending_floor_writes -= 1;
+                if log.pending_floor_writes == 0 {
+                    log.extra_pin = NOT_WRITTEN;
+                }
+            }
+            self.staged_bytes -= s.bytes;
+            last_ticket = s.ticket;
+            regions_in_batch.push(s.region);
+        }
+        debug_assert_eq!(pos, RECORD_HEADER_BYTES + payload);
+        rec[pos..].fill(0);
+        let header = RecordHeader {
+            kind: RecordKind::Batch,
+            payload_bytes: payload as u32,
+            lsn: self.next_lsn,
+            section_count: n as u32,
+        };
+        encode_record_header_with_crc(rec, seq, &header, payload_crc);
+        self.next_lsn += 1;
+        active.write_offset += total as u64;
+        regions_in_batch.sort_unstable();
+        regions_in_batch.dedup();
+
+        self.in_flight = Some(last_ticket);
+        self.stats.flushes += 1;
+        self.stats.bytes_written += write_bytes as u64;
+        self.stats.writes_flushed += n as u64;
+        self.stats.regions_flushed += regions_in_batch.len() as u64;
+        FlushStart::Flush(Flush {
+            file: active.file.clone(),
+            buf,
+            seq,
+            offset: base,
+            bytes: write_bytes,
+            writes: n,
+            regions: regions_in_batch.len(),
+            durable_ticket: last_ticket,
+        })
+    }
+
+    /// Records the outcome of the flush in flight. An error stops the log
+    /// for good (every later call fails with it).
+    pub fn finish_flush(&mut self, result: Result<FlushDone, FatalError>) -> Result<Ticket, FatalError> {
+        let expected = self.in_flight.take().expect("finish_flush without a flush in flight");
+        match result {
+            Ok(done) => {
+                assert_eq!(done.durable_ticket, expected, "flushes complete in order");
+                assert!(done.durable_ticket > self.durable_ticket);
+                self.durable_ticket = done.durable_ticket;
+                Ok(self.durable_ticket)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "WAL write failed: no further writes will be acknowledged");
+                self.fatal = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// The next spare segment to prepare, if one is wanted and none is being
+    /// prepared. Run it off the write path and hand the result to `add_spare`.
+    pub fn spare_job(&mut self) -> Option<SpareJob<D>> {
+        if self.spare.is_some() || self.spare_job_out || self.fatal.is_some() {
+            return None;
+        }
+        self.spare_job_out = true;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let recycle = self.free.pop_front();
+        Some(SpareJob { disk: self.disk.clone(), seq, recycle, segment_bytes: self.opts.segment_bytes })
+    }
+
+    pub fn add_spare(&mut self, result: Result<Spare<D::File>, MaintenanceError>) -> Result<(), MaintenanceError> {
+        self.spare_job_out = false;
+        let spare = result?;
+        if spare.recycled {
+            self.stats.spares_recycled += 1;
+        } else {
+            self.stats.spares_created += 1;
+        }
+        self.spare = Some(spare);
+        Ok(())
+    }
+
+    // ----- purge ---------------------------------------------------------
+
+    /// Takes the segments that no region needs out of the live set. Must be
+    /// called with no flush in flight, so the state it reads is the durable
+    /// one. Returns the job that recycles them and the regions that block
+    /// older segments.
+    pub fn purge(&mut self) -> PurgePlan<D> {
+        assert!(self.in_flight.is_none(), "purge reads the durable state: call it between flushes");
+        let Some(active_seq) = self.active.as_ref().map(|a| a.seq) else {
+            return PurgePlan { segments: vec![], blocking: vec![], job: None };
+        };
+        let mut pins: Vec<(u64, RegionId)> =
+            self.regions.iter().map(|(&id, r)| (r.pin(), id)).filter(|&(p, _)| p < active_seq).collect();
+        pins.sort_unstable();
+        let floor = pins.first().map_or(active_seq, |p| p.0);
+
+        let segments: Vec<u64> = self.segments.range(..floor).map(|(&s, _)| s).collect();
+        let mut recycle = vec![];
+        let mut remove = vec![];
+        for &seq in &segments {
+            self.segments.remove(&seq);
+            if self.free.len() + recycle.len() < self.opts.free_segments_max {
+                recycle.push(seq);
+            } else {
+                remove.push(seq);
+            }
+        }
+        let blocking = pins.iter().take(BLOCKING_REPORT_MAX).map(|&(p, id)| (id, p)).collect();
+        let job = (!segments.is_empty()).then(|| PurgeJob { disk: self.disk.clone(), recycle, remove });
+        PurgePlan { segments, blocking, job }
+    }
+
+    pub fn purge_done(&mut self, result: Result<PurgeDone, MaintenanceError>) -> Result<(), MaintenanceError> {
+        let done = result?;
+        self.stats.segments_recycled += done.recycled.len() as u64;
+        self.stats.segments_removed += done.removed.len() as u64;
+        self.free.extend(done.recycled);
+        Ok(())
+    }
+
+    // ----- reads ---------------------------------------------------------
+
+    fn region(&self, region: RegionId) -> Result<&RegionLog, ReadError> {
+        self.regions.get(&region).ok_or(ReadError::UnknownRegion(region))
+    }
+
+    pub fn regions(&self) -> impl Iterator<Item = RegionId> + '_ {
+        self.regions.keys().copied()
+    }
+    pub fn first_index(&self, region: RegionId) -> Option<u64> {
+        self.regions.get(&region).map(|r| r.first_index())
+    }
+    pub fn last_index(&self, region: RegionId) -> Option<u64> {
+        self.regions.get(&region).map(|r| r.last_index())
+    }
+    /// Term of entry `i` in `[first_index - 1, last_index]`; never needs I/O.
+    pub fn term(&self, region: RegionId, i: u64) -> Option<u64> {
+        self.regions.get(&region).and_then(|r| r.term(i))
+    }
+    pub fn hard_state(&self, region: RegionId) -> Option<HardState> {
+        self.regions.get(&region).and_then(|r| r.state.hard_state)
+    }
+    pub fn conf_state(&self, region: RegionId) -> Option<&ConfState> {
+        self.regions.get(&region).and_then(|r| r.state.conf_state.as_ref())
+    }
+    pub fn meta(&self, region: RegionId) -> Option<&Bytes> {
+        self.regions.get(&region).and_then(|r| r.state.meta.as_ref())
+    }
+    pub fn snapshot(&self, region: RegionId) -> Option<SnapshotMarker> {
+        self.regions.get(&region).and_then(|r| r.state.snapshot)
+    }
+    pub fn is_tombstone(&self, region: RegionId) -> bool {
+        self.regions.get(&region).is_some_and(|r| r.state.tombstone)
+    }
+    /// The region's recorded state (what a checkpoint would hold).
+    pub fn region_state(&self, region: RegionId) -> Option<&RegionCheckpoint> {
+        self.regions.get(&region).map(|r| &r.state)
+    }
+
+    fn check_range(log: &RegionLog, lo: u64, hi: u64) -> Result<(), ReadError> {
+        if lo < log.first_index() {
+            return Err(ReadError::Compacted { first_index: log.first_index() });
+        }
+        if hi > log.last_index() + 1 || lo > hi {
+            return Err(ReadError::Unavailable { hi, last_index: log.last_index() });
+        }
+        Ok(())
+    }
+
+    /// Entries `[lo, hi)` from memory, at most `max_bytes` of data (at least
+    /// one entry). `NotCached` when some are only on disk: use `fetch`.
+    pub fn entries(&self, region: RegionId, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, ReadError> {
+        let log = self.region(region)?;
+        Self::check_range(log, lo, hi)?;
+        let cache_first = log.cache_first();
+        if lo < cache_first && lo < hi {
+            return Err(ReadError::NotCached { from: lo });
+        }
+        let mut out = vec![];
+        let mut size = 0u64;
+        for i in lo..hi {
+            let e = log.get(i).expect("in range");
+            let data = &log.cache[(i - cache_first) as usize];
+            size += data.len() as u64;
+            if !out.is_empty() && size > max_bytes {
+                break;
+            }
+            out.push(Entry { index: i, term: e.term, entry_type: e.entry_type, data: data.clone() });
+        }
+        Ok(out)
+    }
+
+    /// A job reading entries `[lo, hi)` (at most `max_bytes`, at least one)
+    /// from disk with DMA reads; the shard keeps running meanwhile.
+    pub fn fetch(&self, region: RegionId, lo: u64, hi: u64, max_bytes: u64) -> Result<ReadJob<D::File>, ReadError> {
+        let log = self.region(region)?;
+        Self::check_range(log, lo, hi)?;
+        let mut spans: Vec<ReadSpan<D::File>> = vec![];
+        let mut size = 0u64;
+        for i in lo..hi {
+            let e = *log.get(i).expect("in range");
+            size += e.len as u64;
+            // entries not yet durable are always in memory (and maybe not on disk yet)
+            if (!spans.is_empty() && size > max_bytes) || e.seq == NOT_WRITTEN || e.ticket > self.durable_ticket {
+                break;
+            }
+            let extends = spans.last().is_some_and(|span| {
+                let (start, last) = (span.start, span.entries.last().unwrap().1);
+                last.seq == e.seq
+                    && e.offset >= last.offset
+                    && (e.offset as u64 + e.len as u64 - start) <= crate::disk::IO_CHUNK_BYTES_MAX as u64
+                    && e.offset as u64 - (last.offset as u64 + last.len as u64) <= BLOCK_BYTES as u64 * 4
+            });
+            if extends {
+                spans.last_mut().unwrap().entries.push((i, e));
+            } else {
+                let Some(file) = self.segments.get(&e.seq) else {
+                    return Err(ReadError::Changed { index: i });
+                };
+                spans.push(ReadSpan {
+                    file: file.clone(),
+                    path: self.disk.describe(&segment_name(e.seq)),
+                    start: e.offset as u64,
+                    entries: vec![(i, e)],
+                });
+            }
+        }
+        if spans.is_empty() {
+            // only staged entries: they are in memory
+            return Err(ReadError::NotCached { from: lo });
+        }
+        Ok(ReadJob { spans })
+    }
+
+    /// Lets the log drop the in-memory copies of a region's entries up to
+    /// `index` once they are durable; older entries are then served by `fetch`.
+    pub fn release_cache(&mut self, region: RegionId, index: u64) {
+        let durable = self.durable_ticket;
+        let Some(log) = self.regions.get_mut(&region) else { return };
+        while !log.cache.is_empty() {
+            let i = log.cache_first();
+            let e = *log.get(i).expect("cached entry is indexed");
+            if i > index || e.ticket > durable || e.seq == NOT_WRITTEN {
+                break;
+            }
+            log.cache_pop_front();
+        }
+    }
+
+    // ----- status --------------------------------------------------------
+
+    /// Every write with a ticket at or below this is durable.
+    pub fn durable_ticket(&self) -> Ticket {
+        self.durable_ticket
+    }
+    /// The last ticket handed out.
+    pub fn last_ticket(&self) -> Ticket {
+        self.next_ticket - 1
+    }
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+    pub fn staged_bytes(&self) -> usize {
+        self.staged_bytes
+    }
+    pub fn flush_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+    pub fn has_spare(&self) -> bool {
+        self.spare.is_some()
+    }
+    pub fn wants_spare(&self) -> bool {
+        self.spare.is_none() && !self.spare_job_out && self.fatal.is_none()
+    }
+    pub fn fatal(&self) -> Option<&FatalError> {
+        self.fatal.as_ref()
+    }
+    /// Recovery dropped records: no region may vote until caught up.
+    pub fn needs_catch_up(&self) -> bool {
+        self.needs_catch_up
+    }
+    /// Live segments (with records), oldest first.
+    pub fn segment_seqs(&self) -> Vec<u64> {
+        self.segments.keys().copied().collect()
+    }
+    pub fn free_segments(&self) -> usize {
+        self.free.len()
+    }
+    /// Bytes of entry data held in memory, all regions together.
+    pub fn cache_bytes(&self) -> usize {
+        self.regions.values().map(|r| r.cache_bytes).sum()
+    }
+    pub fn stats(&self) -> &WalStats {
+        &self.stats
+    }
+    pub fn options(&self) -> &WalOptions {
+        &self.opts
+    }
+}
+
+/// Regions whose written state says anything (a region that only ever
+/// received entries is rebuilt from them; one never written is skipped).
+fn checkpointed(regions: &BTreeMap<RegionId, RegionLog>) -> impl Iterator<Item = &RegionCheckpoint> {
+    regions.values().map(|r| &r.written).filter(|c| {
+        c.first_index > 1
+            || c.hard_state.is_some()
+            || c.conf_state.is_some()
+            || c.meta.is_some()
+            || c.snapshot.is_some()
+            || c.tombstone
+    })
+}
+
+/// How much one write can grow its region's checkpoint entry, from any state.
+fn checkpoint_growth_max(write: &RegionWrite) -> usize {
+    write.hard_state.map_or(0, |_| 24)
+        + write.snapshot.map_or(0, |_| 16)
+        + write.conf_state.as_ref().map_or(0, |c| 9 + 8 * c.peer_count())
+        + write.meta.as_ref().map_or(0, |m| 4 + m.len())
+}
+
+fn log_entry_mut(log: &mut RegionLog, index: u64) -> Option<&mut IndexEntry> {
+    let pos = index.checked_sub(log.first_index())?;
+    log.entries.get_mut(pos as usize)
+}

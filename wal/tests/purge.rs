@@ -1,0 +1,113 @@
+//! Purge keeps what regions need and recycles the rest; it names the regions
+//! holding it back; it never loses a region's HardState, ConfState, meta or
+//! tombstone; and bytes left in a recycled segment never pass for records.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use wal::disk::MemDisk;
+use wal::{ConfState, HardState, RegionWrite};
+
+const BUSY: u64 = 1;
+const IDLE: u64 = 2;
+const GONE: u64 = 3;
+
+/// Writes to BUSY until the log has rolled through `segments` more segments,
+/// compacting BUSY behind itself and purging as it goes.
+fn churn(wal: &mut wal::Wal<MemDisk>, segments: usize) {
+    let target = wal.stats().segment_rolls as usize + segments;
+    while (wal.stats().segment_rolls as usize) < target {
+        append_entries(wal, BUSY, 4, 900, 0xb5);
+        flush_all(wal);
+        let last = wal.last_index(BUSY).unwrap();
+        wal.compact_to(BUSY, last.saturating_sub(8).max(1)).unwrap();
+        flush_all(wal);
+        purge(wal);
+    }
+}
+
+#[test]
+fn purge_recycles_what_no_region_needs_and_names_the_region_that_blocks_it() {
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, small_options());
+    append_entries(&mut wal, IDLE, 2, 50, 1); // pins the first segment
+    flush_all(&mut wal);
+    churn(&mut wal, 4);
+    let (purged, blocking) = purge(&mut wal);
+    assert!(purged.is_empty(), "IDLE's entries pin segment 1 and everything after it");
+    assert_eq!(blocking.first(), Some(&(IDLE, 1)), "the region holding back purge is named with its oldest segment");
+    assert!(wal.segment_seqs().len() >= 5);
+
+    // IDLE snapshots and compacts: its old segments are no longer needed
+    wal.compact_to(IDLE, 3).unwrap();
+    flush_all(&mut wal);
+    let (purged, blocking) = purge(&mut wal);
+    assert!(purged.contains(&1), "segment 1 is recycled once IDLE moved on: {purged:?}");
+    assert!(blocking.iter().all(|&(r, _)| r != IDLE));
+    assert!(wal.free_segments() > 0);
+    let model = observe_all(&wal);
+    drop(wal);
+
+    let (wal, report) = open(&disk, small_options());
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(observe_all(&wal), model, "everything live survives purge and restart");
+}
+
+#[test]
+fn an_idle_regions_vote_conf_meta_and_a_tombstone_survive_any_number_of_purges_and_restarts() {
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, small_options());
+    let hs = HardState { term: 7, vote: 3, commit: 0 };
+    let cs = ConfState { voters: vec![1, 2, 3], learners: vec![4], ..Default::default() };
+    let meta = Bytes::from_static(b"range [a, m) epoch 2/5");
+    wal.append(
+        IDLE,
+        RegionWrite {
+            hard_state: Some(hs),
+            conf_state: Some(cs.clone()),
+            meta: Some(meta.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    wal.append(
+        GONE,
+        RegionWrite { meta: Some(Bytes::from_static(b"last meta")), tombstone: true, ..Default::default() },
+    )
+    .unwrap();
+    flush_all(&mut wal);
+    let first_segment = wal.segment_seqs()[0];
+    for _ in 0..4 {
+        churn(&mut wal, 3);
+        assert!(!wal.segment_seqs().contains(&first_segment), "the segment that held the only vote record was purged");
+        drop(wal);
+        let (w, report) = open(&disk, small_options());
+        wal = w;
+        assert_eq!(report.torn_tail, None);
+        assert_eq!(wal.hard_state(IDLE), Some(hs), "a lost vote would allow two leaders in one term");
+        assert_eq!(wal.conf_state(IDLE), Some(&cs));
+        assert_eq!(wal.meta(IDLE), Some(&meta));
+        assert!(wal.is_tombstone(GONE));
+        assert_eq!(wal.meta(GONE).map(|m| &m[..]), Some(&b"last meta"[..]));
+    }
+}
+
+#[test]
+fn a_recycled_segments_stale_bytes_are_never_taken_for_records() {
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, small_options());
+    churn(&mut wal, 6);
+    assert!(wal.stats().spares_recycled > 0, "segments were reused: {:?}", wal.stats());
+    // leave the active (recycled) segment half full: old records lie past its end
+    append_entries(&mut wal, BUSY, 1, 10, 1);
+    flush_all(&mut wal);
+    let model = observe_all(&wal);
+    drop(wal);
+    for _ in 0..3 {
+        let (wal, report) = open(&disk, small_options());
+        assert_eq!(report.torn_tail, None, "stale bytes are not a torn write");
+        assert!(report.dropped.is_empty());
+        assert_eq!(observe_all(&wal), model);
+    }
+}
