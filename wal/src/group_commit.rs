@@ -59,7 +59,10 @@ struct Shared<D: Disk> {
     writer: Event,
     /// Appenders waiting for their ticket, by ticket: a flush wakes only the
     /// ones it made durable.
-    durable_waiters: RefCell<BTreeMap<Ticket, Vec<Waker>>>,
+    /// Keyed by (ticket, waiter): one entry per waiting call, replaced when
+    /// it is polled again.
+    durable_waiters: RefCell<BTreeMap<(Ticket, u64), Waker>>,
+    next_waiter: Cell<u64>,
     /// The writer wants a spare segment or a purge.
     maintainer: Event,
     stopping: Cell<bool>,
@@ -85,6 +88,7 @@ impl<D: Disk> GroupCommit<D> {
             wal: RefCell::new(wal),
             writer: Event::default(),
             durable_waiters: RefCell::new(BTreeMap::new()),
+            next_waiter: Cell::new(0),
             maintainer: Event::default(),
             stopping: Cell::new(false),
             writer_done: Cell::new(false),
@@ -103,6 +107,7 @@ impl<D: Disk> GroupCommit<D> {
     /// Waits until `ticket` is durable.
     pub async fn wait(&self, ticket: Ticket) -> Result<(), FatalError> {
         let s = &self.0;
+        let waiter = s.next_waiter.replace(s.next_waiter.get() + 1);
         poll_fn(|cx| {
             let w = s.wal.borrow();
             if w.durable_ticket() >= ticket {
@@ -110,7 +115,7 @@ impl<D: Disk> GroupCommit<D> {
             } else if let Some(f) = w.fatal() {
                 Poll::Ready(Err(f.clone()))
             } else {
-                register(s.durable_waiters.borrow_mut().entry(ticket).or_default(), cx.waker());
+                s.durable_waiters.borrow_mut().insert((ticket, waiter), cx.waker().clone());
                 Poll::Pending
             }
         })
@@ -129,11 +134,11 @@ impl<D: Disk> GroupCommit<D> {
             if failed {
                 std::mem::take(&mut *waiters)
             } else {
-                let later = waiters.split_off(&(durable + 1));
+                let later = waiters.split_off(&(durable + 1, 0));
                 std::mem::replace(&mut *waiters, later)
             }
         };
-        for w in ready.into_values().flatten() {
+        for w in ready.into_values() {
             w.wake();
         }
     }

@@ -18,7 +18,7 @@ use crate::format::{
     decode_batch, decode_checkpoint, decode_record, Malformed, RecordError, RecordKind, RecordView, SegmentHeader,
     SegmentHeaderError, BLOCK_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::region::{apply_head, IndexEntry, LogError, RegionLog};
+use crate::region::{apply_head, Head, IndexEntry, LogError, RegionLog};
 use crate::RegionId;
 
 /// What to do with a bad record that has valid records after it.
@@ -509,7 +509,7 @@ impl Recovery {
                     let log = replay.log;
                     let first_index = log.state.first_index;
                     let prev_term = log.state.prev_term;
-                    apply_head(&mut log.state, &s.head, !s.entries.is_empty());
+                    apply_head(&mut log.state, Head::of_section(&s.head), !s.entries.is_empty());
                     // the log operations above own the bounds
                     log.state.first_index = first_index;
                     log.state.prev_term = prev_term;

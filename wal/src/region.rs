@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::format::{RegionCheckpoint, SectionHead};
-use crate::{RegionId, RegionWrite, Ticket};
+use crate::{ConfState, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket};
 
 /// `seq` of an entry that is staged but not yet placed in a segment.
 pub(crate) const NOT_WRITTEN: u64 = u64::MAX;
@@ -196,9 +196,47 @@ impl RegionLog {
     }
 }
 
+/// The non-entry parts of a write, borrowed: from a live `RegionWrite` or
+/// from a decoded section.
+#[derive(Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub snapshot: Option<SnapshotMarker>,
+    /// (new first index, term of the entry before it)
+    pub compact: Option<(u64, u64)>,
+    pub hard_state: Option<HardState>,
+    pub conf_state: Option<&'a ConfState>,
+    pub meta: Option<&'a Bytes>,
+    pub tombstone: bool,
+}
+
+impl<'a> Head<'a> {
+    /// A live write's head, with the term the log looked up for `compact_to`.
+    pub fn of_write(write: &'a RegionWrite, compact_prev_term: u64) -> Self {
+        Head {
+            snapshot: write.snapshot,
+            compact: write.compact_to.map(|to| (to, compact_prev_term)),
+            hard_state: write.hard_state,
+            conf_state: write.conf_state.as_ref(),
+            meta: write.meta.as_ref(),
+            tombstone: write.tombstone,
+        }
+    }
+
+    pub fn of_section(head: &'a SectionHead) -> Self {
+        Head {
+            snapshot: head.snapshot,
+            compact: head.compact,
+            hard_state: head.hard_state,
+            conf_state: head.conf_state.as_ref(),
+            meta: head.meta.as_ref(),
+            tombstone: head.tombstone,
+        }
+    }
+}
+
 /// Applies the non-entry parts of a write to a region's recorded state.
 /// `has_entries` revives a tombstoned region.
-pub(crate) fn apply_head(cp: &mut RegionCheckpoint, head: &SectionHead, has_entries: bool) {
+pub(crate) fn apply_head(cp: &mut RegionCheckpoint, head: Head<'_>, has_entries: bool) {
     if let Some(s) = head.snapshot {
         cp.snapshot = Some(s);
         cp.first_index = s.index + 1;
@@ -213,10 +251,10 @@ pub(crate) fn apply_head(cp: &mut RegionCheckpoint, head: &SectionHead, has_entr
     if let Some(hs) = head.hard_state {
         cp.hard_state = Some(hs);
     }
-    if let Some(cs) = &head.conf_state {
+    if let Some(cs) = head.conf_state {
         cp.conf_state = Some(cs.clone());
     }
-    if let Some(m) = &head.meta {
+    if let Some(m) = head.meta {
         cp.meta = Some(m.clone());
     }
     if head.snapshot.is_some() || has_entries || head.hard_state.is_some() {
@@ -224,18 +262,6 @@ pub(crate) fn apply_head(cp: &mut RegionCheckpoint, head: &SectionHead, has_entr
     }
     if head.tombstone {
         cp.tombstone = true;
-    }
-}
-
-/// The head of a live write, with the term the log looked up for `compact_to`.
-pub(crate) fn head_of(write: &RegionWrite, compact_prev_term: u64) -> SectionHead {
-    SectionHead {
-        snapshot: write.snapshot,
-        compact: write.compact_to.map(|to| (to, compact_prev_term)),
-        hard_state: write.hard_state,
-        conf_state: write.conf_state.clone(),
-        meta: write.meta.clone(),
-        tombstone: write.tombstone,
     }
 }
 

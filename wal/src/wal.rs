@@ -14,23 +14,18 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::disk::{read_into, Disk, DiskFile};
+use crate::disk::{Disk, DiskFile};
 use crate::error::{AppendError, FatalError, MaintenanceError, OpenError, ReadError};
 use crate::format::{
-    align_up, checkpoint_entry_bytes, encode_checkpoint, encode_record_header, encode_record_header_with_crc,
-    encode_section, section_bytes, RecordHeader, RecordKind, RegionCheckpoint, SegmentHeader, BLOCK_BYTES,
-    CONF_PEERS_MAX, ENTRY_DATA_BYTES_MAX, META_BYTES_MAX, RECORD_HEADER_BYTES, SECTION_ENTRIES_MAX,
-    SEGMENT_HEADER_BYTES,
+    align_up, checkpoint_entry_bytes, encode_checkpoint, encode_record_header, encode_section, section_bytes,
+    RecordHeader, RecordKind, RegionCheckpoint, SegmentHeader, BLOCK_BYTES, CONF_PEERS_MAX, ENTRY_DATA_BYTES_MAX,
+    META_BYTES_MAX, RECORD_HEADER_BYTES, SECTION_ENTRIES_MAX, SEGMENT_HEADER_BYTES,
 };
 use crate::layout::{free_name, parse_name, segment_name, tmp_name, FileKind};
 use crate::options::{WalOptions, BLOCKING_REPORT_MAX, REGIONS_MAX};
 use crate::recovery::{Recovery, RecoveryReport};
-use crate::region::{apply_head, head_of, raises_floor, IndexEntry, RegionLog, NOT_WRITTEN};
+use crate::region::{apply_head, raises_floor, Head, IndexEntry, RegionLog, NOT_WRITTEN};
 use crate::{ConfState, Entry, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket};
-
-/// Reads of one segment file in flight at once during recovery: a whole
-/// default segment, so it arrives while the previous one is replayed.
-const RECOVERY_READ_DEPTH: usize = 64;
 
 struct Staged {
     ticket: Ticket,
@@ -340,25 +335,25 @@ impl<D: Disk> Wal<D> {
             opened.push((seq, Rc::new(file), size as usize));
         }
         // Read segment k+1 while segment k is replayed; two buffers, reused.
-        let (mut current, mut next) = (Vec::new(), Vec::new());
+        let mut current = Vec::new();
+        let mut spare_buf = Vec::new();
         if let Some((seq, file, size)) = opened.first() {
-            let name = segment_name(*seq);
-            read_into(&**file, *size, RECOVERY_READ_DEPTH, &mut current).await.map_err(|e| io("read", &name, e))?;
+            current = file.read_whole(*size, current).await.map_err(|e| io("read", &segment_name(*seq), e))?;
         }
         for k in 0..opened.len() {
+            let buf = std::mem::take(&mut spare_buf);
             let read_next = async {
                 match opened.get(k + 1) {
-                    Some((seq, file, size)) => read_into(&**file, *size, RECOVERY_READ_DEPTH, &mut next)
-                        .await
-                        .map_err(|e| io("read", &segment_name(*seq), e)),
-                    None => Ok(()),
+                    Some((seq, file, size)) => {
+                        file.read_whole(*size, buf).await.map_err(|e| io("read", &segment_name(*seq), e))
+                    }
+                    None => Ok(buf),
                 }
             };
             let replay = async { recovery.add_segment(opened[k].0, &current) };
             let (read, replayed) = futures_lite::future::zip(read_next, replay).await;
-            read?;
             replayed?;
-            std::mem::swap(&mut current, &mut next);
+            spare_buf = std::mem::replace(&mut current, read?);
         }
         let mut files: BTreeMap<u64, Rc<D::File>> = opened.into_iter().map(|(seq, file, _)| (seq, file)).collect();
         let recovered = recovery.finish()?;
@@ -514,7 +509,7 @@ impl<D: Disk> Wal<D> {
             log.drop_log();
         }
         let (first_index, prev_term) = (log.state.first_index, log.state.prev_term);
-        apply_head(&mut log.state, &head_of(&write, compact_prev_term), !write.entries.is_empty());
+        apply_head(&mut log.state, Head::of_write(&write, compact_prev_term), !write.entries.is_empty());
         (log.state.first_index, log.state.prev_term) = (first_index, prev_term);
 
         if write.is_empty() {
@@ -664,18 +659,14 @@ impl<D: Disk> Wal<D> {
         let mut pos = RECORD_HEADER_BYTES;
         let mut last_ticket = 0;
         let mut regions_in_batch = Vec::with_capacity(n);
-        let mut payload_crc = 0u32; // CRC32C of the empty string
-        let mut data_crcs: Vec<(usize, usize, u32)> = vec![];
         for s in self.staged.drain(..n) {
             let log = self.regions.get_mut(&s.region).expect("staged region exists");
             let section_start = pos;
             let first_index = s.write.entries.first().map(|e| e.index);
-            data_crcs.clear();
             let written = encode_section(&mut rec[pos..], s.region, &s.write, s.compact_prev_term, |k, off| {
                 let index = first_index.expect("entries") + k as u64;
                 let e = &s.write.entries[k];
                 let crc = crc32c::crc32c(&e.data);
-                data_crcs.push((off, e.data.len(), crc));
                 if let Some(ie) = log_entry_mut(log, index) {
                     if ie.ticket == s.ticket {
                         ie.seq = seq;
@@ -685,18 +676,9 @@ impl<D: Disk> Wal<D> {
                 }
             });
             debug_assert_eq!(written, s.bytes);
-            // The record's checksum, built piece by piece so that entry data
-            // is read once: its CRC (kept in the index) is combined in.
-            let mut at = pos;
-            for &(off, len, crc) in &data_crcs {
-                payload_crc = crc32c::crc32c_append(payload_crc, &rec[at..pos + off]);
-                payload_crc = crc32c::crc32c_combine(payload_crc, crc, len);
-                at = pos + off + len;
-            }
-            payload_crc = crc32c::crc32c_append(payload_crc, &rec[at..pos + written]);
             pos += written;
             let written_before = checkpoint_entry_bytes(&log.written);
-            apply_head(&mut log.written, &head_of(&s.write, s.compact_prev_term), !s.write.entries.is_empty());
+            apply_head(&mut log.written, Head::of_write(&s.write, s.compact_prev_term), !s.write.entries.is_empty());
             let written_after = checkpoint_entry_bytes(&log.written);
             debug_assert!(written_after <= written_before + s.growth, "growth bound holds");
             self.written_checkpoint_bytes = self.written_checkpoint_bytes + written_after - written_before;
@@ -719,7 +701,7 @@ impl<D: Disk> Wal<D> {
             lsn: self.next_lsn,
             section_count: n as u32,
         };
-        encode_record_header_with_crc(rec, seq, &header, payload_crc);
+        encode_record_header(rec, seq, &header);
         self.next_lsn += 1;
         active.write_offset += total as u64;
         regions_in_batch.sort_unstable();

@@ -27,6 +27,8 @@ use wal::{AppendError, Entry, GroupCommit, HardState, RegionId, RegionWrite, Wal
 
 use crate::latency::{Latency, LatencySummary};
 
+mod open_loop;
+
 /// A region compacts its log every this many entries (to its durable index),
 /// so purge can recycle segments and disk use stays bounded on long runs.
 const COMPACT_INTERVAL_ENTRIES: u64 = 256;
@@ -65,6 +67,11 @@ pub struct AppendConfig {
     /// Compact and let purge recycle segments (off when the data must stay
     /// for a recovery measurement).
     pub compact: bool,
+    /// Open loop: this many appends per second in all, round-robin over the
+    /// regions, whatever the log does; latency counts from each append's
+    /// intended start, so a stall is not hidden (no coordinated omission).
+    /// `None`: closed loop, `inflight` appends per region.
+    pub rate_per_sec: Option<f64>,
 }
 
 /// What one run measured (the warm-up excluded).
@@ -154,7 +161,7 @@ impl Drop for GateTurn<'_> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Warmup,
     Measure,
     Stop,
@@ -169,7 +176,7 @@ struct RegionCounters {
     durable_index: Cell<u64>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     gc: GroupCommit<GlommioDisk>,
     cfg: AppendConfig,
     phase: Cell<Phase>,
@@ -181,12 +188,12 @@ struct Shared {
     appends: Cell<u64>,
 }
 
-fn region_id(slot: usize) -> RegionId {
+pub(super) fn region_id(slot: usize) -> RegionId {
     slot as RegionId + 1
 }
 
 /// Stages the next entry of a region; retries while the log is `Busy`.
-async fn stage_next(s: &Shared, slot: usize) -> Result<(wal::Ticket, u64), String> {
+pub(super) async fn stage_next(s: &Shared, slot: usize) -> Result<(wal::Ticket, u64), String> {
     let region = region_id(slot);
     let counters = &s.regions[slot];
     let busy_since = Instant::now();
@@ -317,9 +324,12 @@ async fn measure(s: &Rc<Shared>) -> Result<AppendResult, String> {
         sleep(Duration::from_millis(1)).await;
     }
 
-    let tasks: Vec<_> = (0..s.cfg.regions * s.cfg.inflight)
-        .map(|k| glommio::spawn_local(appender(s.clone(), k % s.cfg.regions)))
-        .collect();
+    let tasks: Vec<_> = match s.cfg.rate_per_sec {
+        None => (0..s.cfg.regions * s.cfg.inflight)
+            .map(|k| glommio::spawn_local(appender(s.clone(), k % s.cfg.regions)))
+            .collect(),
+        Some(rate) => open_loop::spawn(s.clone(), rate),
+    };
     let failed = Rc::new(RefCell::new(None::<String>));
     // Watch the tasks so a failure ends the run at once instead of at the deadline.
     let joined = {

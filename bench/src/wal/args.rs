@@ -26,6 +26,8 @@ pub const DURATION_MIN: Duration = Duration::from_millis(100);
 pub const DURATION_MAX: Duration = Duration::from_secs(3600);
 /// Longest warm-up.
 pub const WARMUP_MAX: Duration = Duration::from_secs(60);
+/// Highest open-loop rate (appends per second, all regions together).
+pub const RATE_MAX: f64 = 10e6;
 /// Most rounds of `--compare` and `--recovery`.
 pub const ROUNDS_MAX: usize = 20;
 /// Most 4 KiB probe writes before and after a run.
@@ -59,6 +61,12 @@ pub struct WalBenchArgs {
     /// Group commit off: one append, one write, one fdatasync at a time.
     #[arg(long)]
     pub sync_each: bool,
+    /// Open loop: this many appends per second in all, whatever the log does,
+    /// with latency counted from each append's intended start (a stall shows
+    /// in the percentiles). Without it, each region keeps `--inflight` appends
+    /// in flight (closed loop).
+    #[arg(long, value_name = "APPENDS_PER_SEC", conflicts_with_all = ["sync_each", "compare", "recovery"])]
+    pub rate: Option<f64>,
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -140,6 +148,11 @@ impl WalBenchArgs {
                 format_duration(DURATION_MAX)
             ));
         }
+        if let Some(rate) = self.rate {
+            if !(1.0..=RATE_MAX).contains(&rate) {
+                return Err(format!("--rate {rate} is out of range 1..={RATE_MAX} appends per second"));
+            }
+        }
         if self.warmup > WARMUP_MAX {
             return Err(format!("--warmup {} is over {}", format_duration(self.warmup), format_duration(WARMUP_MAX)));
         }
@@ -199,6 +212,10 @@ mod tests {
         assert!(parse(&["--regions", "0"]).unwrap().validate().is_err());
         assert!(parse(&["--duration", "10ms"]).unwrap().validate().is_err());
         assert!(parse(&["--segment-bytes", "1000"]).unwrap().validate().is_err());
+        assert!(parse(&["--rate", "1000", "--sync-each"]).is_err());
+        assert!(parse(&["--rate", "0"]).unwrap().validate().is_err());
+        assert!(parse(&["--rate", "NaN"]).unwrap().validate().is_err());
+        assert!(parse(&["--rate", "50000"]).unwrap().validate().is_ok());
     }
 
     #[test]

@@ -110,7 +110,11 @@ async fn drive(args: WalBenchArgs, root: PathBuf) -> Result<Report, String> {
     } else if args.compare {
         ("compare", compare(&args, &root).await?)
     } else {
-        let mode = if args.sync_each { "sync-each" } else { "group-commit" };
+        let mode = match (args.sync_each, args.rate) {
+            (true, _) => "sync-each",
+            (false, Some(_)) => "group-commit, open loop",
+            (false, None) => "group-commit",
+        };
         (mode, single(&args, &root, direct).await?)
     };
 
@@ -129,6 +133,7 @@ async fn drive(args: WalBenchArgs, root: PathBuf) -> Result<Report, String> {
             mode,
             regions: args.regions,
             inflight: args.inflight,
+            rate_per_sec: args.rate,
             entry_bytes: args.entry_bytes,
             duration_s: args.duration.as_secs_f64(),
             warmup_s: args.warmup.as_secs_f64(),
@@ -156,6 +161,7 @@ fn append_config(args: &WalBenchArgs, sync_each: bool) -> AppendConfig {
         until: Until::Elapsed(args.duration),
         options: args.wal_options(),
         compact: true,
+        rate_per_sec: args.rate,
     }
 }
 

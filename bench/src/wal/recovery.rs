@@ -56,6 +56,7 @@ pub async fn run_recovery(args: &WalBenchArgs, root: &Path) -> Result<RecoveryRe
             until: Until::DiskBytes { bytes: args.recovery_bytes, time_max: FILL_TIME_MAX },
             options: args.wal_options(),
             compact: false,
+            rate_per_sec: None,
         },
     )
     .await?;

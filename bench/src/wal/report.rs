@@ -250,6 +250,9 @@ pub struct Setup {
     pub mode: &'static str,
     pub regions: usize,
     pub inflight: usize,
+    /// Open loop: the offered rate (appends per second); absent in a closed loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<f64>,
     pub entry_bytes: usize,
     pub duration_s: f64,
     pub warmup_s: f64,
@@ -316,12 +319,14 @@ impl Report {
         use std::fmt::Write;
         let s = &self.setup;
         let mut out = String::new();
+        let load = match s.rate_per_sec {
+            Some(r) => format!("{} regions at {r:.0} appends/s offered", s.regions),
+            None => format!("{} regions x {} in flight", s.regions, s.inflight),
+        };
         let _ = writeln!(
             out,
-            "ringraft bench wal ({}): {} regions x {} in flight, {} B entries, segments {}, {} I/O in {}",
+            "ringraft bench wal ({}): {load}, {} B entries, segments {}, {} I/O in {}",
             s.mode,
-            s.regions,
-            s.inflight,
             s.entry_bytes,
             crate::units::format_bytes(s.segment_bytes),
             s.io,
@@ -389,6 +394,7 @@ mod tests {
             mode: "group-commit",
             regions: 1,
             inflight: 1,
+            rate_per_sec: None,
             entry_bytes: 1,
             duration_s: 1.0,
             warmup_s: 0.0,

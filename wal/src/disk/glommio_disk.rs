@@ -278,6 +278,33 @@ impl DiskFile for GlommioFile {
             GlommioFile::Buffered(f) => f.file_size().await?,
         })
     }
+
+    /// Reads on glommio's blocking pool with plain `read`s (kernel
+    /// read-ahead, one copy into `buf`), so the executor keeps replaying the
+    /// previous segment meanwhile; the pages are dropped from the page cache
+    /// afterwards, as the log's own I/O bypasses it.
+    async fn read_whole(&self, len: usize, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        let path = match self {
+            GlommioFile::Dma(f) => f.path().map(|p| p.to_path_buf()),
+            GlommioFile::Buffered(f) => f.path().map(|p| p.to_path_buf()),
+        }
+        .ok_or_else(|| io::Error::other("file has no path"))?;
+        glommio::executor()
+            .spawn_blocking(move || -> io::Result<Vec<u8>> {
+                use std::io::Read;
+                use std::os::fd::AsRawFd;
+                let file = std::fs::File::open(&path).map_err(|e| io_err("open", &path, e))?;
+                // SAFETY: plain advisory calls on a valid descriptor.
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, len as i64, libc::POSIX_FADV_SEQUENTIAL) };
+                buf.clear();
+                buf.reserve(len);
+                (&file).take(len as u64).read_to_end(&mut buf).map_err(|e| io_err("read", &path, e))?;
+                // SAFETY: as above.
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, len as i64, libc::POSIX_FADV_DONTNEED) };
+                Ok(buf)
+            })
+            .await
+    }
 }
 
 /// Bytes read from a [`GlommioFile`].

@@ -57,7 +57,18 @@ pub trait DiskFile: 'static {
     /// Reads up to `len` bytes at `pos` (no alignment needed); shorter at EOF.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Self::ReadBuf>;
     async fn size(&self) -> io::Result<u64>;
+    /// Reads the first `len` bytes (fewer at end of file) into `buf`,
+    /// reusing its memory, and hands it back. Used by recovery to read whole
+    /// segments; an implementation may read on another thread so that the
+    /// next segment arrives while the current one is replayed.
+    async fn read_whole(&self, len: usize, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        read_chunks_into(self, len, RECOVERY_READ_DEPTH, &mut buf).await?;
+        Ok(buf)
+    }
 }
+
+/// Chunked reads in flight at once when a whole file is read with `read_at`.
+pub const RECOVERY_READ_DEPTH: usize = 8;
 
 /// Largest single read or write the log issues; bigger transfers are split
 /// (some kernels hang on DMA reads over max_sectors_kb, glommio #633).
@@ -66,7 +77,12 @@ pub const IO_CHUNK_BYTES_MAX: usize = 1 << 20;
 /// Reads the first `len` bytes of `file` into `out` (replacing its contents,
 /// reusing its memory), in chunks of `IO_CHUNK_BYTES_MAX` with up to `depth`
 /// reads in flight. Stops early at end of file.
-pub async fn read_into<F: DiskFile>(file: &F, len: usize, depth: usize, out: &mut Vec<u8>) -> io::Result<()> {
+pub async fn read_chunks_into<F: DiskFile + ?Sized>(
+    file: &F,
+    len: usize,
+    depth: usize,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
     out.clear();
     out.reserve(len);
     let chunks: Vec<(usize, usize)> =

@@ -95,13 +95,6 @@ fn record_crc(seq: u64, header_tail: &[u8], payload: &[u8]) -> u32 {
 /// `record[RECORD_HEADER_BYTES..]`, computing the checksum over it.
 pub fn encode_record_header(record: &mut [u8], seq: u64, header: &RecordHeader) {
     let payload_end = RECORD_HEADER_BYTES + header.payload_bytes as usize;
-    let payload_crc = crc32c::crc32c(&record[RECORD_HEADER_BYTES..payload_end]);
-    encode_record_header_with_crc(record, seq, header, payload_crc);
-}
-
-/// Like [`encode_record_header`], with the payload's CRC32C already known
-/// (computed piecewise while encoding, so that entry data is read once).
-pub fn encode_record_header_with_crc(record: &mut [u8], seq: u64, header: &RecordHeader, payload_crc: u32) {
     record[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
     record[8] = header.kind as u8;
     record[9] = 0;
@@ -110,16 +103,7 @@ pub fn encode_record_header_with_crc(record: &mut [u8], seq: u64, header: &Recor
     record[16..24].copy_from_slice(&header.lsn.to_le_bytes());
     record[24..28].copy_from_slice(&header.section_count.to_le_bytes());
     record[28..32].copy_from_slice(&0u32.to_le_bytes());
-    let head = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), &record[8..RECORD_HEADER_BYTES]);
-    let crc = crc32c::crc32c_combine(head, payload_crc, header.payload_bytes as usize);
-    debug_assert_eq!(
-        crc,
-        record_crc(
-            seq,
-            &record[8..RECORD_HEADER_BYTES],
-            &record[RECORD_HEADER_BYTES..][..header.payload_bytes as usize]
-        )
-    );
+    let crc = record_crc(seq, &record[8..RECORD_HEADER_BYTES], &record[RECORD_HEADER_BYTES..payload_end]);
     record[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
