@@ -27,6 +27,12 @@ use crate::recovery::{Recovery, RecoveryReport};
 use crate::region::{apply_head, raises_floor, Head, IndexEntry, RegionLog, NOT_WRITTEN};
 use crate::{ConfState, Entry, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket};
 
+/// Largest flush latency the histogram tells apart (longer ones count as it).
+const FLUSH_LATENCY_US_MAX: u64 = 60_000_000;
+/// Bytes zero-filled (and synced) at a time when a new segment is made.
+const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
+const _: () = assert!(ZERO_FILL_CHUNK_BYTES <= crate::disk::IO_CHUNK_BYTES_MAX);
+
 struct Staged {
     ticket: Ticket,
     region: RegionId,
@@ -94,6 +100,8 @@ pub struct Flush<D: Disk> {
 pub struct FlushDone {
     pub durable_ticket: Ticket,
     pub bytes: usize,
+    /// How long the write + fdatasync took.
+    pub latency: std::time::Duration,
 }
 
 impl<D: Disk> Flush<D> {
@@ -106,6 +114,7 @@ impl<D: Disk> Flush<D> {
             offset,
             message: "failpoint".into()
         }));
+        let start = std::time::Instant::now();
         self.file.write_at(self.buf, offset).await.map_err(|e| fatal("write", e))?;
         fail::fail_point!("wal::flush::sync", |_| Err(FatalError {
             op: "fdatasync",
@@ -114,7 +123,7 @@ impl<D: Disk> Flush<D> {
             message: "failpoint".into()
         }));
         self.file.sync_data().await.map_err(|e| fatal("fdatasync", e))?;
-        Ok(FlushDone { durable_ticket: self.durable_ticket, bytes: self.bytes })
+        Ok(FlushDone { durable_ticket: self.durable_ticket, bytes: self.bytes, latency: start.elapsed() })
     }
 }
 
@@ -156,14 +165,18 @@ impl<D: Disk> SpareJob<D> {
             None => {
                 let name = tmp_name(self.seq);
                 let f = d.create(&name).await.map_err(|e| err("create", &name, e))?;
-                // zero-fill so later writes overwrite written blocks (no
-                // extent conversion on the commit path)
+                // Zero-fill so later writes overwrite written blocks (no
+                // extent conversion on the commit path). Each chunk is synced
+                // on its own: one fdatasync of a whole segment would make the
+                // device flush tens of MiB at once, and every commit waiting
+                // behind that flush would see its latency jump.
                 let mut off = 0u64;
                 while off < self.segment_bytes {
-                    let n = (self.segment_bytes - off).min(crate::disk::IO_CHUNK_BYTES_MAX as u64) as usize;
+                    let n = (self.segment_bytes - off).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
                     let mut buf = d.alloc_buf(n);
                     buf.fill(0);
                     f.write_at(buf, off).await.map_err(|e| err("zero-fill", &name, e))?;
+                    f.sync_data().await.map_err(|e| err("fdatasync", &name, e))?;
                     off += n as u64;
                 }
                 (f, name, false)
@@ -298,6 +311,8 @@ pub struct Wal<D: Disk> {
     pending_checkpoint_growth: usize,
     needs_catch_up: bool,
     stats: WalStats,
+    /// write + fdatasync time of every flush, in µs (reset by the caller).
+    flush_latency_us: hdrhistogram::Histogram<u64>,
 }
 
 impl<D: Disk> Wal<D> {
@@ -427,6 +442,8 @@ impl<D: Disk> Wal<D> {
             pending_checkpoint_growth: 0,
             needs_catch_up: report.needs_catch_up,
             stats: WalStats::default(),
+            flush_latency_us: hdrhistogram::Histogram::new_with_bounds(1, FLUSH_LATENCY_US_MAX, 2)
+                .expect("valid bounds"),
             opts,
         };
         Ok((wal, report))
@@ -733,6 +750,7 @@ impl<D: Disk> Wal<D> {
                 assert_eq!(done.durable_ticket, expected, "flushes complete in order");
                 assert!(done.durable_ticket > self.durable_ticket);
                 self.durable_ticket = done.durable_ticket;
+                self.flush_latency_us.saturating_record(done.latency.as_micros() as u64);
                 Ok(self.durable_ticket)
             }
             Err(e) => {
@@ -982,6 +1000,15 @@ impl<D: Disk> Wal<D> {
     }
     pub fn stats(&self) -> &WalStats {
         &self.stats
+    }
+    /// write + fdatasync latency of the flushes since open (or the last
+    /// reset), in µs: print its p99 beside any latency figure, so that a
+    /// slow spell of the disk is seen for what it is.
+    pub fn flush_latency_us(&self) -> &hdrhistogram::Histogram<u64> {
+        &self.flush_latency_us
+    }
+    pub fn reset_flush_latency(&mut self) {
+        self.flush_latency_us.reset();
     }
     pub fn options(&self) -> &WalOptions {
         &self.opts

@@ -85,6 +85,8 @@ pub struct AppendResult {
     /// WAL stats accrued during the measurement.
     pub wal: WalStats,
     pub latency: LatencySummary,
+    /// The log's write + fdatasync per flush, during the measurement.
+    pub flush_latency: LatencySummary,
 }
 
 impl AppendResult {
@@ -347,6 +349,7 @@ async fn measure(s: &Rc<Shared>) -> Result<AppendResult, String> {
 
     sleep(s.cfg.warmup).await;
     let before = s.gc.wal().stats().clone();
+    s.gc.wal().reset_flush_latency();
     let start = Instant::now();
     if s.phase.get() == Phase::Warmup {
         s.phase.set(Phase::Measure);
@@ -370,6 +373,17 @@ async fn measure(s: &Rc<Shared>) -> Result<AppendResult, String> {
     let measuring = s.phase.replace(Phase::Stop) == Phase::Measure;
     let elapsed = start.elapsed();
     let after = s.gc.wal().stats().clone();
+    let flush_latency = {
+        let w = s.gc.wal();
+        let h = w.flush_latency_us();
+        LatencySummary {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    };
 
     if within(DRAIN_WAIT_MAX, joined).await.is_none() {
         return Err(format!("appenders did not finish within {DRAIN_WAIT_MAX:?} of the end of the run"));
@@ -385,5 +399,6 @@ async fn measure(s: &Rc<Shared>) -> Result<AppendResult, String> {
         payload_bytes: appends * s.cfg.entry_bytes as u64,
         wal: stats_delta(&before, &after),
         latency: s.latency.borrow().summary(),
+        flush_latency,
     })
 }

@@ -39,6 +39,10 @@ pub struct RunFigures {
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
+    /// The log's own write + fdatasync time per flush, same run: the disk's
+    /// share of the latency above (a slow spell shows here first).
+    pub fsync_latency_us_p50: f64,
+    pub fsync_latency_us_p99: f64,
     pub appends: f64,
     pub elapsed_s: f64,
     pub segment_rolls: f64,
@@ -60,6 +64,8 @@ impl From<&AppendResult> for RunFigures {
             p99_us: r.latency.p99_us as f64,
             p999_us: r.latency.p999_us as f64,
             max_us: r.latency.max_us as f64,
+            fsync_latency_us_p50: r.flush_latency.p50_us as f64,
+            fsync_latency_us_p99: r.flush_latency.p99_us as f64,
             appends: r.appends as f64,
             elapsed_s: r.elapsed.as_secs_f64(),
             segment_rolls: r.wal.segment_rolls as f64,
@@ -84,6 +90,8 @@ impl RunFigures {
             p99_us: m(|r| r.p99_us),
             p999_us: m(|r| r.p999_us),
             max_us: m(|r| r.max_us),
+            fsync_latency_us_p50: m(|r| r.fsync_latency_us_p50),
+            fsync_latency_us_p99: m(|r| r.fsync_latency_us_p99),
             appends: m(|r| r.appends),
             elapsed_s: m(|r| r.elapsed_s),
             segment_rolls: m(|r| r.segment_rolls),
@@ -94,7 +102,7 @@ impl RunFigures {
     /// One line: the headline figures.
     pub fn line(&self) -> String {
         format!(
-            "{:.0} appends/s, {:.2} MB/s (disk {:.1} MB/s), {:.0} fsyncs/s, {:.1} regions/fsync, {:.0} B/fsync, latency p50 {:.0} / p99 {:.0} / p99.9 {:.0} / max {:.0} us",
+            "{:.0} appends/s, {:.2} MB/s (disk {:.1} MB/s), {:.0} fsyncs/s, {:.1} regions/fsync, {:.0} B/fsync, latency p50 {:.0} / p99 {:.0} / p99.9 {:.0} / max {:.0} us, fsync p99 {:.0} us",
             self.appends_per_sec,
             self.mb_per_sec,
             self.disk_mb_per_sec,
@@ -104,7 +112,8 @@ impl RunFigures {
             self.p50_us,
             self.p99_us,
             self.p999_us,
-            self.max_us
+            self.max_us,
+            self.fsync_latency_us_p99
         )
     }
 
@@ -130,6 +139,11 @@ impl RunFigures {
             out,
             "  append->durable    p50 {:.0} / p99 {:.0} / p99.9 {:.0} / max {:.0} us",
             self.p50_us, self.p99_us, self.p999_us, self.max_us
+        );
+        let _ = writeln!(
+            out,
+            "  write+fdatasync    p50 {:.0} / p99 {:.0} us (the log's own flushes, same run)",
+            self.fsync_latency_us_p50, self.fsync_latency_us_p99
         );
         if self.roll_stalls > 0.0 {
             let _ = writeln!(
