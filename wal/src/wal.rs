@@ -370,6 +370,7 @@ impl<D: Disk> Wal<D> {
             replayed?;
             spare_buf = std::mem::replace(&mut current, read?);
         }
+        let sizes: BTreeMap<u64, usize> = opened.iter().map(|(seq, _, size)| (*seq, *size)).collect();
         let mut files: BTreeMap<u64, Rc<D::File>> = opened.into_iter().map(|(seq, file, _)| (seq, file)).collect();
         let recovered = recovery.finish()?;
         let report = recovered.report.clone();
@@ -393,7 +394,8 @@ impl<D: Disk> Wal<D> {
         let mut spare = None;
         for (k, &seq) in recovered.empty_tail_segments.iter().enumerate() {
             let file = files.remove(&seq).expect("recovered segment is open");
-            if k == 0 {
+            // the first one becomes the spare, if it was cut for today's size
+            if k == 0 && sizes[&seq] as u64 == opts.segment_bytes {
                 spare = Some(Spare { seq, file, recycled: true });
             } else {
                 disk.rename(&segment_name(seq), &free_name(seq))

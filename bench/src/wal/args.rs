@@ -75,6 +75,10 @@ pub struct WalBenchArgs {
     /// the one you run from, not a tmpfs /tmp].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Keep the scratch directory (its path is printed) instead of removing
+    /// it, e.g. to run `ringraft wal verify` on what `--recovery` wrote.
+    #[arg(long)]
+    pub keep: bool,
     /// WAL segment size ("64MiB", "1M", bytes).
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
     pub segment_bytes: u64,

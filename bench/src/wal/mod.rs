@@ -56,8 +56,14 @@ pub fn run(args: WalBenchArgs) -> Result<(), String> {
         .map_err(|e| format!("start the glommio executor: {e}"))?
         .join()
         .map_err(|e| format!("glommio executor: {e}"));
-    // Remove the scratch directory whatever happened.
-    let removed = scratch.close().map_err(|e| format!("remove the scratch directory: {e}"));
+    // Remove the scratch directory whatever happened (unless asked to keep it).
+    let removed = if args.keep {
+        let kept = scratch.keep();
+        eprintln!("kept the scratch directory {}", kept.display());
+        Ok(())
+    } else {
+        scratch.close().map_err(|e| format!("remove the scratch directory: {e}"))
+    };
     let report = outcome??;
     removed?;
 
