@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::task::{Context, Poll, Waker};
 
 use wal::disk::MemDisk;
-use wal::format::{decode_record, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use wal::format::RECORD_HEADER_BYTES;
 use wal::layout::segment_name;
 use wal::{Entry, FlushStart, HardState, RegionWrite, Wal, WalOptions};
 
@@ -61,14 +61,7 @@ fn write_wal(dir: &Path) -> u64 {
 
 /// Offsets of the valid records of a segment file.
 fn record_offsets(path: &Path, seq: u64) -> Vec<usize> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut out = vec![];
-    let mut offset = SEGMENT_HEADER_BYTES;
-    while let Ok(rec) = decode_record(&bytes, offset, seq) {
-        out.push(offset);
-        offset = rec.next_offset();
-    }
-    out
+    wal::format::record_offsets(&std::fs::read(path).unwrap(), seq)
 }
 
 fn ringraft(args: &[&str]) -> (i32, String, String) {

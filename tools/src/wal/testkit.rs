@@ -8,7 +8,6 @@ use std::path::Path;
 
 use futures_lite::future::block_on;
 use wal::disk::MemDisk;
-use wal::format::{decode_record, SEGMENT_HEADER_BYTES};
 use wal::layout::{parse_name, FileKind};
 use wal::{Entry, FlushStart, HardState, RegionWrite, Wal, WalOptions};
 
@@ -187,14 +186,7 @@ fn flush_all(wal: &mut Wal<MemDisk>) {
 
 /// Offsets of the valid records of a segment file, in order.
 pub fn record_offsets(path: &Path, seq: u64) -> Vec<usize> {
-    let bytes = std::fs::read(path).expect("read segment");
-    let mut out = vec![];
-    let mut offset = SEGMENT_HEADER_BYTES;
-    while let Ok(rec) = decode_record(&bytes, offset, seq) {
-        out.push(offset);
-        offset = rec.next_offset();
-    }
-    out
+    wal::format::record_offsets(&std::fs::read(path).expect("read segment"), seq)
 }
 
 /// Flips one bit of the byte at `offset` of a file.

@@ -18,7 +18,8 @@ mod segment_header;
 
 pub use checkpoint::{checkpoint_entry_bytes, decode_checkpoint, encode_checkpoint, RegionCheckpoint};
 pub use record::{
-    decode_record, encode_record_header, RecordError, RecordHeader, RecordKind, RecordView, RECORD_MAGIC,
+    decode_record, encode_record_header, record_offsets, RecordError, RecordHeader, RecordKind, RecordView,
+    RECORD_MAGIC,
 };
 pub use section::{decode_batch, encode_section, section_bytes, BatchSection, EntryRef, SectionHead};
 pub use segment_header::{SegmentHeader, SegmentHeaderError};

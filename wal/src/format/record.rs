@@ -138,3 +138,15 @@ pub fn decode_record(segment: &[u8], offset: usize, seq: u64) -> Result<RecordVi
     let kind = RecordKind::from_u8(kind_byte).ok_or(RecordError::BadKind(kind_byte))?;
     Ok(RecordView { header: RecordHeader { kind, payload_bytes, lsn, section_count }, offset, payload })
 }
+
+/// Offsets of the valid records at the start of a segment, in order, up to
+/// the first block that is not one (for tools and tests that aim at records).
+pub fn record_offsets(segment: &[u8], seq: u64) -> Vec<usize> {
+    let mut out = vec![];
+    let mut offset = super::SEGMENT_HEADER_BYTES;
+    while let Ok(rec) = decode_record(segment, offset, seq) {
+        out.push(offset);
+        offset = rec.next_offset();
+    }
+    out
+}

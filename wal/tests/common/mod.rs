@@ -292,13 +292,6 @@ pub fn append_entries<D: Disk>(wal: &mut Wal<D>, region: RegionId, n: u64, bytes
 
 /// Byte offset of every record in a segment file (for aiming corruption).
 pub fn record_offsets(disk: &MemDisk, seq: u64) -> Vec<usize> {
-    use wal::format::*;
     let bytes = disk.contents(&wal::layout::segment_name(seq)).expect("segment exists");
-    let mut out = vec![];
-    let mut off = SEGMENT_HEADER_BYTES;
-    while let Ok(r) = decode_record(&bytes, off, seq) {
-        out.push(off);
-        off = r.next_offset();
-    }
-    out
+    wal::format::record_offsets(&bytes, seq)
 }
