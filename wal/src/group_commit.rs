@@ -8,7 +8,7 @@
 //! driver serves the WAL benchmark, tools and tests.
 
 use std::cell::{Cell, RefCell, RefMut};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -70,7 +70,7 @@ struct Shared<D: Disk> {
     writer_done: Cell<bool>,
     purge_wanted: Cell<bool>,
     /// Purges planned by the writer, run by the maintainer.
-    purge_jobs: RefCell<Vec<PurgeJob<D>>>,
+    purge_jobs: RefCell<VecDeque<PurgeJob<D>>>,
 }
 
 /// A cloneable handle to a group-committing log.
@@ -93,7 +93,7 @@ impl<D: Disk> GroupCommit<D> {
             stopping: Cell::new(false),
             writer_done: Cell::new(false),
             purge_wanted: Cell::new(false),
-            purge_jobs: RefCell::new(vec![]),
+            purge_jobs: RefCell::new(VecDeque::new()),
         }))
     }
 
@@ -208,7 +208,7 @@ impl<D: Disk> GroupCommit<D> {
                 s.purge_wanted.set(false);
                 let job = s.wal.borrow_mut().purge().take_job();
                 if let Some(job) = job {
-                    s.purge_jobs.borrow_mut().push(job);
+                    s.purge_jobs.borrow_mut().push_back(job);
                     s.maintainer.notify();
                 }
             }
@@ -226,7 +226,7 @@ impl<D: Disk> GroupCommit<D> {
             s.maintainer
                 .wait_until(|| s.wal.borrow().wants_spare() || !s.purge_jobs.borrow().is_empty() || s.writer_done.get())
                 .await;
-            let purge = s.purge_jobs.borrow_mut().pop();
+            let purge = s.purge_jobs.borrow_mut().pop_front();
             if let Some(job) = purge {
                 let r = job.run().await;
                 if let Err(e) = s.wal.borrow_mut().purge_done(r) {

@@ -1,6 +1,6 @@
 //! Knobs of one log, with the limits they must respect.
 
-use crate::format::{align_up, BLOCK_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::format::{align_up, BLOCK_BYTES, CHECKPOINT_HEAD_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::recovery::RecoveryMode;
 
 /// Default segment size.
@@ -84,6 +84,8 @@ impl WalOptions {
     /// Payload budget of the checkpoint that opens each segment: what is left
     /// after the header block and the largest batch.
     pub fn checkpoint_bytes_max(&self) -> usize {
-        self.segment_bytes as usize - SEGMENT_HEADER_BYTES - self.record_max() - RECORD_HEADER_BYTES
+        // the checkpoint record is align_up(header + checkpoint + batch) <=
+        // record_max + checkpoint + one block of padding
+        self.segment_bytes as usize - SEGMENT_HEADER_BYTES - self.record_max() - BLOCK_BYTES - CHECKPOINT_HEAD_BYTES
     }
 }

@@ -136,6 +136,9 @@ pub struct Recovery {
     empty_inner: Vec<u64>,
     /// Regions whose log replay has not seen from its first index yet.
     missing: BTreeMap<RegionId, (u64, u64)>,
+    /// The shard flag of the latest checkpoint: an earlier recovery dropped
+    /// records and the engine has not yet said every region caught up.
+    catch_up_flag: bool,
 }
 
 /// Replays one region's log operations from records that may start in the
@@ -306,6 +309,7 @@ impl Recovery {
             empty_run: vec![],
             empty_inner: vec![],
             missing: BTreeMap::new(),
+            catch_up_flag: false,
         }
     }
 
@@ -444,81 +448,96 @@ impl Recovery {
         self.report.records += 1;
         info.records += 1;
         let malformed = |source| RecoveryError::Malformed { seq, offset, source };
-        match rec.header.kind {
-            RecordKind::Checkpoint => {
-                for cp in decode_checkpoint(rec.payload, rec.header.section_count).map_err(malformed)? {
-                    let region = cp.region;
-                    let log = self.regions.entry(region).or_insert_with(|| RegionLog::new(region));
-                    let missing = self.missing.remove(&region);
-                    let mut replay = Replay { log, missing };
-                    replay.raise_floor(cp.first_index, cp.prev_term);
-                    if cp.tombstone {
-                        replay.log.drop_log();
-                    }
-                    replay.normalize();
-                    let (first_index, prev_term) = (replay.log.state.first_index, replay.log.state.prev_term);
-                    replay.log.state = crate::format::RegionCheckpoint { first_index, prev_term, ..cp };
-                    replay.log.written = replay.log.state.clone();
-                    if let Some(m) = replay.missing {
-                        self.missing.insert(region, m);
-                    }
-                }
+        // A checkpoint record is the checkpoint part, then batch sections.
+        let mut sections_at = 0;
+        if rec.header.kind == RecordKind::Checkpoint {
+            let (checkpoint, used) = decode_checkpoint(rec.payload).map_err(malformed)?;
+            sections_at = used;
+            self.catch_up_flag = checkpoint.needs_catch_up;
+            for cp in checkpoint.regions {
+                self.apply_region_checkpoint(cp);
             }
-            RecordKind::Batch => {
-                let payload_offset = rec.payload_offset();
-                for s in decode_batch(rec.payload, rec.header.section_count).map_err(malformed)? {
-                    let region = s.region;
-                    let log = self.regions.entry(region).or_insert_with(|| RegionLog::new(region));
-                    let missing = self.missing.remove(&region);
-                    let mut replay = Replay { log, missing };
-                    if let Some(snap) = s.head.snapshot {
-                        replay.log.reset_to_snapshot(snap.index, snap.term);
-                        replay.missing = None;
-                    }
-                    if let Some(first) = s.entries.first() {
-                        replay.make_room(region, first.index).map_err(|source| RecoveryError::Log {
-                            seq,
-                            offset,
-                            source,
-                        })?;
-                        replay.log.put_entries(first.index, s.entries.len(), |k| {
-                            let e = &s.entries[k];
-                            let data = &rec.payload[e.data_offset..e.data_offset + e.data_len];
-                            IndexEntry {
-                                term: e.term,
-                                ticket: 0,
-                                seq,
-                                offset: (payload_offset + e.data_offset) as u32,
-                                len: e.data_len as u32,
-                                crc: crc32c::crc32c(data),
-                                entry_type: e.entry_type,
-                            }
-                        });
-                        let bytes: u64 = s.entries.iter().map(|e| e.data_len as u64).sum();
-                        self.report.entries_replayed += s.entries.len() as u64;
-                        self.report.bytes_replayed += bytes;
-                        info.entry_bytes += bytes;
-                    }
-                    if let Some((to, prev_term)) = s.head.compact {
-                        replay.raise_floor(to, prev_term);
-                    }
-                    if s.head.tombstone {
-                        replay.log.drop_log();
-                    }
-                    replay.normalize();
-                    let log = replay.log;
-                    let first_index = log.state.first_index;
-                    let prev_term = log.state.prev_term;
-                    apply_head(&mut log.state, Head::of_section(&s.head), !s.entries.is_empty());
-                    // the log operations above own the bounds
-                    log.state.first_index = first_index;
-                    log.state.prev_term = prev_term;
-                    log.written = log.state.clone();
-                    if let Some(m) = replay.missing {
-                        self.missing.insert(region, m);
-                    }
+        }
+        let sections = &rec.payload[sections_at..];
+        let sections_offset = rec.payload_offset() + sections_at;
+        for s in decode_batch(sections, rec.header.section_count).map_err(malformed)? {
+            self.apply_section(seq, offset, &s, sections, sections_offset, info)?;
+        }
+        Ok(())
+    }
+
+    /// A region's state as a checkpoint recorded it.
+    fn apply_region_checkpoint(&mut self, cp: crate::format::RegionCheckpoint) {
+        let region = cp.region;
+        let log = self.regions.entry(region).or_insert_with(|| RegionLog::new(region));
+        let missing = self.missing.remove(&region);
+        let mut replay = Replay { log, missing };
+        replay.raise_floor(cp.first_index, cp.prev_term);
+        if cp.tombstone {
+            replay.log.drop_log();
+        }
+        replay.normalize();
+        let (first_index, prev_term) = (replay.log.state.first_index, replay.log.state.prev_term);
+        replay.log.state = crate::format::RegionCheckpoint { first_index, prev_term, ..cp };
+        replay.log.written = replay.log.state.clone();
+        if let Some(m) = replay.missing {
+            self.missing.insert(region, m);
+        }
+    }
+
+    /// One region write; `sections` holds its entry data, at `sections_offset` in the segment.
+    fn apply_section(
+        &mut self,
+        seq: u64,
+        offset: u64,
+        s: &crate::format::BatchSection,
+        sections: &[u8],
+        sections_offset: usize,
+        info: &mut SegmentInfo,
+    ) -> Result<(), RecoveryError> {
+        let region = s.region;
+        let log = self.regions.entry(region).or_insert_with(|| RegionLog::new(region));
+        let missing = self.missing.remove(&region);
+        let mut replay = Replay { log, missing };
+        if let Some(snap) = s.head.snapshot {
+            replay.log.reset_to_snapshot(snap.index, snap.term);
+            replay.missing = None;
+        }
+        if let Some(first) = s.entries.first() {
+            replay.make_room(region, first.index).map_err(|source| RecoveryError::Log { seq, offset, source })?;
+            replay.log.put_entries(first.index, s.entries.len(), |k| {
+                let e = &s.entries[k];
+                let data = &sections[e.data_offset..e.data_offset + e.data_len];
+                IndexEntry {
+                    term: e.term,
+                    ticket: 0,
+                    seq,
+                    offset: (sections_offset + e.data_offset) as u32,
+                    len: e.data_len as u32,
+                    crc: crc32c::crc32c(data),
+                    entry_type: e.entry_type,
                 }
-            }
+            });
+            let bytes: u64 = s.entries.iter().map(|e| e.data_len as u64).sum();
+            self.report.entries_replayed += s.entries.len() as u64;
+            self.report.bytes_replayed += bytes;
+            info.entry_bytes += bytes;
+        }
+        if let Some((to, prev_term)) = s.head.compact {
+            replay.raise_floor(to, prev_term);
+        }
+        if s.head.tombstone {
+            replay.log.drop_log();
+        }
+        replay.normalize();
+        let log = replay.log;
+        let (first_index, prev_term) = (log.state.first_index, log.state.prev_term);
+        apply_head(&mut log.state, Head::of_section(&s.head), !s.entries.is_empty());
+        // the log operations above own the bounds
+        (log.state.first_index, log.state.prev_term) = (first_index, prev_term);
+        log.written = log.state.clone();
+        if let Some(m) = replay.missing {
+            self.missing.insert(region, m);
         }
         Ok(())
     }
@@ -534,6 +553,9 @@ impl Recovery {
             self.report.needs_catch_up = true;
         }
         self.report.torn_tail = self.pending_tear.take();
+        if self.catch_up_flag {
+            self.report.needs_catch_up = true;
+        }
         self.report.regions = self.regions.len();
         Ok(Recovered {
             regions: self.regions,

@@ -18,8 +18,8 @@ use crate::disk::{Disk, DiskFile};
 use crate::error::{AppendError, FatalError, MaintenanceError, OpenError, ReadError};
 use crate::format::{
     align_up, checkpoint_entry_bytes, encode_checkpoint, encode_record_header, encode_section, section_bytes,
-    RecordHeader, RecordKind, RegionCheckpoint, SegmentHeader, BLOCK_BYTES, CONF_PEERS_MAX, ENTRY_DATA_BYTES_MAX,
-    META_BYTES_MAX, RECORD_HEADER_BYTES, SECTION_ENTRIES_MAX, SEGMENT_HEADER_BYTES,
+    RecordHeader, RecordKind, RegionCheckpoint, SegmentHeader, BLOCK_BYTES, CHECKPOINT_HEAD_BYTES, CONF_PEERS_MAX,
+    ENTRY_DATA_BYTES_MAX, META_BYTES_MAX, RECORD_HEADER_BYTES, SECTION_ENTRIES_MAX, SEGMENT_HEADER_BYTES,
 };
 use crate::layout::{free_name, parse_name, segment_name, tmp_name, FileKind};
 use crate::options::{WalOptions, BLOCKING_REPORT_MAX, REGIONS_MAX};
@@ -53,6 +53,8 @@ struct Active<F> {
     /// The segment was used before: its old bytes lie past our records, so
     /// each write carries a zero block after its record (see `start_flush`).
     end_marker: bool,
+    /// Mixed into every record checksum of this segment (see `SegmentHeader`).
+    nonce: u64,
 }
 
 /// Counters since open.
@@ -132,6 +134,7 @@ pub struct Spare<F> {
     seq: u64,
     file: Rc<F>,
     recycled: bool,
+    nonce: u64,
 }
 
 /// Prepares the next segment off the write path: renames a recycled one, or
@@ -186,13 +189,14 @@ impl<D: Disk> SpareJob<D> {
         // recycled segment's old first record must not pass for a torn write.
         let mut head = d.alloc_buf(SEGMENT_HEADER_BYTES + BLOCK_BYTES);
         head.fill(0);
-        SegmentHeader { seq: self.seq, segment_bytes: self.segment_bytes }.encode(&mut head);
+        let nonce = d.nonce();
+        SegmentHeader { seq: self.seq, segment_bytes: self.segment_bytes, nonce }.encode(&mut head);
         file.write_at(head, 0).await.map_err(|e| err("write header", &from, e))?;
         file.sync_data().await.map_err(|e| err("fdatasync", &from, e))?;
         let to = segment_name(self.seq);
         d.rename(&from, &to).await.map_err(|e| err("rename", &from, e))?;
         d.sync_dir().await.map_err(|e| err("fsync directory", &to, e))?;
-        Ok(Spare { seq: self.seq, file: Rc::new(file), recycled })
+        Ok(Spare { seq: self.seq, file: Rc::new(file), recycled, nonce })
     }
 }
 
@@ -300,6 +304,10 @@ pub struct Wal<D: Disk> {
     active: Option<Active<D::File>>,
     spare: Option<Spare<D::File>>,
     spare_job_out: bool,
+    /// A purge job is running: the next plan waits, so that segments are
+    /// always removed oldest first (a hole in the middle would read as lost
+    /// records after a crash).
+    purge_job_out: bool,
     free: VecDeque<u64>,
     next_seq: u64,
     in_flight: Option<Ticket>,
@@ -370,7 +378,6 @@ impl<D: Disk> Wal<D> {
             replayed?;
             spare_buf = std::mem::replace(&mut current, read?);
         }
-        let sizes: BTreeMap<u64, usize> = opened.iter().map(|(seq, _, size)| (*seq, *size)).collect();
         let mut files: BTreeMap<u64, Rc<D::File>> = opened.into_iter().map(|(seq, file, _)| (seq, file)).collect();
         let recovered = recovery.finish()?;
         let report = recovered.report.clone();
@@ -391,21 +398,10 @@ impl<D: Disk> Wal<D> {
         }
 
         let live: std::collections::BTreeSet<u64> = recovered.segments.iter().map(|s| s.seq).collect();
-        let mut spare = None;
-        for (k, &seq) in recovered.empty_tail_segments.iter().enumerate() {
-            let file = files.remove(&seq).expect("recovered segment is open");
-            // the first one becomes the spare, if it was cut for today's size
-            if k == 0 && sizes[&seq] as u64 == opts.segment_bytes {
-                spare = Some(Spare { seq, file, recycled: true });
-            } else {
-                disk.rename(&segment_name(seq), &free_name(seq))
-                    .await
-                    .map_err(|e| io("rename", &segment_name(seq), e))?;
-                free.push(seq);
-                dir_dirty = true;
-            }
-        }
-        for &seq in &recovered.empty_inner_segments {
+        // Segments with no records (a spare that was never used, or one whose
+        // first write tore) are recycled like purged ones: preparing a spare
+        // rewrites the header with a fresh nonce.
+        for &seq in recovered.empty_tail_segments.iter().chain(&recovered.empty_inner_segments) {
             files.remove(&seq);
             disk.rename(&segment_name(seq), &free_name(seq)).await.map_err(|e| io("rename", &segment_name(seq), e))?;
             free.push(seq);
@@ -423,7 +419,14 @@ impl<D: Disk> Wal<D> {
         }
 
         let regions = recovered.regions;
-        let written_checkpoint_bytes = regions.values().map(|r| checkpoint_entry_bytes(&r.written)).sum();
+        let written_checkpoint_bytes: usize = regions.values().map(|r| checkpoint_entry_bytes(&r.written)).sum();
+        if written_checkpoint_bytes > opts.checkpoint_bytes_max() {
+            return Err(OpenError::Options(format!(
+                "the regions' recorded state ({written_checkpoint_bytes} bytes) does not fit the checkpoint that opens \
+                 each segment ({} bytes with these options): use larger segments or a smaller batch limit",
+                opts.checkpoint_bytes_max()
+            )));
+        }
         let wal = Wal {
             disk,
             regions,
@@ -434,8 +437,9 @@ impl<D: Disk> Wal<D> {
             next_lsn: recovered.next_lsn,
             segments: files,
             active: None,
-            spare,
+            spare: None,
             spare_job_out: false,
+            purge_job_out: false,
             free: free.into(),
             next_seq: max_seq + 1,
             in_flight: None,
@@ -616,19 +620,23 @@ impl<D: Disk> Wal<D> {
             payload += s.bytes;
             n += 1;
         }
-        let record_bytes = align_up(RECORD_HEADER_BYTES + payload);
         let roll = match &self.active {
             None => true,
-            Some(a) => a.write_offset + record_bytes as u64 > self.opts.segment_bytes,
+            Some(a) => a.write_offset + align_up(RECORD_HEADER_BYTES + payload) as u64 > self.opts.segment_bytes,
         };
         if roll && self.spare.is_none() {
             self.stats.roll_stalls += 1;
             return FlushStart::NeedSpare;
         }
-        let checkpoint_payload: usize =
-            if roll { checkpointed(&self.regions).map(checkpoint_entry_bytes).sum() } else { 0 };
-        let checkpoint_record = if roll { align_up(RECORD_HEADER_BYTES + checkpoint_payload) } else { 0 };
-        let total = checkpoint_record + record_bytes;
+        // A rolling flush writes one checkpoint record: the state of every
+        // region, then this batch. One write is always one record, so a torn
+        // write is one torn record, whatever order its blocks reached the disk.
+        let checkpoint_payload: usize = if roll {
+            CHECKPOINT_HEAD_BYTES + checkpointed(&self.regions).map(checkpoint_entry_bytes).sum::<usize>()
+        } else {
+            0
+        };
+        let total = align_up(RECORD_HEADER_BYTES + checkpoint_payload + payload);
 
         if roll {
             let spare = self.spare.take().expect("checked above");
@@ -643,11 +651,12 @@ impl<D: Disk> Wal<D> {
                 file: spare.file,
                 write_offset: SEGMENT_HEADER_BYTES as u64,
                 end_marker: spare.recycled,
+                nonce: spare.nonce,
             });
             self.stats.segment_rolls += 1;
         }
         let active = self.active.as_mut().expect("active segment");
-        let (seq, base) = (active.seq, active.write_offset);
+        let (seq, base, nonce) = (active.seq, active.write_offset, active.nonce);
         // In a reused segment, the block after the last record must read as
         // zeros: then a non-zero bad block at the end of the log is always a
         // torn or damaged record (reported), never the segment's old bytes.
@@ -657,25 +666,13 @@ impl<D: Disk> Wal<D> {
         let mut buf = self.disk.alloc_buf(write_bytes);
         buf[total..].fill(0);
 
-        if roll {
-            let rec = &mut buf[..checkpoint_record];
-            let end =
-                RECORD_HEADER_BYTES + encode_checkpoint(&mut rec[RECORD_HEADER_BYTES..], checkpointed(&self.regions));
-            debug_assert_eq!(end, RECORD_HEADER_BYTES + checkpoint_payload);
-            rec[end..].fill(0);
-            let header = RecordHeader {
-                kind: RecordKind::Checkpoint,
-                payload_bytes: checkpoint_payload as u32,
-                lsn: self.next_lsn,
-                section_count: checkpointed(&self.regions).count() as u32,
-            };
-            encode_record_header(rec, seq, &header);
-            self.next_lsn += 1;
-        }
-
-        let rec = &mut buf[checkpoint_record..total];
-        let record_offset = base + checkpoint_record as u64;
+        let rec = &mut buf[..total];
         let mut pos = RECORD_HEADER_BYTES;
+        if roll {
+            let count = checkpointed(&self.regions).count() as u32;
+            pos += encode_checkpoint(&mut rec[pos..], self.needs_catch_up, count, checkpointed(&self.regions));
+            debug_assert_eq!(pos, RECORD_HEADER_BYTES + checkpoint_payload);
+        }
         let mut last_ticket = 0;
         let mut regions_in_batch = Vec::with_capacity(n);
         for s in self.staged.drain(..n) {
@@ -689,7 +686,7 @@ impl<D: Disk> Wal<D> {
                 if let Some(ie) = log_entry_mut(log, index) {
                     if ie.ticket == s.ticket {
                         ie.seq = seq;
-                        ie.offset = (record_offset as usize + section_start + off) as u32;
+                        ie.offset = (base as usize + section_start + off) as u32;
                         ie.crc = crc;
                     }
                 }
@@ -712,15 +709,15 @@ impl<D: Disk> Wal<D> {
             last_ticket = s.ticket;
             regions_in_batch.push(s.region);
         }
-        debug_assert_eq!(pos, RECORD_HEADER_BYTES + payload);
+        debug_assert_eq!(pos, RECORD_HEADER_BYTES + checkpoint_payload + payload);
         rec[pos..].fill(0);
         let header = RecordHeader {
-            kind: RecordKind::Batch,
-            payload_bytes: payload as u32,
+            kind: if roll { RecordKind::Checkpoint } else { RecordKind::Batch },
+            payload_bytes: (pos - RECORD_HEADER_BYTES) as u32,
             lsn: self.next_lsn,
             section_count: n as u32,
         };
-        encode_record_header(rec, seq, &header);
+        encode_record_header(rec, seq, nonce, &header);
         self.next_lsn += 1;
         active.write_offset += total as u64;
         regions_in_batch.sort_unstable();
@@ -793,12 +790,16 @@ impl<D: Disk> Wal<D> {
     /// Takes the segments that no region needs out of the live set. Must be
     /// called with no flush in flight, so the state it reads is the durable
     /// one. Returns the job that recycles them and the regions that block
-    /// older segments.
+    /// older segments. One job at a time: until its `purge_done`, plans are
+    /// empty, so segments always go oldest first.
     pub fn purge(&mut self) -> PurgePlan<D> {
         assert!(self.in_flight.is_none(), "purge reads the durable state: call it between flushes");
         let Some(active_seq) = self.active.as_ref().map(|a| a.seq) else {
             return PurgePlan { segments: vec![], blocking: vec![], job: None };
         };
+        if self.purge_job_out {
+            return PurgePlan { segments: vec![], blocking: vec![], job: None };
+        }
         let mut pins: Vec<(u64, RegionId)> =
             self.regions.iter().map(|(&id, r)| (r.pin(), id)).filter(|&(p, _)| p < active_seq).collect();
         pins.sort_unstable();
@@ -817,10 +818,12 @@ impl<D: Disk> Wal<D> {
         }
         let blocking = pins.iter().take(BLOCKING_REPORT_MAX).map(|&(p, id)| (id, p)).collect();
         let job = (!segments.is_empty()).then(|| PurgeJob { disk: self.disk.clone(), recycle, remove });
+        self.purge_job_out = job.is_some();
         PurgePlan { segments, blocking, job }
     }
 
     pub fn purge_done(&mut self, result: Result<PurgeDone, MaintenanceError>) -> Result<(), MaintenanceError> {
+        self.purge_job_out = false;
         let done = result?;
         self.stats.segments_recycled += done.recycled.len() as u64;
         self.stats.segments_removed += done.removed.len() as u64;
@@ -985,9 +988,18 @@ impl<D: Disk> Wal<D> {
     pub fn fatal(&self) -> Option<&FatalError> {
         self.fatal.as_ref()
     }
-    /// Recovery dropped records: no region may vote until caught up.
+    /// Recovery (this time or an earlier one) dropped records: no region of
+    /// this shard may vote or campaign until a leader has caught it up. The
+    /// flag is kept in every segment's checkpoint, so it survives restarts and
+    /// the purge of the damaged segment, until `clear_needs_catch_up`.
     pub fn needs_catch_up(&self) -> bool {
         self.needs_catch_up
+    }
+    /// Every region has been caught up by a leader since the damage. Recorded
+    /// by the next segment's checkpoint; until then a restart sets the flag
+    /// again (the safe side).
+    pub fn clear_needs_catch_up(&mut self) {
+        self.needs_catch_up = false;
     }
     /// Live segments (with records), oldest first.
     pub fn segment_seqs(&self) -> Vec<u64> {

@@ -132,3 +132,105 @@ fn damage_to_the_last_records_header_is_reported_not_taken_for_the_end() {
         assert_eq!((torn.seq, torn.offset), (1, last as u64), "header byte {byte}");
     }
 }
+
+/// Zeroes one block of a file durably: that block of a write never reached the disk.
+fn lose_block(disk: &MemDisk, name: &str, offset: usize) {
+    let bytes = disk.contents(name).unwrap();
+    for (i, &b) in bytes[offset..offset + wal::format::BLOCK_BYTES].iter().enumerate() {
+        if b != 0 {
+            disk.flip_byte(name, (offset + i) as u64, b);
+        }
+    }
+}
+
+/// Regression: a rolling flush once wrote two records (checkpoint, then the
+/// batch) in one write. Its blocks may reach the disk in any order; with the
+/// checkpoint's block lost and the batch's present, recovery saw damage
+/// followed by a valid record and refused to open a log whose only damage was
+/// a write never acknowledged. One write is now always one record.
+#[test]
+fn a_torn_rolling_write_is_a_torn_tail_whatever_blocks_landed() {
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, small_options());
+    append_entries(&mut wal, 1, 3, 100, 1);
+    flush_all(&mut wal);
+    let acknowledged = observe_all(&wal);
+    drop(wal);
+
+    let (mut wal, _) = open(&disk, small_options());
+    append_entries(&mut wal, 1, 40, 100, 2); // several blocks
+    let f = start_flush(&mut wal).unwrap();
+    let (seq, offset) = (f.seq, f.offset);
+    assert_eq!(offset, wal::format::SEGMENT_HEADER_BYTES as u64, "the first flush after open rolls");
+    disk.fail_syncs(); // issued, never acknowledged
+    let r = futures_lite::future::block_on(f.execute());
+    assert!(wal.finish_flush(r).is_err());
+    drop(wal);
+    let disk = disk.crash(|n| n);
+    lose_block(&disk, &wal::layout::segment_name(seq), offset as usize);
+
+    let (wal, report) = open(&disk, small_options());
+    assert!(report.dropped.is_empty(), "{report}");
+    assert_eq!(observe_all(&wal), acknowledged);
+}
+
+/// Regression: tolerant mode marked the shard as needing catch-up only in
+/// memory; the first purge removed the damaged segment and the next open said
+/// all was well, with a region's term-5 vote silently back at term 4 — free
+/// to vote again in term 5 (two leaders in one term).
+#[test]
+fn needs_catch_up_survives_restarts_and_the_purge_of_the_damaged_segment() {
+    use wal::{HardState, RegionWrite};
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, small_options());
+    for (term, vote) in [(4, 1), (5, 3)] {
+        let hs = HardState { term, vote, commit: 0 };
+        wal.append(2, RegionWrite { hard_state: Some(hs), ..Default::default() }).unwrap();
+        flush_all(&mut wal);
+    }
+    append_entries(&mut wal, 1, 2, 10, 1);
+    flush_all(&mut wal);
+    drop(wal);
+    let victim = record_offsets(&disk, 1)[1]; // the term-5 vote
+    disk.flip_byte(&wal::layout::segment_name(1), victim as u64 + 40, 1);
+
+    let tolerant = WalOptions { recovery_mode: RecoveryMode::Tolerant, ..small_options() };
+    let (mut wal, report) = open(&disk, tolerant);
+    assert!(report.needs_catch_up && wal.needs_catch_up());
+    let last = wal.last_index(1).unwrap();
+    wal.compact_to(1, last + 1).unwrap();
+    flush_all(&mut wal);
+    let (purged, _) = purge(&mut wal);
+    assert!(purged.contains(&1), "the damaged segment is gone: {purged:?}");
+    drop(wal);
+
+    let (mut wal, report) = open(&disk, small_options());
+    assert!(report.dropped.is_empty());
+    assert!(report.needs_catch_up && wal.needs_catch_up(), "the flag outlives the damaged segment");
+
+    // once the engine says every region caught up, the next segment records it
+    wal.clear_needs_catch_up();
+    while wal.stats().segment_rolls == 0 {
+        append_entries(&mut wal, 1, 4, 900, 3);
+        flush_all(&mut wal);
+    }
+    drop(wal);
+    let (wal, report) = open(&disk, small_options());
+    assert!(!report.needs_catch_up && !wal.needs_catch_up());
+}
+
+#[test]
+fn reopening_with_options_too_small_for_the_recorded_state_is_refused_clearly() {
+    use bytes::Bytes;
+    use wal::RegionWrite;
+    let disk = MemDisk::new();
+    let big = WalOptions { segment_bytes: 256 << 10, ..small_options() };
+    let (mut wal, _) = open(&disk, big);
+    for region in 0..5 {
+        wal.append(region, RegionWrite { meta: Some(Bytes::from(vec![7u8; 12 << 10])), ..Default::default() }).unwrap();
+        flush_all(&mut wal);
+    }
+    drop(wal);
+    let err = futures_lite::future::block_on(wal::Wal::open(disk.clone(), small_options())).err().expect("refused");
+    assert!(matches!(err, OpenError::Options(_)) && err.to_string().contains("use larger segments"), "{err}");
+}

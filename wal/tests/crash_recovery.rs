@@ -57,17 +57,7 @@ fn run_seed(seed: u64) {
                     }
                 }
                 60..=79 => match in_flight.take() {
-                    None => {
-                        in_flight = start_flush(&mut wal);
-                        if let Some(f) = &in_flight {
-                            if std::env::var("RINGRAFT_TRACE").is_ok() {
-                                eprintln!(
-                                    "life {life} flush seq {} off {} bytes {} ticket {}",
-                                    f.seq, f.offset, f.bytes, f.durable_ticket
-                                );
-                            }
-                        }
-                    }
+                    None => in_flight = start_flush(&mut wal),
                     Some(f) => {
                         let t = f.durable_ticket;
                         let r = block_on(f.execute());
@@ -77,9 +67,6 @@ fn run_seed(seed: u64) {
                 80..=84 if in_flight.is_none() => {
                     let live_before = wal.segment_seqs();
                     let (purged, blocking) = purge(&mut wal);
-                    if std::env::var("RINGRAFT_TRACE").is_ok() {
-                        eprintln!("life {life} purge {purged:?} blocking {blocking:?} free {}", wal.free_segments());
-                    }
                     for seq in &purged {
                         assert!(live_before.contains(seq));
                         assert!(blocking.iter().all(|&(_, pin)| pin > *seq), "a purged segment was pinned");
@@ -117,10 +104,13 @@ fn run_seed(seed: u64) {
             }
         }
         let tear_seed = rng.next();
-        disk = disk.crash(|len| (tear_seed % (len as u64 + 1)) as usize);
-        if std::env::var("RINGRAFT_DUMP").is_ok() {
-            dump(&disk, std::env::var("RINGRAFT_DUMP").ok().and_then(|r| r.parse().ok()));
-        }
+        disk = if rng.chance(50) {
+            // a prefix of the last write reached the disk
+            disk.crash(|len| (tear_seed % (len as u64 + 1)) as usize)
+        } else {
+            // its blocks landed in no particular order
+            disk.crash_scattered(|block| (tear_seed >> (block % 64)) & 1 == 1)
+        };
         let (wal, _) = open(&disk, small_options());
         let got = observe_all(&wal);
         let which = allowed.iter().position(|m| normalized(m) == got);

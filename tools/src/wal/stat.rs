@@ -452,14 +452,16 @@ mod tests {
         let (dir, w) = testkit::build(&Plan::default());
         let (report, text) = run(dir.path());
         let s = &report.wals[0];
-        let blocks = |id: u64| s.regions.iter().find(|r| r.region == id).unwrap().blocks_purge;
-        // region 1 kept every entry since segment 1; region 2's last 4 are in the newest segment
-        assert!(blocks(1));
-        assert_eq!(s.regions.iter().find(|r| r.region == 2).unwrap().oldest_segment, Some(w.segments));
-        assert!(!blocks(2) && !blocks(3) && !blocks(7));
+        let region = |id: u64| s.regions.iter().find(|r| r.region == id).unwrap();
+        // region 1 kept every entry since segment 1; region 2 compacted to its
+        // last 2 entries (in segment 2), regions 3 and 7 hold no entries
+        assert!(region(1).blocks_purge);
+        assert_eq!(region(2).oldest_segment, Some(2));
+        assert_eq!(region(2).blocks_purge, w.segments > 2);
+        assert!(!region(3).blocks_purge && !region(7).blocks_purge);
         assert_eq!(s.purge.active_segment, Some(w.segments));
         assert!(s.purge.purgeable_segments.is_empty());
-        assert_eq!(s.purge.blocking_regions, 1);
+        assert_eq!(s.purge.blocking_regions, 1 + (w.segments > 2) as usize);
         assert!(text.contains("oldest: region 1 pins segment 0000000000000001"), "{text}");
     }
 

@@ -16,7 +16,7 @@ pub const SEGMENT_BYTES: u64 = 64 << 10;
 
 /// The workload. Every round is one flush (one batch record):
 /// - region 1: 3 entries and a HardState committing them;
-/// - region 2: 2 entries; after the last round it is compacted to its last 4
+/// - region 2: 2 entries; after the last round it is compacted to its last 2
 ///   (which sit in the newest segment);
 /// - region 3: 5 entries and a vote in round 1, a tombstone in the last round;
 /// - region 7: a HardState only (no entries) in the first and last rounds.
@@ -66,7 +66,7 @@ pub fn build(plan: &Plan) -> (tempfile::TempDir, Written) {
 
 /// Writes the plan's WAL into `dir` (created if needed).
 pub fn build_into(plan: &Plan, dir: &Path) -> Written {
-    assert!(plan.rounds >= 30, "three segments, region 2's last 4 entries in the newest");
+    assert!(plan.rounds >= 30, "three segments, region 2's last 2 entries in the newest");
     let disk = MemDisk::new();
     let opts = WalOptions { segment_bytes: SEGMENT_BYTES, batch_bytes_max: 16 << 10, ..Default::default() };
     let (mut wal, _) = block_on(Wal::open(disk.clone(), opts)).expect("open an empty WAL");
@@ -104,7 +104,7 @@ pub fn build_into(plan: &Plan, dir: &Path) -> Written {
         }
         flush_all(&mut wal);
     }
-    wal.compact_to(2, 2 * r - 3).unwrap();
+    wal.compact_to(2, 2 * r - 1).unwrap();
     flush_all(&mut wal);
 
     let mut segments = 0;
@@ -132,10 +132,10 @@ pub fn build_into(plan: &Plan, dir: &Path) -> Written {
         (
             2,
             Expected {
-                first_index: 2 * r - 3,
+                first_index: 2 * r - 1,
                 last_index: 2 * r,
-                entries: 4,
-                live_bytes: live(2, 2 * r - 3, 2 * r),
+                entries: 2,
+                live_bytes: live(2, 2 * r - 1, 2 * r),
                 tombstone: false,
                 hard_state: None,
             },

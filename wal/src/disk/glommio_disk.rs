@@ -230,6 +230,19 @@ impl Disk for GlommioDisk {
     fn describe(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
+
+    fn nonce(&self) -> u64 {
+        let mut b = [0u8; 8];
+        // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        if n == b.len() as isize {
+            u64::from_le_bytes(b)
+        } else {
+            // no entropy source: still distinct per segment and per process
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 32)
+        }
+    }
 }
 
 impl DiskFile for GlommioFile {

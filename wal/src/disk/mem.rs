@@ -28,6 +28,7 @@ struct State {
     durable_names: BTreeMap<String, Rc<RefCell<FileData>>>,
     last_written: Option<Rc<RefCell<FileData>>>,
     fail_sync: bool,
+    nonces: u64,
     syncs: u64,
     writes: u64,
 }
@@ -68,6 +69,36 @@ impl MemDisk {
         }
         let st = State { durable_names: names.clone(), names, ..Default::default() };
         MemDisk(Rc::new(RefCell::new(st)))
+    }
+
+    /// Like `crash`, but the blocks (4 KiB) of the last unsynced write land
+    /// in no particular order: `keep(i)` says whether block `i` reached the
+    /// disk (a large write is split into several device requests).
+    pub fn crash_scattered(&self, mut keep: impl FnMut(usize) -> bool) -> MemDisk {
+        let st = self.0.borrow();
+        let Some(last) = st.last_written.clone() else {
+            drop(st);
+            return self.crash(|_| 0);
+        };
+        let pending = last.borrow().pending.last().cloned();
+        drop(st);
+        let crashed = self.crash(|_| 0);
+        if let Some((pos, bytes)) = pending {
+            let st = crashed.0.borrow();
+            // find the same file in the crashed disk by name
+            let name = self.0.borrow().durable_names.iter().find(|(_, f)| Rc::ptr_eq(f, &last)).map(|(n, _)| n.clone());
+            if let Some(f) = name.and_then(|n| st.names.get(&n).cloned()) {
+                let mut f = f.borrow_mut();
+                for (i, block) in bytes.chunks(crate::format::BLOCK_BYTES).enumerate() {
+                    if keep(i) {
+                        let at = pos + (i * crate::format::BLOCK_BYTES) as u64;
+                        write_into(&mut f.data, at, block);
+                        write_into(&mut f.durable, at, block);
+                    }
+                }
+            }
+        }
+        crashed
     }
 
     /// Flips bits of one byte, durably (bit rot, a bad sector).
@@ -155,6 +186,12 @@ impl Disk for MemDisk {
     }
     fn describe(&self, name: &str) -> String {
         format!("mem:{name}")
+    }
+    /// Deterministic, so a failing seed replays byte for byte.
+    fn nonce(&self) -> u64 {
+        let mut st = self.0.borrow_mut();
+        st.nonces += 1;
+        st.nonces.wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
 }
 

@@ -43,6 +43,9 @@ pub trait Disk: Clone + 'static {
     async fn sync_dir(&self) -> io::Result<()>;
     /// Where the files live, for error messages.
     fn describe(&self, name: &str) -> String;
+    /// A fresh segment nonce: unpredictable on a real disk, so that no data
+    /// written by a client can be crafted to pass for a record.
+    fn nonce(&self) -> u64;
 }
 
 /// One open file.

@@ -1,5 +1,7 @@
 //! A checkpoint record: the latest state of every region the log knows,
-//! written as the first record of each new segment. With it, no older
+//! written as the first record of each new segment, followed in the same
+//! record by the batch that opened the segment (one write is one record, so
+//! a torn write is always one torn record). With it, no older
 //! segment ever holds the only copy of a HardState, ConfState, meta or
 //! tombstone, so purging old segments can never lose a vote.
 
@@ -12,6 +14,21 @@ const C_META: u8 = 0x04;
 const C_SNAPSHOT: u8 = 0x08;
 const C_TOMBSTONE: u8 = 0x10;
 const C_ALL: u8 = 0x1f;
+
+/// Bytes before the region entries: shard flags and the region count.
+pub const CHECKPOINT_HEAD_BYTES: usize = 8;
+/// Shard flag: recovery once dropped records, so no region of this shard may
+/// vote until a leader has caught it up. Kept in every checkpoint until the
+/// engine clears it, so it survives the purge of the damaged segment.
+pub const SHARD_NEEDS_CATCH_UP: u32 = 0x1;
+const SHARD_FLAGS_ALL: u32 = SHARD_NEEDS_CATCH_UP;
+
+/// The checkpoint part of a checkpoint record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub needs_catch_up: bool,
+    pub regions: Vec<RegionCheckpoint>,
+}
 
 /// A region's state as recorded in a checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,10 +55,20 @@ pub fn checkpoint_entry_bytes(c: &RegionCheckpoint) -> usize {
         + c.snapshot.map_or(0, |_| 16)
 }
 
-/// Encodes regions into `buf`, returning the bytes written.
-pub fn encode_checkpoint<'a>(buf: &mut [u8], regions: impl Iterator<Item = &'a RegionCheckpoint>) -> usize {
+/// Encodes the checkpoint part (head and `count` regions) into `buf`,
+/// returning the bytes written.
+pub fn encode_checkpoint<'a>(
+    buf: &mut [u8],
+    needs_catch_up: bool,
+    count: u32,
+    regions: impl Iterator<Item = &'a RegionCheckpoint>,
+) -> usize {
     let mut w = Writer::new(buf);
+    w.u32(if needs_catch_up { SHARD_NEEDS_CATCH_UP } else { 0 });
+    w.u32(count);
+    let mut written = 0;
     for c in regions {
+        written += 1;
         w.u64(c.region);
         let mut flags = 0;
         for (on, f) in [
@@ -73,12 +100,19 @@ pub fn encode_checkpoint<'a>(buf: &mut [u8], regions: impl Iterator<Item = &'a R
             w.u64(s.term);
         }
     }
+    debug_assert_eq!(written, count);
     w.pos
 }
 
-/// Decodes a checkpoint payload holding `count` regions.
-pub fn decode_checkpoint(payload: &[u8], count: u32) -> Result<Vec<RegionCheckpoint>, Malformed> {
+/// Decodes the checkpoint part at the start of a checkpoint record's
+/// payload; returns it and the offset where the batch sections begin.
+pub fn decode_checkpoint(payload: &[u8]) -> Result<(Checkpoint, usize), Malformed> {
     let mut r = Reader::new(payload);
+    let flags = r.u32("checkpoint.shard_flags")?;
+    if flags & !SHARD_FLAGS_ALL != 0 {
+        return Err(Malformed { at: 0, what: "unknown shard flags" });
+    }
+    let count = r.u32("checkpoint.region_count")?;
     let mut out = Vec::with_capacity((count as usize).min(payload.len() / 25 + 1));
     for _ in 0..count {
         let region = r.u64("checkpoint.region")?;
@@ -113,10 +147,7 @@ pub fn decode_checkpoint(payload: &[u8], count: u32) -> Result<Vec<RegionCheckpo
             tombstone: flags & C_TOMBSTONE != 0,
         });
     }
-    if !r.is_empty() {
-        return Err(Malformed { at: r.pos(), what: "bytes after the last checkpoint entry" });
-    }
-    Ok(out)
+    Ok((Checkpoint { needs_catch_up: flags & SHARD_NEEDS_CATCH_UP != 0, regions: out }, r.pos()))
 }
 
 #[cfg(test)]
@@ -138,10 +169,11 @@ mod tests {
                 tombstone: true,
             },
         ];
-        let n: usize = regions.iter().map(checkpoint_entry_bytes).sum();
+        let n: usize = CHECKPOINT_HEAD_BYTES + regions.iter().map(checkpoint_entry_bytes).sum::<usize>();
         let mut buf = vec![0; n];
-        assert_eq!(encode_checkpoint(&mut buf, regions.iter()), n);
-        assert_eq!(decode_checkpoint(&buf, 2).unwrap(), regions);
-        assert!(decode_checkpoint(&buf[..n - 1], 2).is_err());
+        assert_eq!(encode_checkpoint(&mut buf, true, 2, regions.iter()), n);
+        let (cp, used) = decode_checkpoint(&buf).unwrap();
+        assert_eq!((cp.regions, cp.needs_catch_up, used), (regions, true, n));
+        assert!(decode_checkpoint(&buf[..n - 1]).is_err());
     }
 }

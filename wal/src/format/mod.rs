@@ -16,7 +16,10 @@ mod record;
 mod section;
 mod segment_header;
 
-pub use checkpoint::{checkpoint_entry_bytes, decode_checkpoint, encode_checkpoint, RegionCheckpoint};
+pub use checkpoint::{
+    checkpoint_entry_bytes, decode_checkpoint, encode_checkpoint, Checkpoint, RegionCheckpoint, CHECKPOINT_HEAD_BYTES,
+    SHARD_NEEDS_CATCH_UP,
+};
 pub use record::{
     decode_record, encode_record_header, record_offsets, RecordError, RecordHeader, RecordKind, RecordView,
     RECORD_MAGIC,

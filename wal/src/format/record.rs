@@ -83,17 +83,18 @@ pub enum RecordError {
     Checksum,
 }
 
-/// Checksum of a record: the segment sequence number, the header after the
-/// checksum field, and the payload.
-fn record_crc(seq: u64, header_tail: &[u8], payload: &[u8]) -> u32 {
+/// Checksum of a record: the segment's sequence number and nonce, the header
+/// after the checksum field, and the payload.
+fn record_crc(seq: u64, nonce: u64, header_tail: &[u8], payload: &[u8]) -> u32 {
     let c = crc32c::crc32c(&seq.to_le_bytes());
+    let c = crc32c::crc32c_append(c, &nonce.to_le_bytes());
     let c = crc32c::crc32c_append(c, header_tail);
     crc32c::crc32c_append(c, payload)
 }
 
 /// Writes the header of a record whose payload already sits in
 /// `record[RECORD_HEADER_BYTES..]`, computing the checksum over it.
-pub fn encode_record_header(record: &mut [u8], seq: u64, header: &RecordHeader) {
+pub fn encode_record_header(record: &mut [u8], seq: u64, nonce: u64, header: &RecordHeader) {
     let payload_end = RECORD_HEADER_BYTES + header.payload_bytes as usize;
     record[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
     record[8] = header.kind as u8;
@@ -103,13 +104,17 @@ pub fn encode_record_header(record: &mut [u8], seq: u64, header: &RecordHeader) 
     record[16..24].copy_from_slice(&header.lsn.to_le_bytes());
     record[24..28].copy_from_slice(&header.section_count.to_le_bytes());
     record[28..32].copy_from_slice(&0u32.to_le_bytes());
-    let crc = record_crc(seq, &record[8..RECORD_HEADER_BYTES], &record[RECORD_HEADER_BYTES..payload_end]);
+    let crc = record_crc(seq, nonce, &record[8..RECORD_HEADER_BYTES], &record[RECORD_HEADER_BYTES..payload_end]);
     record[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decodes and verifies the record starting at `offset` of a segment whose
-/// sequence number is `seq`. Never panics on bad bytes.
+/// sequence number is `seq` (`segment` is the whole file: the nonce is read
+/// from its header). Never panics on bad bytes.
 pub fn decode_record(segment: &[u8], offset: usize, seq: u64) -> Result<RecordView<'_>, RecordError> {
+    let nonce = segment
+        .get(super::segment_header::NONCE_OFFSET..super::segment_header::NONCE_OFFSET + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
     let Some(head) = segment.get(offset..offset + RECORD_HEADER_BYTES) else {
         return Err(RecordError::Truncated);
     };
@@ -130,7 +135,7 @@ pub fn decode_record(segment: &[u8], offset: usize, seq: u64) -> Result<RecordVi
     else {
         return Err(RecordError::BadLength { payload_bytes });
     };
-    if crc != record_crc(seq, &head[8..], payload) {
+    if crc != record_crc(seq, nonce, &head[8..], payload) {
         return Err(RecordError::Checksum);
     }
     // The checksum passed, so these bytes are what we wrote; a bad kind now

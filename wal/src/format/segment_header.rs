@@ -15,7 +15,15 @@ pub struct SegmentHeader {
     pub seq: u64,
     /// Size of the segment file in bytes.
     pub segment_bytes: u64,
+    /// Random, new each time the segment is (re)used; mixed into every
+    /// record's checksum with `seq`, so that no bytes written by anyone else
+    /// (a reused segment's old life, or entry data crafted to look like a
+    /// record) can pass for a record of this segment.
+    pub nonce: u64,
 }
+
+/// Offset of `nonce` in the header (read directly by `decode_record`).
+pub(crate) const NONCE_OFFSET: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentHeaderError {
@@ -39,7 +47,8 @@ impl SegmentHeader {
         w.u32(0); // checksum, filled below
         w.u64(self.seq);
         w.u64(self.segment_bytes);
-        w.put(&[0u8; SEGMENT_HEADER_USED_BYTES - 32]);
+        w.u64(self.nonce);
+        w.put(&[0u8; SEGMENT_HEADER_USED_BYTES - 40]);
         let crc = crc32c::crc32c(&block[16..SEGMENT_HEADER_USED_BYTES]);
         block[12..16].copy_from_slice(&crc.to_le_bytes());
     }
@@ -63,7 +72,8 @@ impl SegmentHeader {
         }
         let seq = r.u64("seq").map_err(short)?;
         let segment_bytes = r.u64("segment_bytes").map_err(short)?;
-        Ok(SegmentHeader { seq, segment_bytes })
+        let nonce = r.u64("nonce").map_err(short)?;
+        Ok(SegmentHeader { seq, segment_bytes, nonce })
     }
 }
 
@@ -74,7 +84,7 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_a_flipped_byte() {
         let mut block = vec![0u8; super::super::SEGMENT_HEADER_BYTES];
-        let h = SegmentHeader { seq: 42, segment_bytes: 64 << 20 };
+        let h = SegmentHeader { seq: 42, segment_bytes: 64 << 20, nonce: 0x1234_5678_9abc_def0 };
         h.encode(&mut block);
         assert_eq!(SegmentHeader::decode(&block), Ok(h));
         block[20] ^= 1;

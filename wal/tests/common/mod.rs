@@ -236,47 +236,6 @@ pub fn random_write(rng: &mut Rng, m: &ModelRegion, max_term: &mut u64) -> Regio
     w
 }
 
-/// Prints every record of a disk (debugging aid for failing seeds).
-pub fn dump(disk: &MemDisk, region_filter: Option<RegionId>) {
-    use wal::format::*;
-    for name in disk.file_names() {
-        let Some(wal::layout::FileKind::Segment(seq)) = wal::layout::parse_name(&name) else {
-            eprintln!("{name}");
-            continue;
-        };
-        let bytes = disk.contents(&name).unwrap();
-        eprintln!("== {name} header {:?}", SegmentHeader::decode(&bytes));
-        let mut off = SEGMENT_HEADER_BYTES;
-        while off + BLOCK_BYTES <= bytes.len() {
-            match decode_record(&bytes, off, seq) {
-                Ok(r) => {
-                    eprintln!("  @{off} {:?} lsn {} sections {}", r.header.kind, r.header.lsn, r.header.section_count);
-                    if r.header.kind == RecordKind::Batch {
-                        for s in decode_batch(r.payload, r.header.section_count).unwrap() {
-                            if region_filter.is_none_or(|f| f == s.region) {
-                                let e =
-                                    (s.entries.first().map(|e| (e.index, e.term)), s.entries.last().map(|e| e.index));
-                                eprintln!("    region {} entries {:?} head {:?}", s.region, e, s.head);
-                            }
-                        }
-                    } else {
-                        for c in decode_checkpoint(r.payload, r.header.section_count).unwrap() {
-                            if region_filter.is_none_or(|f| f == c.region) {
-                                eprintln!("    cp {:?}", c);
-                            }
-                        }
-                    }
-                    off = r.next_offset();
-                }
-                Err(e) => {
-                    eprintln!("  @{off} {e:?}");
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /// Appends `n` entries of `bytes` bytes each to a region, with a HardState
 /// committing them, and returns the ticket.
 pub fn append_entries<D: Disk>(wal: &mut Wal<D>, region: RegionId, n: u64, bytes: usize, fill: u8) -> wal::Ticket {
