@@ -1,8 +1,8 @@
 //! Recovery: rebuild every region's state and entry index from the segments.
 //!
 //! This module does no I/O. The caller hands it each segment's bytes in
-//! sequence order (the live log reads them with DMA reads, `ringraft wal`
-//! maps them read-only) and gets back the regions, what was found, and where
+//! sequence order (the live log reads the next one on a helper thread while
+//! this one is replayed, `ringraft wal` maps them read-only) and gets back the regions, what was found, and where
 //! the log may continue.
 //!
 //! With at most one write in flight, only the tail of the log can be torn: a
@@ -81,8 +81,10 @@ pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
     /// Tolerant mode only: records that were dropped.
     pub dropped: Vec<Dropped>,
-    /// Set when anything was dropped: no region of this shard may vote or
-    /// campaign until a leader has caught it up.
+    /// Set when anything was dropped now, or when the latest checkpoint says
+    /// an earlier recovery did and the engine has not cleared it since: no
+    /// region of this shard may vote or campaign until a leader has caught
+    /// it up.
     pub needs_catch_up: bool,
 }
 

@@ -233,15 +233,18 @@ impl<D: Disk> PurgeJob<D> {
     pub async fn run(self) -> Result<PurgeDone, MaintenanceError> {
         let d = &self.disk;
         let err = |op, name: &str, source| MaintenanceError { op, path: d.describe(name), source };
+        // Oldest first, each made durable before the next: after a crash the
+        // log never has a hole in the middle.
         for &seq in &self.recycle {
             let name = segment_name(seq);
             d.rename(&name, &free_name(seq)).await.map_err(|e| err("rename", &name, e))?;
+            d.sync_dir().await.map_err(|e| err("fsync directory", "", e))?;
         }
         for &seq in &self.remove {
             let name = segment_name(seq);
             d.remove(&name).await.map_err(|e| err("remove", &name, e))?;
+            d.sync_dir().await.map_err(|e| err("fsync directory", "", e))?;
         }
-        d.sync_dir().await.map_err(|e| err("fsync directory", "", e))?;
         Ok(PurgeDone { recycled: self.recycle, removed: self.remove })
     }
 }
@@ -381,6 +384,16 @@ impl<D: Disk> Wal<D> {
         let mut files: BTreeMap<u64, Rc<D::File>> = opened.into_iter().map(|(seq, file, _)| (seq, file)).collect();
         let recovered = recovery.finish()?;
         let report = recovered.report.clone();
+        // Before anything on disk changes: the recorded state must fit the
+        // checkpoint that opens each segment, or no write could ever succeed.
+        let recorded: usize = recovered.regions.values().map(|r| checkpoint_entry_bytes(&r.written)).sum();
+        if recorded > opts.checkpoint_bytes_max() {
+            return Err(OpenError::Options(format!(
+                "the regions' recorded state ({recorded} bytes) does not fit the checkpoint that opens each segment \
+                 ({} bytes with these options): use larger segments or a smaller batch limit",
+                opts.checkpoint_bytes_max()
+            )));
+        }
 
         if let Some(t) = &report.torn_tail {
             // Cut the torn record off for good: zero its first block, so the
@@ -420,13 +433,6 @@ impl<D: Disk> Wal<D> {
 
         let regions = recovered.regions;
         let written_checkpoint_bytes: usize = regions.values().map(|r| checkpoint_entry_bytes(&r.written)).sum();
-        if written_checkpoint_bytes > opts.checkpoint_bytes_max() {
-            return Err(OpenError::Options(format!(
-                "the regions' recorded state ({written_checkpoint_bytes} bytes) does not fit the checkpoint that opens \
-                 each segment ({} bytes with these options): use larger segments or a smaller batch limit",
-                opts.checkpoint_bytes_max()
-            )));
-        }
         let wal = Wal {
             disk,
             regions,
@@ -797,12 +803,13 @@ impl<D: Disk> Wal<D> {
         let Some(active_seq) = self.active.as_ref().map(|a| a.seq) else {
             return PurgePlan { segments: vec![], blocking: vec![], job: None };
         };
-        if self.purge_job_out {
-            return PurgePlan { segments: vec![], blocking: vec![], job: None };
-        }
         let mut pins: Vec<(u64, RegionId)> =
             self.regions.iter().map(|(&id, r)| (r.pin(), id)).filter(|&(p, _)| p < active_seq).collect();
         pins.sort_unstable();
+        if self.purge_job_out {
+            let blocking = pins.iter().take(BLOCKING_REPORT_MAX).map(|&(p, id)| (id, p)).collect();
+            return PurgePlan { segments: vec![], blocking, job: None };
+        }
         let floor = pins.first().map_or(active_seq, |p| p.0);
 
         let segments: Vec<u64> = self.segments.range(..floor).map(|(&s, _)| s).collect();

@@ -4,9 +4,10 @@
 //! A segment is a file of fixed size: one 4 KiB header block, then records.
 //! Every record starts on a 4 KiB boundary and is padded with zeros to the
 //! next one, so bytes that were acknowledged as durable are never rewritten.
-//! Each record's CRC32C covers the segment's sequence number, the header and
-//! the payload: bytes left over from the segment's previous life (segments
-//! are recycled) carry another sequence number and never validate.
+//! Each record's CRC32C covers the segment's sequence number and random
+//! nonce, the header and the payload: bytes left over from the segment's
+//! previous life (segments are recycled), or entry data crafted to look like
+//! a record, never validate. One write is always one record.
 //!
 //! All integers are little-endian. The encoding is hand-written rather than
 //! bincode so that the layout is fixed, documented and zero-copy to decode.

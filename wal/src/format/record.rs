@@ -11,7 +11,8 @@ pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"RREC");
 pub enum RecordKind {
     /// One group-commit batch: sections of region writes.
     Batch = 1,
-    /// The state of every region (no entries); first record of each segment.
+    /// The state of every region, then the batch of the flush that opened the
+    /// segment: the first record of each segment.
     Checkpoint = 2,
 }
 
