@@ -148,3 +148,35 @@ fn buffered_writes_with_fdatasync_work_where_o_direct_is_missing() {
     assert_eq!(mode, WriteMode::Buffered);
     assert_eq!(last, Some(40));
 }
+
+/// Regression: every wake of the writer also polled the idle maintainer (they
+/// share one task), and each poll registered one more clone of the task's
+/// waker; glommio counts a task's wakers in an i16 and panicked ("Waker
+/// invariant broken") after ~32k flushes without a segment roll. A waiter
+/// now registers once. 40,000 one-append flushes, one at a time.
+#[test]
+fn many_flushes_without_a_roll_do_not_pile_up_wakers() {
+    const FLUSHES: u64 = 40_000;
+    let durable = on_executor(async move || {
+        let disk = wal::disk::MemDisk::new();
+        // one segment holds every flush: no roll resets anything
+        let opts = wal::WalOptions { segment_bytes: 256 << 20, ..small_options() };
+        let (wal, _) = Wal::open(disk, opts).await.unwrap();
+        let gc = GroupCommit::new(wal);
+        let writer = glommio::spawn_local({
+            let gc = gc.clone();
+            async move { gc.run().await }
+        });
+        for index in 1..=FLUSHES {
+            let e = Entry { index, term: 1, entry_type: 0, data: Bytes::from_static(b"x") };
+            let t = gc.append(1, RegionWrite { entries: vec![e], ..Default::default() }).unwrap();
+            gc.wait(t).await.unwrap();
+            gc.wal().release_cache(1, index);
+        }
+        gc.stop();
+        writer.await.unwrap();
+        let w = gc.wal();
+        (w.durable_ticket(), w.stats().flushes)
+    });
+    assert_eq!(durable, (FLUSHES, FLUSHES));
+}
