@@ -1,0 +1,103 @@
+//! The first frame of every connection: who is calling, and whom it expects
+//! to reach. Two processes can bind one port (SO_REUSEPORT), and a store can
+//! be replaced at an address: the handshake is what catches a frame at the
+//! wrong door. Any mismatch closes the connection; nothing reaches the engine.
+
+use bincode::{Decode, Encode};
+
+/// Identifies a ringraft peer connection.
+pub const HANDSHAKE_MAGIC: [u8; 8] = *b"RINGRAFT";
+/// Bumped on any incompatible change of the wire format.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest handshake payload accepted (it is a few dozen bytes).
+pub const HANDSHAKE_BYTES_MAX: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Handshake {
+    pub magic: [u8; 8],
+    pub version: u16,
+    pub cluster_id: u64,
+    /// The calling store.
+    pub from_store: u64,
+    /// The store and shard the caller means to reach.
+    pub to_store: u64,
+    pub to_shard: u16,
+}
+
+/// Why a connection was refused; logged and counted by the receiver.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("not a ringraft peer (bad magic)")]
+    BadMagic,
+    #[error("protocol version {theirs}, this store speaks {ours}")]
+    Version { theirs: u16, ours: u16 },
+    #[error("peer belongs to cluster {theirs}, this store to cluster {ours}")]
+    Cluster { theirs: u64, ours: u64 },
+    #[error("peer wants store {want_store} shard {want_shard}, this is store {store} shard {shard}")]
+    WrongDoor { want_store: u64, want_shard: u16, store: u64, shard: u16 },
+    #[error("malformed handshake: {0}")]
+    Malformed(String),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_little_endian().with_fixed_int_encoding().with_limit::<HANDSHAKE_BYTES_MAX>()
+}
+
+impl Handshake {
+    pub fn new(cluster_id: u64, from_store: u64, to_store: u64, to_shard: u16) -> Self {
+        Handshake { magic: HANDSHAKE_MAGIC, version: PROTOCOL_VERSION, cluster_id, from_store, to_store, to_shard }
+    }
+
+    /// The frame payload.
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::encode_to_vec(self, config()).expect("a handshake always encodes")
+    }
+
+    /// Decodes a payload and checks it against the receiver's identity.
+    pub fn accept(payload: &[u8], cluster_id: u64, store: u64, shard: u16) -> Result<Handshake, HandshakeError> {
+        if payload.len() > HANDSHAKE_BYTES_MAX {
+            return Err(HandshakeError::Malformed(format!("{} bytes", payload.len())));
+        }
+        let (h, used): (Handshake, usize) =
+            bincode::decode_from_slice(payload, config()).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+        if used != payload.len() {
+            return Err(HandshakeError::Malformed("trailing bytes".into()));
+        }
+        if h.magic != HANDSHAKE_MAGIC {
+            return Err(HandshakeError::BadMagic);
+        }
+        if h.version != PROTOCOL_VERSION {
+            return Err(HandshakeError::Version { theirs: h.version, ours: PROTOCOL_VERSION });
+        }
+        if h.cluster_id != cluster_id {
+            return Err(HandshakeError::Cluster { theirs: h.cluster_id, ours: cluster_id });
+        }
+        if (h.to_store, h.to_shard) != (store, shard) {
+            return Err(HandshakeError::WrongDoor { want_store: h.to_store, want_shard: h.to_shard, store, shard });
+        }
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handshake_is_accepted_only_by_the_store_and_shard_it_names() {
+        let h = Handshake::new(7, 1, 2, 3);
+        let p = h.encode();
+        assert_eq!(Handshake::accept(&p, 7, 2, 3), Ok(h));
+        assert_eq!(Handshake::accept(&p, 8, 2, 3), Err(HandshakeError::Cluster { theirs: 7, ours: 8 }));
+        assert!(matches!(Handshake::accept(&p, 7, 2, 4), Err(HandshakeError::WrongDoor { .. })));
+        assert!(matches!(Handshake::accept(&p, 7, 5, 3), Err(HandshakeError::WrongDoor { .. })));
+        let mut bad = h;
+        bad.magic[0] = b'X';
+        assert_eq!(Handshake::accept(&bad.encode(), 7, 2, 3), Err(HandshakeError::BadMagic));
+        let mut old = h;
+        old.version = 0;
+        assert!(matches!(Handshake::accept(&old.encode(), 7, 2, 3), Err(HandshakeError::Version { theirs: 0, .. })));
+        assert!(matches!(Handshake::accept(&p[..p.len() - 1], 7, 2, 3), Err(HandshakeError::Malformed(_))));
+        assert!(matches!(Handshake::accept(&[0xff; 300], 7, 2, 3), Err(HandshakeError::Malformed(_))));
+    }
+}
