@@ -482,7 +482,7 @@ mod tests {
 
     #[test]
     fn the_walk_goes_past_a_bad_record_and_says_so() {
-        let (dir, w) = testkit::build(&Plan::default());
+        let (dir, _) = testkit::build(&Plan::default());
         let seg = dir.path().join(segment_name(1));
         let offsets = testkit::record_offsets(&seg, 1);
         testkit::flip_byte(&seg, offsets[2] + 50);
