@@ -481,7 +481,6 @@ impl Recovery {
         replay.normalize();
         let (first_index, prev_term) = (replay.log.state.first_index, replay.log.state.prev_term);
         replay.log.state = crate::format::RegionCheckpoint { first_index, prev_term, ..cp };
-        replay.log.written = replay.log.state.clone();
         if let Some(m) = replay.missing {
             self.missing.insert(region, m);
         }
@@ -537,7 +536,6 @@ impl Recovery {
         apply_head(&mut log.state, Head::of_section(&s.head), !s.entries.is_empty());
         // the log operations above own the bounds
         (log.state.first_index, log.state.prev_term) = (first_index, prev_term);
-        log.written = log.state.clone();
         if let Some(m) = replay.missing {
             self.missing.insert(region, m);
         }
@@ -559,6 +557,11 @@ impl Recovery {
             self.report.needs_catch_up = true;
         }
         self.report.regions = self.regions.len();
+        // everything recovered is on disk: the written view is the state (set
+        // once here rather than after every replayed section)
+        for log in self.regions.values_mut() {
+            log.written = log.state.clone();
+        }
         Ok(Recovered {
             regions: self.regions,
             segments: self.segments,
