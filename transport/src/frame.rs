@@ -22,6 +22,16 @@ pub enum FrameKind {
     Handshake = 1,
     /// Raft messages for one destination shard.
     Raft = 2,
+    /// The receiver's answer to a handshake (bincode `HandshakeReply`).
+    HandshakeReply = 3,
+    /// Opens a snapshot stream: what is coming and the `MsgSnapshot` it belongs to.
+    SnapshotHeader = 4,
+    /// `u64 offset | data` of a snapshot file.
+    SnapshotChunk = 5,
+    /// The whole file's length and CRC32C.
+    SnapshotEnd = 6,
+    /// The receiver's verdict on a whole snapshot (bincode `SnapshotAck`).
+    SnapshotAck = 7,
 }
 
 impl FrameKind {
@@ -29,6 +39,11 @@ impl FrameKind {
         match b {
             1 => Some(FrameKind::Handshake),
             2 => Some(FrameKind::Raft),
+            3 => Some(FrameKind::HandshakeReply),
+            4 => Some(FrameKind::SnapshotHeader),
+            5 => Some(FrameKind::SnapshotChunk),
+            6 => Some(FrameKind::SnapshotEnd),
+            7 => Some(FrameKind::SnapshotAck),
             _ => None,
         }
     }
@@ -53,6 +68,18 @@ pub enum DecodeError {
     UnknownKind(u8),
     #[error("connection closed inside a frame ({buffered} bytes buffered)")]
     Truncated { buffered: usize },
+}
+
+impl DecodeError {
+    /// A short stable name, for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::Checksum => "checksum",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::Truncated { .. } => "truncated",
+        }
+    }
 }
 
 fn frame_crc(kind: u8, payload_parts: &[&[u8]]) -> u32 {

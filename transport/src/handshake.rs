@@ -12,6 +12,14 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest handshake payload accepted (it is a few dozen bytes).
 pub const HANDSHAKE_BYTES_MAX: usize = 256;
 
+/// What a connection is for: raft frames, or one snapshot stream (its own
+/// connection, so hundreds of MiB never queue ahead of heartbeats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Purpose {
+    Raft,
+    Snapshot,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Handshake {
     pub magic: [u8; 8],
@@ -22,7 +30,20 @@ pub struct Handshake {
     /// The store and shard the caller means to reach.
     pub to_store: u64,
     pub to_shard: u16,
+    pub purpose: Purpose,
 }
+
+/// The receiver's answer, so a caller at the wrong door learns why instead
+/// of seeing a bare close.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct HandshakeReply {
+    /// `None`: accepted. `Some(reason)`: refused, and the connection closes.
+    pub refused: Option<String>,
+}
+
+/// Longest refusal reason sent back.
+pub const REFUSAL_BYTES_MAX: usize = 200;
+const _: () = assert!(REFUSAL_BYTES_MAX + 16 <= HANDSHAKE_BYTES_MAX);
 
 /// Why a connection was refused; logged and counted by the receiver.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +65,16 @@ fn config() -> impl bincode::config::Config {
 }
 
 impl Handshake {
-    pub fn new(cluster_id: u64, from_store: u64, to_store: u64, to_shard: u16) -> Self {
-        Handshake { magic: HANDSHAKE_MAGIC, version: PROTOCOL_VERSION, cluster_id, from_store, to_store, to_shard }
+    pub fn new(cluster_id: u64, from_store: u64, to_store: u64, to_shard: u16, purpose: Purpose) -> Self {
+        Handshake {
+            magic: HANDSHAKE_MAGIC,
+            version: PROTOCOL_VERSION,
+            cluster_id,
+            from_store,
+            to_store,
+            to_shard,
+            purpose,
+        }
     }
 
     /// The frame payload.
@@ -79,13 +108,53 @@ impl Handshake {
     }
 }
 
+impl HandshakeError {
+    /// A short stable name, for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandshakeError::BadMagic => "bad_magic",
+            HandshakeError::Version { .. } => "version",
+            HandshakeError::Cluster { .. } => "cluster",
+            HandshakeError::WrongDoor { .. } => "wrong_door",
+            HandshakeError::Malformed(_) => "malformed_handshake",
+        }
+    }
+}
+
+impl HandshakeReply {
+    pub fn accepted() -> Self {
+        HandshakeReply { refused: None }
+    }
+
+    pub fn refused(reason: &str) -> Self {
+        let mut end = reason.len().min(REFUSAL_BYTES_MAX);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        HandshakeReply { refused: Some(reason[..end].to_string()) }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::encode_to_vec(self, config()).expect("a handshake reply always encodes")
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<HandshakeReply, HandshakeError> {
+        let (r, used): (HandshakeReply, usize) =
+            bincode::decode_from_slice(payload, config()).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+        if used != payload.len() {
+            return Err(HandshakeError::Malformed("trailing bytes in reply".into()));
+        }
+        Ok(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_handshake_is_accepted_only_by_the_store_and_shard_it_names() {
-        let h = Handshake::new(7, 1, 2, 3);
+        let h = Handshake::new(7, 1, 2, 3, Purpose::Raft);
         let p = h.encode();
         assert_eq!(Handshake::accept(&p, 7, 2, 3), Ok(h));
         assert_eq!(Handshake::accept(&p, 8, 2, 3), Err(HandshakeError::Cluster { theirs: 7, ours: 8 }));
@@ -99,5 +168,15 @@ mod tests {
         assert!(matches!(Handshake::accept(&old.encode(), 7, 2, 3), Err(HandshakeError::Version { theirs: 0, .. })));
         assert!(matches!(Handshake::accept(&p[..p.len() - 1], 7, 2, 3), Err(HandshakeError::Malformed(_))));
         assert!(matches!(Handshake::accept(&[0xff; 300], 7, 2, 3), Err(HandshakeError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_refusal_reason_round_trips_and_is_cut_on_a_char_boundary() {
+        let long = "é".repeat(500);
+        let r = HandshakeReply::refused(&long);
+        assert!(r.refused.as_ref().unwrap().len() <= REFUSAL_BYTES_MAX);
+        assert_eq!(HandshakeReply::decode(&r.encode()), Ok(r));
+        let ok = HandshakeReply::accepted();
+        assert_eq!(HandshakeReply::decode(&ok.encode()), Ok(ok));
     }
 }

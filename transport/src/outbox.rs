@@ -32,7 +32,7 @@ pub enum PushError {
 }
 
 /// One frame ready to be written to a destination.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlushedFrame {
     pub to: Destination,
     /// Regions whose messages it carries (for `report_unreachable` if it is lost).

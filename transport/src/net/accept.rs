@@ -1,0 +1,139 @@
+//! The receiving side: accept connections on the shard's peer port, check
+//! each caller's handshake, then read raft frames into the inbox (or hand a
+//! snapshot connection to `snapshot_recv`). Bad input of any kind closes
+//! that one connection, is logged and counted by reason, and never reaches
+//! the shard; other connections are unaffected.
+
+use std::rc::Rc;
+
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::envelope::decode_raft_batch;
+use crate::frame::FrameKind;
+use crate::handshake::{Handshake, HandshakeReply, Purpose};
+use crate::net::config::CONNECTIONS_MAX;
+use crate::net::endpoint::Inner;
+use crate::net::inbox::Incoming;
+use crate::net::io::{FrameReader, ReadError};
+use crate::net::snapshot_recv;
+
+pub(crate) async fn run(inner: Rc<Inner>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            inner.shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(addr = %inner.local_addr, "accept: {e}");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if inner.connections.get() >= CONNECTIONS_MAX {
+            inner.stats.borrow_mut().refused("too_many_connections");
+            continue;
+        }
+        inner.stats.borrow_mut().connections_accepted += 1;
+        inner.connections.set(inner.connections.get() + 1);
+        let inner2 = inner.clone();
+        glommio::spawn_local(async move {
+            let peer = stream.peer_addr().ok();
+            let done = futures_lite::future::or(async { Some(serve(&inner2, stream).await) }, async {
+                inner2.shutdown.wait().await;
+                None
+            })
+            .await;
+            if let Some(Err(why)) = done {
+                inner2.stats.borrow_mut().refused(why.kind);
+                tracing::warn!(?peer, "closed inbound connection: {}", why.detail);
+            }
+            inner2.connections.set(inner2.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Why an inbound connection was closed: a counter name and a log line.
+pub(crate) struct Closed {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl From<ReadError> for Closed {
+    fn from(e: ReadError) -> Self {
+        Closed { kind: e.kind(), detail: e.to_string() }
+    }
+}
+
+fn closed(kind: &'static str, detail: impl Into<String>) -> Closed {
+    Closed { kind, detail: detail.into() }
+}
+
+async fn serve(inner: &Inner, stream: TcpStream) -> Result<(), Closed> {
+    stream.set_nodelay(true).ok();
+    let mut conn = FrameReader::new(stream);
+    let first = conn
+        .next_within(inner.config.handshake_timeout)
+        .await
+        .map_err(|e| {
+            if matches!(e, ReadError::TimedOut(_)) {
+                closed("handshake_timeout", e.to_string())
+            } else {
+                e.into()
+            }
+        })?
+        .ok_or_else(|| closed("closed_before_handshake", "peer closed before its handshake"))?;
+    if first.kind != FrameKind::Handshake {
+        return Err(closed("unexpected_kind", format!("{:?} frame before the handshake", first.kind)));
+    }
+    let c = &inner.config;
+    let hs = match Handshake::accept(&first.payload, c.cluster_id, c.store_id, c.shard) {
+        Ok(hs) => hs,
+        Err(e) => {
+            // best effort: tell the caller why, then close
+            let _ =
+                conn.write_frame(FrameKind::HandshakeReply, &[&HandshakeReply::refused(&e.to_string()).encode()]).await;
+            return Err(closed(e.kind(), e.to_string()));
+        }
+    };
+    conn.write_frame(FrameKind::HandshakeReply, &[&HandshakeReply::accepted().encode()])
+        .await
+        .map_err(|e| closed("io_error", format!("write handshake reply: {e}")))?;
+    match hs.purpose {
+        Purpose::Raft => serve_raft(inner, conn, hs.from_store).await,
+        Purpose::Snapshot => snapshot_recv::serve(inner, conn, hs.from_store).await,
+    }
+}
+
+async fn serve_raft(inner: &Inner, mut conn: FrameReader<TcpStream>, from_store: u64) -> Result<(), Closed> {
+    let (store, shard) = (inner.config.store_id, inner.config.shard);
+    while let Some(frame) = conn.next().await? {
+        if frame.kind != FrameKind::Raft {
+            return Err(closed("unexpected_kind", format!("{:?} frame on a raft connection", frame.kind)));
+        }
+        let envelopes = decode_raft_batch(&frame.payload).map_err(|e| closed("malformed_batch", e.to_string()))?;
+        if let Some(e) = envelopes.iter().find(|e| (e.to.store_id, e.to.shard) != (store, shard)) {
+            return Err(closed(
+                "misrouted",
+                format!(
+                    "region {} message for store {} shard {} arrived at store {store} shard {shard}",
+                    e.region_id, e.to.store_id, e.to.shard
+                ),
+            ));
+        }
+        {
+            let mut s = inner.stats.borrow_mut();
+            s.frames_received += 1;
+            s.messages_received += envelopes.len() as u64;
+            s.bytes_received += (frame.payload.len() + crate::frame::FRAME_HEADER_BYTES) as u64;
+        }
+        if inner.inbox.send(Incoming::Raft { from_store, envelopes }).await.is_err() {
+            return Ok(()); // the shard is gone
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! The sending side of one destination: a task that connects lazily, says
+//! who it is (handshake), writes whatever frames are queued (several at once
+//! when they piled up during a write), and on any failure drops what it
+//! held, reports those regions unreachable and backs off before the next
+//! attempt. While it backs off, `Endpoint::send` drops new frames for that
+//! destination at once rather than queueing them into a dead link.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use crate::backoff::Backoff;
+use crate::frame::FrameKind;
+use crate::handshake::{Handshake, HandshakeReply, Purpose};
+use crate::net::config::WRITE_BATCH_BYTES_MAX;
+use crate::net::endpoint::Inner;
+use crate::net::io::FrameReader;
+use crate::net::sync::Notify;
+use crate::outbox::{Destination, FlushedFrame};
+
+/// Why a connection to a destination could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no address known for store {} shard {}", .0.store_id, .0.shard)]
+    NoAddress(Destination),
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("handshake with {addr}: {what}")]
+    Handshake { addr: SocketAddr, what: String },
+    #[error("{addr} refused the handshake: {reason}")]
+    Refused { addr: SocketAddr, reason: String },
+}
+
+/// Connects to `to` and completes the handshake for `purpose`.
+pub(crate) async fn connect(
+    inner: &Inner,
+    to: Destination,
+    purpose: Purpose,
+) -> Result<FrameReader<TcpStream>, ConnectError> {
+    let addr = *inner.addresses.borrow().get(&to).ok_or(ConnectError::NoAddress(to))?;
+    let stream = TcpStream::connect_timeout(addr, inner.config.connect_timeout)
+        .await
+        .map_err(|e| ConnectError::Connect { addr, source: e.into() })?;
+    stream.set_nodelay(true).map_err(|e| ConnectError::Connect { addr, source: e.into() })?;
+    let mut conn = FrameReader::new(stream);
+    let hs = Handshake::new(inner.config.cluster_id, inner.config.store_id, to.store_id, to.shard, purpose);
+    conn.write_frame(FrameKind::Handshake, &[&hs.encode()])
+        .await
+        .map_err(|e| ConnectError::Handshake { addr, what: format!("write: {e}") })?;
+    let reply = conn
+        .next_within(inner.config.handshake_timeout)
+        .await
+        .map_err(|e| ConnectError::Handshake { addr, what: format!("read reply: {e}") })?
+        .ok_or_else(|| ConnectError::Handshake { addr, what: "closed before replying".into() })?;
+    if reply.kind != FrameKind::HandshakeReply {
+        return Err(ConnectError::Handshake { addr, what: format!("{:?} frame instead of a reply", reply.kind) });
+    }
+    let reply =
+        HandshakeReply::decode(&reply.payload).map_err(|e| ConnectError::Handshake { addr, what: e.to_string() })?;
+    match reply.refused {
+        None => Ok(conn),
+        Some(reason) => Err(ConnectError::Refused { addr, reason }),
+    }
+}
+
+/// Takes the frames to write next: everything queued, up to one write's worth.
+fn take_batch(inner: &Inner, to: Destination) -> Vec<FlushedFrame> {
+    let mut links = inner.links.borrow_mut();
+    let link = links.get_mut(&to).expect("a link task's link exists");
+    let mut batch = vec![];
+    let mut bytes = 0;
+    while let Some(f) = link.queue.front() {
+        if !batch.is_empty() && bytes + f.bytes.len() > WRITE_BATCH_BYTES_MAX {
+            break;
+        }
+        bytes += f.bytes.len();
+        batch.push(link.queue.pop_front().unwrap());
+    }
+    batch
+}
+
+/// The frames are no longer queued (written or dropped).
+fn release(inner: &Inner, to: Destination, frames: &[FlushedFrame]) {
+    let bytes: usize = frames.iter().map(|f| f.bytes.len()).sum();
+    let mut links = inner.links.borrow_mut();
+    let link = links.get_mut(&to).expect("a link task's link exists");
+    link.queued_bytes -= bytes;
+}
+
+/// After a failure: everything held is dropped and reported, and the link
+/// refuses frames until the backoff has passed.
+async fn fail(inner: &Inner, to: Destination, held: Vec<FlushedFrame>, why: &'static str, wait: Duration) {
+    release(inner, to, &held);
+    for f in &held {
+        inner.drop_frame(f, why);
+    }
+    let queued: Vec<FlushedFrame> = {
+        let mut links = inner.links.borrow_mut();
+        let link = links.get_mut(&to).expect("a link task's link exists");
+        link.down_until = Some(Instant::now() + wait);
+        link.queue.drain(..).collect()
+    };
+    release(inner, to, &queued);
+    for f in &queued {
+        inner.drop_frame(f, "link_down");
+    }
+    futures_lite::future::or(glommio::timer::sleep(wait), inner.shutdown.wait()).await;
+    if let Some(link) = inner.links.borrow_mut().get_mut(&to) {
+        link.down_until = None;
+    }
+}
+
+/// The task of one destination; ends at shutdown.
+pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
+    let salt = to.store_id.rotate_left(16) ^ u64::from(to.shard) ^ inner.config.store_id.rotate_left(40);
+    let mut backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max, salt);
+    let mut conn: Option<FrameReader<TcpStream>> = None;
+    let mut buf = Vec::new();
+    loop {
+        if inner.shutdown.is_set() {
+            let held: Vec<FlushedFrame> = {
+                let mut links = inner.links.borrow_mut();
+                links.get_mut(&to).map(|l| l.queue.drain(..).collect()).unwrap_or_default()
+            };
+            release(&inner, to, &held);
+            for f in &held {
+                inner.drop_frame(f, "shutdown");
+            }
+            return;
+        }
+        let batch = take_batch(&inner, to);
+        if batch.is_empty() {
+            notify.wait().await;
+            continue;
+        }
+        if conn.is_none() {
+            match futures_lite::future::or(
+                async { Some(connect(&inner, to, crate::handshake::Purpose::Raft).await) },
+                async {
+                    inner.shutdown.wait().await;
+                    None
+                },
+            )
+            .await
+            {
+                None => {
+                    put_back(&inner, to, batch);
+                    continue;
+                }
+                Some(Ok(c)) => {
+                    backoff.succeeded();
+                    inner.stats.borrow_mut().connects += 1;
+                    conn = Some(c);
+                }
+                Some(Err(e)) => {
+                    inner.stats.borrow_mut().connect_failures += 1;
+                    let wait = backoff.failed();
+                    tracing::warn!(store = to.store_id, shard = to.shard, failures = backoff.failures(), ?wait, "{e}");
+                    fail(&inner, to, batch, "link_down", wait).await;
+                    continue;
+                }
+            }
+        }
+        let stream = conn.as_mut().unwrap().stream();
+        let bytes: &[u8] = if batch.len() == 1 {
+            &batch[0].bytes
+        } else {
+            buf.clear();
+            for f in &batch {
+                buf.extend_from_slice(&f.bytes);
+            }
+            &buf
+        };
+        // a peer that stops reading must not hold the task past shutdown
+        let written = futures_lite::future::or(stream.write_all(bytes), async {
+            inner.shutdown.wait().await;
+            Err(io::Error::other("endpoint shut down"))
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                release(&inner, to, &batch);
+                let mut s = inner.stats.borrow_mut();
+                s.writes += 1;
+                for f in &batch {
+                    s.frames_sent += 1;
+                    s.messages_sent += f.messages as u64;
+                    s.bytes_sent += f.bytes.len() as u64;
+                }
+            }
+            Err(e) => {
+                conn = None;
+                let wait = backoff.failed();
+                tracing::warn!(store = to.store_id, shard = to.shard, ?wait, "write failed: {e}");
+                fail(&inner, to, batch, "write_failed", wait).await;
+            }
+        }
+        if buf.capacity() > WRITE_BATCH_BYTES_MAX * 2 {
+            buf = Vec::new();
+        }
+    }
+}
+
+/// Puts a batch back at the head of the queue (shutdown raced a connect).
+fn put_back(inner: &Inner, to: Destination, batch: Vec<FlushedFrame>) {
+    let mut links = inner.links.borrow_mut();
+    let link = links.get_mut(&to).expect("a link task's link exists");
+    for f in batch.into_iter().rev() {
+        link.queue.push_front(f);
+    }
+}
+
+/// With faults on, frames wait in the fault queue and this task hands each
+/// to its link when it is due.
+pub(crate) async fn release_faulty(inner: Rc<Inner>) {
+    let faults = inner.faults.as_ref().expect("started only with faults");
+    while !inner.shutdown.is_set() {
+        let due = faults.borrow_mut().due(Instant::now());
+        for frame in due {
+            inner.enqueue(frame);
+        }
+        let next = faults.borrow().next_due();
+        match next {
+            Some(t) => {
+                let wait = t.saturating_duration_since(Instant::now());
+                futures_lite::future::or(glommio::timer::sleep(wait), inner.faults_notify.wait()).await;
+            }
+            None => inner.faults_notify.wait().await,
+        }
+    }
+}
