@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run benchmarks (today: the WAL benchmark; `ringraft bench` alone runs it with defaults).
+    /// Run benchmarks: `wal`, `transport` (`ringraft bench` alone runs the WAL benchmark with defaults).
     Bench {
         #[command(subcommand)]
         which: Option<BenchCommand>,
@@ -34,6 +34,10 @@ enum BenchCommand {
     /// One shard's WAL with many regions appending concurrently: appends/s,
     /// MB/s, fsyncs/s, regions per fsync, append-to-durable latency.
     Wal(bench::wal::WalBenchArgs),
+    /// One shard's batched raft traffic to another store over loopback,
+    /// against a plain TCP pump in the same run: messages/s, frames/s,
+    /// messages per frame, MB/s, frame latency.
+    Transport(bench::transport::TransportBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,11 +48,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { which } => {
-            let args = match which {
-                Some(BenchCommand::Wal(args)) => args,
-                None => bench::wal::WalBenchArgs::default_run(),
+            let ran = match which {
+                Some(BenchCommand::Wal(args)) => bench::wal::run(args),
+                Some(BenchCommand::Transport(args)) => bench::transport::run(args),
+                None => bench::wal::run(bench::wal::WalBenchArgs::default_run()),
             };
-            bench::wal::run(args).map(|()| ExitCode::SUCCESS)
+            ran.map(|()| ExitCode::SUCCESS)
         }
         Command::Wal { command } => tools::wal::run(command, &mut std::io::stdout().lock())
             .map(|code| ExitCode::from(code as u8))

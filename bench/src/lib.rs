@@ -7,10 +7,12 @@
 //! for a slow engine, and bounds every loop in time and count.
 //!
 //! - [`wal`]: one shard's WAL with many regions appending at once.
+//! - [`transport`]: one shard's batched raft traffic over loopback, against a raw TCP pump.
 
 // `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
 mod latency;
+pub mod transport;
 mod units;
 pub mod wal;

@@ -54,7 +54,7 @@ fn envelopes(messages: usize, message_bytes: usize) -> Vec<Envelope> {
 /// Pushes every envelope for [`TO`] and flushes: the single frame's bytes.
 fn push_flush(outboxes: &mut Outboxes, envs: Vec<Envelope>) -> Vec<u8> {
     for e in envs {
-        outboxes.push(TO, e).expect("the shapes fit one outbox");
+        outboxes.push(TO, &e).expect("the shapes fit one outbox");
     }
     let mut frames = outboxes.flush();
     assert_eq!(frames.len(), 1, "one destination, one frame");

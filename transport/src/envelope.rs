@@ -13,7 +13,7 @@
 //! u64 to_peer | u64 to_store | u16 to_shard | u32 start_key_len | start_key |
 //! u32 end_key_len | end_key | u32 message_len | message`.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 /// Largest key of a region range in an envelope.
 pub const KEY_BYTES_MAX: usize = 64 << 10;
@@ -78,7 +78,7 @@ impl Envelope {
         Ok(())
     }
 
-    fn encode_into(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         for v in [
             self.region_id,
             self.epoch.conf_ver,
@@ -117,46 +117,173 @@ pub fn encode_raft_batch<'a>(out: &mut Vec<u8>, envelopes: impl ExactSizeIterato
     }
 }
 
-/// Decodes a raft frame's payload; keys and messages share its memory.
-pub fn decode_raft_batch(payload: &Bytes) -> Result<Vec<Envelope>, EnvelopeError> {
-    let mut b = payload.clone();
-    let at = |b: &Bytes| payload.len() - b.len();
-    let need = |b: &Bytes, n: usize, what| {
-        if b.remaining() < n {
-            Err(EnvelopeError::Malformed { at: payload.len() - b.len(), what })
-        } else {
-            Ok(())
-        }
-    };
-    need(&b, 4, "message count")?;
-    let count = b.get_u32_le() as usize;
-    // every envelope takes at least ENVELOPE_FIXED_BYTES: bound the allocation by what is there
-    if count > b.remaining() / ENVELOPE_FIXED_BYTES {
-        return Err(EnvelopeError::Malformed { at: 0, what: "more messages announced than the frame holds" });
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        need(&b, ENVELOPE_FIXED_BYTES - 12, "envelope")?;
-        let region_id = b.get_u64_le();
-        let epoch = Epoch { conf_ver: b.get_u64_le(), version: b.get_u64_le() };
-        let from = Peer { peer_id: b.get_u64_le(), store_id: b.get_u64_le() };
-        let to = Target { peer_id: b.get_u64_le(), store_id: b.get_u64_le(), shard: b.get_u16_le() };
-        let mut field = |max: usize, what: &'static str| -> Result<Bytes, EnvelopeError> {
-            need(&b, 4, what)?;
-            let n = b.get_u32_le() as usize;
-            if n > max {
-                return Err(EnvelopeError::Malformed { at: at(&b) - 4, what });
-            }
-            need(&b, n, what)?;
-            Ok(b.split_to(n))
+/// Where one message's fields sit in a raft frame's payload.
+#[derive(Clone, Copy, Debug)]
+struct Fields {
+    /// Offset of the fixed part (region … to_shard).
+    fixed: u32,
+    start_key: (u32, u32),
+    end_key: (u32, u32),
+    message: (u32, u32),
+}
+
+/// A decoded raft frame: its payload and where each message's fields are.
+/// Decoding checks every length once and copies nothing; reading a message
+/// touches no reference count (the per-message `Bytes` clones of an eager
+/// decode cost more than the parsing). [`EnvelopeRef::message_bytes`] or
+/// [`EnvelopeRef::to_envelope`] make owned values when the shard keeps one.
+#[derive(Clone, Debug)]
+pub struct RaftBatch {
+    payload: Bytes,
+    fields: Vec<Fields>,
+}
+
+/// One message of a [`RaftBatch`].
+#[derive(Clone, Copy)]
+pub struct EnvelopeRef<'a> {
+    batch: &'a RaftBatch,
+    fields: Fields,
+}
+
+impl RaftBatch {
+    /// Checks a raft frame's payload and indexes its messages.
+    pub fn decode(payload: Bytes) -> Result<RaftBatch, EnvelopeError> {
+        let p: &[u8] = &payload;
+        let malformed = |at: usize, what| EnvelopeError::Malformed { at, what };
+        let u32_at = |at: usize, what| -> Result<usize, EnvelopeError> {
+            p.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).ok_or(malformed(at, what))
         };
-        let start_key = field(KEY_BYTES_MAX, "start key")?;
-        let end_key = field(KEY_BYTES_MAX, "end key")?;
-        let message = field(MESSAGE_BYTES_MAX, "message")?;
-        out.push(Envelope { region_id, start_key, end_key, epoch, from, to, message });
+        let count = u32_at(0, "message count")?;
+        // every envelope takes at least ENVELOPE_FIXED_BYTES: bound the allocation by what is there
+        if count > (p.len() - 4) / ENVELOPE_FIXED_BYTES {
+            return Err(malformed(0, "more messages announced than the frame holds"));
+        }
+        let mut fields = Vec::with_capacity(count);
+        let mut at = 4;
+        for _ in 0..count {
+            let fixed = at;
+            at += ENVELOPE_FIXED_BYTES - 12;
+            if at > p.len() {
+                return Err(malformed(fixed, "envelope"));
+            }
+            let mut field = |max: usize, what: &'static str| -> Result<(u32, u32), EnvelopeError> {
+                let n = u32_at(at, what)?;
+                if n > max {
+                    return Err(malformed(at, what));
+                }
+                let start = at + 4;
+                if n > p.len() - start {
+                    return Err(malformed(start, what));
+                }
+                at = start + n;
+                Ok((start as u32, n as u32))
+            };
+            let start_key = field(KEY_BYTES_MAX, "start key")?;
+            let end_key = field(KEY_BYTES_MAX, "end key")?;
+            let message = field(MESSAGE_BYTES_MAX, "message")?;
+            fields.push(Fields { fixed: fixed as u32, start_key, end_key, message });
+        }
+        if at != p.len() {
+            return Err(malformed(at, "bytes after the last message"));
+        }
+        Ok(RaftBatch { payload, fields })
     }
-    if b.has_remaining() {
-        return Err(EnvelopeError::Malformed { at: at(&b), what: "bytes after the last message" });
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
     }
-    Ok(out)
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The frame payload's size.
+    pub fn payload_bytes(&self) -> usize {
+        self.payload.len()
+    }
+
+    pub fn get(&self, i: usize) -> EnvelopeRef<'_> {
+        EnvelopeRef { batch: self, fields: self.fields[i] }
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EnvelopeRef<'_>> + '_ {
+        self.fields.iter().map(move |&fields| EnvelopeRef { batch: self, fields })
+    }
+
+    /// Every message as an owned envelope (keys and messages still share the frame's memory).
+    pub fn to_envelopes(&self) -> Vec<Envelope> {
+        self.iter().map(|e| e.to_envelope()).collect()
+    }
+}
+
+impl<'a> EnvelopeRef<'a> {
+    fn u64_at(&self, i: usize) -> u64 {
+        let at = self.fields.fixed as usize + 8 * i;
+        u64::from_le_bytes(self.batch.payload[at..at + 8].try_into().unwrap())
+    }
+
+    fn slice(&self, (start, len): (u32, u32)) -> &'a [u8] {
+        &self.batch.payload[start as usize..(start + len) as usize]
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.u64_at(0)
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        Epoch { conf_ver: self.u64_at(1), version: self.u64_at(2) }
+    }
+
+    pub fn from(&self) -> Peer {
+        Peer { peer_id: self.u64_at(3), store_id: self.u64_at(4) }
+    }
+
+    pub fn to(&self) -> Target {
+        let at = self.fields.fixed as usize + 8 * 7;
+        let shard = u16::from_le_bytes(self.batch.payload[at..at + 2].try_into().unwrap());
+        Target { peer_id: self.u64_at(5), store_id: self.u64_at(6), shard }
+    }
+
+    pub fn start_key(&self) -> &'a [u8] {
+        self.slice(self.fields.start_key)
+    }
+
+    pub fn end_key(&self) -> &'a [u8] {
+        self.slice(self.fields.end_key)
+    }
+
+    /// The raft message (eraftpb bytes).
+    pub fn message(&self) -> &'a [u8] {
+        self.slice(self.fields.message)
+    }
+
+    /// The raft message as shared bytes (one reference count, no copy).
+    pub fn message_bytes(&self) -> Bytes {
+        let (start, len) = self.fields.message;
+        self.batch.payload.slice(start as usize..(start + len) as usize)
+    }
+
+    /// Bytes this message took in the frame.
+    pub fn encoded_bytes(&self) -> usize {
+        ENVELOPE_FIXED_BYTES + (self.fields.start_key.1 + self.fields.end_key.1 + self.fields.message.1) as usize
+    }
+
+    pub fn to_envelope(&self) -> Envelope {
+        let slice = |(start, len): (u32, u32)| self.batch.payload.slice(start as usize..(start + len) as usize);
+        Envelope {
+            region_id: self.region_id(),
+            start_key: slice(self.fields.start_key),
+            end_key: slice(self.fields.end_key),
+            epoch: self.epoch(),
+            from: self.from(),
+            to: self.to(),
+            message: slice(self.fields.message),
+        }
+    }
+}
+
+/// Decodes a raft frame's payload into owned envelopes (keys and messages
+/// share its memory). The receive path uses [`RaftBatch`] instead.
+pub fn decode_raft_batch(payload: &Bytes) -> Result<Vec<Envelope>, EnvelopeError> {
+    Ok(RaftBatch::decode(payload.clone())?.to_envelopes())
 }

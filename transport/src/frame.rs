@@ -10,7 +10,7 @@ pub const FRAME_HEADER_BYTES: usize = 9;
 /// Largest payload a peer may send; checked before any allocation.
 pub const FRAME_BYTES_MAX: usize = 16 << 20;
 /// Bytes the decoder reads ahead of a frame it is assembling.
-const READ_AHEAD_BYTES: usize = 64 << 10;
+const READ_AHEAD_BYTES: usize = 256 << 10;
 
 const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
 
@@ -102,6 +102,26 @@ pub fn encode_frame(out: &mut Vec<u8>, kind: FrameKind, parts: &[&[u8]]) {
     for p in parts {
         out.extend_from_slice(p);
     }
+}
+
+/// Starts a frame in `out` whose payload the caller appends next; returns
+/// where the frame starts, for [`finish_frame`]. Lets a payload be encoded
+/// in place instead of built apart and copied.
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    at
+}
+
+/// Fills in the header of the frame begun at `at`: its payload is
+/// everything appended since.
+pub fn finish_frame(out: &mut [u8], at: usize, kind: FrameKind) {
+    let len = out.len() - at - FRAME_HEADER_BYTES;
+    assert!(len <= FRAME_BYTES_MAX, "frame of {len} bytes: callers cap what goes into a frame");
+    let crc = frame_crc(kind as u8, &[&out[at + FRAME_HEADER_BYTES..]]);
+    out[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    out[at + 8] = kind as u8;
 }
 
 /// Turns a byte stream into frames.

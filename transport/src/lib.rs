@@ -30,7 +30,7 @@ pub mod rate_limit;
 mod seeded;
 pub mod snapshot;
 
-pub use envelope::{decode_raft_batch, encode_raft_batch, Envelope, Epoch, Peer, Target};
+pub use envelope::{decode_raft_batch, encode_raft_batch, Envelope, EnvelopeRef, Epoch, Peer, RaftBatch, Target};
 pub use faults::{FaultConfig, FaultStats, Faults};
 pub use frame::{DecodeError, Frame, FrameDecoder, FrameKind, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 pub use handshake::{Handshake, HandshakeError, HandshakeReply, Purpose, PROTOCOL_VERSION};

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::envelope::{encode_raft_batch, Envelope, EnvelopeError};
-use crate::frame::{encode_frame, FrameKind, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
+use crate::envelope::{Envelope, EnvelopeError};
+use crate::frame::{begin_frame, finish_frame, FrameKind, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 
 /// Most messages one outbox holds before it drops.
 pub const OUTBOX_MESSAGES_MAX: usize = 64 << 10;
-/// Most bytes one outbox holds: one frame's worth.
-pub const OUTBOX_BYTES_MAX: usize = FRAME_BYTES_MAX - 4;
+/// Most payload bytes one outbox holds (count and messages): one frame's worth.
+pub const OUTBOX_BYTES_MAX: usize = FRAME_BYTES_MAX;
 
 /// A shard of a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,11 +60,19 @@ impl OutboxStats {
     }
 }
 
+/// One destination's frame being built: the header's space, the message
+/// count, then each message encoded as it is pushed.
 #[derive(Default)]
 struct Outbox {
-    messages: Vec<Envelope>,
-    bytes: usize,
+    frame: Vec<u8>,
+    messages: usize,
+    regions: Vec<u64>,
+    /// Size of the last frame: the next one reserves it up front.
+    last_bytes: usize,
 }
+
+/// Offset of the message count in a frame being built.
+const COUNT_AT: usize = FRAME_HEADER_BYTES;
 
 /// Every destination's outbox of one shard. Ordered by destination so a
 /// flush is deterministic (simulations replay exactly).
@@ -79,37 +87,47 @@ impl Outboxes {
         Self::default()
     }
 
-    /// Queues a message for the next flush.
-    pub fn push(&mut self, to: Destination, env: Envelope) -> Result<(), PushError> {
+    /// Encodes a message into its destination's frame for the next flush.
+    pub fn push(&mut self, to: Destination, env: &Envelope) -> Result<(), PushError> {
         env.check_size()?;
         let b = self.boxes.entry(to).or_default();
         let bytes = env.encoded_bytes();
-        if b.messages.len() >= OUTBOX_MESSAGES_MAX || b.bytes + bytes > OUTBOX_BYTES_MAX {
+        let payload = b.frame.len().saturating_sub(FRAME_HEADER_BYTES);
+        if b.messages >= OUTBOX_MESSAGES_MAX || payload.max(4) + bytes > OUTBOX_BYTES_MAX {
             self.stats.dropped += 1;
             return Err(PushError::Full(to));
         }
-        b.bytes += bytes;
-        b.messages.push(env);
+        if b.messages == 0 {
+            b.frame.clear();
+            b.frame.reserve(b.last_bytes);
+            let at = begin_frame(&mut b.frame);
+            debug_assert_eq!(at, 0);
+            b.frame.extend_from_slice(&0u32.to_le_bytes());
+        }
+        env.encode_into(&mut b.frame);
+        b.messages += 1;
+        if b.regions.last() != Some(&env.region_id) {
+            b.regions.push(env.region_id);
+        }
         Ok(())
     }
 
     /// One frame per destination with messages, in destination order.
     pub fn flush(&mut self) -> Vec<FlushedFrame> {
         let mut out = vec![];
-        for (&to, b) in self.boxes.iter_mut().filter(|(_, b)| !b.messages.is_empty()) {
-            let mut payload = Vec::with_capacity(4 + b.bytes);
-            encode_raft_batch(&mut payload, b.messages.iter());
-            let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
-            encode_frame(&mut bytes, FrameKind::Raft, &[&payload]);
-            let mut regions: Vec<u64> = b.messages.iter().map(|e| e.region_id).collect();
+        for (&to, b) in self.boxes.iter_mut().filter(|(_, b)| b.messages > 0) {
+            let mut bytes = std::mem::take(&mut b.frame);
+            bytes[COUNT_AT..COUNT_AT + 4].copy_from_slice(&(b.messages as u32).to_le_bytes());
+            finish_frame(&mut bytes, 0, FrameKind::Raft);
+            let mut regions = std::mem::take(&mut b.regions);
             regions.sort_unstable();
             regions.dedup();
             self.stats.frames += 1;
-            self.stats.messages += b.messages.len() as u64;
+            self.stats.messages += b.messages as u64;
             self.stats.bytes += bytes.len() as u64;
-            out.push(FlushedFrame { to, regions, messages: b.messages.len(), bytes });
-            b.messages.clear();
-            b.bytes = 0;
+            b.last_bytes = bytes.len();
+            out.push(FlushedFrame { to, regions, messages: b.messages, bytes });
+            b.messages = 0;
         }
         out
     }

@@ -57,7 +57,7 @@ proptest! {
             for (region, shard, msg, key) in iteration {
                 let to = Destination { store_id: 2, shard: *shard };
                 let e = envelope(*region, msg.clone(), *key);
-                outboxes.push(to, e.clone()).unwrap();
+                outboxes.push(to, &e).unwrap();
                 sent.entry(to).or_default().push(e);
             }
             let frames = outboxes.flush();
@@ -106,7 +106,7 @@ fn ten_thousand_regions_make_one_frame_per_destination() {
     let mut outboxes = Outboxes::new();
     for region in 0..10_000u64 {
         let to = Destination { store_id: 2 + region % 2, shard: (region % 2) as u16 };
-        outboxes.push(to, envelope(region, vec![0; 40], 1)).unwrap();
+        outboxes.push(to, &envelope(region, vec![0; 40], 1)).unwrap();
     }
     let frames = outboxes.flush();
     assert_eq!(frames.len(), 2);
@@ -120,13 +120,13 @@ fn a_full_outbox_drops_and_names_the_destination_and_oversize_is_refused_not_tru
     let mut outboxes = Outboxes::new();
     let to = Destination { store_id: 9, shard: 1 };
     for r in 0..OUTBOX_MESSAGES_MAX as u64 {
-        outboxes.push(to, envelope(r, vec![], 0)).unwrap();
+        outboxes.push(to, &envelope(r, vec![], 0)).unwrap();
     }
-    assert_eq!(outboxes.push(to, envelope(1, vec![], 0)), Err(PushError::Full(to)));
+    assert_eq!(outboxes.push(to, &envelope(1, vec![], 0)), Err(PushError::Full(to)));
     assert_eq!(outboxes.stats().dropped, 1);
     let other = Destination { store_id: 9, shard: 2 };
-    outboxes.push(other, envelope(1, vec![], 0)).expect("other destinations are unaffected");
+    outboxes.push(other, &envelope(1, vec![], 0)).expect("other destinations are unaffected");
 
     let huge = envelope(3, vec![0; MESSAGE_BYTES_MAX + 1], 0);
-    assert!(matches!(outboxes.push(other, huge), Err(PushError::Envelope(_))));
+    assert!(matches!(outboxes.push(other, &huge), Err(PushError::Envelope(_))));
 }

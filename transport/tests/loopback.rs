@@ -108,14 +108,14 @@ fn seq_of(e: &Envelope) -> u64 {
 fn frame(from: u64, to: u64, first: u64, n: u64) -> Vec<FlushedFrame> {
     let mut o = Outboxes::new();
     for seq in first..first + n {
-        o.push(dest(to), envelope(from, to, seq % 64, seq, 24)).unwrap();
+        o.push(dest(to), &envelope(from, to, seq % 64, seq, 24)).unwrap();
     }
     o.flush()
 }
 
 fn raft_messages(item: Incoming) -> Vec<Envelope> {
     match item {
-        Incoming::Raft { envelopes, .. } => envelopes,
+        Incoming::Raft { batch, .. } => batch.to_envelopes(),
         other => panic!("expected raft messages, got {other:?}"),
     }
 }
@@ -469,7 +469,7 @@ fn frames_that_cannot_be_sent_are_dropped_at_once_and_their_regions_reported_unr
         });
         let big = |seq| {
             let mut o = Outboxes::new();
-            o.push(dest(6), envelope(1, 6, seq, seq, 1 << 20)).unwrap();
+            o.push(dest(6), &envelope(1, 6, seq, seq, 1 << 20)).unwrap();
             o.flush()
         };
         let mut seq = 0;
@@ -547,9 +547,9 @@ fn a_large_snapshot_streams_on_its_own_connection_while_small_messages_keep_flow
                 panic!("the snapshot send ended before the receiver handed it over: {r:?}");
             }
             match within(Duration::from_secs(10), "snapshot", b_inbox.recv()).await.unwrap() {
-                Incoming::Raft { envelopes, .. } => {
+                Incoming::Raft { batch, .. } => {
                     let now = a_now_micros();
-                    for e in envelopes {
+                    for e in batch.to_envelopes() {
                         let sent = SENT_AT.with(|m| m.borrow_mut().remove(&seq_of(&e)).unwrap());
                         latencies_us.push(now - sent);
                         during += 1;

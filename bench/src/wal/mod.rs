@@ -16,7 +16,7 @@ mod append;
 mod args;
 mod raw;
 mod recovery;
-mod report;
+pub(crate) mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

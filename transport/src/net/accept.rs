@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::envelope::decode_raft_batch;
+use crate::envelope::RaftBatch;
 use crate::frame::FrameKind;
 use crate::handshake::{Handshake, HandshakeReply, Purpose};
 use crate::net::config::CONNECTIONS_MAX;
@@ -115,23 +115,24 @@ async fn serve_raft(inner: &Inner, mut conn: FrameReader<TcpStream>, from_store:
         if frame.kind != FrameKind::Raft {
             return Err(closed("unexpected_kind", format!("{:?} frame on a raft connection", frame.kind)));
         }
-        let envelopes = decode_raft_batch(&frame.payload).map_err(|e| closed("malformed_batch", e.to_string()))?;
-        if let Some(e) = envelopes.iter().find(|e| (e.to.store_id, e.to.shard) != (store, shard)) {
+        let batch = RaftBatch::decode(frame.payload).map_err(|e| closed("malformed_batch", e.to_string()))?;
+        if let Some(e) = batch.iter().find(|e| (e.to().store_id, e.to().shard) != (store, shard)) {
+            let (region, to) = (e.region_id(), e.to());
             return Err(closed(
                 "misrouted",
                 format!(
-                    "region {} message for store {} shard {} arrived at store {store} shard {shard}",
-                    e.region_id, e.to.store_id, e.to.shard
+                    "region {region} message for store {} shard {} arrived at store {store} shard {shard}",
+                    to.store_id, to.shard
                 ),
             ));
         }
         {
             let mut s = inner.stats.borrow_mut();
             s.frames_received += 1;
-            s.messages_received += envelopes.len() as u64;
-            s.bytes_received += (frame.payload.len() + crate::frame::FRAME_HEADER_BYTES) as u64;
+            s.messages_received += batch.len() as u64;
+            s.bytes_received += (batch.payload_bytes() + crate::frame::FRAME_HEADER_BYTES) as u64;
         }
-        if inner.inbox.send(Incoming::Raft { from_store, envelopes }).await.is_err() {
+        if inner.inbox.send(Incoming::Raft { from_store, batch }).await.is_err() {
             return Ok(()); // the shard is gone
         }
     }

@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub shutdown: Latch,
     pub faults: Option<RefCell<Faults<FlushedFrame>>>,
     pub faults_notify: Notify,
+    /// Notified whenever queued bytes are released (see `wait_queued_below`).
+    pub drained: Notify,
     pub snapshot_reports: RefCell<Vec<SnapshotReport>>,
     pub next_snapshot_id: Cell<u64>,
     pub snapshots_sending: Cell<usize>,
@@ -150,6 +152,7 @@ impl Endpoint {
             shutdown: Latch::default(),
             faults,
             faults_notify: Notify::default(),
+            drained: Notify::default(),
             snapshot_reports: RefCell::default(),
             next_snapshot_id: Cell::new(1),
             snapshots_sending: Cell::new(0),
@@ -221,6 +224,15 @@ impl Endpoint {
     /// Bytes queued for a destination and not yet written.
     pub fn queued_bytes(&self, to: Destination) -> usize {
         self.inner.links.borrow().get(&to).map_or(0, |l| l.queued_bytes)
+    }
+
+    /// Waits until at most `bytes` are queued for `to`. For senders that may
+    /// wait (benchmarks, bulk tools) — the shard loop never does; it relies on
+    /// the bound and the unreachable reports instead. One waiter at a time.
+    pub async fn wait_queued_below(&self, to: Destination, bytes: usize) {
+        while self.queued_bytes(to) > bytes {
+            self.inner.drained.wait().await;
+        }
     }
 
     /// Cuts (or heals) the link between this store and another, if the

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, RaftBatch};
 
 #[derive(Debug)]
 pub enum Incoming {
-    /// Every message of one raft frame.
-    Raft { from_store: u64, envelopes: Vec<Envelope> },
+    /// Every message of one raft frame (checked; read in place).
+    Raft { from_store: u64, batch: RaftBatch },
     /// A `MsgSnapshot` whose data was received, fsynced and verified at `path`.
     Snapshot { from_store: u64, envelope: Envelope, path: PathBuf, bytes: u64 },
 }

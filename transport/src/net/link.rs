@@ -89,6 +89,8 @@ fn release(inner: &Inner, to: Destination, frames: &[FlushedFrame]) {
     let mut links = inner.links.borrow_mut();
     let link = links.get_mut(&to).expect("a link task's link exists");
     link.queued_bytes -= bytes;
+    drop(links);
+    inner.drained.notify();
 }
 
 /// After a failure: everything held is dropped and reported, and the link
