@@ -60,8 +60,8 @@ pub struct Frame {
 /// the connection; the caller counts it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("frame of {len} bytes announced, over FRAME_BYTES_MAX ({FRAME_BYTES_MAX})")]
-    Oversized { len: u64 },
+    #[error("frame of {len} bytes announced, over the limit of {limit} for this point of the connection")]
+    Oversized { len: u64, limit: usize },
     #[error("frame checksum mismatch")]
     Checksum,
     #[error("unknown frame kind {0}")]
@@ -125,14 +125,33 @@ pub fn finish_frame(out: &mut [u8], at: usize, kind: FrameKind) {
 }
 
 /// Turns a byte stream into frames.
-#[derive(Default)]
 pub struct FrameDecoder {
     buf: BytesMut,
+    /// Largest payload accepted now: small until a connection's handshake is
+    /// accepted, so an unchecked caller cannot make the receiver buffer a
+    /// 16 MiB "handshake".
+    limit: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder { buf: BytesMut::new(), limit: FRAME_BYTES_MAX }
+    }
 }
 
 impl FrameDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder accepting payloads of at most `limit` bytes (≤ FRAME_BYTES_MAX).
+    pub fn with_limit(limit: usize) -> Self {
+        FrameDecoder { buf: BytesMut::new(), limit: limit.min(FRAME_BYTES_MAX) }
+    }
+
+    /// Changes the limit for the frames still to come.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(FRAME_BYTES_MAX);
     }
 
     /// Bytes held that are not yet a whole frame.
@@ -151,7 +170,7 @@ impl FrameDecoder {
     pub fn want(&self) -> usize {
         if self.buf.len() >= FRAME_HEADER_BYTES {
             let len = u32::from_le_bytes(self.buf[0..4].try_into().unwrap()) as usize;
-            if len <= FRAME_BYTES_MAX {
+            if len <= self.limit {
                 return (FRAME_HEADER_BYTES + len).saturating_sub(self.buf.len()) + READ_AHEAD_BYTES;
             }
         }
@@ -164,8 +183,8 @@ impl FrameDecoder {
             return Ok(None);
         }
         let len = u32::from_le_bytes(self.buf[0..4].try_into().unwrap()) as usize;
-        if len > FRAME_BYTES_MAX {
-            return Err(DecodeError::Oversized { len: len as u64 });
+        if len > self.limit {
+            return Err(DecodeError::Oversized { len: len as u64, limit: self.limit });
         }
         if self.buf.len() < FRAME_HEADER_BYTES + len {
             return Ok(None);
@@ -203,7 +222,15 @@ mod tests {
         header.extend_from_slice(&[0; 5]);
         d.push(&header);
         assert!(d.want() <= READ_AHEAD_BYTES, "no read sized by the bogus length");
-        assert_eq!(d.next_frame(), Err(DecodeError::Oversized { len: FRAME_BYTES_MAX as u64 + 1 }));
+        assert_eq!(
+            d.next_frame(),
+            Err(DecodeError::Oversized { len: FRAME_BYTES_MAX as u64 + 1, limit: FRAME_BYTES_MAX })
+        );
+        let mut small = FrameDecoder::with_limit(100);
+        let mut out = vec![];
+        encode_frame(&mut out, FrameKind::Handshake, &[&[0; 101]]);
+        small.push(&out[..FRAME_HEADER_BYTES]);
+        assert_eq!(small.next_frame(), Err(DecodeError::Oversized { len: 101, limit: 100 }));
         assert!(d.buffered() < 64, "nothing was allocated for it");
     }
 

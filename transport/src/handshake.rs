@@ -121,17 +121,22 @@ impl HandshakeError {
     }
 }
 
+/// A refusal reason cut to `REFUSAL_BYTES_MAX` bytes on a char boundary.
+pub(crate) fn cap_reason(reason: &str) -> String {
+    let mut end = reason.len().min(REFUSAL_BYTES_MAX);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
 impl HandshakeReply {
     pub fn accepted() -> Self {
         HandshakeReply { refused: None }
     }
 
     pub fn refused(reason: &str) -> Self {
-        let mut end = reason.len().min(REFUSAL_BYTES_MAX);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        HandshakeReply { refused: Some(reason[..end].to_string()) }
+        HandshakeReply { refused: Some(cap_reason(reason)) }
     }
 
     pub fn encode(&self) -> Vec<u8> {

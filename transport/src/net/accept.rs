@@ -10,12 +10,13 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::envelope::RaftBatch;
 use crate::frame::FrameKind;
-use crate::handshake::{Handshake, HandshakeReply, Purpose};
+use crate::frame::FRAME_BYTES_MAX;
+use crate::handshake::{Handshake, HandshakeReply, Purpose, HANDSHAKE_BYTES_MAX};
 use crate::net::config::CONNECTIONS_MAX;
 use crate::net::endpoint::Inner;
 use crate::net::inbox::Incoming;
 use crate::net::io::{FrameReader, ReadError};
-use crate::net::snapshot_recv;
+use crate::net::{snapshot_recv, socket};
 
 pub(crate) async fn run(inner: Rc<Inner>, listener: TcpListener) {
     loop {
@@ -75,7 +76,11 @@ fn closed(kind: &'static str, detail: impl Into<String>) -> Closed {
 
 async fn serve(inner: &Inner, stream: TcpStream) -> Result<(), Closed> {
     stream.set_nodelay(true).ok();
-    let mut conn = FrameReader::new(stream);
+    if let Err(e) = socket::tune(&stream) {
+        tracing::warn!("socket options on an inbound connection: {e}");
+    }
+    // nothing but a handshake-sized frame until the caller is known
+    let mut conn = FrameReader::with_limit(stream, HANDSHAKE_BYTES_MAX);
     let first = conn
         .next_within(inner.config.handshake_timeout)
         .await
@@ -103,6 +108,7 @@ async fn serve(inner: &Inner, stream: TcpStream) -> Result<(), Closed> {
     conn.write_frame(FrameKind::HandshakeReply, &[&HandshakeReply::accepted().encode()])
         .await
         .map_err(|e| closed("io_error", format!("write handshake reply: {e}")))?;
+    conn.set_limit(FRAME_BYTES_MAX);
     match hs.purpose {
         Purpose::Raft => serve_raft(inner, conn, hs.from_store).await,
         Purpose::Snapshot => snapshot_recv::serve(inner, conn, hs.from_store).await,
@@ -111,7 +117,17 @@ async fn serve(inner: &Inner, stream: TcpStream) -> Result<(), Closed> {
 
 async fn serve_raft(inner: &Inner, mut conn: FrameReader<TcpStream>, from_store: u64) -> Result<(), Closed> {
     let (store, shard) = (inner.config.store_id, inner.config.shard);
-    while let Some(frame) = conn.next().await? {
+    loop {
+        let frame = match conn.next_within(inner.config.idle_timeout).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(ReadError::TimedOut(_)) => {
+                // idle: free the slot; the sender reconnects when it next has something to say
+                inner.stats.borrow_mut().idle_connections_closed += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if frame.kind != FrameKind::Raft {
             return Err(closed("unexpected_kind", format!("{:?} frame on a raft connection", frame.kind)));
         }
@@ -132,9 +148,17 @@ async fn serve_raft(inner: &Inner, mut conn: FrameReader<TcpStream>, from_store:
             s.messages_received += batch.len() as u64;
             s.bytes_received += (batch.payload_bytes() + crate::frame::FRAME_HEADER_BYTES) as u64;
         }
+        // the inbox is bounded in bytes too: wait (and stop reading) while it is full
+        let bytes = batch.payload_bytes();
+        while inner.inbox_bytes.get() > 0 && inner.inbox_bytes.get() + bytes > inner.config.inbox_bytes_max {
+            inner.inbox_space.listen().await;
+        }
+        inner.inbox_bytes.set(inner.inbox_bytes.get() + bytes);
         if inner.inbox.send(Incoming::Raft { from_store, batch }).await.is_err() {
             return Ok(()); // the shard is gone
         }
+        // a socket with data never makes a read wait: let the shard take this frame
+        // before the next, or the inbox fills to its bound first and every frame waits behind it
+        futures_lite::future::yield_now().await;
     }
-    Ok(())
 }

@@ -40,14 +40,23 @@ pub struct EndpointConfig {
     /// Received frames waiting for the shard; when full, reading stops (TCP
     /// pushes back on the senders).
     pub inbox_frames_max: usize,
+    /// Received payload bytes waiting for the shard; same push-back.
+    pub inbox_bytes_max: usize,
+    /// An inbound raft connection with no frame for this long is closed (the
+    /// sender reconnects when it next has something to say).
+    pub idle_timeout: Duration,
+    /// A write that makes no progress for this long fails the connection.
+    pub write_timeout: Duration,
     /// Where received snapshot files are assembled and kept.
     pub snapshot_dir: PathBuf,
     /// Snapshot stream rate per connection, bytes/s (0: unlimited).
     pub snapshot_bytes_per_sec: u64,
     pub snapshot_chunk_bytes: usize,
-    /// How long a sender waits for the receiver to store and verify a snapshot.
+    /// How long a sender waits for the receiver to store and verify a
+    /// snapshot, and the longest gap a receiver allows between a stream's frames.
     pub snapshot_ack_timeout: Duration,
-    /// Seeded faults on everything this endpoint sends (tests only).
+    /// Seeded faults on the raft frames this endpoint sends (tests only;
+    /// snapshot streams are not affected).
     pub faults: Option<FaultConfig>,
 }
 
@@ -70,6 +79,9 @@ impl EndpointConfig {
             backoff_min: BACKOFF_MIN,
             backoff_max: BACKOFF_MAX,
             inbox_frames_max: 1024,
+            inbox_bytes_max: 256 << 20,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
             snapshot_dir,
             snapshot_bytes_per_sec: 128 << 20,
             snapshot_chunk_bytes: 256 << 10,
@@ -96,6 +108,12 @@ impl EndpointConfig {
         if self.inbox_frames_max == 0 {
             return bad("inbox_frames_max must be at least 1".into());
         }
+        if self.inbox_bytes_max < OUTBOX_BYTES_MAX {
+            return bad(format!(
+                "inbox_bytes_max {} is below one full frame ({OUTBOX_BYTES_MAX})",
+                self.inbox_bytes_max
+            ));
+        }
         if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
             return bad(format!("backoff {:?}..{:?} is not a range", self.backoff_min, self.backoff_max));
         }
@@ -103,6 +121,8 @@ impl EndpointConfig {
             ("connect_timeout", self.connect_timeout),
             ("handshake_timeout", self.handshake_timeout),
             ("snapshot_ack_timeout", self.snapshot_ack_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("write_timeout", self.write_timeout),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be above zero"));

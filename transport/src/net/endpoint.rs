@@ -21,15 +21,14 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use glommio::channels::local_channel;
-use glommio::net::TcpListener;
 
 use crate::envelope::Envelope;
 use crate::faults::{FaultStats, Faults};
 use crate::net::config::{ConfigError, EndpointConfig};
 use crate::net::inbox::{Inbox, InboxSender};
 use crate::net::stats::TransportStats;
-use crate::net::sync::{Latch, Notify};
-use crate::net::{accept, link, snapshot_send};
+use crate::net::sync::{Event, Latch, Notify};
+use crate::net::{accept, link, snapshot_recv, snapshot_send, socket};
 use crate::outbox::{Destination, FlushedFrame};
 
 /// Why an endpoint did not start.
@@ -76,7 +75,13 @@ pub(crate) struct Inner {
     pub faults: Option<RefCell<Faults<FlushedFrame>>>,
     pub faults_notify: Notify,
     /// Notified whenever queued bytes are released (see `wait_queued_below`).
-    pub drained: Notify,
+    pub drained: Event,
+    /// Payload bytes in the inbox, and the event of their release.
+    pub inbox_bytes: Cell<usize>,
+    pub inbox_space: Event,
+    /// Names received snapshot files uniquely: this process's start and a counter.
+    pub snapshot_file_nonce: u64,
+    pub snapshot_files: Cell<u64>,
     pub snapshot_reports: RefCell<Vec<SnapshotReport>>,
     pub next_snapshot_id: Cell<u64>,
     pub snapshots_sending: Cell<usize>,
@@ -136,8 +141,12 @@ impl Endpoint {
         config.validate()?;
         std::fs::create_dir_all(&config.snapshot_dir)
             .map_err(|source| StartError::SnapshotDir { path: config.snapshot_dir.clone(), source })?;
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|e| StartError::Listen { addr: config.listen, source: e.into() })?;
+        snapshot_recv::sweep_partial_files(&config.snapshot_dir)
+            .map_err(|source| StartError::SnapshotDir { path: config.snapshot_dir.clone(), source })?;
+        let listener =
+            socket::listen(config.listen).map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let nonce =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
         let local_addr =
             listener.local_addr().map_err(|e| StartError::Listen { addr: config.listen, source: e.into() })?;
         let (tx, rx) = local_channel::new_bounded(config.inbox_frames_max);
@@ -152,9 +161,14 @@ impl Endpoint {
             shutdown: Latch::default(),
             faults,
             faults_notify: Notify::default(),
-            drained: Notify::default(),
+            drained: Event::default(),
+            inbox_bytes: Cell::new(0),
+            inbox_space: Event::default(),
+            snapshot_file_nonce: nonce,
+            snapshot_files: Cell::new(0),
             snapshot_reports: RefCell::default(),
-            next_snapshot_id: Cell::new(1),
+            // ids differ across restarts too, so a receiver never mistakes a new stream for an old one
+            next_snapshot_id: Cell::new(nonce),
             snapshots_sending: Cell::new(0),
             snapshots_receiving: Cell::new(0),
             connections: Cell::new(0),
@@ -164,7 +178,7 @@ impl Endpoint {
         if inner.faults.is_some() {
             glommio::spawn_local(link::release_faulty(inner.clone())).detach();
         }
-        Ok((Endpoint { inner }, Inbox { rx }))
+        Ok((Endpoint { inner: inner.clone() }, Inbox { rx, inner }))
     }
 
     /// The address it listens on (the real port when started with port 0).
@@ -228,10 +242,11 @@ impl Endpoint {
 
     /// Waits until at most `bytes` are queued for `to`. For senders that may
     /// wait (benchmarks, bulk tools) — the shard loop never does; it relies on
-    /// the bound and the unreachable reports instead. One waiter at a time.
+    /// the bound and the unreachable reports instead.
     pub async fn wait_queued_below(&self, to: Destination, bytes: usize) {
-        while self.queued_bytes(to) > bytes {
-            self.inner.drained.wait().await;
+        while self.queued_bytes(to) > bytes && !self.inner.shutdown.is_set() {
+            let released = self.inner.drained.listen();
+            futures_lite::future::or(released, self.inner.shutdown.wait()).await;
         }
     }
 
@@ -256,9 +271,9 @@ impl Endpoint {
     /// next step; queued frames are dropped.
     pub fn shutdown(&self) {
         self.inner.shutdown.set();
-        let mut links = self.inner.links.borrow_mut();
-        for link in links.values_mut() {
-            link.notify.notify();
+        let notifies: Vec<Rc<Notify>> = self.inner.links.borrow().values().map(|l| l.notify.clone()).collect();
+        for n in notifies {
+            n.notify();
         }
         self.inner.faults_notify.notify();
     }

@@ -45,6 +45,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
         FrameReader { stream, decoder: FrameDecoder::new(), buf: vec![] }
     }
 
+    /// A reader whose frames may not exceed `limit` bytes until `set_limit`.
+    pub fn with_limit(stream: S, limit: usize) -> Self {
+        FrameReader { stream, decoder: FrameDecoder::with_limit(limit), buf: vec![] }
+    }
+
+    pub fn set_limit(&mut self, limit: usize) {
+        self.decoder.set_limit(limit);
+    }
+
     pub fn stream(&mut self) -> &mut S {
         &mut self.stream
     }

@@ -19,6 +19,7 @@ use crate::handshake::{Handshake, HandshakeReply, Purpose};
 use crate::net::config::WRITE_BATCH_BYTES_MAX;
 use crate::net::endpoint::Inner;
 use crate::net::io::FrameReader;
+use crate::net::socket;
 use crate::net::sync::Notify;
 use crate::outbox::{Destination, FlushedFrame};
 
@@ -40,12 +41,13 @@ pub(crate) async fn connect(
     inner: &Inner,
     to: Destination,
     purpose: Purpose,
-) -> Result<FrameReader<TcpStream>, ConnectError> {
+) -> Result<(FrameReader<TcpStream>, SocketAddr), ConnectError> {
     let addr = *inner.addresses.borrow().get(&to).ok_or(ConnectError::NoAddress(to))?;
     let stream = TcpStream::connect_timeout(addr, inner.config.connect_timeout)
         .await
         .map_err(|e| ConnectError::Connect { addr, source: e.into() })?;
     stream.set_nodelay(true).map_err(|e| ConnectError::Connect { addr, source: e.into() })?;
+    socket::tune(&stream).map_err(|source| ConnectError::Connect { addr, source })?;
     let mut conn = FrameReader::new(stream);
     let hs = Handshake::new(inner.config.cluster_id, inner.config.store_id, to.store_id, to.shard, purpose);
     conn.write_frame(FrameKind::Handshake, &[&hs.encode()])
@@ -62,7 +64,7 @@ pub(crate) async fn connect(
     let reply =
         HandshakeReply::decode(&reply.payload).map_err(|e| ConnectError::Handshake { addr, what: e.to_string() })?;
     match reply.refused {
-        None => Ok(conn),
+        None => Ok((conn, addr)),
         Some(reason) => Err(ConnectError::Refused { addr, reason }),
     }
 }
@@ -88,9 +90,9 @@ fn release(inner: &Inner, to: Destination, frames: &[FlushedFrame]) {
     let bytes: usize = frames.iter().map(|f| f.bytes.len()).sum();
     let mut links = inner.links.borrow_mut();
     let link = links.get_mut(&to).expect("a link task's link exists");
-    link.queued_bytes -= bytes;
+    link.queued_bytes = link.queued_bytes.checked_sub(bytes).expect("queued bytes released twice");
     drop(links);
-    inner.drained.notify();
+    inner.drained.notify_all();
 }
 
 /// After a failure: everything held is dropped and reported, and the link
@@ -120,8 +122,10 @@ async fn fail(inner: &Inner, to: Destination, held: Vec<FlushedFrame>, why: &'st
 pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
     let salt = to.store_id.rotate_left(16) ^ u64::from(to.shard) ^ inner.config.store_id.rotate_left(40);
     let mut backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max, salt);
-    let mut conn: Option<FrameReader<TcpStream>> = None;
+    let mut conn: Option<(FrameReader<TcpStream>, SocketAddr)> = None;
     let mut buf = Vec::new();
+    // set when the link waited for work: only then can the peer have closed an idle connection
+    let mut was_idle = false;
     loop {
         if inner.shutdown.is_set() {
             let held: Vec<FlushedFrame> = {
@@ -137,16 +141,24 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
         let batch = take_batch(&inner, to);
         if batch.is_empty() {
             notify.wait().await;
+            was_idle = true;
             continue;
         }
+        if let Some((c, addr)) = &mut conn {
+            // the destination moved (a new address from PD), or the peer closed
+            // (it restarted, or dropped an idle connection): reconnect rather
+            // than write into a connection whose data would be lost unreported
+            let moved = inner.addresses.borrow().get(&to) != Some(addr);
+            if moved || (was_idle && peer_closed(c.stream()).await) {
+                conn = None;
+            }
+        }
+        was_idle = false;
         if conn.is_none() {
-            match futures_lite::future::or(
-                async { Some(connect(&inner, to, crate::handshake::Purpose::Raft).await) },
-                async {
-                    inner.shutdown.wait().await;
-                    None
-                },
-            )
+            match futures_lite::future::or(async { Some(connect(&inner, to, Purpose::Raft).await) }, async {
+                inner.shutdown.wait().await;
+                None
+            })
             .await
             {
                 None => {
@@ -167,7 +179,7 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
                 }
             }
         }
-        let stream = conn.as_mut().unwrap().stream();
+        let stream = conn.as_mut().unwrap().0.stream();
         let bytes: &[u8] = if batch.len() == 1 {
             &batch[0].bytes
         } else {
@@ -177,11 +189,18 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
             }
             &buf
         };
-        // a peer that stops reading must not hold the task past shutdown
-        let written = futures_lite::future::or(stream.write_all(bytes), async {
-            inner.shutdown.wait().await;
-            Err(io::Error::other("endpoint shut down"))
-        })
+        // a peer that stops reading holds the task neither past shutdown nor for ever
+        let limit = inner.config.write_timeout;
+        let written = futures_lite::future::or(
+            futures_lite::future::or(stream.write_all(bytes), async {
+                glommio::timer::sleep(limit).await;
+                Err(io::Error::new(io::ErrorKind::TimedOut, format!("not written within {limit:?}")))
+            }),
+            async {
+                inner.shutdown.wait().await;
+                Err(io::Error::other("endpoint shut down"))
+            },
+        )
         .await;
         match written {
             Ok(()) => {
@@ -205,6 +224,14 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
             buf = Vec::new();
         }
     }
+}
+
+/// Whether the peer has closed its end (or broken the connection). A raft
+/// connection's receiver never writes after its handshake reply, so
+/// anything readable is the end of the connection.
+async fn peer_closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    futures_lite::future::poll_once(stream.peek(&mut byte)).await.is_some()
 }
 
 /// Puts a batch back at the head of the queue (shutdown raced a connect).

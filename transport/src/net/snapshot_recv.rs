@@ -4,9 +4,13 @@
 //! sender's CRC32C, renamed to `*.snap` and the directory fsynced — only
 //! then does the `MsgSnapshot` go to the shard and the sender get its ack.
 //! Anything wrong removes the partial file and refuses the snapshot; raft's
-//! leader then reports the failure and retries later.
+//! leader then reports the failure and retries later. Files are named by the
+//! receiver (its start time and a counter), never by what a sender claims,
+//! and created exclusively: two streams can never write one file.
 
 use std::path::{Path, PathBuf};
+
+use glommio::io::OpenOptions;
 
 use glommio::io::{BufferedFile, Directory};
 use glommio::net::TcpStream;
@@ -21,6 +25,32 @@ use crate::snapshot::{decode_chunk, Assembly, SnapshotAck, SnapshotEnd, Snapshot
 
 /// Bytes read back per request when verifying a received file.
 const VERIFY_READ_BYTES: usize = 1 << 20;
+
+/// Removes `*.part` files left by a crash or a shutdown mid-stream (run at
+/// start, before anything is received).
+pub(crate) fn sweep_partial_files(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "part") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// A file that is removed unless disarmed: the partial file of a stream that
+/// failed or was cancelled (shutdown drops the task mid-await), or a `.snap`
+/// whose directory entry could not be made durable.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            // a blocking unlink, on an error path only
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
 
 /// Counts a receive in flight for as long as it lives.
 struct Slot<'a>(&'a Inner);
@@ -45,29 +75,18 @@ pub(crate) async fn serve(inner: &Inner, mut conn: FrameReader<TcpStream>, from_
     }
     inner.snapshots_receiving.set(inner.snapshots_receiving.get() + 1);
     let _slot = Slot(inner);
-    let mut part: Option<PathBuf> = None;
-    let result = receive(inner, &mut conn, from_store, &mut part).await;
-    match result {
+    match receive(inner, &mut conn, from_store).await {
         Ok(()) => Ok(()),
         Err(why) => {
-            if let Some(p) = part {
-                let _ = glommio::io::remove(&p).await;
-            }
             inner.stats.borrow_mut().snapshots_refused += 1;
-            let _ = conn
-                .write_frame(FrameKind::SnapshotAck, &[&SnapshotAck { refused: Some(why.detail.clone()) }.encode()])
-                .await;
+            let ack = SnapshotAck::refused(&why.detail);
+            let _ = conn.write_frame(FrameKind::SnapshotAck, &[&ack.encode()]).await;
             Err(why)
         }
     }
 }
 
-async fn receive(
-    inner: &Inner,
-    conn: &mut FrameReader<TcpStream>,
-    from_store: u64,
-    part: &mut Option<PathBuf>,
-) -> Result<(), Closed> {
+async fn receive(inner: &Inner, conn: &mut FrameReader<TcpStream>, from_store: u64) -> Result<(), Closed> {
     let stall = inner.config.snapshot_ack_timeout;
     let first =
         conn.next_within(stall).await?.ok_or_else(|| refused("snapshot_truncated", "closed before the header"))?;
@@ -81,13 +100,23 @@ async fn receive(
         return Err(refused("misrouted", format!("snapshot for store {} shard {}", to.store_id, to.shard)));
     }
     let mut asm = Assembly::start(header).map_err(|e| refused("malformed_snapshot", e.to_string()))?;
-    let name = format!("{from_store}-{}-r{}", asm.header.snapshot_id, asm.header.envelope.region_id);
+    let n = inner.snapshot_files.get();
+    inner.snapshot_files.set(n + 1);
+    let name = format!(
+        "r{}-s{from_store}-{}-{:x}-{n}",
+        asm.header.envelope.region_id, asm.header.snapshot_id, inner.snapshot_file_nonce
+    );
     let part_path = inner.config.snapshot_dir.join(format!("{name}.part"));
     let io = |op: &str, path: &Path, e: glommio::GlommioError<()>| {
         refused("snapshot_io", format!("{op} {}: {e}", path.display()))
     };
-    let file = BufferedFile::create(&part_path).await.map_err(|e| io("create", &part_path, e))?;
-    *part = Some(part_path.clone());
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .buffered_open(&part_path)
+        .await
+        .map_err(|e| io("create", &part_path, e))?;
+    let mut guard = RemoveOnDrop(Some(part_path.clone()));
     let end = loop {
         let frame = conn.next_within(stall).await?.ok_or_else(|| {
             refused(
@@ -144,18 +173,19 @@ async fn receive(
     let _ = reread.close().await;
     let final_path = inner.config.snapshot_dir.join(format!("{name}.snap"));
     glommio::io::rename(&part_path, &final_path).await.map_err(|e| io("rename", &part_path, e))?;
-    *part = None;
+    guard.0 = Some(final_path.clone()); // until its directory entry is durable
     let dir =
         Directory::open(&inner.config.snapshot_dir).await.map_err(|e| io("open dir", &inner.config.snapshot_dir, e))?;
     dir.sync().await.map_err(|e| io("fsync dir", &inner.config.snapshot_dir, e))?;
     let _ = dir.close().await;
+    guard.0 = None;
     let bytes = end.total_bytes;
     let envelope = asm.header.envelope;
     inner.stats.borrow_mut().snapshots_received += 1;
     if inner.inbox.send(Incoming::Snapshot { from_store, envelope, path: final_path, bytes }).await.is_err() {
         return Ok(()); // the shard is gone; the file stays for a restart to find
     }
-    conn.write_frame(FrameKind::SnapshotAck, &[&SnapshotAck { refused: None }.encode()])
+    conn.write_frame(FrameKind::SnapshotAck, &[&SnapshotAck::accepted().encode()])
         .await
         .map_err(|e| refused("io_error", format!("write snapshot ack: {e}")))?;
     Ok(())

@@ -22,6 +22,8 @@ pub struct TransportStats {
     pub frames_received: u64,
     pub messages_received: u64,
     pub bytes_received: u64,
+    /// Inbound raft connections closed after `idle_timeout` without a frame.
+    pub idle_connections_closed: u64,
     /// Inbound connections closed for bad input, by reason (handshake errors,
     /// decode errors, `misrouted`, `unexpected_kind`, `handshake_timeout`, …).
     pub connections_refused: BTreeMap<&'static str, u64>,

@@ -110,6 +110,16 @@ pub struct SnapshotAck {
 }
 
 impl SnapshotAck {
+    pub fn accepted() -> Self {
+        SnapshotAck { refused: None }
+    }
+
+    /// A refusal, its reason cut to `REFUSAL_BYTES_MAX` (a long path must not
+    /// make the ack undecodable).
+    pub fn refused(reason: &str) -> Self {
+        SnapshotAck { refused: Some(crate::handshake::cap_reason(reason)) }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         bincode::encode_to_vec(self, config()).expect("a snapshot ack always encodes")
     }
