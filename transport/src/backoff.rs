@@ -1,7 +1,7 @@
 //! Reconnect backoff: after a failed connect or a broken connection the
 //! sender waits before trying that destination again, doubling the wait up
 //! to a ceiling, so a store that is down costs one connect attempt per
-//! `backoff_max_ms`, not one per loop iteration. The jitter is derived from
+//! `backoff_max`, not one per loop iteration. The jitter is derived from
 //! the destination and the attempt (no clock, no global RNG), so two shards
 //! that lost the same peer do not reconnect in lockstep, and a simulation
 //! replays exactly.
@@ -45,7 +45,7 @@ impl Backoff {
     }
 
     /// An attempt failed: how long to wait before the next one. The wait is
-    /// `min · 2^(failures-1)` capped at `max`, scaled by a jitter in [0.5, 1].
+    /// `min · 2^(failures-1)` capped at `max`, scaled by a jitter in [0.5, 1).
     pub fn failed(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let exp = (self.failures - 1).min(30);

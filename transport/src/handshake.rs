@@ -1,7 +1,7 @@
 //! The first frame of every connection: who is calling, and whom it expects
-//! to reach. Two processes can bind one port (SO_REUSEPORT), and a store can
-//! be replaced at an address: the handshake is what catches a frame at the
-//! wrong door. Any mismatch closes the connection; nothing reaches the engine.
+//! to reach. A store can be replaced at an address, or a spec can point at
+//! the wrong port: the handshake is what catches a frame at the wrong door.
+//! Any mismatch closes the connection; nothing reaches the engine.
 
 use bincode::{Decode, Encode};
 

@@ -45,9 +45,11 @@ pub struct EndpointConfig {
     /// An inbound raft connection with no frame for this long is closed (the
     /// sender reconnects when it next has something to say).
     pub idle_timeout: Duration,
-    /// A write that makes no progress for this long fails the connection.
+    /// A write (one link batch, one snapshot frame) not done in this long
+    /// fails the connection.
     pub write_timeout: Duration,
-    /// Where received snapshot files are assembled and kept.
+    /// Where received snapshot files are assembled and kept. One endpoint's
+    /// own: leftover `*.part` files in it are removed at start.
     pub snapshot_dir: PathBuf,
     /// Snapshot stream rate per connection, bytes/s (0: unlimited).
     pub snapshot_bytes_per_sec: u64,

@@ -40,6 +40,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error("create snapshot directory {path}: {source}")]
     SnapshotDir { path: PathBuf, source: io::Error },
+    #[error("remove partial snapshot files in {path}: {source}")]
+    SweepSnapshotDir { path: PathBuf, source: io::Error },
 }
 
 /// How a snapshot send ended, for raft's `report_snapshot`.
@@ -142,7 +144,7 @@ impl Endpoint {
         std::fs::create_dir_all(&config.snapshot_dir)
             .map_err(|source| StartError::SnapshotDir { path: config.snapshot_dir.clone(), source })?;
         snapshot_recv::sweep_partial_files(&config.snapshot_dir)
-            .map_err(|source| StartError::SnapshotDir { path: config.snapshot_dir.clone(), source })?;
+            .map_err(|source| StartError::SweepSnapshotDir { path: config.snapshot_dir.clone(), source })?;
         let listener =
             socket::listen(config.listen).map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let nonce =
@@ -187,7 +189,7 @@ impl Endpoint {
     }
 
     /// Where a destination listens (from the cluster spec or PD). A changed
-    /// address takes effect at the next connect.
+    /// address makes the link reconnect before its next write.
     pub fn set_address(&self, to: Destination, addr: SocketAddr) {
         self.inner.addresses.borrow_mut().insert(to, addr);
     }
