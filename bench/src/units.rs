@@ -55,6 +55,15 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     value.checked_mul(1u64 << shift).ok_or_else(|| format!("size {text:?} does not fit 64 bits"))
 }
 
+/// Checks a count flag against its limits: `--NAME V is out of range LO..=HI`.
+pub fn check_range(name: &str, v: usize, lo: usize, hi: usize) -> Result<(), String> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("--{name} {v} is out of range {lo}..={hi}"))
+    }
+}
+
 /// "3s", "500ms", "1.5s", "250us".
 pub fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::units::{format_duration, parse_duration};
+use crate::units::{check_range, format_duration, parse_duration};
 
 /// Most regions sending each iteration.
 pub const BENCH_REGIONS_MAX: usize = 100_000;
@@ -51,13 +51,7 @@ pub struct TransportBenchArgs {
 
 impl TransportBenchArgs {
     pub fn validate(&self) -> Result<(), String> {
-        let range = |name: &str, v: usize, lo: usize, hi: usize| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(format!("--{name} {v} is out of range {lo}..={hi}"))
-            }
-        };
+        let range = check_range;
         range("message-bytes", self.message_bytes, MESSAGE_BYTES_MIN, MESSAGE_BYTES_MAX)?;
         range("regions", self.regions, 1, BENCH_REGIONS_MAX)?;
         range("destinations", self.destinations, 1, DESTINATIONS_MAX)?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::units::{format_duration, parse_bytes, parse_duration};
+use crate::units::{check_range, format_duration, parse_bytes, parse_duration};
 
 /// Most regions one benchmark drives (well under the WAL's own `REGIONS_MAX`).
 pub const BENCH_REGIONS_MAX: usize = 16 << 10;
@@ -124,13 +124,7 @@ impl WalBenchArgs {
 
     /// Checks every limit before anything touches the disk.
     pub fn validate(&self) -> Result<(), String> {
-        let range = |name: &str, v: usize, lo: usize, hi: usize| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(format!("--{name} {v} is out of range {lo}..={hi}"))
-            }
-        };
+        let range = check_range;
         range("regions", self.regions, 1, BENCH_REGIONS_MAX)?;
         range("inflight", self.inflight, 1, INFLIGHT_MAX)?;
         range("entry-bytes", self.entry_bytes, 1, ENTRY_BYTES_MAX)?;
