@@ -1,0 +1,31 @@
+//! Region errors: data a client acts on (DESIGN.md §6), not strings.
+
+use crate::region::meta::{PeerMeta, RegionMeta};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegionError {
+    /// This peer does not lead the region; `leader` is the one it knows of.
+    #[error("region {region}: not the leader (leader: {leader:?})")]
+    NotLeader { region: u64, leader: Option<PeerMeta> },
+    #[error("region {region} is not on this shard")]
+    RegionNotFound { region: u64 },
+    #[error("key {key:?} is not in region {region} [{start:?}, {end:?})")]
+    KeyNotInRegion { key: Vec<u8>, region: u64, start: Vec<u8>, end: Vec<u8> },
+    /// The request's epoch is not the region's; `current` is what the region is now.
+    #[error("region {}: epoch changed (now conf_ver {} version {})", .current.id, .current.conf_ver, .current.version)]
+    EpochNotMatch { current: Box<RegionMeta> },
+    /// Too many writes waiting in this region; retry after `backoff_ms`.
+    #[error("region {region}: busy, retry in {backoff_ms} ms")]
+    ServerIsBusy { region: u64, backoff_ms: u64 },
+    /// The write was proposed, and then the leader lost track of it (lost
+    /// leadership, timed out): it may or may not be applied. Never retried blindly.
+    #[error("region {region}: the write's outcome is unknown")]
+    Ambiguous { region: u64 },
+}
+
+impl RegionError {
+    /// Whether the request certainly had no effect (so it is safe to retry).
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, RegionError::Ambiguous { .. })
+    }
+}

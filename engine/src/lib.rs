@@ -1,0 +1,16 @@
+//! ringraft's engine: shards of regions replicated with raft-rs, writing
+//! through the shard's WAL and talking through the batched transport.
+//!
+//! - [`region`]: a region's meta, raft-rs's view of its log, and its peer.
+//! - [`kv`]: client writes as log entries, and the state machine.
+//! - [`shard`]: the sans-IO loop iteration of DESIGN.md §3 for all regions of a core.
+//! - [`sim`]: a deterministic simulator running real shards with a fake
+//!   disk, network and clock from one seed.
+
+pub mod error;
+pub mod kv;
+pub mod region;
+pub mod shard;
+pub mod sim;
+
+pub use error::RegionError;

@@ -1,0 +1,111 @@
+//! One replica of a region on this shard: raft-rs's `RawNode` over the
+//! region's in-memory log view, the region's meta, its state machine, and
+//! the client work in flight (writes batched for the next proposal,
+//! proposals awaiting apply by (term, index), reads awaiting a ReadIndex).
+
+use std::collections::BTreeMap;
+
+use raft::{Config, RawNode, ReadOnlyOption};
+
+use crate::kv::{Command, MemKv};
+use crate::region::meta::RegionMeta;
+use crate::region::storage::RegionStorage;
+
+/// Ticks without a heartbeat before a follower campaigns (randomised in
+/// [ELECTION_TICKS, 2·ELECTION_TICKS)).
+pub const ELECTION_TICKS: usize = 10;
+pub const HEARTBEAT_TICKS: usize = 2;
+/// raft-rs limits: bytes per append message, appends in flight per follower,
+/// uncommitted bytes a leader accepts before proposals are refused.
+pub const RAFT_MSG_BYTES_MAX: u64 = 1 << 20;
+pub const RAFT_INFLIGHT_MSGS_MAX: usize = 256;
+pub const RAFT_UNCOMMITTED_BYTES_MAX: u64 = 32 << 20;
+/// Client writes one region holds for its next proposal before it answers ServerIsBusy.
+pub const PENDING_WRITES_MAX: usize = 4096;
+/// Proposals one region tracks before it answers ServerIsBusy.
+pub const PROPOSALS_MAX: usize = 1024;
+
+const _: () = assert!(ELECTION_TICKS > HEARTBEAT_TICKS);
+
+/// A batch of client writes proposed as one entry.
+pub struct Proposal {
+    pub term: u64,
+    pub requests: Vec<u64>,
+}
+
+pub struct Region {
+    pub meta: RegionMeta,
+    pub peer_id: u64,
+    pub raw: RawNode<RegionStorage>,
+    pub kv: MemKv,
+    pub applied: u64,
+    /// The term the randomised election timeout was last drawn for.
+    pub timeout_term: u64,
+    pub pending_writes: Vec<(u64, Command)>,
+    pub pending_write_bytes: usize,
+    /// By log index.
+    pub proposals: BTreeMap<u64, Proposal>,
+    pub pending_reads: Vec<(u64, Vec<u8>)>,
+    /// Reads waiting for their ReadIndex, by request context.
+    pub read_batches: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
+    /// ReadIndex answers: (context, index), served once applied ≥ index.
+    pub ready_reads: Vec<(u64, u64)>,
+}
+
+/// raft-rs configuration of one peer.
+pub fn raft_config(peer_id: u64, applied: u64) -> Config {
+    Config {
+        id: peer_id,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        applied,
+        max_size_per_msg: RAFT_MSG_BYTES_MAX,
+        max_inflight_msgs: RAFT_INFLIGHT_MSGS_MAX,
+        max_uncommitted_size: RAFT_UNCOMMITTED_BYTES_MAX,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: ReadOnlyOption::Safe,
+        ..Default::default()
+    }
+}
+
+impl Region {
+    pub fn new(meta: RegionMeta, peer_id: u64, storage: RegionStorage, applied: u64) -> Result<Region, raft::Error> {
+        let config = raft_config(peer_id, applied);
+        config.validate()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&config, storage, &logger)?;
+        Ok(Region {
+            meta,
+            peer_id,
+            raw,
+            kv: MemKv::default(),
+            applied,
+            timeout_term: u64::MAX,
+            pending_writes: vec![],
+            pending_write_bytes: 0,
+            proposals: BTreeMap::new(),
+            pending_reads: vec![],
+            read_batches: BTreeMap::new(),
+            ready_reads: vec![],
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.meta.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == raft::StateRole::Leader
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The leader this peer knows of, as a peer of the region.
+    pub fn leader(&self) -> Option<crate::region::meta::PeerMeta> {
+        let id = self.raw.raft.leader_id;
+        (id != raft::INVALID_ID).then(|| self.meta.peer(id).copied()).flatten()
+    }
+}

@@ -1,0 +1,179 @@
+//! raft-rs's view of one region's log: every live entry in memory (the WAL
+//! holds them durably; raft reads are synchronous and the shard thread must
+//! never wait on a disk read), the HardState, the ConfState, and the point
+//! the log starts after (a snapshot or the initial state).
+//!
+//! The shard appends here *before* `advance_append_async` (raft must read
+//! what it just handed out) and stages the same entries into the WAL batch.
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+/// Most bytes of live entries one region keeps in memory (a bound, not a
+/// cache size: past it the region refuses proposals until it compacts).
+pub const REGION_LOG_BYTES_MAX: usize = 256 << 20;
+
+#[derive(Default)]
+pub struct RegionStorage {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// The log starts after (index, term): a snapshot's, or (0, 0).
+    base_index: u64,
+    base_term: u64,
+    /// Entries `base_index + 1 ..`.
+    entries: Vec<Entry>,
+    entry_bytes: usize,
+}
+
+impl RegionStorage {
+    /// A region's log as the WAL recovered it (or as bootstrap made it).
+    pub fn new(hard_state: HardState, conf_state: ConfState, base: (u64, u64), entries: Vec<Entry>) -> Self {
+        let mut s =
+            RegionStorage { hard_state, conf_state, base_index: base.0, base_term: base.1, ..Default::default() };
+        s.append(&entries);
+        s
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.hard_state = hs;
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf_state = cs;
+    }
+
+    pub fn entry_bytes(&self) -> usize {
+        self.entry_bytes
+    }
+
+    fn last(&self) -> u64 {
+        self.base_index + self.entries.len() as u64
+    }
+
+    /// Appends entries raft handed out; an entry at an index the log already
+    /// has truncates the log from there (a new leader overwrote the tail).
+    pub fn append(&mut self, ents: &[Entry]) {
+        let Some(first) = ents.first() else { return };
+        assert!(
+            first.index > self.base_index,
+            "appending at {} behind the log's base {}",
+            first.index,
+            self.base_index
+        );
+        assert!(first.index <= self.last() + 1, "log gap: appending {} after {}", first.index, self.last());
+        let keep = (first.index - self.base_index - 1) as usize;
+        for e in self.entries.drain(keep..) {
+            self.entry_bytes -= e.data.len();
+        }
+        for e in ents {
+            self.entry_bytes += e.data.len();
+            self.entries.push(e.clone());
+        }
+    }
+
+    fn slice_range(&self, low: u64, high: u64) -> &[Entry] {
+        &self.entries[(low - self.base_index - 1) as usize..(high - self.base_index - 1) as usize]
+    }
+}
+
+fn unavailable() -> raft::Error {
+    raft::Error::Store(StorageError::Unavailable)
+}
+
+impl raft::Storage for RegionStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.base_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 {
+            return Err(unavailable());
+        }
+        let mut out = Vec::new();
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let mut size = 0u64;
+        for e in self.slice_range(low, high) {
+            size += (e.data.len() + e.context.len() + 16) as u64;
+            if !out.is_empty() && size > max {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.base_index {
+            return Ok(self.base_term);
+        }
+        if idx < self.base_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last() {
+            return Err(unavailable());
+        }
+        Ok(self.entries[(idx - self.base_index - 1) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.base_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots come with the state machine's snapshot work (next step of
+        // the engine issue); until then the log is never compacted, so raft
+        // never needs one beyond the initial state.
+        let mut s = Snapshot::default();
+        let mut m = SnapshotMetadata { index: self.base_index, term: self.base_term, ..Default::default() };
+        m.set_conf_state(self.conf_state.clone());
+        s.set_metadata(m);
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { index, term, data: vec![index as u8; 10].into(), ..Default::default() }
+    }
+
+    #[test]
+    fn an_overlapping_append_truncates_the_tail_and_terms_are_always_known() {
+        let mut s = RegionStorage::new(HardState::default(), ConfState::default(), (5, 2), vec![]);
+        s.append(&[entry(6, 2), entry(7, 2), entry(8, 2)]);
+        s.append(&[entry(7, 3)]);
+        assert_eq!(s.last_index().unwrap(), 7);
+        assert_eq!(s.term(5).unwrap(), 2);
+        assert_eq!(s.term(7).unwrap(), 3);
+        assert_eq!(s.entry_bytes(), 20);
+        assert!(s.term(4).is_err() && s.term(8).is_err());
+        let got = s.entries(6, 8, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(got.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(6, 2), (7, 3)]);
+        let one = s.entries(6, 8, 1, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(one.len(), 1, "max_size still returns at least one entry");
+    }
+}

@@ -1,0 +1,469 @@
+//! The shard's logic, sans-IO: one `step` is one loop iteration of
+//! DESIGN.md §3, for every region of the shard at once.
+//!
+//! 1. take the inputs: ticks, client requests, raft messages, finished persists;
+//! 2. every region's writes of this iteration become **one** proposal;
+//! 3. every region with a Ready: messages to the outboxes (a leader may
+//!    replicate before its own fsync), committed entries applied, entries and
+//!    HardState staged into the shard's one persist batch, persisted messages
+//!    held until that batch is durable, `advance_append_async`;
+//! 4. flush the outboxes (first flush point);
+//! 5. if no persist is in flight, issue the staged batch (at most one in
+//!    flight: batch N+1 is written only after N is durable);
+//! 6. on `Persisted`: `on_persist_ready`, release the held messages, flush
+//!    again (second flush point), and handle what that made ready.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use protobuf::Message as _;
+use raft::eraftpb::{self, EntryType, MessageType};
+use transport::{Destination, Envelope, Outboxes, Peer, SeededRng, Target};
+
+use crate::error::RegionError;
+use crate::kv::{Applied, Command, StateMachine, WriteBatch, ENTRY_BYTES_MAX};
+use crate::region::meta::RegionMeta;
+use crate::region::peer::{Proposal, Region, ELECTION_TICKS, PENDING_WRITES_MAX, PROPOSALS_MAX};
+use crate::region::wal_convert::{conf_state_to_wal, entry_to_wal, hard_state_to_wal};
+use crate::region::RegionStorage;
+use crate::shard::io::{Input, Output, Response};
+
+/// How long a client should wait before retrying a busy region.
+const BUSY_BACKOFF_MS: u64 = 10;
+
+/// A ready whose durability rides on persist batch `batch`.
+struct Awaiting {
+    batch: u64,
+    region: u64,
+    number: u64,
+    /// Its `persisted_messages`, sent once the batch is durable.
+    messages: Vec<eraftpb::Message>,
+}
+
+/// Counters of the shard's batching (for metrics and benchmarks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub iterations: u64,
+    pub proposals: u64,
+    pub writes_proposed: u64,
+    pub persist_batches: u64,
+    pub region_writes_persisted: u64,
+    pub entries_applied: u64,
+}
+
+pub struct Shard {
+    pub store_id: u64,
+    pub shard: u16,
+    regions: BTreeMap<u64, Region>,
+    outboxes: Outboxes,
+    rng: SeededRng,
+    /// The batch being staged (issued when none is in flight).
+    staged: Vec<(u64, wal::RegionWrite)>,
+    next_batch: u64,
+    in_flight: Option<u64>,
+    awaiting: VecDeque<Awaiting>,
+    next_read_ctx: u64,
+    outputs: Vec<Output>,
+    stats: ShardStats,
+}
+
+impl Shard {
+    /// An empty shard; regions come from `create_region` (bootstrap or recovery).
+    pub fn new(store_id: u64, shard: u16, seed: u64) -> Shard {
+        Shard {
+            store_id,
+            shard,
+            regions: BTreeMap::new(),
+            outboxes: Outboxes::new(),
+            rng: SeededRng::new(seed),
+            staged: vec![],
+            next_batch: 1,
+            in_flight: None,
+            awaiting: VecDeque::new(),
+            next_read_ctx: 1,
+            outputs: vec![],
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// Adds a region this shard hosts. `fresh`: a new region (bootstrap), whose
+    /// meta and membership are persisted with the next batch.
+    pub fn create_region(&mut self, meta: RegionMeta, storage: RegionStorage, applied: u64, fresh: bool) {
+        let peer = *meta
+            .peer_on(self.store_id)
+            .unwrap_or_else(|| panic!("region {} has no peer on store {}", meta.id, self.store_id));
+        assert_eq!(peer.shard, self.shard, "region {} belongs to shard {} of this store", meta.id, peer.shard);
+        let id = meta.id;
+        if fresh {
+            let write = wal::RegionWrite {
+                meta: Some(meta.encode()),
+                conf_state: Some(conf_state_to_wal(storage.conf_state())),
+                ..Default::default()
+            };
+            self.staged.push((id, write));
+        }
+        let region = Region::new(meta, peer.peer_id, storage, applied).expect("a valid raft config");
+        assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
+    }
+
+    pub fn region(&self, id: u64) -> Option<&Region> {
+        self.regions.get(&id)
+    }
+
+    pub fn regions(&self) -> impl Iterator<Item = &Region> {
+        self.regions.values()
+    }
+
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// Whether a persist batch is in flight.
+    pub fn persist_in_flight(&self) -> Option<u64> {
+        self.in_flight
+    }
+
+    /// One loop iteration.
+    pub fn step(&mut self, inputs: Vec<Input>) -> Vec<Output> {
+        self.stats.iterations += 1;
+        let mut persisted = None;
+        for input in inputs {
+            match input {
+                Input::Tick => {
+                    for r in self.regions.values_mut() {
+                        r.raw.tick();
+                    }
+                }
+                Input::Write { request, region, epoch, command } => self.on_write(request, region, epoch, command),
+                Input::Read { request, region, key } => self.on_read(request, region, key),
+                Input::Raft(envelope) => self.on_raft(envelope),
+                Input::Persisted { batch } => {
+                    assert_eq!(self.in_flight, Some(batch), "persist batch {batch} completed out of order");
+                    self.in_flight = None;
+                    persisted = Some(batch);
+                }
+                Input::Unreachable { regions, store_id } => {
+                    for id in regions {
+                        if let Some(r) = self.regions.get_mut(&id) {
+                            if let Some(p) = r.meta.peer_on(store_id).copied() {
+                                r.raw.report_unreachable(p.peer_id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(batch) = persisted {
+            self.on_persisted(batch);
+        }
+        self.propose();
+        self.handle_readies();
+        self.flush_outboxes();
+        self.issue_persist();
+        std::mem::take(&mut self.outputs)
+    }
+
+    fn reply(&mut self, request: u64, result: Result<Response, RegionError>) {
+        self.outputs.push(Output::Reply { request, result });
+    }
+
+    fn check_request(&self, region: u64, key: &[u8]) -> Result<&Region, RegionError> {
+        let r = self.regions.get(&region).ok_or(RegionError::RegionNotFound { region })?;
+        if !r.meta.contains(key) {
+            return Err(RegionError::KeyNotInRegion {
+                key: key.to_vec(),
+                region,
+                start: r.meta.start_key.clone(),
+                end: r.meta.end_key.clone(),
+            });
+        }
+        if !r.is_leader() {
+            return Err(RegionError::NotLeader { region, leader: r.leader() });
+        }
+        Ok(r)
+    }
+
+    fn on_write(&mut self, request: u64, region: u64, epoch: transport::Epoch, command: Command) {
+        let checked = self.check_request(region, command.key()).and_then(|r| {
+            if epoch != r.meta.epoch() {
+                return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
+            }
+            let too_big = r.pending_write_bytes + command.size() > ENTRY_BYTES_MAX;
+            if r.pending_writes.len() >= PENDING_WRITES_MAX || r.proposals.len() >= PROPOSALS_MAX || too_big {
+                return Err(RegionError::ServerIsBusy { region, backoff_ms: BUSY_BACKOFF_MS });
+            }
+            Ok(())
+        });
+        match checked {
+            Err(e) => self.reply(request, Err(e)),
+            Ok(()) => {
+                let r = self.regions.get_mut(&region).expect("checked");
+                r.pending_write_bytes += command.size();
+                r.pending_writes.push((request, command));
+            }
+        }
+    }
+
+    fn on_read(&mut self, request: u64, region: u64, key: Vec<u8>) {
+        match self.check_request(region, &key) {
+            Err(e) => self.reply(request, Err(e)),
+            Ok(_) => self.regions.get_mut(&region).expect("checked").pending_reads.push((request, key)),
+        }
+    }
+
+    fn on_raft(&mut self, envelope: Envelope) {
+        let Some(r) = self.regions.get_mut(&envelope.region_id) else {
+            // creating peers for unknown regions comes with conf changes and splits
+            tracing::debug!(region = envelope.region_id, "message for a region this shard does not host");
+            return;
+        };
+        if envelope.to.peer_id != r.peer_id {
+            tracing::debug!(region = r.id(), to = envelope.to.peer_id, "message for another peer of the region");
+            return;
+        }
+        let msg = match eraftpb::Message::parse_from_carllerche_bytes(&envelope.message) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(region = r.id(), from = envelope.from.store_id, "undecodable raft message: {e}");
+                return;
+            }
+        };
+        if let Err(e) = r.raw.step(msg) {
+            tracing::debug!(region = r.id(), "step: {e}");
+        }
+    }
+
+    /// All client writes of a region that arrived this iteration → one entry.
+    fn propose(&mut self) {
+        let mut replies = vec![];
+        for r in self.regions.values_mut() {
+            if !r.pending_writes.is_empty() {
+                let writes = std::mem::take(&mut r.pending_writes);
+                r.pending_write_bytes = 0;
+                let (requests, commands): (Vec<u64>, Vec<Command>) = writes.into_iter().unzip();
+                let batch = WriteBatch { conf_ver: r.meta.conf_ver, version: r.meta.version, commands };
+                let last_before = r.raw.raft.raft_log.last_index();
+                match r.raw.propose(vec![], batch.encode()) {
+                    Ok(()) => {
+                        let index = r.raw.raft.raft_log.last_index();
+                        assert_eq!(index, last_before + 1, "region {}: one proposal, one entry", r.id());
+                        self.stats.proposals += 1;
+                        self.stats.writes_proposed += requests.len() as u64;
+                        r.proposals.insert(index, Proposal { term: r.term(), requests });
+                    }
+                    Err(e) => {
+                        // dropped before it reached the log: definitely not applied
+                        tracing::debug!(region = r.id(), "proposal dropped: {e}");
+                        let err = RegionError::NotLeader { region: r.id(), leader: r.leader() };
+                        replies.extend(requests.into_iter().map(|q| (q, Err(err.clone()))));
+                    }
+                }
+            }
+            if !r.pending_reads.is_empty() {
+                let reads = std::mem::take(&mut r.pending_reads);
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                r.raw.read_index(ctx.to_le_bytes().to_vec());
+                r.read_batches.insert(ctx, reads);
+            }
+        }
+        for (q, res) in replies {
+            self.reply(q, res);
+        }
+    }
+
+    fn handle_readies(&mut self) {
+        let ids: Vec<u64> = self.regions.keys().copied().collect();
+        for id in ids {
+            self.handle_ready(id);
+        }
+    }
+
+    fn handle_ready(&mut self, id: u64) {
+        let r = self.regions.get_mut(&id).expect("listed");
+        if !r.raw.has_ready() {
+            return;
+        }
+        let mut rd = r.raw.ready();
+        let store_id = self.store_id;
+        for m in rd.take_messages() {
+            push_message(&mut self.outboxes, r, store_id, m);
+        }
+        assert!(rd.snapshot().is_empty(), "region {id}: snapshots come with log compaction (not yet)");
+        for rs in rd.take_read_states() {
+            let ctx = u64::from_le_bytes(rs.request_ctx.as_slice().try_into().expect("our 8-byte read contexts"));
+            r.ready_reads.push((ctx, rs.index));
+        }
+        let committed = rd.take_committed_entries();
+        let mut write = wal::RegionWrite::default();
+        if !rd.entries().is_empty() {
+            r.raw.mut_store().append(rd.entries());
+            write.entries = rd.entries().iter().map(entry_to_wal).collect();
+        }
+        if let Some(hs) = rd.hs() {
+            r.raw.mut_store().set_hard_state(hs.clone());
+            write.hard_state = Some(hard_state_to_wal(hs));
+        }
+        let messages = rd.take_persisted_messages();
+        let number = rd.number();
+        r.raw.advance_append_async(rd);
+        // raft-rs draws election timeouts from thread_rng: redraw from the shard's seed on every new term
+        if r.term() != r.timeout_term {
+            r.timeout_term = r.term();
+            let t = self.rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
+            r.raw.raft.set_randomized_election_timeout(t);
+        }
+        let batch = if !write.is_empty() {
+            self.staged.push((id, write));
+            Some(self.next_batch)
+        } else if !self.staged.is_empty() {
+            Some(self.next_batch)
+        } else {
+            self.in_flight
+        };
+        match batch {
+            Some(batch) => self.awaiting.push_back(Awaiting { batch, region: id, number, messages }),
+            None => {
+                // nothing of this region is waiting for a disk: persisted at once
+                let r = self.regions.get_mut(&id).expect("listed");
+                r.raw.on_persist_ready(number);
+                for m in messages {
+                    push_message(&mut self.outboxes, r, store_id, m);
+                }
+            }
+        }
+        self.apply(id, committed);
+        // applying may have made more ready (e.g. served reads need nothing; conf changes do)
+    }
+
+    fn on_persisted(&mut self, batch: u64) {
+        let store_id = self.store_id;
+        while self.awaiting.front().is_some_and(|a| a.batch <= batch) {
+            let a = self.awaiting.pop_front().unwrap();
+            let r = self.regions.get_mut(&a.region).expect("regions are not removed yet");
+            r.raw.on_persist_ready(a.number);
+            for m in a.messages {
+                push_message(&mut self.outboxes, r, store_id, m);
+            }
+        }
+        // second flush point: votes and append responses leave as soon as they are durable
+        self.flush_outboxes();
+    }
+
+    fn flush_outboxes(&mut self) {
+        let frames = self.outboxes.flush();
+        if !frames.is_empty() {
+            self.outputs.push(Output::Frames(frames));
+        }
+    }
+
+    fn issue_persist(&mut self) {
+        if self.in_flight.is_some() || self.staged.is_empty() {
+            return;
+        }
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight = Some(batch);
+        let writes = std::mem::take(&mut self.staged);
+        self.stats.persist_batches += 1;
+        self.stats.region_writes_persisted += writes.len() as u64;
+        self.outputs.push(Output::Persist { batch, writes });
+    }
+
+    /// Applies committed entries, answers their clients, serves reads whose
+    /// ReadIndex is now applied.
+    fn apply(&mut self, id: u64, committed: Vec<eraftpb::Entry>) {
+        let mut replies = vec![];
+        let r = self.regions.get_mut(&id).expect("listed");
+        for e in committed {
+            assert_eq!(e.index, r.applied + 1, "region {id}: applying {} after {}", e.index, r.applied);
+            let results = match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => vec![], // a new leader's empty entry
+                EntryType::EntryNormal => apply_batch(r, &e.data),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    panic!("region {id}: conf change at {} (membership changes come with the PD issue)", e.index)
+                }
+            };
+            if let Some(p) = r.proposals.remove(&e.index) {
+                if p.term == e.term {
+                    assert_eq!(results.len(), p.requests.len(), "region {id}: entry {} is our batch", e.index);
+                    replies.extend(p.requests.into_iter().zip(results));
+                } else {
+                    // another leader's entry took our index: ours was never applied
+                    let err = RegionError::NotLeader { region: id, leader: r.leader() };
+                    replies.extend(p.requests.into_iter().map(|q| (q, Err(err.clone()))));
+                }
+            }
+            r.applied = e.index;
+            self.stats.entries_applied += 1;
+        }
+        // proposals below the applied index that were never seen were overwritten by a snapshot (not yet possible)
+        r.raw.advance_apply_to(r.applied);
+        let applied = r.applied;
+        let mut still = vec![];
+        for (ctx, index) in std::mem::take(&mut r.ready_reads) {
+            if index > applied {
+                still.push((ctx, index));
+                continue;
+            }
+            for (q, key) in r.read_batches.remove(&ctx).unwrap_or_default() {
+                let v = r.kv.get(&key).map(<[u8]>::to_vec);
+                replies.push((q, Ok(Response::Value(v))));
+            }
+        }
+        r.ready_reads = still;
+        for (q, res) in replies {
+            self.reply(q, res);
+        }
+    }
+}
+
+/// Applies one write batch, checking its epoch against the region's now.
+fn apply_batch(r: &mut Region, data: &[u8]) -> Vec<Result<Response, RegionError>> {
+    let batch =
+        WriteBatch::decode(data).unwrap_or_else(|e| panic!("region {}: committed entry undecodable: {e}", r.id()));
+    if batch.version != r.meta.version {
+        // proposed before a split this entry now follows: refuse every command
+        let err = RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) };
+        return batch.commands.iter().map(|_| Err(err.clone())).collect();
+    }
+    batch
+        .commands
+        .iter()
+        .map(|c| {
+            if !r.meta.contains(c.key()) {
+                return Err(RegionError::KeyNotInRegion {
+                    key: c.key().to_vec(),
+                    region: r.id(),
+                    start: r.meta.start_key.clone(),
+                    end: r.meta.end_key.clone(),
+                });
+            }
+            Ok(match r.kv.apply(c) {
+                Applied::Done => Response::Done,
+                Applied::Cas(ok) => Response::Cas(ok),
+            })
+        })
+        .collect()
+}
+
+/// Queues a raft message for its peer's store and shard.
+fn push_message(outboxes: &mut Outboxes, r: &Region, store_id: u64, m: eraftpb::Message) {
+    let Some(to) = r.meta.peer(m.to).copied() else {
+        tracing::warn!(region = r.id(), to = m.to, "message to a peer not in the region's meta");
+        return;
+    };
+    debug_assert!(m.get_msg_type() != MessageType::MsgSnapshot, "snapshot messages travel on the snapshot stream");
+    let envelope = Envelope {
+        region_id: r.id(),
+        start_key: r.meta.start_key.clone().into(),
+        end_key: r.meta.end_key.clone().into(),
+        epoch: r.meta.epoch(),
+        from: Peer { peer_id: r.peer_id, store_id },
+        to: Target { peer_id: to.peer_id, store_id: to.store_id, shard: to.shard },
+        message: m.write_to_bytes().expect("a raft message encodes").into(),
+    };
+    let dest = Destination { store_id: to.store_id, shard: to.shard };
+    if let Err(e) = outboxes.push(dest, &envelope) {
+        tracing::warn!(region = r.id(), "message dropped: {e}");
+    }
+}

@@ -1,0 +1,49 @@
+//! What goes into a shard's loop iteration and what comes out of it. The
+//! runtime (glommio, or the simulator) turns `Output`s into I/O and I/O
+//! completions into `Input`s; the shard itself does no I/O.
+
+use transport::{Envelope, FlushedFrame};
+
+use crate::error::RegionError;
+use crate::kv::Command;
+use crate::region::meta::Epoch;
+
+pub enum Input {
+    /// One raft tick for every region.
+    Tick,
+    /// A client write, to be proposed with the region's other writes of this iteration.
+    Write { request: u64, region: u64, epoch: Epoch, command: Command },
+    /// A linearizable read (served after a ReadIndex round).
+    Read { request: u64, region: u64, key: Vec<u8> },
+    /// A raft message from a peer shard.
+    Raft(Envelope),
+    /// The persist batch `batch` is durable (its write and fdatasync completed).
+    Persisted { batch: u64 },
+    /// Messages to these regions were dropped by the transport.
+    Unreachable { regions: Vec<u64>, store_id: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// A put or delete was applied.
+    Done,
+    /// A compare-and-swap was applied: whether it matched.
+    Cas(bool),
+    /// A read's value.
+    Value(Option<Vec<u8>>),
+}
+
+pub enum Output {
+    /// Make these region writes durable as one WAL write + fdatasync, then
+    /// report `Input::Persisted { batch }`. At most one is in flight.
+    Persist {
+        batch: u64,
+        writes: Vec<(u64, wal::RegionWrite)>,
+    },
+    /// One frame per destination (store, shard).
+    Frames(Vec<FlushedFrame>),
+    Reply {
+        request: u64,
+        result: Result<Response, RegionError>,
+    },
+}

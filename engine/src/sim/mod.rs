@@ -1,0 +1,278 @@
+//! A deterministic simulator: several stores, each a real `Shard` over a
+//! real `Wal` on an in-memory disk, connected by a fake network (the
+//! transport's real frames, through `transport::Faults`: drop, delay,
+//! duplicate, reorder, partition), driven by a fake clock in 1 ms steps.
+//! Everything random comes from one seed (the network's faults, disk
+//! latencies, raft's election timeouts), so a failing run replays exactly
+//! with the same seed.
+
+// pub mod linearizability; (being written)
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use transport::{FaultConfig, Faults, FlushedFrame, FrameDecoder, FrameKind, RaftBatch, SeededRng};
+
+use crate::error::RegionError;
+use crate::region::meta::{PeerMeta, RegionMeta};
+use crate::shard::{Input, Output, Response};
+use store::SimStore;
+
+/// The simulation's time step.
+pub const STEP: Duration = Duration::from_millis(1);
+
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub stores: u64,
+    pub regions: u64,
+    /// Faults on every frame between stores (its seed is derived from `seed`).
+    pub faults: FaultConfig,
+    /// Time a persist batch takes to become durable.
+    pub disk_latency: (Duration, Duration),
+    /// Time between raft ticks.
+    pub tick: Duration,
+}
+
+impl SimOptions {
+    pub fn new(seed: u64) -> SimOptions {
+        SimOptions {
+            seed,
+            stores: 3,
+            regions: 16,
+            faults: FaultConfig::default(),
+            disk_latency: (Duration::from_micros(200), Duration::from_millis(2)),
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The first key of region `i` of the bootstrap spec (region 0 starts at the empty key).
+pub fn region_start_key(i: u64) -> Vec<u8> {
+    if i == 0 {
+        vec![]
+    } else {
+        format!("r{i:04}").into_bytes()
+    }
+}
+
+/// The bootstrap spec: `regions` regions splitting the key space, each with
+/// a peer on every store (shard 0), peer ids `region * 100 + store`.
+pub fn bootstrap_spec(stores: u64, regions: u64) -> Vec<RegionMeta> {
+    (0..regions)
+        .map(|i| RegionMeta {
+            id: i + 1,
+            start_key: region_start_key(i),
+            end_key: if i + 1 == regions { vec![] } else { region_start_key(i + 1) },
+            conf_ver: 1,
+            version: 1,
+            peers: (1..=stores).map(|s| PeerMeta { peer_id: (i + 1) * 100 + s, store_id: s, shard: 0 }).collect(),
+        })
+        .collect()
+}
+
+pub struct Sim {
+    pub options: SimOptions,
+    pub now: Instant,
+    start: Instant,
+    rng: SeededRng,
+    pub metas: Vec<RegionMeta>,
+    pub stores: BTreeMap<u64, SimStore>,
+    net: Faults<(u64, FlushedFrame)>,
+    next_tick: Instant,
+    next_request: u64,
+    /// Requests in flight: which store has them.
+    in_flight: BTreeMap<u64, u64>,
+    /// Finished requests, until taken.
+    replies: BTreeMap<u64, Result<Response, RegionError>>,
+    /// Requests lost with a crashed store (their outcome is unknown).
+    lost: Vec<u64>,
+}
+
+impl Sim {
+    pub fn new(options: SimOptions) -> Sim {
+        let start = Instant::now();
+        let mut rng = SeededRng::new(options.seed);
+        let metas = bootstrap_spec(options.stores, options.regions);
+        let stores = (1..=options.stores).map(|id| (id, SimStore::bootstrap(id, &metas, rng.next_u64()))).collect();
+        let faults = FaultConfig { seed: rng.next_u64(), ..options.faults.clone() };
+        Sim {
+            now: start,
+            start,
+            next_tick: start + options.tick,
+            options,
+            rng,
+            metas,
+            stores,
+            net: Faults::new(faults),
+            next_request: 1,
+            in_flight: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            lost: vec![],
+        }
+    }
+
+    /// Simulated time since the start, in microseconds.
+    pub fn elapsed_us(&self) -> u64 {
+        (self.now - self.start).as_micros() as u64
+    }
+
+    /// The region holding `key` in the bootstrap spec.
+    pub fn region_of(&self, key: &[u8]) -> &RegionMeta {
+        self.metas.iter().find(|m| m.contains(key)).expect("the spec covers the key space")
+    }
+
+    /// Submits a request to a store's shard; returns its id. A request to a
+    /// store that is down is lost at once.
+    pub fn submit(&mut self, store: u64, make: impl FnOnce(u64) -> Input) -> u64 {
+        let request = self.next_request;
+        self.next_request += 1;
+        match self.stores.get_mut(&store).and_then(|s| s.node.as_mut()) {
+            Some(node) => {
+                node.inputs.push(make(request));
+                self.in_flight.insert(request, store);
+            }
+            None => self.lost.push(request),
+        }
+        request
+    }
+
+    pub fn has_reply(&self, request: u64) -> bool {
+        self.replies.contains_key(&request)
+    }
+
+    /// The reply to a request, once it came.
+    pub fn take_reply(&mut self, request: u64) -> Option<Result<Response, RegionError>> {
+        self.replies.remove(&request)
+    }
+
+    /// Requests whose store crashed while they were in flight, since the last call.
+    pub fn take_lost(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.lost)
+    }
+
+    pub fn crash(&mut self, store: u64) {
+        self.stores.get_mut(&store).expect("a store of the sim").crash();
+        let lost: Vec<u64> = self.in_flight.iter().filter(|(_, s)| **s == store).map(|(r, _)| *r).collect();
+        for r in lost {
+            self.in_flight.remove(&r);
+            self.lost.push(r);
+        }
+    }
+
+    pub fn restart(&mut self, store: u64) {
+        let seed = self.rng.next_u64();
+        self.stores.get_mut(&store).expect("a store of the sim").restart(seed);
+    }
+
+    pub fn is_up(&self, store: u64) -> bool {
+        self.stores[&store].node.is_some()
+    }
+
+    pub fn partition(&mut self, a: u64, b: u64) {
+        self.net.partition(a, b);
+    }
+
+    pub fn heal_all(&mut self) {
+        self.net.heal_all();
+    }
+
+    /// The store whose peer leads `region` (the one with the highest term, if several think so).
+    pub fn leader_of(&self, region: u64) -> Option<u64> {
+        self.stores
+            .values()
+            .filter_map(|s| s.node.as_ref().map(|n| (s.id, n)))
+            .filter_map(|(id, n)| n.shard.region(region).filter(|r| r.is_leader()).map(|r| (r.term(), id)))
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    /// Runs one step of simulated time.
+    pub fn step(&mut self) {
+        self.now += STEP;
+        let now = self.now;
+        if now >= self.next_tick {
+            self.next_tick += self.options.tick;
+            for s in self.stores.values_mut() {
+                if let Some(n) = s.node.as_mut() {
+                    n.inputs.push(Input::Tick);
+                }
+            }
+        }
+        for (from, frame) in self.net.due(now) {
+            let Some(node) = self.stores.get_mut(&frame.to.store_id).and_then(|s| s.node.as_mut()) else {
+                continue; // the destination is down: the connection is refused
+            };
+            for env in decode_frame(&frame.bytes) {
+                debug_assert_eq!(env.from.store_id, from);
+                node.inputs.push(Input::Raft(env));
+            }
+        }
+        let (lo, hi) = self.options.disk_latency;
+        for s in self.stores.values_mut() {
+            let Some(node) = s.node.as_mut() else { continue };
+            if node.persist.as_ref().is_some_and(|p| p.durable_at <= now) {
+                let p = node.persist.take().unwrap();
+                node.persist_now(p.writes);
+                node.inputs.push(Input::Persisted { batch: p.batch });
+            }
+            if node.inputs.is_empty() {
+                continue;
+            }
+            let inputs = std::mem::take(&mut node.inputs);
+            for out in node.shard.step(inputs) {
+                match out {
+                    Output::Persist { batch, writes } => {
+                        let latency = self.rng.between(lo.as_micros() as u64, hi.as_micros() as u64);
+                        let durable_at = now + Duration::from_micros(latency);
+                        node.persist = Some(store::InFlightPersist { batch, writes, durable_at });
+                    }
+                    Output::Frames(frames) => {
+                        for f in frames {
+                            let to = f.to.store_id;
+                            self.net.send(now, s.id, to, (s.id, f));
+                        }
+                    }
+                    Output::Reply { request, result } => {
+                        self.in_flight.remove(&request);
+                        self.replies.insert(request, result);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.now < until {
+            self.step();
+        }
+    }
+
+    /// Steps until `done` holds, at most `limit` of simulated time; whether it held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let until = self.now + limit;
+        while self.now < until {
+            if done(self) {
+                return true;
+            }
+            self.step();
+        }
+        done(self)
+    }
+
+    /// Whether every region has a leader.
+    pub fn all_led(&self) -> bool {
+        self.metas.iter().all(|m| self.leader_of(m.id).is_some())
+    }
+}
+
+/// The raft envelopes of one frame as the transport encoded it.
+fn decode_frame(bytes: &[u8]) -> Vec<transport::Envelope> {
+    let mut d = FrameDecoder::new();
+    d.push(bytes);
+    let f = d.next_frame().expect("the simulator's frames are well formed").expect("a whole frame");
+    assert_eq!(f.kind, FrameKind::Raft);
+    RaftBatch::decode(f.payload).expect("a valid raft batch").to_envelopes()
+}

@@ -1,0 +1,99 @@
+//! One simulated store: a real `Shard` over a real `Wal` on the in-memory
+//! disk (which loses everything not fdatasynced when the store crashes).
+//! A persist batch becomes durable when its simulated disk latency has
+//! passed; a crash before that loses it, as a real crash would.
+
+use std::time::Instant;
+
+use futures_lite::future::block_on;
+use wal::disk::MemDisk;
+use wal::{FlushStart, Wal, WalOptions};
+
+use crate::region::meta::RegionMeta;
+use crate::region::RegionStorage;
+use crate::shard::recover::load_regions;
+use crate::shard::{Input, Shard};
+
+pub struct SimStore {
+    pub id: u64,
+    pub disk: MemDisk,
+    /// `None` while the store is down.
+    pub node: Option<Node>,
+}
+
+/// A running store.
+pub struct Node {
+    pub shard: Shard,
+    pub wal: Wal<MemDisk>,
+    pub inputs: Vec<Input>,
+    pub persist: Option<InFlightPersist>,
+}
+
+/// The persist batch in flight and when its fdatasync completes.
+pub struct InFlightPersist {
+    pub batch: u64,
+    pub writes: Vec<(u64, wal::RegionWrite)>,
+    pub durable_at: Instant,
+}
+
+/// WAL options for the simulation: small segments so rolls happen.
+pub fn sim_wal_options() -> WalOptions {
+    WalOptions { segment_bytes: 256 << 10, batch_bytes_max: 64 << 10, staged_bytes_max: 16 << 20, ..Default::default() }
+}
+
+impl SimStore {
+    /// A new store whose regions come from the bootstrap spec.
+    pub fn bootstrap(id: u64, metas: &[RegionMeta], seed: u64) -> SimStore {
+        let disk = MemDisk::new();
+        let (wal, _) = block_on(Wal::open(disk.clone(), sim_wal_options())).expect("open a fresh WAL");
+        let mut shard = Shard::new(id, 0, seed);
+        for m in metas.iter().filter(|m| m.peer_on(id).is_some()) {
+            let cs =
+                raft::eraftpb::ConfState { voters: m.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() };
+            let storage = RegionStorage::new(Default::default(), cs, (0, 0), vec![]);
+            shard.create_region(m.clone(), storage, 0, true);
+        }
+        SimStore { id, disk, node: Some(Node { shard, wal, inputs: vec![], persist: None }) }
+    }
+
+    /// Kills the store: what was not durable is gone.
+    pub fn crash(&mut self) {
+        self.node = None;
+        self.disk = self.disk.crash(|len| len);
+    }
+
+    /// Restarts a crashed store from its disk.
+    pub fn restart(&mut self, seed: u64) {
+        assert!(self.node.is_none(), "store {} is running", self.id);
+        let (wal, _) = block_on(Wal::open(self.disk.clone(), sim_wal_options())).expect("recover the WAL");
+        let mut shard = Shard::new(self.id, 0, seed);
+        for r in block_on(load_regions(&wal)).expect("load regions") {
+            shard.create_region(r.meta, r.storage, r.applied, false);
+        }
+        self.node = Some(Node { shard, wal, inputs: vec![], persist: None });
+    }
+}
+
+impl Node {
+    /// Appends a batch's writes and makes them durable (write + fdatasync,
+    /// several if the batch is over the WAL's record limit).
+    pub fn persist_now(&mut self, writes: Vec<(u64, wal::RegionWrite)>) {
+        for (region, write) in writes {
+            self.wal.append(region, write).expect("the WAL accepts the shard's writes");
+        }
+        loop {
+            match self.wal.start_flush() {
+                FlushStart::Idle => break,
+                FlushStart::NeedSpare => {
+                    let job = self.wal.spare_job().expect("no spare job out");
+                    let spare = block_on(job.run());
+                    self.wal.add_spare(spare).expect("spare segment");
+                }
+                FlushStart::Flush(f) => {
+                    let done = block_on(f.execute());
+                    self.wal.finish_flush(done).expect("fdatasync succeeds on the simulated disk");
+                }
+            }
+        }
+    }
+}
