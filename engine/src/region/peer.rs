@@ -50,6 +50,8 @@ pub struct Region {
     pub read_batches: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
     /// ReadIndex answers: (context, index), served once applied ≥ index.
     pub ready_reads: Vec<(u64, u64)>,
+    /// Readies of this region handed to raft but not yet durable.
+    pub readies_awaiting: usize,
 }
 
 /// raft-rs configuration of one peer.
@@ -88,6 +90,7 @@ impl Region {
             pending_reads: vec![],
             read_batches: BTreeMap::new(),
             ready_reads: vec![],
+            readies_awaiting: 0,
         })
     }
 

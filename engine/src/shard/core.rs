@@ -101,7 +101,10 @@ impl Shard {
             };
             self.staged.push((id, write));
         }
-        let region = Region::new(meta, peer.peer_id, storage, applied).expect("a valid raft config");
+        let mut region = Region::new(meta, peer.peer_id, storage, applied).expect("a valid raft config");
+        let t = self.rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
+        region.raw.raft.set_randomized_election_timeout(t);
+        region.timeout_term = region.term();
         assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
     }
 
@@ -242,7 +245,13 @@ impl Shard {
                 let (requests, commands): (Vec<u64>, Vec<Command>) = writes.into_iter().unzip();
                 let batch = WriteBatch { conf_ver: r.meta.conf_ver, version: r.meta.version, commands };
                 let last_before = r.raw.raft.raft_log.last_index();
-                match r.raw.propose(vec![], batch.encode()) {
+                // raft-rs would forward a follower's proposal to the leader, where we could not track it
+                let proposed = if r.is_leader() {
+                    r.raw.propose(vec![], batch.encode())
+                } else {
+                    Err(raft::Error::ProposalDropped)
+                };
+                match proposed {
                     Ok(()) => {
                         let index = r.raw.raft.raft_log.last_index();
                         assert_eq!(index, last_before + 1, "region {}: one proposal, one entry", r.id());
@@ -257,6 +266,10 @@ impl Shard {
                         replies.extend(requests.into_iter().map(|q| (q, Err(err.clone()))));
                     }
                 }
+            }
+            if !r.pending_reads.is_empty() && !r.is_leader() {
+                let err = RegionError::NotLeader { region: r.id(), leader: r.leader() };
+                replies.extend(std::mem::take(&mut r.pending_reads).into_iter().map(|(q, _)| (q, Err(err.clone()))));
             }
             if !r.pending_reads.is_empty() {
                 let reads = std::mem::take(&mut r.pending_reads);
@@ -304,24 +317,47 @@ impl Shard {
             write.hard_state = Some(hard_state_to_wal(hs));
         }
         let messages = rd.take_persisted_messages();
+        let role_changed = rd.ss().is_some() || rd.hs().is_some_and(|hs| hs.term != r.timeout_term);
         let number = rd.number();
         r.raw.advance_append_async(rd);
-        // raft-rs draws election timeouts from thread_rng: redraw from the shard's seed on every new term
-        if r.term() != r.timeout_term {
-            r.timeout_term = r.term();
+        // raft-rs redraws its election timeout from thread_rng whenever the term or
+        // role changes: replace it from the shard's seed so a simulation replays
+        if role_changed {
             let t = self.rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
             r.raw.raft.set_randomized_election_timeout(t);
         }
+        if r.term() != r.timeout_term {
+            r.timeout_term = r.term();
+            // raft forgets pending ReadIndex requests on a term change: answer them now
+            if !r.read_batches.is_empty() {
+                let err = RegionError::NotLeader { region: id, leader: r.leader() };
+                for (_, reads) in std::mem::take(&mut r.read_batches) {
+                    for (q, _) in reads {
+                        self.outputs.push(Output::Reply { request: q, result: Err(err.clone()) });
+                    }
+                }
+                r.ready_reads.clear();
+            }
+        }
+        // a ready is durable once its own writes are, and (raft acknowledges
+        // readies in order) once every earlier ready of the region is
         let batch = if !write.is_empty() {
             self.staged.push((id, write));
             Some(self.next_batch)
-        } else if !self.staged.is_empty() {
-            Some(self.next_batch)
+        } else if r.readies_awaiting > 0 {
+            Some(if self.staged.is_empty() {
+                self.in_flight.expect("an awaited ready rides on a batch")
+            } else {
+                self.next_batch
+            })
         } else {
-            self.in_flight
+            None
         };
         match batch {
-            Some(batch) => self.awaiting.push_back(Awaiting { batch, region: id, number, messages }),
+            Some(batch) => {
+                r.readies_awaiting += 1;
+                self.awaiting.push_back(Awaiting { batch, region: id, number, messages })
+            }
             None => {
                 // nothing of this region is waiting for a disk: persisted at once
                 let r = self.regions.get_mut(&id).expect("listed");
@@ -340,6 +376,7 @@ impl Shard {
         while self.awaiting.front().is_some_and(|a| a.batch <= batch) {
             let a = self.awaiting.pop_front().unwrap();
             let r = self.regions.get_mut(&a.region).expect("regions are not removed yet");
+            r.readies_awaiting -= 1;
             r.raw.on_persist_ready(a.number);
             for m in a.messages {
                 push_message(&mut self.outboxes, r, store_id, m);

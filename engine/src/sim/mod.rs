@@ -6,8 +6,9 @@
 //! latencies, raft's election timeouts), so a failing run replays exactly
 //! with the same seed.
 
-// pub mod linearizability; (being written)
+pub mod linearizability;
 pub mod store;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
