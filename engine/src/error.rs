@@ -14,6 +14,9 @@ pub enum RegionError {
     /// The request's epoch is not the region's; `current` is what the region is now.
     #[error("region {}: epoch changed (now conf_ver {} version {})", .current.id, .current.conf_ver, .current.version)]
     EpochNotMatch { current: Box<RegionMeta> },
+    /// One command larger than an entry may be: it can never be written.
+    #[error("region {region}: a command of {bytes} bytes is over the entry limit of {max}")]
+    TooLarge { region: u64, bytes: usize, max: usize },
     /// Too many writes waiting in this region; retry after `backoff_ms`.
     #[error("region {region}: busy, retry in {backoff_ms} ms")]
     ServerIsBusy { region: u64, backoff_ms: u64 },

@@ -33,15 +33,18 @@ impl Command {
         }
     }
 
-    /// Bytes it adds to an entry, roughly (for the batch bound).
+    /// An upper bound of the bytes it adds to an encoded batch: a variant
+    /// tag, up to three length prefixes and two option tags (varints of at
+    /// most 9 bytes each), and the bytes.
     pub fn size(&self) -> usize {
-        16 + match self {
-            Command::Put { key, value } => key.len() + value.len(),
-            Command::Delete { key } => key.len(),
-            Command::Cas { key, expect, new } => {
-                key.len() + expect.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len)
+        COMMAND_OVERHEAD_BYTES_MAX
+            + match self {
+                Command::Put { key, value } => key.len() + value.len(),
+                Command::Delete { key } => key.len(),
+                Command::Cas { key, expect, new } => {
+                    key.len() + expect.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len)
+                }
             }
-        }
     }
 }
 
@@ -53,12 +56,23 @@ pub struct WriteBatch {
     pub commands: Vec<Command>,
 }
 
-/// Largest entry payload: an entry plus its envelope always fits a transport frame.
-pub const ENTRY_BYTES_MAX: usize = 8 << 20;
+/// Largest entry payload: an entry plus its envelope always fits a
+/// transport frame, and one entry always fits one WAL record (the shard
+/// lowers this further to its WAL's record limit).
+pub const ENTRY_BYTES_MAX: usize = 4 << 20;
+/// Bytes a command adds to a batch beyond its keys and values, at most.
+pub const COMMAND_OVERHEAD_BYTES_MAX: usize = 1 + 3 * 9 + 2;
+/// Bytes of a batch beyond its commands, at most (epoch and count varints).
+pub const BATCH_OVERHEAD_BYTES_MAX: usize = 3 * 9;
+
 const _: () = assert!(ENTRY_BYTES_MAX + 4096 <= transport::envelope::MESSAGE_BYTES_MAX);
+const _: () = assert!(ENTRY_BYTES_MAX + (1 << 20) <= wal::options::BATCH_BYTES_DEFAULT);
 
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_little_endian().with_variable_int_encoding().with_limit::<ENTRY_BYTES_MAX>()
+    // No decode limit: bincode's limit counts in-memory sizes, not encoded
+    // bytes, and would refuse a batch the encoder made. `decode` bounds the
+    // input's length instead.
+    bincode::config::standard().with_little_endian().with_variable_int_encoding()
 }
 
 impl WriteBatch {
@@ -67,14 +81,48 @@ impl WriteBatch {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        bincode::encode_to_vec(self, config()).expect("a write batch always encodes")
+        let out = bincode::encode_to_vec(self, config()).expect("a write batch always encodes");
+        debug_assert!(out.len() <= Self::size_bound(&self.commands), "size_bound is an upper bound");
+        out
+    }
+
+    /// An upper bound of its encoded size.
+    pub fn size_bound(commands: &[Command]) -> usize {
+        BATCH_OVERHEAD_BYTES_MAX + commands.iter().map(Command::size).sum::<usize>()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<WriteBatch, String> {
+        if bytes.len() > ENTRY_BYTES_MAX {
+            return Err(format!("{} bytes, over ENTRY_BYTES_MAX ({ENTRY_BYTES_MAX})", bytes.len()));
+        }
         let (b, used): (WriteBatch, usize) = bincode::decode_from_slice(bytes, config()).map_err(|e| e.to_string())?;
         if used != bytes.len() {
             return Err(format!("{} trailing bytes", bytes.len() - used));
         }
         Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: bounding a batch by a rough size let 4,096 puts through
+    /// whose encoding then failed to decode on every replica (bincode's
+    /// decode limit counts memory, not bytes) — a panic on apply, forever.
+    #[test]
+    fn the_largest_batch_the_bound_admits_encodes_under_it_and_decodes() {
+        let value = vec![7u8; 1000];
+        let mut commands = vec![];
+        while WriteBatch::size_bound(&commands) + 1100 <= ENTRY_BYTES_MAX {
+            commands.push(Command::Put { key: format!("{:06}", commands.len()).into_bytes(), value: value.clone() });
+        }
+        let b = WriteBatch { conf_ver: u64::MAX, version: u64::MAX, commands };
+        let bytes = b.encode();
+        assert!(bytes.len() <= WriteBatch::size_bound(&b.commands) && bytes.len() <= ENTRY_BYTES_MAX);
+        assert_eq!(WriteBatch::decode(&bytes), Ok(b));
+        let cas = Command::Cas { key: vec![1; 300], expect: Some(vec![2; 200]), new: Some(vec![3; 70_000]) };
+        let one = WriteBatch { conf_ver: 1, version: 1, commands: vec![cas] };
+        assert!(one.encode().len() <= WriteBatch::size_bound(&one.commands));
     }
 }

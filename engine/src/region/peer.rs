@@ -27,6 +27,13 @@ pub const PROPOSALS_MAX: usize = 1024;
 
 const _: () = assert!(ELECTION_TICKS > HEARTBEAT_TICKS);
 
+/// The reads of one ReadIndex round.
+pub struct ReadBatch {
+    pub term: u64,
+    pub issued_tick: u64,
+    pub reads: Vec<(u64, Vec<u8>)>,
+}
+
 /// A batch of client writes proposed as one entry.
 pub struct Proposal {
     pub term: u64,
@@ -47,7 +54,7 @@ pub struct Region {
     pub proposals: BTreeMap<u64, Proposal>,
     pub pending_reads: Vec<(u64, Vec<u8>)>,
     /// Reads waiting for their ReadIndex, by request context.
-    pub read_batches: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
+    pub read_batches: BTreeMap<u64, ReadBatch>,
     /// ReadIndex answers: (context, index), served once applied ≥ index.
     pub ready_reads: Vec<(u64, u64)>,
     /// Readies of this region handed to raft but not yet durable.

@@ -22,13 +22,41 @@ use transport::{Destination, Envelope, Outboxes, Peer, SeededRng, Target};
 use crate::error::RegionError;
 use crate::kv::{Applied, Command, StateMachine, WriteBatch, ENTRY_BYTES_MAX};
 use crate::region::meta::RegionMeta;
-use crate::region::peer::{Proposal, Region, ELECTION_TICKS, PENDING_WRITES_MAX, PROPOSALS_MAX};
+use crate::region::peer::{Proposal, ReadBatch, Region, ELECTION_TICKS, PENDING_WRITES_MAX, PROPOSALS_MAX};
 use crate::region::wal_convert::{conf_state_to_wal, entry_to_wal, hard_state_to_wal};
 use crate::region::RegionStorage;
 use crate::shard::io::{Input, Output, Response};
 
 /// How long a client should wait before retrying a busy region.
 const BUSY_BACKOFF_MS: u64 = 10;
+/// Bytes staged for the next persist batch past which client writes are
+/// refused (ServerIsBusy) until the disk catches up.
+pub const STAGED_BYTES_MAX: usize = 64 << 20;
+/// Ticks a ReadIndex may stay unanswered before its reads are failed (the
+/// leader may have lost its lease of the term without noticing yet).
+pub const READ_TIMEOUT_TICKS: u64 = 2 * ELECTION_TICKS as u64;
+/// Bytes a WAL record needs beyond a region write's entry data (record and
+/// section headers, per-entry headers are counted per entry).
+const RECORD_OVERHEAD_BYTES: usize = 4096;
+const ENTRY_OVERHEAD_BYTES: usize = 32;
+
+/// Sizes the shard keeps under so that everything it stages fits its WAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardLimits {
+    /// Largest entry payload a region proposes.
+    pub entry_bytes_max: usize,
+    /// Largest region write (entries and HardState) handed to the WAL in one piece.
+    pub write_bytes_max: usize,
+}
+
+impl ShardLimits {
+    /// The limits that fit a WAL opened with `opts`.
+    pub fn for_wal(opts: &wal::WalOptions) -> ShardLimits {
+        let write_bytes_max = opts.batch_bytes_max - RECORD_OVERHEAD_BYTES;
+        let entry_bytes_max = ENTRY_BYTES_MAX.min(write_bytes_max - ENTRY_OVERHEAD_BYTES);
+        ShardLimits { entry_bytes_max, write_bytes_max }
+    }
+}
 
 /// A ready whose durability rides on persist batch `batch`.
 struct Awaiting {
@@ -53,6 +81,9 @@ pub struct ShardStats {
 pub struct Shard {
     pub store_id: u64,
     pub shard: u16,
+    limits: ShardLimits,
+    ticks: u64,
+    staged_bytes: usize,
     regions: BTreeMap<u64, Region>,
     outboxes: Outboxes,
     rng: SeededRng,
@@ -68,10 +99,13 @@ pub struct Shard {
 
 impl Shard {
     /// An empty shard; regions come from `create_region` (bootstrap or recovery).
-    pub fn new(store_id: u64, shard: u16, seed: u64) -> Shard {
+    pub fn new(store_id: u64, shard: u16, seed: u64, limits: ShardLimits) -> Shard {
         Shard {
             store_id,
             shard,
+            limits,
+            ticks: 0,
+            staged_bytes: 0,
             regions: BTreeMap::new(),
             outboxes: Outboxes::new(),
             rng: SeededRng::new(seed),
@@ -99,7 +133,7 @@ impl Shard {
                 conf_state: Some(conf_state_to_wal(storage.conf_state())),
                 ..Default::default()
             };
-            self.staged.push((id, write));
+            self.stage(id, write);
         }
         let mut region = Region::new(meta, peer.peer_id, storage, applied).expect("a valid raft config");
         let t = self.rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
@@ -120,6 +154,32 @@ impl Shard {
         &self.stats
     }
 
+    /// Whether some region has work for another `step` even without new input
+    /// (the runtime steps again at once rather than waiting).
+    pub fn has_ready(&self) -> bool {
+        self.regions.values().any(|r| r.raw.has_ready())
+    }
+
+    fn stage(&mut self, region: u64, write: wal::RegionWrite) {
+        self.staged_bytes += staged_size(&write);
+        self.staged.push((region, write));
+    }
+
+    /// Whether nothing is in flight: no client work waiting, nothing staged
+    /// or being persisted. A settled simulation must reach it (liveness).
+    pub fn is_quiet(&self) -> bool {
+        self.staged.is_empty()
+            && self.in_flight.is_none()
+            && self.awaiting.is_empty()
+            && self.regions.values().all(|r| {
+                r.pending_writes.is_empty()
+                    && r.pending_reads.is_empty()
+                    && r.proposals.is_empty()
+                    && r.read_batches.is_empty()
+                    && r.ready_reads.is_empty()
+            })
+    }
+
     /// Whether a persist batch is in flight.
     pub fn persist_in_flight(&self) -> Option<u64> {
         self.in_flight
@@ -131,11 +191,7 @@ impl Shard {
         let mut persisted = None;
         for input in inputs {
             match input {
-                Input::Tick => {
-                    for r in self.regions.values_mut() {
-                        r.raw.tick();
-                    }
-                }
+                Input::Tick => self.tick(),
                 Input::Write { request, region, epoch, command } => self.on_write(request, region, epoch, command),
                 Input::Read { request, region, key } => self.on_read(request, region, key),
                 Input::Raft(envelope) => self.on_raft(envelope),
@@ -165,6 +221,38 @@ impl Shard {
         std::mem::take(&mut self.outputs)
     }
 
+    fn tick(&mut self) {
+        self.ticks += 1;
+        let mut failed = vec![];
+        for r in self.regions.values_mut() {
+            // raft-rs draws a new election timeout from thread_rng whenever it resets
+            // (elapsed back to 0): replace it from the shard's seed so a simulation replays
+            if r.raw.raft.election_elapsed == 0 {
+                let t = self.rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
+                r.raw.raft.set_randomized_election_timeout(t);
+            }
+            r.raw.tick();
+            // a ReadIndex that is not answered in time was dropped (a leader that
+            // has not committed in its term, or lost it without noticing yet)
+            let expired: Vec<u64> = r
+                .read_batches
+                .iter()
+                .filter(|(ctx, b)| {
+                    self.ticks - b.issued_tick > READ_TIMEOUT_TICKS && !r.ready_reads.iter().any(|(c, _)| c == *ctx)
+                })
+                .map(|(ctx, _)| *ctx)
+                .collect();
+            for ctx in expired {
+                let err = RegionError::NotLeader { region: r.id(), leader: None };
+                failed
+                    .extend(r.read_batches.remove(&ctx).unwrap().reads.into_iter().map(|(q, _)| (q, Err(err.clone()))));
+            }
+        }
+        for (q, res) in failed {
+            self.reply(q, res);
+        }
+    }
+
     fn reply(&mut self, request: u64, result: Result<Response, RegionError>) {
         self.outputs.push(Output::Reply { request, result });
     }
@@ -186,12 +274,18 @@ impl Shard {
     }
 
     fn on_write(&mut self, request: u64, region: u64, epoch: transport::Epoch, command: Command) {
+        let (entry_max, staged_full) = (self.limits.entry_bytes_max, self.staged_bytes > STAGED_BYTES_MAX);
         let checked = self.check_request(region, command.key()).and_then(|r| {
             if epoch != r.meta.epoch() {
                 return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
             }
-            let too_big = r.pending_write_bytes + command.size() > ENTRY_BYTES_MAX;
-            if r.pending_writes.len() >= PENDING_WRITES_MAX || r.proposals.len() >= PROPOSALS_MAX || too_big {
+            let alone = WriteBatch::size_bound(std::slice::from_ref(&command));
+            if alone > entry_max {
+                return Err(RegionError::TooLarge { region, bytes: alone, max: entry_max });
+            }
+            let full = r.pending_write_bytes + command.size() > entry_max;
+            if full || staged_full || r.pending_writes.len() >= PENDING_WRITES_MAX || r.proposals.len() >= PROPOSALS_MAX
+            {
                 return Err(RegionError::ServerIsBusy { region, backoff_ms: BUSY_BACKOFF_MS });
             }
             Ok(())
@@ -200,6 +294,9 @@ impl Shard {
             Err(e) => self.reply(request, Err(e)),
             Ok(()) => {
                 let r = self.regions.get_mut(&region).expect("checked");
+                if r.pending_writes.is_empty() {
+                    r.pending_write_bytes = crate::kv::command::BATCH_OVERHEAD_BYTES_MAX;
+                }
                 r.pending_write_bytes += command.size();
                 r.pending_writes.push((request, command));
             }
@@ -230,6 +327,15 @@ impl Shard {
                 return;
             }
         };
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            // snapshots arrive through the transport's snapshot stream (with log compaction, later)
+            tracing::warn!(
+                region = r.id(),
+                from = envelope.from.store_id,
+                "snapshot message dropped: not supported yet"
+            );
+            return;
+        }
         if let Err(e) = r.raw.step(msg) {
             tracing::debug!(region = r.id(), "step: {e}");
         }
@@ -257,12 +363,21 @@ impl Shard {
                         assert_eq!(index, last_before + 1, "region {}: one proposal, one entry", r.id());
                         self.stats.proposals += 1;
                         self.stats.writes_proposed += requests.len() as u64;
-                        r.proposals.insert(index, Proposal { term: r.term(), requests });
+                        if let Some(old) = r.proposals.insert(index, Proposal { term: r.term(), requests }) {
+                            // an earlier term's proposal at this index can no longer commit
+                            let err = RegionError::NotLeader { region: r.id(), leader: r.leader() };
+                            replies.extend(old.requests.into_iter().map(|q| (q, Err(err.clone()))));
+                        }
                     }
                     Err(e) => {
                         // dropped before it reached the log: definitely not applied
                         tracing::debug!(region = r.id(), "proposal dropped: {e}");
-                        let err = RegionError::NotLeader { region: r.id(), leader: r.leader() };
+                        let err = if r.is_leader() {
+                            // the leader's own bound (uncommitted bytes, a transfer in progress)
+                            RegionError::ServerIsBusy { region: r.id(), backoff_ms: BUSY_BACKOFF_MS }
+                        } else {
+                            RegionError::NotLeader { region: r.id(), leader: r.leader() }
+                        };
                         replies.extend(requests.into_iter().map(|q| (q, Err(err.clone()))));
                     }
                 }
@@ -271,12 +386,14 @@ impl Shard {
                 let err = RegionError::NotLeader { region: r.id(), leader: r.leader() };
                 replies.extend(std::mem::take(&mut r.pending_reads).into_iter().map(|(q, _)| (q, Err(err.clone()))));
             }
-            if !r.pending_reads.is_empty() {
+            // raft-rs drops a ReadIndex silently until the leader has committed in
+            // its term: hold the reads until then
+            if !r.pending_reads.is_empty() && r.raw.raft.commit_to_current_term() {
                 let reads = std::mem::take(&mut r.pending_reads);
                 let ctx = self.next_read_ctx;
                 self.next_read_ctx += 1;
                 r.raw.read_index(ctx.to_le_bytes().to_vec());
-                r.read_batches.insert(ctx, reads);
+                r.read_batches.insert(ctx, ReadBatch { term: r.term(), issued_tick: self.ticks, reads });
             }
         }
         for (q, res) in replies {
@@ -303,18 +420,35 @@ impl Shard {
         }
         assert!(rd.snapshot().is_empty(), "region {id}: snapshots come with log compaction (not yet)");
         for rs in rd.take_read_states() {
-            let ctx = u64::from_le_bytes(rs.request_ctx.as_slice().try_into().expect("our 8-byte read contexts"));
-            r.ready_reads.push((ctx, rs.index));
+            match <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
+                Ok(ctx) if r.read_batches.contains_key(&u64::from_le_bytes(ctx)) => {
+                    r.ready_reads.push((u64::from_le_bytes(ctx), rs.index))
+                }
+                _ => tracing::debug!(region = id, "a ReadIndex answer for no pending read"),
+            }
         }
         let committed = rd.take_committed_entries();
-        let mut write = wal::RegionWrite::default();
+        // a follower catching up can get many appends in one Ready: split its
+        // entries over region writes that each fit a WAL record; the HardState
+        // rides on the last (a durable prefix without it is harmless)
+        let mut writes = vec![wal::RegionWrite::default()];
         if !rd.entries().is_empty() {
             r.raw.mut_store().append(rd.entries());
-            write.entries = rd.entries().iter().map(entry_to_wal).collect();
+            let mut bytes = 0;
+            for e in rd.entries() {
+                let size = e.data.len() + ENTRY_OVERHEAD_BYTES;
+                let last = writes.last_mut().unwrap();
+                if !last.entries.is_empty() && bytes + size > self.limits.write_bytes_max {
+                    writes.push(wal::RegionWrite::default());
+                    bytes = 0;
+                }
+                bytes += size;
+                writes.last_mut().unwrap().entries.push(entry_to_wal(e));
+            }
         }
         if let Some(hs) = rd.hs() {
             r.raw.mut_store().set_hard_state(hs.clone());
-            write.hard_state = Some(hard_state_to_wal(hs));
+            writes.last_mut().unwrap().hard_state = Some(hard_state_to_wal(hs));
         }
         let messages = rd.take_persisted_messages();
         let role_changed = rd.ss().is_some() || rd.hs().is_some_and(|hs| hs.term != r.timeout_term);
@@ -328,21 +462,27 @@ impl Shard {
         }
         if r.term() != r.timeout_term {
             r.timeout_term = r.term();
-            // raft forgets pending ReadIndex requests on a term change: answer them now
-            if !r.read_batches.is_empty() {
-                let err = RegionError::NotLeader { region: id, leader: r.leader() };
-                for (_, reads) in std::mem::take(&mut r.read_batches) {
-                    for (q, _) in reads {
-                        self.outputs.push(Output::Reply { request: q, result: Err(err.clone()) });
-                    }
+        }
+        // raft forgets pending ReadIndex requests when the term or the role
+        // changes: answer those it had not confirmed (confirmed ones are safe to serve)
+        if role_changed && !r.read_batches.is_empty() {
+            let err = RegionError::NotLeader { region: id, leader: r.leader() };
+            let confirmed: Vec<u64> = r.ready_reads.iter().map(|(c, _)| *c).collect();
+            let unconfirmed: Vec<u64> = r.read_batches.keys().filter(|c| !confirmed.contains(c)).copied().collect();
+            for ctx in unconfirmed {
+                for (q, _) in r.read_batches.remove(&ctx).unwrap().reads {
+                    self.outputs.push(Output::Reply { request: q, result: Err(err.clone()) });
                 }
-                r.ready_reads.clear();
             }
         }
         // a ready is durable once its own writes are, and (raft acknowledges
         // readies in order) once every earlier ready of the region is
-        let batch = if !write.is_empty() {
-            self.staged.push((id, write));
+        let has_writes = writes.iter().any(|w| !w.is_empty());
+        let batch = if has_writes {
+            for w in writes.into_iter().filter(|w| !w.is_empty()) {
+                self.staged_bytes += staged_size(&w);
+                self.staged.push((id, w));
+            }
             Some(self.next_batch)
         } else if r.readies_awaiting > 0 {
             Some(if self.staged.is_empty() {
@@ -401,6 +541,7 @@ impl Shard {
         self.next_batch += 1;
         self.in_flight = Some(batch);
         let writes = std::mem::take(&mut self.staged);
+        self.staged_bytes = 0;
         self.stats.persist_batches += 1;
         self.stats.region_writes_persisted += writes.len() as u64;
         self.outputs.push(Output::Persist { batch, writes });
@@ -420,6 +561,14 @@ impl Shard {
                     panic!("region {id}: conf change at {} (membership changes come with the PD issue)", e.index)
                 }
             };
+            // proposals of earlier terms beyond this entry can never commit now
+            // (log terms only grow): they were not applied
+            let stale: Vec<u64> =
+                r.proposals.iter().filter(|(i, p)| **i > e.index && p.term < e.term).map(|(i, _)| *i).collect();
+            for i in stale {
+                let err = RegionError::NotLeader { region: id, leader: r.leader() };
+                replies.extend(r.proposals.remove(&i).unwrap().requests.into_iter().map(|q| (q, Err(err.clone()))));
+            }
             if let Some(p) = r.proposals.remove(&e.index) {
                 if p.term == e.term {
                     assert_eq!(results.len(), p.requests.len(), "region {id}: entry {} is our batch", e.index);
@@ -442,7 +591,7 @@ impl Shard {
                 still.push((ctx, index));
                 continue;
             }
-            for (q, key) in r.read_batches.remove(&ctx).unwrap_or_default() {
+            for (q, key) in r.read_batches.remove(&ctx).map(|b| b.reads).unwrap_or_default() {
                 let v = r.kv.get(&key).map(<[u8]>::to_vec);
                 replies.push((q, Ok(Response::Value(v))));
             }
@@ -452,6 +601,11 @@ impl Shard {
             self.reply(q, res);
         }
     }
+}
+
+/// Bytes a staged region write counts against `STAGED_BYTES_MAX`.
+fn staged_size(w: &wal::RegionWrite) -> usize {
+    w.entries.iter().map(|e| e.data.len() + ENTRY_OVERHEAD_BYTES).sum::<usize>() + 64
 }
 
 /// Applies one write batch, checking its epoch against the region's now.

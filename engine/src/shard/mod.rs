@@ -5,5 +5,5 @@ pub mod core;
 pub mod io;
 pub mod recover;
 
-pub use self::core::{Shard, ShardStats};
+pub use self::core::{Shard, ShardLimits, ShardStats};
 pub use io::{Input, Output, Response};

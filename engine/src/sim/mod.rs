@@ -218,7 +218,7 @@ impl Sim {
                 node.persist_now(p.writes);
                 node.inputs.push(Input::Persisted { batch: p.batch });
             }
-            if node.inputs.is_empty() {
+            if node.inputs.is_empty() && !node.shard.has_ready() {
                 continue;
             }
             let inputs = std::mem::take(&mut node.inputs);
@@ -261,6 +261,11 @@ impl Sim {
             self.step();
         }
         done(self)
+    }
+
+    /// Whether every running store has nothing in flight.
+    pub fn all_quiet(&self) -> bool {
+        self.stores.values().filter_map(|s| s.node.as_ref()).all(|n| n.shard.is_quiet() && n.persist.is_none())
     }
 
     /// Whether every region has a leader.

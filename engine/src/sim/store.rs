@@ -12,7 +12,7 @@ use wal::{FlushStart, Wal, WalOptions};
 use crate::region::meta::RegionMeta;
 use crate::region::RegionStorage;
 use crate::shard::recover::load_regions;
-use crate::shard::{Input, Shard};
+use crate::shard::{Input, Output, Shard, ShardLimits};
 
 pub struct SimStore {
     pub id: u64,
@@ -46,14 +46,26 @@ impl SimStore {
     pub fn bootstrap(id: u64, metas: &[RegionMeta], seed: u64) -> SimStore {
         let disk = MemDisk::new();
         let (wal, _) = block_on(Wal::open(disk.clone(), sim_wal_options())).expect("open a fresh WAL");
-        let mut shard = Shard::new(id, 0, seed);
+        let mut shard = Shard::new(id, 0, seed, ShardLimits::for_wal(&sim_wal_options()));
         for m in metas.iter().filter(|m| m.peer_on(id).is_some()) {
             let cs =
                 raft::eraftpb::ConfState { voters: m.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() };
             let storage = RegionStorage::new(Default::default(), cs, (0, 0), vec![]);
             shard.create_region(m.clone(), storage, 0, true);
         }
-        SimStore { id, disk, node: Some(Node { shard, wal, inputs: vec![], persist: None }) }
+        let mut node = Node { shard, wal, inputs: vec![], persist: None };
+        // a store's bootstrap is durable before it serves anything (as creating
+        // a data directory is): persist the new regions' meta now
+        for out in node.shard.step(vec![]) {
+            match out {
+                Output::Persist { batch, writes } => {
+                    node.persist_now(writes);
+                    assert!(node.shard.step(vec![Input::Persisted { batch }]).is_empty());
+                }
+                _ => panic!("a fresh shard only persists its regions"),
+            }
+        }
+        SimStore { id, disk, node: Some(node) }
     }
 
     /// Kills the store: what was not durable is gone.
@@ -66,7 +78,7 @@ impl SimStore {
     pub fn restart(&mut self, seed: u64) {
         assert!(self.node.is_none(), "store {} is running", self.id);
         let (wal, _) = block_on(Wal::open(self.disk.clone(), sim_wal_options())).expect("recover the WAL");
-        let mut shard = Shard::new(self.id, 0, seed);
+        let mut shard = Shard::new(self.id, 0, seed, ShardLimits::for_wal(&sim_wal_options()));
         for r in block_on(load_regions(&wal)).expect("load regions") {
             shard.create_region(r.meta, r.storage, r.applied, false);
         }

@@ -104,8 +104,10 @@ impl Workload {
             Err(e) => {
                 if let RegionError::NotLeader { region, leader: Some(l) } = &e {
                     self.hints.insert(*region, l.store_id);
-                } else if let RegionError::NotLeader { region, leader: None } = &e {
-                    // no leader known there: try another store next time
+                } else if let RegionError::NotLeader { region, leader: None } | RegionError::RegionNotFound { region } =
+                    &e
+                {
+                    // no leader known there (or no such region): try another store next time
                     let stores = sim.options.stores;
                     let next = self.hints.get(region).map_or(1, |s| s % stores + 1);
                     self.hints.insert(*region, next);
