@@ -1,8 +1,10 @@
 //! Region errors: data a client acts on (DESIGN.md §6), not strings.
 
+use bincode::{Decode, Encode};
+
 use crate::region::meta::{PeerMeta, RegionMeta};
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Encode, Decode)]
 pub enum RegionError {
     /// This peer does not lead the region; `leader` is the one it knows of.
     #[error("region {region}: not the leader (leader: {leader:?})")]

@@ -7,10 +7,13 @@
 //! - [`sim`]: a deterministic simulator running real shards with a fake
 //!   disk, network and clock from one seed.
 
+pub mod client;
 pub mod error;
 pub mod kv;
 pub mod region;
+pub mod runtime;
 pub mod shard;
 pub mod sim;
+pub mod spec;
 
 pub use error::RegionError;

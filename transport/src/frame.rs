@@ -32,6 +32,10 @@ pub enum FrameKind {
     SnapshotEnd = 6,
     /// The receiver's verdict on a whole snapshot (bincode `SnapshotAck`).
     SnapshotAck = 7,
+    /// A client's request to a shard's client port (the engine's bincode payload).
+    ClientRequest = 8,
+    /// A shard's answer to a client request.
+    ClientResponse = 9,
 }
 
 impl FrameKind {
@@ -44,6 +48,8 @@ impl FrameKind {
             5 => Some(FrameKind::SnapshotChunk),
             6 => Some(FrameKind::SnapshotEnd),
             7 => Some(FrameKind::SnapshotAck),
+            8 => Some(FrameKind::ClientRequest),
+            9 => Some(FrameKind::ClientResponse),
             _ => None,
         }
     }

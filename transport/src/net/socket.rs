@@ -28,7 +28,7 @@ pub const KEEPALIVE_COUNT: u32 = 3;
 pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds a listener that refuses a port someone else holds.
-pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     // SAFETY: the fd is a listening TCP socket we own and give away here.

@@ -1,0 +1,290 @@
+//! The KV client library (blocking sockets; for tests, tools and the bench
+//! driver). It routes each key to its region by the cluster spec, sends to
+//! the region's leader as it last learned it, follows `NotLeader` hints,
+//! retries reads and definite failures with backoff, and never retries a
+//! write whose fate is unknown: that comes back as `KvError::Ambiguous`.
+//! `put_many` pipelines: every request goes out before any reply is read.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use transport::frame::encode_frame;
+use transport::{FrameDecoder, FrameKind};
+
+use crate::client::protocol::{decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse};
+use crate::error::RegionError;
+use crate::region::meta::RegionMeta;
+use crate::spec::ClusterSpec;
+
+/// Attempts per request before the client gives up.
+pub const ATTEMPTS_MAX: usize = 40;
+/// Wait between attempts: doubles from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(20);
+const BACKOFF_LAST: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// The write may or may not have been applied.
+    #[error("the write's outcome is unknown ({0})")]
+    Ambiguous(String),
+    /// Definitely not applied, and retrying did not help.
+    #[error(transparent)]
+    Region(RegionError),
+    #[error("gave up after {attempts} attempts: {last}")]
+    Unavailable { attempts: usize, last: String },
+}
+
+struct Conn {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+pub struct KvClient {
+    spec: Arc<ClusterSpec>,
+    metas: Vec<RegionMeta>,
+    leaders: BTreeMap<u64, u64>,
+    conns: BTreeMap<(u64, u16), Conn>,
+    next_id: u64,
+    timeout: Duration,
+}
+
+impl KvClient {
+    pub fn new(spec: Arc<ClusterSpec>) -> KvClient {
+        let metas = spec.region_metas();
+        KvClient {
+            spec,
+            metas,
+            leaders: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            next_id: 1,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The region holding `key`.
+    pub fn region_of(&self, key: &[u8]) -> &RegionMeta {
+        self.metas.iter().find(|m| m.contains(key)).expect("the spec's regions cover the key space")
+    }
+
+    fn target(&self, region: &RegionMeta) -> (u64, u16) {
+        let store = self.leaders.get(&region.id).copied().unwrap_or(region.peers[0].store_id);
+        let peer = region.peer_on(store).expect("leaders are peers of their region");
+        (store, peer.shard)
+    }
+
+    /// Moves to the next peer of a region (no leader known).
+    fn rotate(&mut self, region: &RegionMeta) {
+        let cur = self.target(region).0;
+        let i = region.peers.iter().position(|p| p.store_id == cur).unwrap_or(0);
+        self.leaders.insert(region.id, region.peers[(i + 1) % region.peers.len()].store_id);
+    }
+
+    fn conn(&mut self, target: (u64, u16)) -> std::io::Result<&mut Conn> {
+        if !self.conns.contains_key(&target) {
+            let store = self.spec.store(target.0).expect("a store of the spec");
+            let addr = store.client_addr_of(target.1);
+            let stream = TcpStream::connect_timeout(&addr, self.timeout)?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(self.timeout))?;
+            self.conns.insert(target, Conn { stream, decoder: FrameDecoder::new() });
+        }
+        Ok(self.conns.get_mut(&target).unwrap())
+    }
+
+    fn send(&mut self, target: (u64, u16), req: &ClientRequest) -> std::io::Result<()> {
+        let mut frame = vec![];
+        encode_frame(&mut frame, FrameKind::ClientRequest, &[&encode(req)]);
+        let c = self.conn(target)?;
+        c.stream.write_all(&frame)
+    }
+
+    fn receive(&mut self, target: (u64, u16)) -> std::io::Result<ClientResponse> {
+        let c = self.conns.get_mut(&target).ok_or_else(|| std::io::Error::other("no connection"))?;
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            match c.decoder.next_frame() {
+                Ok(Some(f)) if f.kind == FrameKind::ClientResponse => {
+                    return decode(&f.payload).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                }
+                Ok(Some(f)) => return Err(std::io::Error::other(format!("unexpected {:?} frame", f.kind))),
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+            let n = c.stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the store closed the connection"));
+            }
+            c.decoder.push(&buf[..n]);
+        }
+    }
+
+    fn request(&mut self, region: &RegionMeta, op: ClientOp) -> ClientRequest {
+        let id = self.next_id;
+        self.next_id += 1;
+        ClientRequest { id, region: region.id, conf_ver: region.conf_ver, version: region.version, op }
+    }
+
+    /// One operation, with retries as the module doc says.
+    pub fn call(&mut self, op: ClientOp) -> Result<ClientReply, KvError> {
+        let region = self.region_of(op.key()).clone();
+        let is_write = !matches!(op, ClientOp::Get { .. });
+        let mut backoff = BACKOFF_FIRST;
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS_MAX {
+            let target = self.target(&region);
+            let req = self.request(&region, op.clone());
+            if let Err(e) = self.send(target, &req) {
+                // not sent (or not entirely): nothing was applied
+                self.conns.remove(&target);
+                self.rotate(&region);
+                last = format!("send to store {}: {e}", target.0);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_LAST);
+                continue;
+            }
+            let resp = match self.receive(target) {
+                Ok(r) if r.id == req.id => r,
+                Ok(r) => panic!("reply {} to request {} on a one-at-a-time connection", r.id, req.id),
+                Err(e) => {
+                    self.conns.remove(&target);
+                    if is_write {
+                        return Err(KvError::Ambiguous(format!("store {} did not answer: {e}", target.0)));
+                    }
+                    self.rotate(&region);
+                    last = format!("store {}: {e}", target.0);
+                    continue;
+                }
+            };
+            match resp.result {
+                Ok(reply) => return Ok(reply),
+                Err(RegionError::NotLeader { leader: Some(l), .. }) if l.store_id != target.0 => {
+                    self.leaders.insert(region.id, l.store_id);
+                    last = "not leader".into();
+                    continue;
+                }
+                Err(e @ (RegionError::NotLeader { .. } | RegionError::RegionNotFound { .. })) => {
+                    self.rotate(&region);
+                    last = e.to_string();
+                }
+                Err(RegionError::ServerIsBusy { backoff_ms, .. }) => {
+                    last = "busy".into();
+                    std::thread::sleep(Duration::from_millis(backoff_ms));
+                    continue;
+                }
+                Err(RegionError::Ambiguous { .. }) => {
+                    return Err(KvError::Ambiguous("the store lost track of it".into()))
+                }
+                Err(e) => return Err(KvError::Region(e)),
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(BACKOFF_LAST);
+        }
+        Err(KvError::Unavailable { attempts: ATTEMPTS_MAX, last })
+    }
+
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        match self.call(ClientOp::Get { key: key.to_vec() })? {
+            ClientReply::Value(v) => Ok(v),
+            other => panic!("a get answered {other:?}"),
+        }
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.call(ClientOp::Put { key: key.to_vec(), value: value.to_vec() }).map(|_| ())
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), KvError> {
+        self.call(ClientOp::Delete { key: key.to_vec() }).map(|_| ())
+    }
+
+    /// Sets `key` to `new` iff it holds `expect`; whether it did.
+    pub fn cas(&mut self, key: &[u8], expect: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, KvError> {
+        let op = ClientOp::Cas { key: key.to_vec(), expect: expect.map(<[u8]>::to_vec), new: new.map(<[u8]>::to_vec) };
+        match self.call(op)? {
+            ClientReply::Cas(ok) => Ok(ok),
+            other => panic!("a cas answered {other:?}"),
+        }
+    }
+
+    /// Puts many keys, pipelined: every request of a round goes out before
+    /// any reply is read; definite failures (not the leader, busy) go again in
+    /// the next round. Returns each put's outcome, in order.
+    pub fn put_many(&mut self, items: &[(Vec<u8>, Vec<u8>)]) -> Vec<Result<(), KvError>> {
+        let mut results: Vec<Option<Result<(), KvError>>> = (0..items.len()).map(|_| None).collect();
+        let mut todo: Vec<usize> = (0..items.len()).collect();
+        let mut backoff = BACKOFF_FIRST;
+        for _ in 0..ATTEMPTS_MAX {
+            if todo.is_empty() {
+                break;
+            }
+            // send the round: (item, target, request id)
+            let mut sent: Vec<(usize, (u64, u16), u64)> = vec![];
+            for &i in &todo {
+                let region = self.region_of(&items[i].0).clone();
+                let target = self.target(&region);
+                let req = self.request(&region, ClientOp::Put { key: items[i].0.clone(), value: items[i].1.clone() });
+                match self.send(target, &req) {
+                    Ok(()) => sent.push((i, target, req.id)),
+                    Err(_) => {
+                        self.conns.remove(&target);
+                        self.rotate(&region);
+                    }
+                }
+            }
+            let mut again = vec![];
+            let sent_ids: std::collections::BTreeSet<usize> = sent.iter().map(|s| s.0).collect();
+            again.extend(todo.iter().copied().filter(|i| !sent_ids.contains(i)));
+            // replies come back per connection in any order
+            let mut by_target: BTreeMap<(u64, u16), BTreeMap<u64, usize>> = BTreeMap::new();
+            for (i, t, id) in sent {
+                by_target.entry(t).or_default().insert(id, i);
+            }
+            for (target, mut waiting) in by_target {
+                while !waiting.is_empty() {
+                    match self.receive(target) {
+                        Ok(resp) => {
+                            let Some(i) = waiting.remove(&resp.id) else { continue };
+                            let region = self.region_of(&items[i].0).clone();
+                            match resp.result {
+                                Ok(_) => results[i] = Some(Ok(())),
+                                Err(RegionError::NotLeader { leader: Some(l), .. }) => {
+                                    self.leaders.insert(region.id, l.store_id);
+                                    again.push(i);
+                                }
+                                Err(RegionError::NotLeader { .. } | RegionError::RegionNotFound { .. }) => {
+                                    self.rotate(&region);
+                                    again.push(i);
+                                }
+                                Err(RegionError::ServerIsBusy { .. }) => again.push(i),
+                                Err(RegionError::Ambiguous { .. }) => {
+                                    results[i] = Some(Err(KvError::Ambiguous("the store lost track of it".into())))
+                                }
+                                Err(e) => results[i] = Some(Err(KvError::Region(e))),
+                            }
+                        }
+                        Err(e) => {
+                            self.conns.remove(&target);
+                            for (_, i) in std::mem::take(&mut waiting) {
+                                results[i] =
+                                    Some(Err(KvError::Ambiguous(format!("store {} did not answer: {e}", target.0))));
+                            }
+                        }
+                    }
+                }
+            }
+            if !again.is_empty() {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_LAST);
+            }
+            again.sort_unstable();
+            todo = again;
+        }
+        for i in todo {
+            results[i] = Some(Err(KvError::Unavailable { attempts: ATTEMPTS_MAX, last: "still failing".into() }));
+        }
+        results.into_iter().map(|r| r.expect("every item has an outcome")).collect()
+    }
+}

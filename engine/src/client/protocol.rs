@@ -1,0 +1,105 @@
+//! The client protocol on a shard's client port: transport frames (kind
+//! ClientRequest / ClientResponse, length + CRC32C as every frame) carrying
+//! bincode 2 messages. Many requests may be in flight on one connection;
+//! answers come back in any order, matched by request id.
+
+use bincode::{Decode, Encode};
+
+use crate::error::RegionError;
+use crate::region::meta::Epoch;
+
+/// Largest client frame payload.
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 8 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum ClientOp {
+    Get { key: Vec<u8> },
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+    Cas { key: Vec<u8>, expect: Option<Vec<u8>>, new: Option<Vec<u8>> },
+}
+
+impl ClientOp {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            ClientOp::Get { key }
+            | ClientOp::Put { key, .. }
+            | ClientOp::Delete { key }
+            | ClientOp::Cas { key, .. } => key,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ClientRequest {
+    /// Chosen by the client, unique on its connection.
+    pub id: u64,
+    pub region: u64,
+    /// The region epoch the client routed by.
+    pub conf_ver: u64,
+    pub version: u64,
+    pub op: ClientOp,
+}
+
+impl ClientRequest {
+    pub fn epoch(&self) -> Epoch {
+        Epoch { conf_ver: self.conf_ver, version: self.version }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum ClientReply {
+    Done,
+    Cas(bool),
+    Value(Option<Vec<u8>>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ClientResponse {
+    pub id: u64,
+    pub result: Result<ClientReply, RegionError>,
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_little_endian().with_variable_int_encoding()
+}
+
+/// Why a client frame's payload is not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("client message: {0}")]
+pub struct ProtocolError(pub String);
+
+pub fn encode<T: Encode>(m: &T) -> Vec<u8> {
+    bincode::encode_to_vec(m, config()).expect("client messages always encode")
+}
+
+pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, ProtocolError> {
+    if payload.len() > CLIENT_MESSAGE_BYTES_MAX {
+        return Err(ProtocolError(format!("{} bytes, over {CLIENT_MESSAGE_BYTES_MAX}", payload.len())));
+    }
+    let (m, used) = bincode::decode_from_slice(payload, config()).map_err(|e| ProtocolError(e.to_string()))?;
+    if used != payload.len() {
+        return Err(ProtocolError(format!("{} trailing bytes", payload.len() - used)));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_round_trip_and_garbage_is_an_error() {
+        let q = ClientRequest {
+            id: 9,
+            region: 3,
+            conf_ver: 1,
+            version: 2,
+            op: ClientOp::Cas { key: b"k".to_vec(), expect: None, new: Some(b"v".to_vec()) },
+        };
+        assert_eq!(decode::<ClientRequest>(&encode(&q)), Ok(q));
+        let r = ClientResponse { id: 9, result: Err(RegionError::NotLeader { region: 3, leader: None }) };
+        assert_eq!(decode::<ClientResponse>(&encode(&r)), Ok(r));
+        assert!(decode::<ClientRequest>(&[0xff; 40]).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! A shard's client port: each connection's frames are decoded into
+//! requests for the shard loop; replies go back on the connection they came
+//! from, in whatever order they finish. A malformed frame closes that
+//! connection only.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpListener;
+use transport::frame::encode_frame;
+use transport::{FrameDecoder, FrameKind};
+
+use crate::client::protocol::{decode, encode, ClientRequest, ClientResponse, CLIENT_MESSAGE_BYTES_MAX};
+use crate::runtime::wake::Wake;
+
+/// Client connections one shard serves at once.
+pub const CLIENT_CONNECTIONS_MAX: usize = 4096;
+/// Requests one connection may have in flight; past it the connection stops being read.
+pub const CONNECTION_REQUESTS_MAX: usize = 4096;
+
+/// The loop's side of the client port.
+#[derive(Default)]
+pub struct ClientQueues {
+    /// Requests read from connections, not yet taken by the loop.
+    pub requests: RefCell<Vec<(u64, ClientRequest)>>,
+    connections: RefCell<BTreeMap<u64, Rc<Connection>>>,
+    next_connection: std::cell::Cell<u64>,
+}
+
+struct Connection {
+    replies: RefCell<VecDeque<Vec<u8>>>,
+    wake: Wake,
+    in_flight: std::cell::Cell<usize>,
+    more_room: Wake,
+}
+
+impl ClientQueues {
+    /// Sends a response on connection `conn` (dropped if it has closed).
+    pub fn reply(&self, conn: u64, response: &ClientResponse) {
+        if let Some(c) = self.connections.borrow().get(&conn) {
+            let mut frame = vec![];
+            encode_frame(&mut frame, FrameKind::ClientResponse, &[&encode(response)]);
+            c.replies.borrow_mut().push_back(frame);
+            c.in_flight.set(c.in_flight.get().saturating_sub(1));
+            c.wake.notify();
+            c.more_room.notify();
+        }
+    }
+}
+
+/// Accepts client connections until the listener fails.
+pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: Rc<Wake>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("client accept: {e}");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if queues.connections.borrow().len() >= CLIENT_CONNECTIONS_MAX {
+            tracing::warn!("client connection refused: {CLIENT_CONNECTIONS_MAX} already open");
+            continue;
+        }
+        stream.set_nodelay(true).ok();
+        let id = queues.next_connection.get();
+        queues.next_connection.set(id + 1);
+        let conn = Rc::new(Connection {
+            replies: RefCell::default(),
+            wake: Wake::default(),
+            in_flight: Default::default(),
+            more_room: Wake::default(),
+        });
+        queues.connections.borrow_mut().insert(id, conn.clone());
+        let (q, w) = (queues.clone(), loop_wake.clone());
+        glommio::spawn_local(async move {
+            let (mut read, mut write) = futures_lite::io::split(stream);
+            let reader = async {
+                let mut decoder = FrameDecoder::with_limit(CLIENT_MESSAGE_BYTES_MAX);
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    while conn.in_flight.get() >= CONNECTION_REQUESTS_MAX {
+                        conn.more_room.wait().await;
+                    }
+                    match decoder.next_frame() {
+                        Ok(Some(f)) if f.kind == FrameKind::ClientRequest => {
+                            match decode::<ClientRequest>(&f.payload) {
+                                Ok(req) => {
+                                    conn.in_flight.set(conn.in_flight.get() + 1);
+                                    q.requests.borrow_mut().push((id, req));
+                                    w.notify();
+                                    continue;
+                                }
+                                Err(e) => return tracing::warn!("client connection closed: {e}"),
+                            }
+                        }
+                        Ok(Some(f)) => {
+                            return tracing::warn!("client connection closed: unexpected {:?} frame", f.kind)
+                        }
+                        Ok(None) => {}
+                        Err(e) => return tracing::warn!("client connection closed: {e}"),
+                    }
+                    match read.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => decoder.push(&buf[..n]),
+                    }
+                }
+            };
+            let writer = async {
+                loop {
+                    conn.wake.wait().await;
+                    let out: Vec<u8> = conn.replies.borrow_mut().drain(..).flatten().collect();
+                    if !out.is_empty() && write.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            futures_lite::future::or(reader, writer).await;
+            q.connections.borrow_mut().remove(&id);
+        })
+        .detach();
+    }
+}

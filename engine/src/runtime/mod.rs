@@ -1,0 +1,7 @@
+//! The engine on real I/O: a store runs one glommio executor per shard,
+//! each driving its `Shard` with the WAL, the transport and the client port.
+
+pub mod client_service;
+pub mod shard_task;
+pub mod store;
+pub mod wake;

@@ -1,0 +1,226 @@
+//! One shard on its glommio executor: the sans-IO `Shard` with real I/O
+//! around it — the WAL through `GroupCommit` (one write + fdatasync per
+//! persist batch, at most one in flight), the transport endpoint for peer
+//! frames, the client port, and a raft tick timer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use transport::{Destination, Endpoint, EndpointConfig, Incoming};
+use wal::disk::GlommioDisk;
+use wal::{GroupCommit, Wal, WalOptions};
+
+use crate::client::protocol::{ClientOp, ClientReply, ClientResponse};
+use crate::kv::Command;
+use crate::region::RegionStorage;
+use crate::runtime::client_service::{self, ClientQueues};
+use crate::runtime::wake::Wake;
+use crate::shard::recover::load_regions;
+use crate::shard::{Input, Output, Response, Shard, ShardLimits};
+use crate::spec::ClusterSpec;
+
+/// Time between raft ticks (election after 10–20 ticks: 1–2 s).
+pub const TICK: Duration = Duration::from_millis(100);
+
+pub struct ShardConfig {
+    pub spec: Arc<ClusterSpec>,
+    pub store_id: u64,
+    pub shard: u16,
+    /// This shard's directory (its WAL and snapshots live inside).
+    pub dir: PathBuf,
+    pub seed: u64,
+    pub tick: Duration,
+    pub stop: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("store {0} is not in the cluster spec")]
+    UnknownStore(u64),
+    #[error("open the WAL in {dir}: {source}")]
+    OpenDisk { dir: String, source: std::io::Error },
+    #[error("open the WAL in {dir}: {source}")]
+    OpenWal { dir: String, source: wal::OpenError },
+    #[error("load regions: {0}")]
+    Load(#[from] crate::shard::recover::LoadError),
+    #[error("transport: {0}")]
+    Transport(#[from] transport::net::StartError),
+    #[error("client port {addr}: {source}")]
+    ClientPort { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// Runs a shard until `stop` is set.
+pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
+    let spec = cfg.spec.clone();
+    let me = spec.store(cfg.store_id).ok_or(ShardError::UnknownStore(cfg.store_id))?.clone();
+    let wal_dir = cfg.dir.join("wal");
+    std::fs::create_dir_all(&wal_dir)
+        .map_err(|source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source })?;
+    let disk = GlommioDisk::open(&wal_dir)
+        .await
+        .map_err(|source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source })?;
+    let opts = WalOptions::default();
+    let limits = ShardLimits::for_wal(&opts);
+    let (wal, _report) = Wal::open(disk, opts)
+        .await
+        .map_err(|source| ShardError::OpenWal { dir: wal_dir.display().to_string(), source })?;
+    let mut shard = Shard::new(cfg.store_id, cfg.shard, cfg.seed, limits);
+    if wal.regions().next().is_none() {
+        // first start: the regions of the spec that have a peer on this shard
+        for m in spec.region_metas() {
+            if m.peer_on(cfg.store_id).is_some_and(|p| p.shard == cfg.shard) {
+                let cs = raft::eraftpb::ConfState {
+                    voters: m.peers.iter().map(|p| p.peer_id).collect(),
+                    ..Default::default()
+                };
+                let storage = RegionStorage::new(Default::default(), cs, (0, 0), vec![]);
+                shard.create_region(m, storage, 0, true);
+            }
+        }
+    } else {
+        for r in load_regions(&wal).await? {
+            shard.create_region(r.meta, r.storage, r.applied, false);
+        }
+    }
+    let gc = GroupCommit::new(wal);
+    let gc_task = {
+        let gc = gc.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = gc.run().await {
+                // an fdatasync failure: nothing after it may be acknowledged
+                eprintln!("ringraft: fatal WAL error, stopping: {e}");
+                std::process::abort();
+            }
+        })
+    };
+
+    let ep_cfg = EndpointConfig::new(
+        spec.cluster_id,
+        cfg.store_id,
+        cfg.shard,
+        me.peer_addr_of(cfg.shard),
+        cfg.dir.join("snapshots"),
+    );
+    let (endpoint, inbox) = Endpoint::start(ep_cfg)?;
+    for s in &spec.stores {
+        for i in 0..s.shards {
+            endpoint.set_address(Destination { store_id: s.id, shard: i }, s.peer_addr_of(i));
+        }
+    }
+    let wake = Rc::new(Wake::default());
+    let raft_in: Rc<RefCell<Vec<Incoming>>> = Rc::default();
+    let forward = {
+        let (raft_in, wake) = (raft_in.clone(), wake.clone());
+        glommio::spawn_local(async move {
+            while let Some(item) = inbox.recv().await {
+                raft_in.borrow_mut().push(item);
+                wake.notify();
+            }
+        })
+    };
+    let client_addr = me.client_addr_of(cfg.shard);
+    let listener =
+        transport::net::listen(client_addr).map_err(|source| ShardError::ClientPort { addr: client_addr, source })?;
+    let queues = Rc::new(ClientQueues::default());
+    let clients = glommio::spawn_local(client_service::serve(listener, queues.clone(), wake.clone()));
+
+    let persisted: Rc<Cell<Option<u64>>> = Rc::default();
+    // request id in the shard → (connection, the client's id)
+    let mut routes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut next_request = 1u64;
+    let mut next_tick = Instant::now() + cfg.tick;
+    while !cfg.stop.load(Ordering::Relaxed) {
+        let mut inputs = vec![];
+        let now = Instant::now();
+        if now >= next_tick {
+            inputs.push(Input::Tick);
+            next_tick += cfg.tick;
+            if next_tick < now {
+                next_tick = now + cfg.tick; // the loop fell behind: do not tick in a burst
+            }
+        }
+        for item in raft_in.borrow_mut().drain(..) {
+            if let Incoming::Raft { batch, .. } = item {
+                inputs.extend(batch.iter().map(|e| Input::Raft(e.to_envelope())));
+            }
+        }
+        for (conn, req) in queues.requests.borrow_mut().drain(..) {
+            let request = next_request;
+            next_request += 1;
+            routes.insert(request, (conn, req.id));
+            let (region, epoch) = (req.region, req.epoch());
+            inputs.push(match req.op {
+                ClientOp::Get { key } => Input::Read { request, region, key },
+                ClientOp::Put { key, value } => {
+                    Input::Write { request, region, epoch, command: Command::Put { key, value } }
+                }
+                ClientOp::Delete { key } => Input::Write { request, region, epoch, command: Command::Delete { key } },
+                ClientOp::Cas { key, expect, new } => {
+                    Input::Write { request, region, epoch, command: Command::Cas { key, expect, new } }
+                }
+            });
+        }
+        if let Some(batch) = persisted.take() {
+            inputs.push(Input::Persisted { batch });
+        }
+        for (dest, regions) in endpoint.take_unreachable() {
+            inputs.push(Input::Unreachable { regions: regions.into_iter().collect(), store_id: dest.store_id });
+        }
+        if inputs.is_empty() && !shard.has_ready() {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            futures_lite::future::or(wake.wait(), glommio::timer::sleep(wait)).await;
+            continue;
+        }
+        for out in shard.step(inputs) {
+            match out {
+                Output::Persist { batch, writes } => {
+                    let (gc, persisted, wake) = (gc.clone(), persisted.clone(), wake.clone());
+                    glommio::spawn_local(async move {
+                        let mut last = 0;
+                        for (region, write) in writes {
+                            last = loop {
+                                match gc.append(region, write.clone()) {
+                                    Ok(t) => break t,
+                                    Err(wal::AppendError::Busy { .. }) => {
+                                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                                    }
+                                    Err(e) => panic!("region {region}: the WAL refused a shard write: {e}"),
+                                }
+                            };
+                        }
+                        if let Err(e) = gc.wait(last).await {
+                            eprintln!("ringraft: fatal WAL error, stopping: {e}");
+                            std::process::abort();
+                        }
+                        persisted.set(Some(batch));
+                        wake.notify();
+                    })
+                    .detach();
+                }
+                Output::Frames(frames) => endpoint.send(frames),
+                Output::Reply { request, result } => {
+                    if let Some((conn, id)) = routes.remove(&request) {
+                        let result = result.map(|r| match r {
+                            Response::Done => ClientReply::Done,
+                            Response::Cas(ok) => ClientReply::Cas(ok),
+                            Response::Value(v) => ClientReply::Value(v),
+                        });
+                        queues.reply(conn, &ClientResponse { id, result });
+                    }
+                }
+            }
+        }
+        // let the I/O tasks run between iterations
+        futures_lite::future::yield_now().await;
+    }
+    endpoint.shutdown();
+    gc.stop();
+    drop((forward, clients));
+    gc_task.await;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The cluster spec: which stores exist, where each listens, and the
+//! initial regions with their peers. Until the placement driver exists it is
+//! how a store learns its id, its peers' addresses and (at its first start
+//! only) its regions; tests and simulations keep using it.
+//!
+//! JSON, for example:
+//! ```json
+//! { "cluster_id": 1,
+//!   "stores": [ { "id": 1, "peer_addr": "127.0.0.1:20160", "client_addr": "127.0.0.1:20170", "shards": 1 } ],
+//!   "regions": [ { "id": 1, "start_key": "", "end_key": "", "peers": [ { "peer_id": 101, "store_id": 1, "shard": 0 } ] } ] }
+//! ```
+//! Keys are UTF-8 strings in the file. Shard `i` of a store listens on the
+//! store's base ports + `i`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::region::meta::{PeerMeta, RegionMeta};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreSpec {
+    pub id: u64,
+    /// Base peer port: shard i listens on port + i.
+    pub peer_addr: SocketAddr,
+    /// Base client port: shard i listens on port + i.
+    pub client_addr: SocketAddr,
+    pub shards: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSpec {
+    pub peer_id: u64,
+    pub store_id: u64,
+    pub shard: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionSpec {
+    pub id: u64,
+    pub start_key: String,
+    pub end_key: String,
+    pub peers: Vec<PeerSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub cluster_id: u64,
+    pub stores: Vec<StoreSpec>,
+    pub regions: Vec<RegionSpec>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: not a cluster spec: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("cluster spec: {0}")]
+    Invalid(String),
+}
+
+fn offset(addr: SocketAddr, shard: u16) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port() + shard)
+}
+
+impl StoreSpec {
+    pub fn peer_addr_of(&self, shard: u16) -> SocketAddr {
+        offset(self.peer_addr, shard)
+    }
+
+    pub fn client_addr_of(&self, shard: u16) -> SocketAddr {
+        offset(self.client_addr, shard)
+    }
+}
+
+impl ClusterSpec {
+    pub fn load(path: &Path) -> Result<ClusterSpec, SpecError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: shown.clone(), source })?;
+        let spec: ClusterSpec =
+            serde_json::from_str(&text).map_err(|source| SpecError::Parse { path: shown, source })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn store(&self, id: u64) -> Option<&StoreSpec> {
+        self.stores.iter().find(|s| s.id == id)
+    }
+
+    /// Every region as meta (epoch 1/1).
+    pub fn region_metas(&self) -> Vec<RegionMeta> {
+        self.regions
+            .iter()
+            .map(|r| RegionMeta {
+                id: r.id,
+                start_key: r.start_key.as_bytes().to_vec(),
+                end_key: r.end_key.as_bytes().to_vec(),
+                conf_ver: 1,
+                version: 1,
+                peers: r
+                    .peers
+                    .iter()
+                    .map(|p| PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Checks ids, shards and that the regions tile the key space.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |s: String| Err(SpecError::Invalid(s));
+        let mut store_ids: Vec<u64> = self.stores.iter().map(|s| s.id).collect();
+        store_ids.sort_unstable();
+        if store_ids.windows(2).any(|w| w[0] == w[1]) || store_ids.contains(&0) {
+            return bad("store ids must be distinct and non-zero".into());
+        }
+        for s in &self.stores {
+            if s.shards == 0 || s.shards > 256 {
+                return bad(format!("store {}: shards {} not in 1..=256", s.id, s.shards));
+            }
+        }
+        let mut metas = self.region_metas();
+        metas.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        if metas.is_empty() {
+            return bad("no regions".into());
+        }
+        if !metas[0].start_key.is_empty() || !metas.last().unwrap().end_key.is_empty() {
+            return bad("the regions must cover the whole key space (first start and last end empty)".into());
+        }
+        for w in metas.windows(2) {
+            if w[0].end_key != w[1].start_key {
+                return bad(format!("regions {} and {} do not meet", w[0].id, w[1].id));
+            }
+        }
+        for m in &metas {
+            for p in &m.peers {
+                let Some(store) = self.store(p.store_id) else {
+                    return bad(format!("region {}: peer {} on unknown store {}", m.id, p.peer_id, p.store_id));
+                };
+                if p.shard >= store.shards {
+                    return bad(format!("region {}: shard {} of store {} does not exist", m.id, p.shard, p.store_id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A spec of `stores` stores on loopback (ports from `base_port`, 10 apart
+    /// per store for peers and clients) with `regions` regions splitting the
+    /// key space by the keys' first bytes, every region on every store.
+    pub fn local(cluster_id: u64, stores: u64, shards: u16, regions: u64, base_port: u16) -> ClusterSpec {
+        let store_specs = (1..=stores)
+            .map(|id| {
+                let port = base_port + (id as u16 - 1) * 2 * 64;
+                StoreSpec {
+                    id,
+                    peer_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    client_addr: SocketAddr::from(([127, 0, 0, 1], port + 64)),
+                    shards,
+                }
+            })
+            .collect();
+        let key = |i: u64| if i == 0 { String::new() } else { format!("{:04}", i * 10_000 / regions) };
+        let region_specs = (0..regions)
+            .map(|i| RegionSpec {
+                id: i + 1,
+                start_key: key(i),
+                end_key: if i + 1 == regions { String::new() } else { key(i + 1) },
+                peers: (1..=stores)
+                    .map(|s| PeerSpec {
+                        peer_id: (i + 1) * 1000 + s,
+                        store_id: s,
+                        shard: (i % u64::from(shards)) as u16,
+                    })
+                    .collect(),
+            })
+            .collect();
+        ClusterSpec { cluster_id, stores: store_specs, regions: region_specs }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_spec_is_valid_and_a_gap_between_regions_is_refused() {
+        let spec = ClusterSpec::local(7, 3, 2, 64, 30000);
+        spec.validate().unwrap();
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<ClusterSpec>(&text).unwrap(), spec);
+        let mut broken = spec.clone();
+        broken.regions[3].start_key = "x".into();
+        assert!(matches!(broken.validate(), Err(SpecError::Invalid(_))));
+        let mut bad_shard = spec;
+        bad_shard.regions[0].peers[0].shard = 9;
+        assert!(bad_shard.validate().is_err());
+    }
+}

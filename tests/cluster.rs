@@ -1,0 +1,169 @@
+//! Real `ringraft server` processes on loopback: three stores with 64
+//! regions, written through the KV client; one store killed with SIGKILL
+//! while writes go on and restarted; then all three killed and restarted.
+//! Every acknowledged write must be read back afterwards (a write whose
+//! outcome the client could not know may be there or not). Children are
+//! killed when the test ends, pass or fail; the test has its own deadline.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::client::kv_client::{KvClient, KvError};
+use engine::spec::ClusterSpec;
+
+fn free_base_port() -> u16 {
+    for attempt in 0..200u32 {
+        let base = (30_000 + (std::process::id() % 100) * 200 + attempt * 1_013 % 20_000) as u16;
+        let ports: Vec<u16> = (0..3u16).flat_map(|s| [base + s * 128, base + s * 128 + 64]).collect();
+        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range on loopback");
+}
+
+/// The store processes; killed on drop.
+struct Stores {
+    spec_path: PathBuf,
+    root: PathBuf,
+    children: Vec<Option<Child>>,
+}
+
+impl Stores {
+    fn start(&mut self, id: u64) {
+        let log = std::fs::File::create(self.root.join(format!("store-{id}.log"))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringraft"));
+        // SAFETY: prctl in the child before exec only sets its parent-death signal
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            // if the test process dies (deadline, abort), its stores die with it
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .args(["server", "--spec"])
+            .arg(&self.spec_path)
+            .args(["--store-id", &id.to_string(), "--data-dir"])
+            .arg(self.root.join(format!("store-{id}")))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ringraft server");
+        self.children[id as usize - 1] = Some(child);
+    }
+
+    /// SIGKILL: nothing is flushed or closed cleanly.
+    fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.children[id as usize - 1].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        for id in 1..=self.children.len() as u64 {
+            self.kill(id);
+        }
+    }
+}
+
+/// What the client knows of each key it wrote.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Known {
+    Acked,
+    Maybe,
+}
+
+fn write(client: &mut KvClient, keys: std::ops::Range<u32>, known: &mut Vec<(Vec<u8>, Vec<u8>, Known)>) {
+    let items: Vec<(Vec<u8>, Vec<u8>)> = keys.map(|i| (key(i), format!("value-{i}").into_bytes())).collect();
+    for chunk in items.chunks(1000) {
+        for ((k, v), r) in chunk.iter().zip(client.put_many(chunk)) {
+            let k2 = (k.clone(), v.clone());
+            match r {
+                Ok(()) => known.push((k2.0, k2.1, Known::Acked)),
+                Err(KvError::Ambiguous(_)) => known.push((k2.0, k2.1, Known::Maybe)),
+                Err(e) => panic!("put {:?} failed definitely: {e}", String::from_utf8_lossy(k)),
+            }
+        }
+    }
+}
+
+fn key(i: u32) -> Vec<u8> {
+    // spread over the regions, whose boundaries are 4-digit prefixes
+    format!("{:04}-{i:06}", (i as u64 * 7919) % 10_000).into_bytes()
+}
+
+fn read_back(client: &mut KvClient, known: &[(Vec<u8>, Vec<u8>, Known)], when: &str) {
+    for (k, v, kind) in known {
+        let got = client.get(k).unwrap_or_else(|e| panic!("{when}: get {:?}: {e}", String::from_utf8_lossy(k)));
+        match kind {
+            Known::Acked => {
+                assert_eq!(got.as_ref(), Some(v), "{when}: acknowledged {:?} lost", String::from_utf8_lossy(k))
+            }
+            Known::Maybe => assert!(
+                got.is_none() || got.as_ref() == Some(v),
+                "{when}: {:?} has a value nobody wrote",
+                String::from_utf8_lossy(k)
+            ),
+        }
+    }
+}
+
+fn run(root: &Path) {
+    let spec = ClusterSpec::local(17, 3, 1, 64, free_base_port());
+    let spec_path = root.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
+    let spec = Arc::new(spec);
+    let mut stores = Stores { spec_path, root: root.to_path_buf(), children: vec![None, None, None] };
+    for id in 1..=3 {
+        stores.start(id);
+    }
+    let mut client = KvClient::new(spec.clone());
+    let mut known = vec![];
+    let t0 = Instant::now();
+    write(&mut client, 0..20_000, &mut known);
+    eprintln!("20,000 keys written in {:?}", t0.elapsed());
+
+    stores.kill(1);
+    write(&mut client, 20_000..24_000, &mut known);
+    stores.start(1);
+    read_back(&mut client, &known, "after one store was killed and restarted");
+
+    for id in 1..=3 {
+        stores.kill(id);
+    }
+    for id in 1..=3 {
+        stores.start(id);
+    }
+    let mut client = KvClient::new(spec);
+    read_back(&mut client, &known, "after all three were killed and restarted");
+    let maybe = known.iter().filter(|k| k.2 == Known::Maybe).count();
+    eprintln!("{} keys read back ({maybe} of uncertain outcome) in {:?}", known.len(), t0.elapsed());
+}
+
+#[test]
+fn three_server_processes_keep_every_acknowledged_write_through_kill_9_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(|| run(&root));
+        let _ = tx.send(());
+        r
+    });
+    match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok(()) => {
+            if let Err(e) = worker.join().unwrap() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(_) => panic!("the cluster test did not finish in 300 s (store logs in {})", dir.path().display()),
+    }
+}
