@@ -94,6 +94,87 @@ enum CtlOp {
         expect: String,
         new: String,
     },
+    /// A simple write load (until `ringraft bench kv` exists): THREADS clients,
+    /// each sending BATCH puts at a time (pipelined, each acknowledged on
+    /// its own) for DURATION; prints writes/s and the batch round-trip times.
+    Load {
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        value_bytes: usize,
+        #[arg(long, default_value = "10s", value_parser = parse_secs)]
+        duration: std::time::Duration,
+    },
+}
+
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let n: f64 = s.trim_end_matches('s').parse().map_err(|_| format!("{s:?}: a duration in seconds, like 10s"))?;
+    if !(0.1..=3600.0).contains(&n) {
+        return Err(format!("{s:?}: between 0.1s and 3600s"));
+    }
+    Ok(std::time::Duration::from_secs_f64(n))
+}
+
+fn load(
+    spec: engine::spec::ClusterSpec,
+    threads: usize,
+    batch: usize,
+    value_bytes: usize,
+    duration: std::time::Duration,
+) -> Result<(), String> {
+    if threads == 0 || batch == 0 || threads > 256 || batch > 10_000 {
+        return Err("--threads in 1..=256 and --batch in 1..=10000".into());
+    }
+    let spec = std::sync::Arc::new(spec);
+    let start = std::time::Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                let mut client = engine::client::kv_client::KvClient::new(spec);
+                let mut rounds_us = vec![];
+                let (mut ok, mut failed, mut n) = (0u64, 0u64, 0u64);
+                while start.elapsed() < duration {
+                    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..batch)
+                        .map(|_| {
+                            n += 1;
+                            let k = format!("{:04}-{t}-{n}", (n * 7919 + t as u64 * 104_729) % 10_000);
+                            (k.into_bytes(), vec![b'v'; value_bytes])
+                        })
+                        .collect();
+                    let t0 = std::time::Instant::now();
+                    for r in client.put_many(&items) {
+                        if r.is_ok() {
+                            ok += 1
+                        } else {
+                            failed += 1
+                        }
+                    }
+                    rounds_us.push(t0.elapsed().as_micros() as u64);
+                }
+                (ok, failed, rounds_us)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed, mut rounds) = (0, 0, vec![]);
+    for w in workers {
+        let (o, f, r) = w.join().map_err(|_| "a load thread panicked".to_string())?;
+        ok += o;
+        failed += f;
+        rounds.extend(r);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    rounds.sort_unstable();
+    let pct = |p: f64| rounds.get(((rounds.len() as f64 * p) as usize).min(rounds.len().saturating_sub(1))).copied();
+    println!(
+        "{ok} writes acknowledged, {failed} failed, in {secs:.1}s: {:.0} writes/s; a round of {batch} pipelined puts: p50 {} us, p99 {} us ({threads} clients)",
+        ok as f64 / secs,
+        pct(0.5).unwrap_or(0),
+        pct(0.99).unwrap_or(0)
+    );
+    Ok(())
 }
 
 fn server(args: ServerArgs) -> Result<(), String> {
@@ -111,7 +192,12 @@ fn ctl(args: CtlArgs) -> Result<(), String> {
     let spec = engine::spec::ClusterSpec::load(&args.spec).map_err(|e| e.to_string())?;
     let mut client = engine::client::kv_client::KvClient::new(std::sync::Arc::new(spec));
     let opt = |s: &str| if s == "-" { None } else { Some(s.as_bytes().to_vec()) };
+    if let CtlOp::Load { threads, batch, value_bytes, duration } = args.op {
+        let spec = engine::spec::ClusterSpec::load(&args.spec).map_err(|e| e.to_string())?;
+        return load(spec, threads, batch, value_bytes, duration);
+    }
     match args.op {
+        CtlOp::Load { .. } => unreachable!("handled above"),
         CtlOp::Get { key } => match client.get(key.as_bytes()).map_err(|e| e.to_string())? {
             Some(v) => println!("{}", String::from_utf8_lossy(&v)),
             None => println!("(absent)"),
