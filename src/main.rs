@@ -178,6 +178,13 @@ fn load(
 }
 
 fn server(args: ServerArgs) -> Result<(), String> {
+    // a panic anywhere is a bug in a storage engine: stop the whole store at
+    // once rather than serve on with a dead shard
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let spec = engine::spec::ClusterSpec::load(&args.spec).map_err(|e| e.to_string())?;
     let opts = engine::runtime::store::StoreOptions {
         spec: std::sync::Arc::new(spec),

@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use engine::client::kv_client::{KvClient, KvError};
 use engine::spec::ClusterSpec;
 
+/// A base port whose whole range is free now, below the kernel's ephemeral
+/// ports (32768 and up) so that reconnecting peers cannot take a killed
+/// store's port before it restarts.
 fn free_base_port() -> u16 {
     for attempt in 0..200u32 {
-        let base = (30_000 + (std::process::id() % 100) * 200 + attempt * 1_013 % 20_000) as u16;
-        let ports: Vec<u16> = (0..3u16).flat_map(|s| [base + s * 128, base + s * 128 + 64]).collect();
-        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
-            return base;
+        let base = 10_000 + ((std::process::id() % 97) * 200 + attempt * 1_013) % 20_000;
+        let ports: Vec<u32> = (0..3u32).flat_map(|s| [base + s * 128, base + s * 128 + 64]).collect();
+        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok()) {
+            return base as u16;
         }
     }
     panic!("no free port range on loopback");
@@ -34,7 +37,12 @@ struct Stores {
 
 impl Stores {
     fn start(&mut self, id: u64) {
-        let log = std::fs::File::create(self.root.join(format!("store-{id}.log"))).unwrap();
+        // appended, so a crashed life's log survives the restart
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("store-{id}.log")))
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringraft"));
         // SAFETY: prctl in the child before exec only sets its parent-death signal
         unsafe {
@@ -55,6 +63,25 @@ impl Stores {
             .spawn()
             .expect("start ringraft server");
         self.children[id as usize - 1] = Some(child);
+        self.wait_serving(id);
+    }
+
+    /// Waits until the store answers on its client port (and has not exited).
+    fn wait_serving(&mut self, id: u64) {
+        let spec: ClusterSpec = serde_json::from_slice(&std::fs::read(&self.spec_path).unwrap()).unwrap();
+        let addr = spec.store(id).unwrap().client_addr_of(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let child = self.children[id as usize - 1].as_mut().unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("store {id} exited ({status}) at start; see its log in {}", self.root.display());
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "store {id} not serving after 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: nothing is flushed or closed cleanly.

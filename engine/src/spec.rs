@@ -62,7 +62,8 @@ pub enum SpecError {
 }
 
 fn offset(addr: SocketAddr, shard: u16) -> SocketAddr {
-    SocketAddr::new(addr.ip(), addr.port() + shard)
+    let port = addr.port().checked_add(shard).expect("validated specs keep every shard's port in range");
+    SocketAddr::new(addr.ip(), port)
 }
 
 impl StoreSpec {
@@ -116,9 +117,29 @@ impl ClusterSpec {
         if store_ids.windows(2).any(|w| w[0] == w[1]) || store_ids.contains(&0) {
             return bad("store ids must be distinct and non-zero".into());
         }
+        let mut ports = std::collections::BTreeSet::new();
         for s in &self.stores {
             if s.shards == 0 || s.shards > 256 {
                 return bad(format!("store {}: shards {} not in 1..=256", s.id, s.shards));
+            }
+            for (what, base) in [("peer", s.peer_addr), ("client", s.client_addr)] {
+                if base.port() == 0 || u32::from(base.port()) + u32::from(s.shards) > 65_536 {
+                    return bad(format!(
+                        "store {}: {what} ports {}..+{} do not fit 1..=65535",
+                        s.id,
+                        base.port(),
+                        s.shards
+                    ));
+                }
+                for i in 0..s.shards {
+                    if !ports.insert((base.ip(), base.port() + i)) {
+                        return bad(format!(
+                            "store {}: {what} port {} is used twice in the spec",
+                            s.id,
+                            base.port() + i
+                        ));
+                    }
+                }
             }
         }
         let mut metas = self.region_metas();
@@ -134,7 +155,29 @@ impl ClusterSpec {
                 return bad(format!("regions {} and {} do not meet", w[0].id, w[1].id));
             }
         }
+        let mut region_ids = std::collections::BTreeSet::new();
+        let mut peer_ids = std::collections::BTreeSet::new();
         for m in &metas {
+            if m.id == 0 || !region_ids.insert(m.id) {
+                return bad(format!("region id {} is zero or used twice", m.id));
+            }
+            if m.peers.is_empty() || m.peers.len() > crate::region::meta::PEERS_MAX {
+                return bad(format!(
+                    "region {}: {} peers (1..={} allowed)",
+                    m.id,
+                    m.peers.len(),
+                    crate::region::meta::PEERS_MAX
+                ));
+            }
+            let mut stores = std::collections::BTreeSet::new();
+            for p in &m.peers {
+                if p.peer_id == 0 || !peer_ids.insert(p.peer_id) {
+                    return bad(format!("region {}: peer id {} is zero or used twice", m.id, p.peer_id));
+                }
+                if !stores.insert(p.store_id) {
+                    return bad(format!("region {}: two peers on store {}", m.id, p.store_id));
+                }
+            }
             for p in &m.peers {
                 let Some(store) = self.store(p.store_id) else {
                     return bad(format!("region {}: peer {} on unknown store {}", m.id, p.peer_id, p.store_id));
@@ -150,14 +193,16 @@ impl ClusterSpec {
     /// A spec of `stores` stores on loopback (ports from `base_port`, 10 apart
     /// per store for peers and clients) with `regions` regions splitting the
     /// key space by the keys' first bytes, every region on every store.
+    /// (Validate the result: a base port too high for the range is refused there.)
     pub fn local(cluster_id: u64, stores: u64, shards: u16, regions: u64, base_port: u16) -> ClusterSpec {
         let store_specs = (1..=stores)
             .map(|id| {
-                let port = base_port + (id as u16 - 1) * 2 * 64;
+                let port = u32::from(base_port) + (id as u32 - 1) * 2 * 64;
+                let clamp = |p: u32| p.min(u32::from(u16::MAX)) as u16;
                 StoreSpec {
                     id,
-                    peer_addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                    client_addr: SocketAddr::from(([127, 0, 0, 1], port + 64)),
+                    peer_addr: SocketAddr::from(([127, 0, 0, 1], clamp(port))),
+                    client_addr: SocketAddr::from(([127, 0, 0, 1], clamp(port + 64))),
                     shards,
                 }
             })
@@ -194,8 +239,17 @@ mod tests {
         let mut broken = spec.clone();
         broken.regions[3].start_key = "x".into();
         assert!(matches!(broken.validate(), Err(SpecError::Invalid(_))));
-        let mut bad_shard = spec;
+        let mut bad_shard = spec.clone();
         bad_shard.regions[0].peers[0].shard = 9;
         assert!(bad_shard.validate().is_err());
+        let mut dup = spec.clone();
+        dup.regions[1].id = dup.regions[0].id;
+        assert!(dup.validate().is_err());
+        let mut same_store = spec.clone();
+        same_store.regions[0].peers[1].store_id = same_store.regions[0].peers[0].store_id;
+        assert!(same_store.validate().is_err());
+        assert!(ClusterSpec::local(1, 3, 1, 4, 65_400).validate().is_err(), "ports past 65535");
+        assert!(ClusterSpec::local(1, 3, 65, 4, 20_000).validate().is_err(), "peer and client ports overlap");
+        assert!(ClusterSpec::local(1, 0, 1, 4, 20_000).validate().is_err(), "regions without peers");
     }
 }

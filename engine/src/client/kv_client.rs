@@ -14,7 +14,9 @@ use std::time::Duration;
 use transport::frame::encode_frame;
 use transport::{FrameDecoder, FrameKind};
 
-use crate::client::protocol::{decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse};
+use crate::client::protocol::{
+    decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse, CLIENT_MESSAGE_BYTES_MAX,
+};
 use crate::error::RegionError;
 use crate::region::meta::RegionMeta;
 use crate::spec::ClusterSpec;
@@ -130,6 +132,15 @@ impl KvClient {
     /// One operation, with retries as the module doc says.
     pub fn call(&mut self, op: ClientOp) -> Result<ClientReply, KvError> {
         let region = self.region_of(op.key()).clone();
+        let size = encode(&self.request(&region, op.clone())).len();
+        if size > CLIENT_MESSAGE_BYTES_MAX {
+            // never sent: definitely not applied
+            return Err(KvError::Region(RegionError::TooLarge {
+                region: region.id,
+                bytes: size,
+                max: CLIENT_MESSAGE_BYTES_MAX,
+            }));
+        }
         let is_write = !matches!(op, ClientOp::Get { .. });
         let mut backoff = BACKOFF_FIRST;
         let mut last = String::new();
@@ -214,7 +225,17 @@ impl KvClient {
     /// the next round. Returns each put's outcome, in order.
     pub fn put_many(&mut self, items: &[(Vec<u8>, Vec<u8>)]) -> Vec<Result<(), KvError>> {
         let mut results: Vec<Option<Result<(), KvError>>> = (0..items.len()).map(|_| None).collect();
-        let mut todo: Vec<usize> = (0..items.len()).collect();
+        let mut todo: Vec<usize> = vec![];
+        for (i, (k, v)) in items.iter().enumerate() {
+            let bytes = k.len() + v.len() + 64;
+            if bytes > CLIENT_MESSAGE_BYTES_MAX {
+                let region = self.region_of(k).id;
+                results[i] =
+                    Some(Err(KvError::Region(RegionError::TooLarge { region, bytes, max: CLIENT_MESSAGE_BYTES_MAX })));
+            } else {
+                todo.push(i);
+            }
+        }
         let mut backoff = BACKOFF_FIRST;
         for _ in 0..ATTEMPTS_MAX {
             if todo.is_empty() {

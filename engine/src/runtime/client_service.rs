@@ -17,8 +17,11 @@ use crate::runtime::wake::Wake;
 
 /// Client connections one shard serves at once.
 pub const CLIENT_CONNECTIONS_MAX: usize = 4096;
-/// Requests one connection may have in flight; past it the connection stops being read.
+/// Requests one connection may have in flight (until their answers are
+/// written); past it the connection stops being read.
 pub const CONNECTION_REQUESTS_MAX: usize = 4096;
+/// A client that takes longer than this to accept our replies is dropped.
+pub const REPLY_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The loop's side of the client port.
 #[derive(Default)]
@@ -43,9 +46,7 @@ impl ClientQueues {
             let mut frame = vec![];
             encode_frame(&mut frame, FrameKind::ClientResponse, &[&encode(response)]);
             c.replies.borrow_mut().push_back(frame);
-            c.in_flight.set(c.in_flight.get().saturating_sub(1));
             c.wake.notify();
-            c.more_room.notify();
         }
     }
 }
@@ -66,6 +67,9 @@ pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: R
             continue;
         }
         stream.set_nodelay(true).ok();
+        if let Err(e) = transport::net::tune(&stream) {
+            tracing::warn!("client socket options: {e}");
+        }
         let id = queues.next_connection.get();
         queues.next_connection.set(id + 1);
         let conn = Rc::new(Connection {
@@ -112,10 +116,19 @@ pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: R
             let writer = async {
                 loop {
                     conn.wake.wait().await;
-                    let out: Vec<u8> = conn.replies.borrow_mut().drain(..).flatten().collect();
-                    if !out.is_empty() && write.write_all(&out).await.is_err() {
+                    let replies: Vec<Vec<u8>> = conn.replies.borrow_mut().drain(..).collect();
+                    let out: Vec<u8> = replies.concat();
+                    let timed = futures_lite::future::or(async { write.write_all(&out).await.is_ok() }, async {
+                        glommio::timer::sleep(REPLY_WRITE_TIMEOUT).await;
+                        false
+                    });
+                    if !out.is_empty() && !timed.await {
                         return;
                     }
+                    // a request counts against the connection until its answer is written:
+                    // a client that stops reading stops being read
+                    conn.in_flight.set(conn.in_flight.get().saturating_sub(replies.len()));
+                    conn.more_room.notify();
                 }
             };
             futures_lite::future::or(reader, writer).await;

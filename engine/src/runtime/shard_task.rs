@@ -26,6 +26,9 @@ use crate::spec::ClusterSpec;
 
 /// Time between raft ticks (election after 10–20 ticks: 1–2 s).
 pub const TICK: Duration = Duration::from_millis(100);
+/// Peer frames the loop takes per iteration; more wait in the transport's
+/// bounded inbox (and TCP pushes back on their senders).
+pub const RAFT_FRAMES_PER_ITERATION_MAX: usize = 1024;
 
 pub struct ShardConfig {
     pub spec: Arc<ClusterSpec>,
@@ -46,6 +49,8 @@ pub enum ShardError {
     OpenDisk { dir: String, source: std::io::Error },
     #[error("open the WAL in {dir}: {source}")]
     OpenWal { dir: String, source: wal::OpenError },
+    #[error("the WAL in {dir} lost records in a tolerant recovery; this store cannot vote safely until caught up (not supported yet)")]
+    NeedsCatchUp { dir: String },
     #[error("load regions: {0}")]
     Load(#[from] crate::shard::recover::LoadError),
     #[error("transport: {0}")]
@@ -59,8 +64,12 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     let spec = cfg.spec.clone();
     let me = spec.store(cfg.store_id).ok_or(ShardError::UnknownStore(cfg.store_id))?.clone();
     let wal_dir = cfg.dir.join("wal");
-    std::fs::create_dir_all(&wal_dir)
-        .map_err(|source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source })?;
+    let dir_err = |source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source };
+    std::fs::create_dir_all(&wal_dir).map_err(dir_err)?;
+    // the directories themselves must survive a crash, or a store could come back empty
+    for d in [cfg.dir.as_path(), cfg.dir.parent().unwrap_or(&cfg.dir)] {
+        std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(dir_err)?;
+    }
     let disk = GlommioDisk::open(&wal_dir)
         .await
         .map_err(|source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source })?;
@@ -114,10 +123,16 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     }
     let wake = Rc::new(Wake::default());
     let raft_in: Rc<RefCell<Vec<Incoming>>> = Rc::default();
+    let raft_in_space = Rc::new(Wake::default());
     let forward = {
-        let (raft_in, wake) = (raft_in.clone(), wake.clone());
+        let (raft_in, wake, space) = (raft_in.clone(), wake.clone(), raft_in_space.clone());
         glommio::spawn_local(async move {
-            while let Some(item) = inbox.recv().await {
+            loop {
+                // keep the inbox's bound: take more only when the loop took the last
+                while raft_in.borrow().len() >= RAFT_FRAMES_PER_ITERATION_MAX {
+                    space.wait().await;
+                }
+                let Some(item) = inbox.recv().await else { return };
                 raft_in.borrow_mut().push(item);
                 wake.notify();
             }
@@ -144,9 +159,15 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                 next_tick = now + cfg.tick; // the loop fell behind: do not tick in a burst
             }
         }
-        for item in raft_in.borrow_mut().drain(..) {
-            if let Incoming::Raft { batch, .. } = item {
-                inputs.extend(batch.iter().map(|e| Input::Raft(e.to_envelope())));
+        let frames: Vec<Incoming> = raft_in.borrow_mut().drain(..).collect();
+        raft_in_space.notify();
+        for item in frames {
+            match item {
+                Incoming::Raft { batch, .. } => inputs.extend(batch.iter().map(|e| Input::Raft(e.to_envelope()))),
+                Incoming::Snapshot { path, .. } => {
+                    tracing::warn!(path = %path.display(), "snapshot received: not supported yet, removed");
+                    let _ = std::fs::remove_file(&path);
+                }
             }
         }
         for (conn, req) in queues.requests.borrow_mut().drain(..) {
@@ -189,7 +210,13 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                                     Err(wal::AppendError::Busy { .. }) => {
                                         glommio::timer::sleep(Duration::from_millis(1)).await;
                                     }
-                                    Err(e) => panic!("region {region}: the WAL refused a shard write: {e}"),
+                                    Err(e) => {
+                                        // the shard's state and its log would part ways: stop the process
+                                        eprintln!(
+                                            "ringraft: region {region}: the WAL refused a shard write, stopping: {e}"
+                                        );
+                                        std::process::abort();
+                                    }
                                 }
                             };
                         }

@@ -78,15 +78,11 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     let me = opts.spec.store(opts.store_id).ok_or(StoreError::UnknownStore(opts.store_id))?.clone();
     let ident = Ident { cluster_id: opts.spec.cluster_id, store_id: opts.store_id, shards: me.shards };
     check_ident(&opts.data_dir, &ident)?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(u16, Result<(), String>)>();
     let mut handles = vec![];
     for shard in 0..me.shards {
-        // pin a shard per core only when every shard has a core of its own
-        let placement = if usize::from(me.shards) <= cpus && cpus > 1 {
-            Placement::Fixed(usize::from(shard))
-        } else {
-            Placement::Unbound
-        };
+        // unpinned: on a small host the stores share the cores (DESIGN.md §8);
+        // pinning a shard per core is an operator's choice for later
         let cfg = ShardConfig {
             spec: opts.spec.clone(),
             store_id: opts.store_id,
@@ -97,17 +93,42 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             tick: TICK,
             stop: opts.stop.clone(),
         };
-        let h = LocalExecutorBuilder::new(placement)
+        let tx = done_tx.clone();
+        let h = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("store{}-shard{shard}", opts.store_id))
             .io_memory(SHARD_IO_MEMORY_BYTES)
-            .spawn(move || async move { run_shard(cfg).await.map_err(|e| e.to_string()) })
+            .spawn(move || async move {
+                let r = run_shard(cfg).await.map_err(|e| e.to_string());
+                let _ = tx.send((shard, r));
+            })
             .map_err(|e| StoreError::Executor { shard, what: e.to_string() })?;
         handles.push((shard, h));
     }
+    drop(done_tx);
+    // the first shard to end ends the store: a store with a dead shard must
+    // not go on serving the others as if nothing happened
+    let mut first_error = None;
+    let mut ended = 0;
+    while ended < handles.len() {
+        match done_rx.recv() {
+            Ok((shard, r)) => {
+                ended += 1;
+                opts.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Err(what) = r {
+                    first_error.get_or_insert(StoreError::Shard { shard, what });
+                }
+            }
+            Err(_) => break, // a shard's executor died without reporting (a panic)
+        }
+    }
+    opts.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for (shard, h) in handles {
-        h.join()
-            .map_err(|e| StoreError::Shard { shard, what: format!("executor: {e}") })?
-            .map_err(|what| StoreError::Shard { shard, what })?;
+        if let Err(e) = h.join() {
+            first_error.get_or_insert(StoreError::Shard { shard, what: format!("executor: {e}") });
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     Ok(())
 }

@@ -24,5 +24,5 @@ pub use endpoint::{Endpoint, SnapshotReport, StartError};
 pub use inbox::{Inbox, Incoming};
 pub use io::{FrameReader, ReadError};
 pub use link::ConnectError;
-pub use socket::{listen, KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, USER_TIMEOUT};
+pub use socket::{listen, tune, KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, USER_TIMEOUT};
 pub use stats::TransportStats;

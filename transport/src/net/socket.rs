@@ -54,7 +54,7 @@ fn set(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> 
 }
 
 /// Keepalive and the user timeout on a connected socket.
-pub(crate) fn tune(socket: &impl AsRawFd) -> io::Result<()> {
+pub fn tune(socket: &impl AsRawFd) -> io::Result<()> {
     let fd = socket.as_raw_fd();
     set(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
     set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE.as_secs() as libc::c_int)?;
