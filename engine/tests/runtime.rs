@@ -15,8 +15,11 @@ use engine::spec::ClusterSpec;
 /// A base port whose whole range (3 stores × peer and client ports) is free
 /// now, below the kernel's ephemeral ports.
 fn free_base_port() -> u16 {
+    // tests of this binary run in parallel: each call starts from its own range
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
     for attempt in 0..200u32 {
-        let base = 10_000 + ((std::process::id() % 89) * 200 + attempt * 397) % 20_000;
+        let base = 10_000 + ((std::process::id() % 89) * 200 + (call * 50 + attempt) * 397) % 20_000;
         let ports: Vec<u32> = (0..3u32).flat_map(|s| [base + s * 128, base + s * 128 + 64]).collect();
         if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok()) {
             return base as u16;
