@@ -48,6 +48,11 @@ struct ServerArgs {
     /// fixes the store id, cluster and shard count).
     #[arg(long, value_name = "DIR")]
     data_dir: std::path::PathBuf,
+    /// Memory the store's regions may use (every region's log and state are
+    /// held in memory), split over its shards; past it writes are refused
+    /// with a "memory limit reached" error ("8GiB", "512MiB") [default: 4 GiB per shard].
+    #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
+    memory_limit: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -191,6 +196,7 @@ fn server(args: ServerArgs) -> Result<(), String> {
         store_id: args.store_id,
         data_dir: args.data_dir,
         stop: Default::default(),
+        memory_limit_bytes: args.memory_limit.map(|b| b as usize),
     };
     engine::runtime::store::run_store(opts).map_err(|e| e.to_string())
 }

@@ -14,5 +14,5 @@
 
 mod latency;
 pub mod transport;
-mod units;
+pub mod units;
 pub mod wal;

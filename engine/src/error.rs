@@ -19,6 +19,10 @@ pub enum RegionError {
     /// One command larger than an entry may be: it can never be written.
     #[error("region {region}: a command of {bytes} bytes is over the entry limit of {max}")]
     TooLarge { region: u64, bytes: usize, max: usize },
+    /// The shard holds as much as its memory limit allows (every region's log
+    /// and state live in memory): writes are refused before memory runs out.
+    #[error("shard memory limit reached: {used_bytes} of {limit_bytes} bytes in use; writes are refused (raise --memory-limit or add stores)")]
+    MemoryFull { used_bytes: usize, limit_bytes: usize },
     /// Too many writes waiting in this region; retry after `backoff_ms`.
     #[error("region {region}: busy, retry in {backoff_ms} ms")]
     ServerIsBusy { region: u64, backoff_ms: u64 },

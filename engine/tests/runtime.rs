@@ -44,6 +44,7 @@ fn start(spec: &Arc<ClusterSpec>, root: &Path) -> Cluster {
                 store_id: s.id,
                 data_dir: root.join(format!("store-{}", s.id)),
                 stop: stop.clone(),
+                memory_limit_bytes: None,
             };
             std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string()))
         })
@@ -129,6 +130,7 @@ fn a_store_with_a_shard_that_cannot_start_ends_with_an_error() {
             store_id: 1,
             data_dir: dir.path().join("store-1"),
             stop: Arc::new(AtomicBool::new(false)),
+            memory_limit_bytes: None,
         };
         let err = run_store(opts).expect_err("the store must not run with a dead shard").to_string();
         assert!(err.contains(&taken.to_string()), "{err}");

@@ -288,31 +288,36 @@ fn writes_that_would_overflow_an_entry_are_refused_or_deferred_never_fatal() {
     assert_converged(&sim);
 }
 
+/// Past the shard's memory limit writes are refused with a clear error
+/// (every region's log and state live in memory), reads and deletes go on.
 #[test]
-#[ignore]
-fn debug_seed() {
-    let seed: u64 = std::env::var("RINGRAFT_SEED").unwrap().parse().unwrap();
-    let run = chaos_run(seed);
-    for s in run.sim.stores.values() {
-        let n = s.node.as_ref().unwrap();
-        for r in n.shard.regions() {
-            eprintln!(
-                "store {} region {} leader {} term {} applied {} commit {} last {} proposals {} reads {}",
-                s.id,
-                r.id(),
-                r.is_leader(),
-                r.term(),
-                r.applied,
-                r.raw.raft.raft_log.committed,
-                r.raw.raft.raft_log.last_index(),
-                r.proposals.len(),
-                r.read_batches.len()
-            );
+fn past_the_memory_limit_writes_are_refused_with_a_clear_error() {
+    let mut sim = Sim::new(SimOptions::new(11));
+    for s in sim.stores.values_mut() {
+        s.node.as_mut().unwrap().shard.set_memory_limit(64 << 10);
+    }
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()));
+    let meta = sim.metas[0].clone();
+    let (mut full, mut done) = (None, 0);
+    for n in 0..200u64 {
+        let leader = sim.leader_of(meta.id).unwrap();
+        let command = Command::Put { key: key(0, n), value: vec![1; 1024] };
+        let r = sim.submit(leader, |request| Input::Write { request, region: meta.id, epoch: meta.epoch(), command });
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
+        match sim.take_reply(r).unwrap() {
+            Ok(Response::Done) => done += 1,
+            Err(e @ engine::RegionError::MemoryFull { .. }) => {
+                full = Some(e.to_string());
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
         }
     }
-    let mut kinds = std::collections::BTreeMap::new();
-    for e in &run.work.history {
-        *kinds.entry(format!("{:?}", e.outcome).chars().take(12).collect::<String>()).or_insert(0) += 1;
-    }
-    eprintln!("{kinds:?}");
+    let full = full.expect("the limit was reached");
+    assert!(done > 10 && full.contains("memory limit"), "{done} writes, then: {full}");
+    let leader = sim.leader_of(meta.id).unwrap();
+    let k = key(0, 0);
+    let r = sim.submit(leader, |request| Input::Read { request, region: meta.id, key: k });
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
+    assert_eq!(sim.take_reply(r), Some(Ok(Response::Value(Some(vec![1; 1024])))), "reads still work");
 }

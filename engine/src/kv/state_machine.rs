@@ -19,6 +19,8 @@ pub trait StateMachine {
     /// Keys and values in [start, end) (end empty: to the end), at most `limit`.
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)>;
     fn len(&self) -> usize;
+    /// Memory it holds, roughly (keys, values and per-entry overhead).
+    fn bytes(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -28,17 +30,37 @@ pub trait StateMachine {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemKv {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+/// Bytes a map entry costs beyond its key and value (node share, two Vec headers).
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+impl MemKv {
+    fn set(&mut self, key: &[u8], value: Vec<u8>) {
+        let add = value.len();
+        match self.map.insert(key.to_vec(), value) {
+            Some(old) => self.bytes = self.bytes - old.len() + add,
+            None => self.bytes += key.len() + add + ENTRY_OVERHEAD_BYTES,
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.bytes -= key.len() + old.len() + ENTRY_OVERHEAD_BYTES;
+        }
+    }
 }
 
 impl StateMachine for MemKv {
     fn apply(&mut self, command: &Command) -> Applied {
         match command {
             Command::Put { key, value } => {
-                self.map.insert(key.clone(), value.clone());
+                self.set(key, value.clone());
                 Applied::Done
             }
             Command::Delete { key } => {
-                self.map.remove(key);
+                self.remove(key);
                 Applied::Done
             }
             Command::Cas { key, expect, new } => {
@@ -46,9 +68,9 @@ impl StateMachine for MemKv {
                     return Applied::Cas(false);
                 }
                 match new {
-                    Some(v) => self.map.insert(key.clone(), v.clone()),
-                    None => self.map.remove(key),
-                };
+                    Some(v) => self.set(key, v.clone()),
+                    None => self.remove(key),
+                }
                 Applied::Cas(true)
             }
         }
@@ -69,6 +91,10 @@ impl StateMachine for MemKv {
 
     fn len(&self) -> usize {
         self.map.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -92,5 +118,9 @@ mod tests {
         kv.apply(&Command::Put { key: b"a".to_vec(), value: b"v".to_vec() });
         kv.apply(&Command::Put { key: b"b".to_vec(), value: b"w".to_vec() });
         assert_eq!(kv.scan(b"a", b"b", 10), vec![(b"a".to_vec(), b"v".to_vec())]);
+        assert_eq!(kv.bytes(), 2 * (2 + ENTRY_OVERHEAD_BYTES));
+        kv.apply(&Command::Put { key: b"a".to_vec(), value: b"longer".to_vec() });
+        kv.apply(&Command::Delete { key: b"b".to_vec() });
+        assert_eq!(kv.bytes(), 1 + 6 + ENTRY_OVERHEAD_BYTES);
     }
 }

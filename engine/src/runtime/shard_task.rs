@@ -39,6 +39,7 @@ pub struct ShardConfig {
     pub seed: u64,
     pub tick: Duration,
     pub stop: Arc<AtomicBool>,
+    pub memory_bytes_max: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +75,10 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
         .await
         .map_err(|source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source })?;
     let opts = WalOptions::default();
-    let limits = ShardLimits::for_wal(&opts);
+    let mut limits = ShardLimits::for_wal(&opts);
+    if let Some(m) = cfg.memory_bytes_max {
+        limits = limits.with_memory_limit(m);
+    }
     let (wal, _report) = Wal::open(disk, opts)
         .await
         .map_err(|source| ShardError::OpenWal { dir: wal_dir.display().to_string(), source })?;

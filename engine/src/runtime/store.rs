@@ -71,6 +71,9 @@ pub struct StoreOptions {
     pub store_id: u64,
     pub data_dir: PathBuf,
     pub stop: Arc<AtomicBool>,
+    /// Memory the store's logs and state may use, split evenly over its
+    /// shards; writes are refused past it. None: the default per shard.
+    pub memory_limit_bytes: Option<usize>,
 }
 
 /// Runs every shard of the store until `stop` is set (or the process is killed).
@@ -92,6 +95,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
                 ^ (u64::from(shard) << 48),
             tick: TICK,
             stop: opts.stop.clone(),
+            memory_bytes_max: opts.memory_limit_bytes.map(|m| m / usize::from(me.shards)),
         };
         let tx = done_tx.clone();
         let h = LocalExecutorBuilder::new(Placement::Unbound)

@@ -35,6 +35,8 @@ pub const STAGED_BYTES_MAX: usize = 64 << 20;
 /// Ticks a ReadIndex may stay unanswered before its reads are failed (the
 /// leader may have lost its lease of the term without noticing yet).
 pub const READ_TIMEOUT_TICKS: u64 = 2 * ELECTION_TICKS as u64;
+/// Default memory limit of one shard.
+pub const MEMORY_BYTES_DEFAULT: usize = 4 << 30;
 /// Bytes a WAL record needs beyond a region write's entry data (record and
 /// section headers, per-entry headers are counted per entry).
 const RECORD_OVERHEAD_BYTES: usize = 4096;
@@ -47,6 +49,8 @@ pub struct ShardLimits {
     pub entry_bytes_max: usize,
     /// Largest region write (entries and HardState) handed to the WAL in one piece.
     pub write_bytes_max: usize,
+    /// Memory (every region's in-memory log and state) past which writes are refused.
+    pub memory_bytes_max: usize,
 }
 
 impl ShardLimits {
@@ -54,7 +58,11 @@ impl ShardLimits {
     pub fn for_wal(opts: &wal::WalOptions) -> ShardLimits {
         let write_bytes_max = opts.batch_bytes_max - RECORD_OVERHEAD_BYTES;
         let entry_bytes_max = ENTRY_BYTES_MAX.min(write_bytes_max - ENTRY_OVERHEAD_BYTES);
-        ShardLimits { entry_bytes_max, write_bytes_max }
+        ShardLimits { entry_bytes_max, write_bytes_max, memory_bytes_max: MEMORY_BYTES_DEFAULT }
+    }
+
+    pub fn with_memory_limit(self, memory_bytes_max: usize) -> ShardLimits {
+        ShardLimits { memory_bytes_max, ..self }
     }
 }
 
@@ -84,6 +92,8 @@ pub struct Shard {
     limits: ShardLimits,
     ticks: u64,
     staged_bytes: usize,
+    /// Memory in use at the start of this iteration (logs and state machines).
+    memory_bytes: usize,
     regions: BTreeMap<u64, Region>,
     outboxes: Outboxes,
     rng: SeededRng,
@@ -106,6 +116,7 @@ impl Shard {
             limits,
             ticks: 0,
             staged_bytes: 0,
+            memory_bytes: 0,
             regions: BTreeMap::new(),
             outboxes: Outboxes::new(),
             rng: SeededRng::new(seed),
@@ -150,6 +161,16 @@ impl Shard {
         self.regions.values()
     }
 
+    /// Changes the memory limit (an operator's flag; tests).
+    pub fn set_memory_limit(&mut self, bytes: usize) {
+        self.limits.memory_bytes_max = bytes;
+    }
+
+    /// Memory in use as of the last iteration (logs and state machines).
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
     pub fn stats(&self) -> &ShardStats {
         &self.stats
     }
@@ -188,6 +209,7 @@ impl Shard {
     /// One loop iteration.
     pub fn step(&mut self, inputs: Vec<Input>) -> Vec<Output> {
         self.stats.iterations += 1;
+        self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut persisted = None;
         for input in inputs {
             match input {
@@ -275,7 +297,11 @@ impl Shard {
 
     fn on_write(&mut self, request: u64, region: u64, epoch: transport::Epoch, command: Command) {
         let (entry_max, staged_full) = (self.limits.entry_bytes_max, self.staged_bytes > STAGED_BYTES_MAX);
+        let (used_bytes, limit_bytes) = (self.memory_bytes, self.limits.memory_bytes_max);
         let checked = self.check_request(region, command.key()).and_then(|r| {
+            if used_bytes >= limit_bytes && !matches!(command, Command::Delete { .. }) {
+                return Err(RegionError::MemoryFull { used_bytes, limit_bytes });
+            }
             if epoch != r.meta.epoch() {
                 return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
             }
