@@ -136,3 +136,58 @@ fn a_store_with_a_shard_that_cannot_start_ends_with_an_error() {
         assert!(err.contains(&taken.to_string()), "{err}");
     });
 }
+
+/// Bad client input gets the structured error, or (garbage) a closed
+/// connection — never a crash: a good client is served afterwards.
+#[test]
+fn bad_client_input_gets_a_structured_error_or_a_closed_connection() {
+    use engine::client::protocol::{decode, encode, ClientOp, ClientRequest, ClientResponse};
+    use engine::RegionError;
+    use std::io::{Read, Write};
+    use transport::frame::encode_frame;
+    use transport::{FrameDecoder, FrameKind};
+
+    with_deadline(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Arc::new(ClusterSpec::local(9, 1, 1, 4, free_base_port()));
+        let cluster = start(&spec, dir.path());
+        let mut good = KvClient::new(spec.clone());
+        good.put(b"0001-a", b"v").unwrap();
+        let addr = spec.stores[0].client_addr_of(0);
+        let ask = |req: &ClientRequest| -> ClientResponse {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut f = vec![];
+            encode_frame(&mut f, FrameKind::ClientRequest, &[&encode(req)]);
+            s.write_all(&f).unwrap();
+            let mut d = FrameDecoder::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Some(frame) = d.next_frame().unwrap() {
+                    return decode(&frame.payload).unwrap();
+                }
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed without an answer");
+                d.push(&buf[..n]);
+            }
+        };
+        let meta = spec.region_metas()[0].clone();
+        let put = |key: &[u8]| ClientOp::Put { key: key.to_vec(), value: b"x".to_vec() };
+        let req = |region, conf_ver, version, op| ClientRequest { id: 7, region, conf_ver, version, op };
+        let r = ask(&req(999, 1, 1, put(b"0001-a")));
+        assert_eq!(r.result, Err(RegionError::RegionNotFound { region: 999 }));
+        let r = ask(&req(meta.id, 1, 1, put(b"9999-outside")));
+        assert!(matches!(r.result, Err(RegionError::KeyNotInRegion { .. })), "{:?}", r.result);
+        let r = ask(&req(meta.id, 1, 0, put(b"0001-a")));
+        assert!(matches!(r.result, Err(RegionError::EpochNotMatch { .. })), "{:?}", r.result);
+        // garbage: the connection is closed, nothing else happens
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&[0x5a; 300]).unwrap();
+        let mut rest = vec![];
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "no answer to garbage");
+        assert_eq!(good.get(b"0001-a").unwrap(), Some(b"v".to_vec()), "still serving");
+        cluster.stop();
+    });
+}
