@@ -13,7 +13,7 @@ use transport::frame::encode_frame;
 use transport::{FrameDecoder, FrameKind};
 
 use crate::client::protocol::{decode, encode, ClientRequest, ClientResponse, CLIENT_MESSAGE_BYTES_MAX};
-use crate::runtime::wake::Wake;
+use transport::net::Notify;
 
 /// Client connections one shard serves at once.
 pub const CLIENT_CONNECTIONS_MAX: usize = 4096;
@@ -34,9 +34,9 @@ pub struct ClientQueues {
 
 struct Connection {
     replies: RefCell<VecDeque<Vec<u8>>>,
-    wake: Wake,
+    wake: Notify,
     in_flight: std::cell::Cell<usize>,
-    more_room: Wake,
+    more_room: Notify,
 }
 
 impl ClientQueues {
@@ -52,7 +52,7 @@ impl ClientQueues {
 }
 
 /// Accepts client connections until the listener fails.
-pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: Rc<Wake>) {
+pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: Rc<Notify>) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -74,9 +74,9 @@ pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: R
         queues.next_connection.set(id + 1);
         let conn = Rc::new(Connection {
             replies: RefCell::default(),
-            wake: Wake::default(),
+            wake: Notify::default(),
             in_flight: Default::default(),
-            more_room: Wake::default(),
+            more_room: Notify::default(),
         });
         queues.connections.borrow_mut().insert(id, conn.clone());
         let (q, w) = (queues.clone(), loop_wake.clone());

@@ -4,4 +4,3 @@
 pub mod client_service;
 pub mod shard_task;
 pub mod store;
-pub mod wake;

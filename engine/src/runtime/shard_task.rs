@@ -19,10 +19,10 @@ use crate::client::protocol::{ClientOp, ClientReply, ClientResponse};
 use crate::kv::Command;
 use crate::region::RegionStorage;
 use crate::runtime::client_service::{self, ClientQueues};
-use crate::runtime::wake::Wake;
 use crate::shard::recover::load_regions;
 use crate::shard::{Input, Output, Response, Shard, ShardLimits};
 use crate::spec::ClusterSpec;
+use transport::net::Notify;
 
 /// Time between raft ticks (election after 10–20 ticks: 1–2 s).
 pub const TICK: Duration = Duration::from_millis(100);
@@ -125,9 +125,9 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
             endpoint.set_address(Destination { store_id: s.id, shard: i }, s.peer_addr_of(i));
         }
     }
-    let wake = Rc::new(Wake::default());
+    let wake = Rc::new(Notify::default());
     let raft_in: Rc<RefCell<Vec<Incoming>>> = Rc::default();
-    let raft_in_space = Rc::new(Wake::default());
+    let raft_in_space = Rc::new(Notify::default());
     let forward = {
         let (raft_in, wake, space) = (raft_in.clone(), wake.clone(), raft_in_space.clone());
         glommio::spawn_local(async move {

@@ -26,3 +26,4 @@ pub use io::{FrameReader, ReadError};
 pub use link::ConnectError;
 pub use socket::{listen, tune, KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, USER_TIMEOUT};
 pub use stats::TransportStats;
+pub use sync::Notify;

@@ -1,5 +1,5 @@
 //! Small single-threaded synchronisation primitives for the tasks of one
-//! endpoint (all on one executor, so no atomics): a wake-one [`Notify`]
+//! executor (no atomics; the engine's shard loop uses `Notify` too): a wake-one [`Notify`]
 //! ("your queue has work"), a wake-all [`Event`] ("bytes were released"),
 //! and a [`Latch`] ("shut down").
 //!
@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 /// Wakes one waiting task; a notification with no waiter is kept as a
 /// permit, so none is lost between a check and a wait.
 #[derive(Default)]
-pub(crate) struct Notify {
+pub struct Notify {
     permit: Cell<bool>,
     waker: RefCell<Option<Waker>>,
 }
