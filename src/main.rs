@@ -99,6 +99,18 @@ enum CtlOp {
         expect: String,
         new: String,
     },
+    /// Print the rows of [START, END) ("" for either end: unbounded), in key order.
+    Scan {
+        start: String,
+        end: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Ask region REGION's leader to hand leadership to its peer on STORE.
+    TransferLeader {
+        region: u64,
+        store: u64,
+    },
     /// A simple write load (until `ringraft bench kv` exists): THREADS clients,
     /// each sending BATCH puts at a time (pipelined, each acknowledged on
     /// its own) for DURATION; prints writes/s and the batch round-trip times.
@@ -217,6 +229,15 @@ fn ctl(args: CtlArgs) -> Result<(), String> {
         },
         CtlOp::Put { key, value } => client.put(key.as_bytes(), value.as_bytes()).map_err(|e| e.to_string())?,
         CtlOp::Delete { key } => client.delete(key.as_bytes()).map_err(|e| e.to_string())?,
+        CtlOp::Scan { start, end, limit } => {
+            for (k, v) in client.scan(start.as_bytes(), end.as_bytes(), limit).map_err(|e| e.to_string())? {
+                println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+            }
+        }
+        CtlOp::TransferLeader { region, store } => {
+            client.transfer_leader(region, store).map_err(|e| e.to_string())?;
+            println!("region {region}: leadership transfer to store {store} started");
+        }
         CtlOp::Cas { key, expect, new } => {
             let ok =
                 client.cas(key.as_bytes(), opt(&expect).as_deref(), opt(&new).as_deref()).map_err(|e| e.to_string())?;

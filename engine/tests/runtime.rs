@@ -103,6 +103,15 @@ fn three_stores_of_two_shards_replicate_writes_and_keep_them_across_a_restart() 
             }
         };
         check(&mut client, "before the restart");
+        // a scan over every region returns every key that is there, in order
+        let rows = client.scan(b"", b"", 100_000).unwrap();
+        let mut want: Vec<&Vec<u8>> = items.iter().zip(&maybe).filter(|(_, m)| !**m).map(|((k, _), _)| k).collect();
+        want.sort();
+        assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "rows in key order");
+        assert!(rows.len() >= want.len() && rows.len() <= items.len(), "{} rows", rows.len());
+        let some = client.scan(b"2000", b"6000", 10).unwrap();
+        assert_eq!(some.len(), 10);
+        assert!(some.iter().all(|(k, _)| k.as_slice() >= b"2000".as_slice() && k.as_slice() < b"6000".as_slice()));
         assert!(client.cas(b"0001-x", None, Some(b"one")).unwrap());
         assert!(!client.cas(b"0001-x", None, Some(b"two")).unwrap());
         cluster.stop();

@@ -321,3 +321,31 @@ fn past_the_memory_limit_writes_are_refused_with_a_clear_error() {
     assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
     assert_eq!(sim.take_reply(r), Some(Ok(Response::Value(Some(vec![1; 1024])))), "reads still work");
 }
+
+#[test]
+fn a_leader_hands_its_region_to_the_peer_it_is_asked_to() {
+    for_seeds(3, |seed| {
+        let mut sim = Sim::new(SimOptions::new(seed));
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()));
+        let region = sim.metas[2].id;
+        let from = sim.leader_of(region).unwrap();
+        let to = from % sim.options.stores + 1;
+        let to_peer = sim.metas[2].peer_on(to).unwrap().peer_id;
+        let r = sim.submit(from, |request| Input::TransferLeader { request, region, to_peer });
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
+        assert_eq!(sim.take_reply(r), Some(Ok(Response::Done)));
+        assert!(
+            sim.run_until(Duration::from_secs(5), |s| s.leader_of(region) == Some(to)),
+            "seed {seed}: leadership stayed on store {from}"
+        );
+        // asking a follower is a NotLeader naming the leader
+        let r = sim.submit(from, |request| Input::TransferLeader { request, region, to_peer });
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
+        match sim.take_reply(r) {
+            Some(Err(engine::RegionError::NotLeader { leader, .. })) => {
+                assert!(leader.is_none_or(|l| l.store_id == to), "seed {seed}: names {leader:?}")
+            }
+            other => panic!("seed {seed}: the old leader answered {other:?}"),
+        }
+    });
+}

@@ -15,7 +15,7 @@ use transport::frame::encode_frame;
 use transport::{FrameDecoder, FrameKind};
 
 use crate::client::protocol::{
-    decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse, CLIENT_MESSAGE_BYTES_MAX,
+    decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse, Rows, CLIENT_MESSAGE_BYTES_MAX,
 };
 use crate::error::RegionError;
 use crate::region::meta::RegionMeta;
@@ -129,9 +129,14 @@ impl KvClient {
         ClientRequest { id, region: region.id, conf_ver: region.conf_ver, version: region.version, op }
     }
 
-    /// One operation, with retries as the module doc says.
+    /// One operation on the region holding its key, with retries as the module doc says.
     pub fn call(&mut self, op: ClientOp) -> Result<ClientReply, KvError> {
         let region = self.region_of(op.key()).clone();
+        self.call_in(region, op)
+    }
+
+    /// One operation on `region`.
+    fn call_in(&mut self, region: RegionMeta, op: ClientOp) -> Result<ClientReply, KvError> {
         let size = encode(&self.request(&region, op.clone())).len();
         if size > CLIENT_MESSAGE_BYTES_MAX {
             // never sent: definitely not applied
@@ -141,7 +146,7 @@ impl KvClient {
                 max: CLIENT_MESSAGE_BYTES_MAX,
             }));
         }
-        let is_write = !matches!(op, ClientOp::Get { .. });
+        let is_write = matches!(op, ClientOp::Put { .. } | ClientOp::Delete { .. } | ClientOp::Cas { .. });
         let mut backoff = BACKOFF_FIRST;
         let mut last = String::new();
         for _ in 0..ATTEMPTS_MAX {
@@ -218,6 +223,44 @@ impl KvClient {
             ClientReply::Cas(ok) => Ok(ok),
             other => panic!("a cas answered {other:?}"),
         }
+    }
+
+    /// Rows of [start, end) (end empty: to the end of the key space), at most
+    /// `limit`, region after region; each region's part is linearizable.
+    pub fn scan(&mut self, start: &[u8], end: &[u8], limit: usize) -> Result<Rows, KvError> {
+        let mut rows = vec![];
+        let mut from = start.to_vec();
+        loop {
+            let region = self.region_of(&from).clone();
+            let want = (limit - rows.len()).min(u32::MAX as usize) as u32;
+            let op = ClientOp::Scan { start: from.clone(), end: end.to_vec(), limit: want };
+            match self.call_in(region.clone(), op)? {
+                ClientReply::Rows(r) => rows.extend(r),
+                other => panic!("a scan answered {other:?}"),
+            }
+            let last_region = region.end_key.is_empty() || (!end.is_empty() && region.end_key.as_slice() >= end);
+            if rows.len() >= limit || last_region {
+                rows.truncate(limit);
+                return Ok(rows);
+            }
+            from = region.end_key.clone();
+        }
+    }
+
+    /// Asks region `region_id`'s leader to hand leadership to its peer on
+    /// `to_store` (best effort: returns once the leader started the transfer).
+    pub fn transfer_leader(&mut self, region_id: u64, to_store: u64) -> Result<(), KvError> {
+        let region = self
+            .metas
+            .iter()
+            .find(|m| m.id == region_id)
+            .cloned()
+            .ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))?;
+        let to_peer = region
+            .peer_on(to_store)
+            .ok_or(KvError::Region(RegionError::EpochNotMatch { current: Box::new(region.clone()) }))?
+            .peer_id;
+        self.call_in(region, ClientOp::TransferLeader { to_peer }).map(|_| ())
     }
 
     /// Puts many keys, pipelined: every request of a round goes out before

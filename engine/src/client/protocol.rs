@@ -13,10 +13,31 @@ pub const CLIENT_MESSAGE_BYTES_MAX: usize = 8 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum ClientOp {
-    Get { key: Vec<u8> },
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
-    Cas { key: Vec<u8>, expect: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    Get {
+        key: Vec<u8>,
+    },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    Cas {
+        key: Vec<u8>,
+        expect: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+    /// Rows of [start, end) within the request's region, at most `limit`.
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+    },
+    /// Hand the region's leadership to its peer `to_peer` (admin).
+    TransferLeader {
+        to_peer: u64,
+    },
 }
 
 impl ClientOp {
@@ -26,6 +47,8 @@ impl ClientOp {
             | ClientOp::Put { key, .. }
             | ClientOp::Delete { key }
             | ClientOp::Cas { key, .. } => key,
+            ClientOp::Scan { start, .. } => start,
+            ClientOp::TransferLeader { .. } => &[],
         }
     }
 }
@@ -52,7 +75,11 @@ pub enum ClientReply {
     Done,
     Cas(bool),
     Value(Option<Vec<u8>>),
+    Rows(Rows),
 }
+
+/// Keys and values, in key order.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct ClientResponse {

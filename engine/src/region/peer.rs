@@ -10,6 +10,7 @@ use raft::{Config, RawNode, ReadOnlyOption};
 use crate::kv::{Command, MemKv};
 use crate::region::meta::RegionMeta;
 use crate::region::storage::RegionStorage;
+use crate::shard::io::Query;
 
 /// Ticks without a heartbeat before a follower campaigns (randomised in
 /// [ELECTION_TICKS, 2·ELECTION_TICKS)).
@@ -31,7 +32,7 @@ const _: () = assert!(ELECTION_TICKS > HEARTBEAT_TICKS);
 pub struct ReadBatch {
     pub term: u64,
     pub issued_tick: u64,
-    pub reads: Vec<(u64, Vec<u8>)>,
+    pub reads: Vec<(u64, Query)>,
 }
 
 /// A batch of client writes proposed as one entry.
@@ -52,7 +53,7 @@ pub struct Region {
     pub pending_write_bytes: usize,
     /// By log index.
     pub proposals: BTreeMap<u64, Proposal>,
-    pub pending_reads: Vec<(u64, Vec<u8>)>,
+    pub pending_reads: Vec<(u64, Query)>,
     /// Reads waiting for their ReadIndex, by request context.
     pub read_batches: BTreeMap<u64, ReadBatch>,
     /// ReadIndex answers: (context, index), served once applied ≥ index.

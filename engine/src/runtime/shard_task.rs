@@ -181,6 +181,10 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
             let (region, epoch) = (req.region, req.epoch());
             inputs.push(match req.op {
                 ClientOp::Get { key } => Input::Read { request, region, key },
+                ClientOp::Scan { start, end, limit } => {
+                    Input::Scan { request, region, start, end, limit: limit as usize }
+                }
+                ClientOp::TransferLeader { to_peer } => Input::TransferLeader { request, region, to_peer },
                 ClientOp::Put { key, value } => {
                     Input::Write { request, region, epoch, command: Command::Put { key, value } }
                 }
@@ -240,6 +244,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                             Response::Done => ClientReply::Done,
                             Response::Cas(ok) => ClientReply::Cas(ok),
                             Response::Value(v) => ClientReply::Value(v),
+                            Response::Rows(rows) => ClientReply::Rows(rows),
                         });
                         queues.reply(conn, &ClientResponse { id, result });
                     }

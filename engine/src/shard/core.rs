@@ -25,7 +25,7 @@ use crate::region::meta::RegionMeta;
 use crate::region::peer::{Proposal, ReadBatch, Region, ELECTION_TICKS, PENDING_WRITES_MAX, PROPOSALS_MAX};
 use crate::region::wal_convert::{conf_state_to_wal, entry_to_wal, hard_state_to_wal};
 use crate::region::RegionStorage;
-use crate::shard::io::{Input, Output, Response};
+use crate::shard::io::{Input, Output, Query, Response};
 
 /// How long a client should wait before retrying a busy region.
 const BUSY_BACKOFF_MS: u64 = 10;
@@ -35,6 +35,8 @@ pub const STAGED_BYTES_MAX: usize = 64 << 20;
 /// Ticks a ReadIndex may stay unanswered before its reads are failed (the
 /// leader may have lost its lease of the term without noticing yet).
 pub const READ_TIMEOUT_TICKS: u64 = 2 * ELECTION_TICKS as u64;
+/// Most rows one scan returns.
+pub const SCAN_ROWS_MAX: usize = 10_000;
 /// Default memory limit of one shard.
 pub const MEMORY_BYTES_DEFAULT: usize = 4 << 30;
 /// Bytes a WAL record needs beyond a region write's entry data (record and
@@ -215,7 +217,11 @@ impl Shard {
             match input {
                 Input::Tick => self.tick(),
                 Input::Write { request, region, epoch, command } => self.on_write(request, region, epoch, command),
-                Input::Read { request, region, key } => self.on_read(request, region, key),
+                Input::Read { request, region, key } => self.on_read(request, region, Query::Get(key)),
+                Input::Scan { request, region, start, end, limit } => {
+                    self.on_read(request, region, Query::Scan { start, end, limit: limit.min(SCAN_ROWS_MAX) })
+                }
+                Input::TransferLeader { request, region, to_peer } => self.on_transfer_leader(request, region, to_peer),
                 Input::Raft(envelope) => self.on_raft(envelope),
                 Input::Persisted { batch } => {
                     assert_eq!(self.in_flight, Some(batch), "persist batch {batch} completed out of order");
@@ -329,11 +335,30 @@ impl Shard {
         }
     }
 
-    fn on_read(&mut self, request: u64, region: u64, key: Vec<u8>) {
-        match self.check_request(region, &key) {
+    fn on_read(&mut self, request: u64, region: u64, query: Query) {
+        let key = match &query {
+            Query::Get(key) => key,
+            Query::Scan { start, .. } => start,
+        };
+        match self.check_request(region, key) {
             Err(e) => self.reply(request, Err(e)),
-            Ok(_) => self.regions.get_mut(&region).expect("checked").pending_reads.push((request, key)),
+            Ok(_) => self.regions.get_mut(&region).expect("checked").pending_reads.push((request, query)),
         }
+    }
+
+    fn on_transfer_leader(&mut self, request: u64, region: u64, to_peer: u64) {
+        let result = match self.regions.get_mut(&region) {
+            None => Err(RegionError::RegionNotFound { region }),
+            Some(r) if !r.is_leader() => Err(RegionError::NotLeader { region, leader: r.leader() }),
+            Some(r) if r.meta.peer(to_peer).is_none() => {
+                Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) })
+            }
+            Some(r) => {
+                r.raw.transfer_leader(to_peer);
+                Ok(Response::Done)
+            }
+        };
+        self.reply(request, result);
     }
 
     fn on_raft(&mut self, envelope: Envelope) {
@@ -617,9 +642,20 @@ impl Shard {
                 still.push((ctx, index));
                 continue;
             }
-            for (q, key) in r.read_batches.remove(&ctx).map(|b| b.reads).unwrap_or_default() {
-                let v = r.kv.get(&key).map(<[u8]>::to_vec);
-                replies.push((q, Ok(Response::Value(v))));
+            for (q, query) in r.read_batches.remove(&ctx).map(|b| b.reads).unwrap_or_default() {
+                let response = match query {
+                    Query::Get(key) => Response::Value(r.kv.get(&key).map(<[u8]>::to_vec)),
+                    Query::Scan { start, end, limit } => {
+                        // within the region: a client scanning further moves on to the next region
+                        let end = match (end.is_empty(), r.meta.end_key.is_empty()) {
+                            (true, _) => r.meta.end_key.clone(),
+                            (false, true) => end,
+                            (false, false) => end.min(r.meta.end_key.clone()),
+                        };
+                        Response::Rows(r.kv.scan(&start, &end, limit))
+                    }
+                };
+                replies.push((q, Ok(response)));
             }
         }
         r.ready_reads = still;

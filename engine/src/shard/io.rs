@@ -15,6 +15,12 @@ pub enum Input {
     Write { request: u64, region: u64, epoch: Epoch, command: Command },
     /// A linearizable read (served after a ReadIndex round).
     Read { request: u64, region: u64, key: Vec<u8> },
+    /// A linearizable scan of [start, end) within the region (end empty: to
+    /// the region's end), at most `limit` rows.
+    Scan { request: u64, region: u64, start: Vec<u8>, end: Vec<u8>, limit: usize },
+    /// Asks the region's leader to hand leadership to `to_peer` (best effort:
+    /// answered at once; the client watches for the new leader).
+    TransferLeader { request: u64, region: u64, to_peer: u64 },
     /// A raft message from a peer shard.
     Raft(Envelope),
     /// The persist batch `batch` is durable (its write and fdatasync completed).
@@ -31,6 +37,15 @@ pub enum Response {
     Cas(bool),
     /// A read's value.
     Value(Option<Vec<u8>>),
+    /// A scan's rows, in key order.
+    Rows(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+/// What a read asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    Get(Vec<u8>),
+    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize },
 }
 
 pub enum Output {

@@ -6,4 +6,4 @@ pub mod io;
 pub mod recover;
 
 pub use self::core::{Shard, ShardLimits, ShardStats};
-pub use io::{Input, Output, Response};
+pub use io::{Input, Output, Query, Response};
