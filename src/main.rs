@@ -53,6 +53,9 @@ struct ServerArgs {
     /// with a "memory limit reached" error ("8GiB", "512MiB") [default: 4 GiB per shard].
     #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
     memory_limit: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    status_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -209,6 +212,7 @@ fn server(args: ServerArgs) -> Result<(), String> {
         data_dir: args.data_dir,
         stop: Default::default(),
         memory_limit_bytes: args.memory_limit.map(|b| b as usize),
+        status_addr: args.status_addr,
     };
     engine::runtime::store::run_store(opts).map_err(|e| e.to_string())
 }

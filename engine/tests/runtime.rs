@@ -45,6 +45,7 @@ fn start(spec: &Arc<ClusterSpec>, root: &Path) -> Cluster {
                 data_dir: root.join(format!("store-{}", s.id)),
                 stop: stop.clone(),
                 memory_limit_bytes: None,
+                status_addr: None,
             };
             std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string()))
         })
@@ -140,6 +141,7 @@ fn a_store_with_a_shard_that_cannot_start_ends_with_an_error() {
             data_dir: dir.path().join("store-1"),
             stop: Arc::new(AtomicBool::new(false)),
             memory_limit_bytes: None,
+            status_addr: None,
         };
         let err = run_store(opts).expect_err("the store must not run with a dead shard").to_string();
         assert!(err.contains(&taken.to_string()), "{err}");
@@ -198,5 +200,61 @@ fn bad_client_input_gets_a_structured_error_or_a_closed_connection() {
         assert!(rest.is_empty(), "no answer to garbage");
         assert_eq!(good.get(b"0001-a").unwrap(), Some(b"v".to_vec()), "still serving");
         cluster.stop();
+    });
+}
+
+/// `--status-addr` serves Prometheus text with the shard's batching counters.
+#[test]
+fn a_store_serves_its_metrics_in_prometheus_text() {
+    use std::io::{Read, Write};
+    with_deadline(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Arc::new(ClusterSpec::local(9, 1, 1, 2, free_base_port()));
+        let status = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = StoreOptions {
+            spec: spec.clone(),
+            store_id: 1,
+            data_dir: dir.path().join("store-1"),
+            stop: stop.clone(),
+            memory_limit_bytes: None,
+            status_addr: Some(status),
+        };
+        let store = std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string()));
+        let mut client = KvClient::new(spec);
+        for i in 0..50u32 {
+            client.put(format!("{i:04}").as_bytes(), b"v").unwrap();
+        }
+        let scrape = || {
+            let mut s = std::net::TcpStream::connect(status).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            text
+        };
+        let value = |text: &str, name: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name) && l.contains('{'))
+                .unwrap_or_else(|| panic!("{name} missing"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        // figures are published every 100 ms: wait for the writes to show
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let text = scrape();
+            if value(&text, "ringraft_writes_proposed_total") >= 50 || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert_eq!(value(&text, "ringraft_regions"), 2);
+        assert_eq!(value(&text, "ringraft_leaders"), 2, "a one-store cluster leads everything");
+        assert!(value(&text, "ringraft_writes_proposed_total") >= 50);
+        assert!(value(&text, "ringraft_fsyncs_total") > 0);
+        assert!(text.contains("# TYPE ringraft_proposals_total counter"));
+        stop.store(true, Ordering::Relaxed);
+        store.join().unwrap().unwrap();
     });
 }

@@ -2,5 +2,6 @@
 //! each driving its `Shard` with the WAL, the transport and the client port.
 
 pub mod client_service;
+pub mod metrics;
 pub mod shard_task;
 pub mod store;

@@ -26,6 +26,8 @@ use transport::net::Notify;
 
 /// Time between raft ticks (election after 10–20 ticks: 1–2 s).
 pub const TICK: Duration = Duration::from_millis(100);
+/// How often a shard copies its figures for the status endpoint.
+const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// Peer frames the loop takes per iteration; more wait in the transport's
 /// bounded inbox (and TCP pushes back on their senders).
 pub const RAFT_FRAMES_PER_ITERATION_MAX: usize = 1024;
@@ -40,6 +42,7 @@ pub struct ShardConfig {
     pub tick: Duration,
     pub stop: Arc<AtomicBool>,
     pub memory_bytes_max: Option<usize>,
+    pub metrics: Arc<crate::runtime::metrics::ShardMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +156,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     let mut routes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut next_request = 1u64;
     let mut next_tick = Instant::now() + cfg.tick;
+    let mut last_publish = Instant::now();
     while !cfg.stop.load(Ordering::Relaxed) {
         let mut inputs = vec![];
         let now = Instant::now();
@@ -174,7 +178,9 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                 }
             }
         }
-        for (conn, req) in queues.requests.borrow_mut().drain(..) {
+        let requests: Vec<_> = queues.requests.borrow_mut().drain(..).collect();
+        cfg.metrics.client_requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
+        for (conn, req) in requests {
             let request = next_request;
             next_request += 1;
             routes.insert(request, (conn, req.id));
@@ -251,6 +257,10 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                 }
             }
         }
+        if last_publish.elapsed() >= METRICS_PUBLISH_INTERVAL {
+            last_publish = Instant::now();
+            publish(&cfg.metrics, &shard, &endpoint, &gc);
+        }
         // let the I/O tasks run between iterations
         futures_lite::future::yield_now().await;
     }
@@ -259,4 +269,33 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     drop((forward, clients));
     gc_task.await;
     Ok(())
+}
+
+/// Copies the shard's figures to where the status thread reads them.
+fn publish(
+    m: &crate::runtime::metrics::ShardMetrics,
+    shard: &Shard,
+    endpoint: &Endpoint,
+    gc: &GroupCommit<GlommioDisk>,
+) {
+    let r = Ordering::Relaxed;
+    let st = shard.stats();
+    m.regions.store(shard.regions().count() as u64, r);
+    m.leaders.store(shard.regions().filter(|g| g.is_leader()).count() as u64, r);
+    m.proposals.store(st.proposals, r);
+    m.writes_proposed.store(st.writes_proposed, r);
+    m.persist_batches.store(st.persist_batches, r);
+    m.region_writes_persisted.store(st.region_writes_persisted, r);
+    m.entries_applied.store(st.entries_applied, r);
+    m.memory_bytes.store(shard.memory_bytes() as u64, r);
+    let t = endpoint.stats();
+    m.raft_frames_sent.store(t.frames_sent, r);
+    m.raft_messages_sent.store(t.messages_sent, r);
+    m.raft_frames_dropped.store(t.frames_dropped_total(), r);
+    let wal = gc.wal();
+    let h = wal.flush_latency_us();
+    if !h.is_empty() {
+        m.fsync_latency_us_p50.store(h.value_at_quantile(0.5), r);
+        m.fsync_latency_us_p99.store(h.value_at_quantile(0.99), r);
+    }
 }

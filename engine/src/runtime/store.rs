@@ -33,6 +33,8 @@ pub enum StoreError {
         .found.store_id, .found.cluster_id, .found.shards, .want.store_id, .want.cluster_id, .want.shards
     )]
     IdentMismatch { path: String, found: Ident, want: Ident },
+    #[error("status address {addr}: {what}")]
+    Status { addr: std::net::SocketAddr, what: String },
     #[error("start the executor of shard {shard}: {what}")]
     Executor { shard: u16, what: String },
     #[error("shard {shard}: {what}")]
@@ -74,6 +76,8 @@ pub struct StoreOptions {
     /// Memory the store's logs and state may use, split evenly over its
     /// shards; writes are refused past it. None: the default per shard.
     pub memory_limit_bytes: Option<usize>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub status_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs every shard of the store until `stop` is set (or the process is killed).
@@ -81,6 +85,11 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     let me = opts.spec.store(opts.store_id).ok_or(StoreError::UnknownStore(opts.store_id))?.clone();
     let ident = Ident { cluster_id: opts.spec.cluster_id, store_id: opts.store_id, shards: me.shards };
     check_ident(&opts.data_dir, &ident)?;
+    let metrics: crate::runtime::metrics::StoreMetrics = Arc::new((0..me.shards).map(|_| Arc::default()).collect());
+    if let Some(addr) = opts.status_addr {
+        crate::runtime::metrics::serve(addr, opts.store_id, metrics.clone())
+            .map_err(|e| StoreError::Status { addr, what: e.to_string() })?;
+    }
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(u16, Result<(), String>)>();
     let mut handles = vec![];
     for shard in 0..me.shards {
@@ -96,6 +105,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             tick: TICK,
             stop: opts.stop.clone(),
             memory_bytes_max: opts.memory_limit_bytes.map(|m| m / usize::from(me.shards)),
+            metrics: metrics[usize::from(shard)].clone(),
         };
         let tx = done_tx.clone();
         let h = LocalExecutorBuilder::new(Placement::Unbound)

@@ -1,0 +1,104 @@
+//! Store metrics in Prometheus text format on `--status-addr` (`GET
+//! /metrics`). Each shard publishes its counters into atomics once per loop
+//! iteration; a small HTTP thread renders them on request. Ratios
+//! (writes per entry, regions per fsync, messages per frame) are for the
+//! scraper to derive from the counters.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Longest request line read (the rest of a request is ignored).
+const STATUS_REQUEST_BYTES_MAX: usize = 8 << 10;
+
+/// One shard's published figures.
+#[derive(Default)]
+pub struct ShardMetrics {
+    pub regions: AtomicU64,
+    pub leaders: AtomicU64,
+    pub proposals: AtomicU64,
+    pub writes_proposed: AtomicU64,
+    pub persist_batches: AtomicU64,
+    pub region_writes_persisted: AtomicU64,
+    pub entries_applied: AtomicU64,
+    pub memory_bytes: AtomicU64,
+    pub raft_frames_sent: AtomicU64,
+    pub raft_messages_sent: AtomicU64,
+    pub raft_frames_dropped: AtomicU64,
+    pub fsync_latency_us_p50: AtomicU64,
+    pub fsync_latency_us_p99: AtomicU64,
+    pub client_requests: AtomicU64,
+}
+
+/// The store's shards, by index.
+pub type StoreMetrics = Arc<Vec<Arc<ShardMetrics>>>;
+
+/// A metric's name, type, help text, and where a shard keeps it.
+type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &AtomicU64);
+
+/// Renders every shard's figures.
+pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
+    let mut out = String::new();
+    let metrics: [Metric; 14] = [
+        ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
+        ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
+        ("ringraft_proposals_total", "counter", "raft proposals (one entry each)", |m| &m.proposals),
+        ("ringraft_writes_proposed_total", "counter", "client writes carried by those proposals", |m| {
+            &m.writes_proposed
+        }),
+        ("ringraft_fsyncs_total", "counter", "persist batches (one WAL write + fdatasync each)", |m| {
+            &m.persist_batches
+        }),
+        ("ringraft_region_writes_persisted_total", "counter", "region writes in those batches", |m| {
+            &m.region_writes_persisted
+        }),
+        ("ringraft_entries_applied_total", "counter", "raft entries applied", |m| &m.entries_applied),
+        ("ringraft_memory_bytes", "gauge", "memory held by region logs and state", |m| &m.memory_bytes),
+        ("ringraft_raft_frames_sent_total", "counter", "peer frames written", |m| &m.raft_frames_sent),
+        ("ringraft_raft_messages_sent_total", "counter", "raft messages in those frames", |m| &m.raft_messages_sent),
+        ("ringraft_raft_frames_dropped_total", "counter", "peer frames dropped (unreachable)", |m| {
+            &m.raft_frames_dropped
+        }),
+        ("ringraft_fsync_latency_us_p50", "gauge", "WAL write+fdatasync latency, median", |m| &m.fsync_latency_us_p50),
+        ("ringraft_fsync_latency_us_p99", "gauge", "WAL write+fdatasync latency, 99th percentile", |m| {
+            &m.fsync_latency_us_p99
+        }),
+        ("ringraft_client_requests_total", "counter", "client requests received", |m| &m.client_requests),
+    ];
+    for (name, kind, help, get) in metrics {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (i, m) in shards.iter().enumerate() {
+            out.push_str(&format!("{name}{{store=\"{store_id}\",shard=\"{i}\"}} {}\n", get(m).load(Relaxed)));
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own; returns the bound address.
+pub fn serve(addr: SocketAddr, store_id: u64, shards: StoreMetrics) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name(format!("store{store_id}-status")).spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream).take(STATUS_REQUEST_BYTES_MAX as u64);
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let (status, body) = if line.starts_with("GET /metrics") {
+                ("200 OK", render(store_id, &shards))
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })?;
+    Ok(bound)
+}
