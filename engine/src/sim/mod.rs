@@ -154,7 +154,8 @@ impl Sim {
     }
 
     pub fn crash(&mut self, store: u64) {
-        self.stores.get_mut(&store).expect("a store of the sim").crash();
+        let rng = &mut self.rng;
+        self.stores.get_mut(&store).expect("a store of the sim").crash(|n| rng.between(0, n as u64) as usize);
         let lost: Vec<u64> = self.in_flight.iter().filter(|(_, s)| **s == store).map(|(r, _)| *r).collect();
         for r in lost {
             self.in_flight.remove(&r);

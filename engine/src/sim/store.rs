@@ -68,9 +68,21 @@ impl SimStore {
         SimStore { id, disk, node: Some(node) }
     }
 
-    /// Kills the store: what was not durable is gone.
-    pub fn crash(&mut self) {
-        self.node = None;
+    /// Kills the store: what was not durable is gone. A persist batch in
+    /// flight may have reached the disk in part: its first `durable_writes`
+    /// region writes are made durable (a batch spans several WAL records when
+    /// it is large, and a crash can fall between them), the rest are lost.
+    pub fn crash(&mut self, durable_writes: impl FnOnce(usize) -> usize) {
+        if let Some(mut node) = self.node.take() {
+            if let Some(p) = node.persist.take() {
+                let keep = durable_writes(p.writes.len()).min(p.writes.len());
+                let mut writes = p.writes;
+                writes.truncate(keep);
+                if !writes.is_empty() {
+                    node.persist_now(writes);
+                }
+            }
+        }
         self.disk = self.disk.crash(|len| len);
     }
 
