@@ -254,6 +254,7 @@ fn a_store_serves_its_metrics_in_prometheus_text() {
         assert!(value(&text, "ringraft_writes_proposed_total") >= 50);
         assert!(value(&text, "ringraft_fsyncs_total") > 0);
         assert!(text.contains("# TYPE ringraft_proposals_total counter"));
+        assert!(value(&text, "ringraft_shard_cpu_us_total") > 0, "the shard thread's CPU time is counted");
         stop.store(true, Ordering::Relaxed);
         store.join().unwrap().unwrap();
     });

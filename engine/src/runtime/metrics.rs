@@ -29,6 +29,10 @@ pub struct ShardMetrics {
     pub fsync_latency_us_p50: AtomicU64,
     pub fsync_latency_us_p99: AtomicU64,
     pub client_requests: AtomicU64,
+    /// CPU time of the shard's thread; divided by writes it is the CPU cost per write.
+    pub cpu_us: AtomicU64,
+    /// Committed entries not yet applied, over all regions.
+    pub apply_lag_entries: AtomicU64,
 }
 
 /// The store's shards, by index.
@@ -40,7 +44,7 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 14] = [
+    let metrics: [Metric; 16] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
         ("ringraft_proposals_total", "counter", "raft proposals (one entry each)", |m| &m.proposals),
@@ -65,6 +69,13 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
             &m.fsync_latency_us_p99
         }),
         ("ringraft_client_requests_total", "counter", "client requests received", |m| &m.client_requests),
+        (
+            "ringraft_shard_cpu_us_total",
+            "counter",
+            "CPU time of the shard's thread (per write: / writes proposed)",
+            |m| &m.cpu_us,
+        ),
+        ("ringraft_apply_lag_entries", "gauge", "committed entries not yet applied", |m| &m.apply_lag_entries),
     ];
     for (name, kind, help, get) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));

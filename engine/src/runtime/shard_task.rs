@@ -288,6 +288,9 @@ fn publish(
     m.region_writes_persisted.store(st.region_writes_persisted, r);
     m.entries_applied.store(st.entries_applied, r);
     m.memory_bytes.store(shard.memory_bytes() as u64, r);
+    let lag: u64 = shard.regions().map(|g| g.raw.raft.raft_log.committed.saturating_sub(g.applied)).sum();
+    m.apply_lag_entries.store(lag, r);
+    m.cpu_us.store(thread_cpu_us(), r);
     let t = endpoint.stats();
     m.raft_frames_sent.store(t.frames_sent, r);
     m.raft_messages_sent.store(t.messages_sent, r);
@@ -298,4 +301,15 @@ fn publish(
         m.fsync_latency_us_p50.store(h.value_at_quantile(0.5), r);
         m.fsync_latency_us_p99.store(h.value_at_quantile(0.99), r);
     }
+}
+
+/// CPU time the calling thread has used, in microseconds.
+fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
