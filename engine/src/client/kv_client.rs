@@ -42,6 +42,22 @@ pub enum KvError {
 struct Conn {
     stream: TcpStream,
     decoder: FrameDecoder,
+    /// Requests sent on it and not yet answered.
+    outstanding: usize,
+}
+
+impl Conn {
+    /// Whether the store has not closed the connection. Asked only when no
+    /// request is outstanding on it: then nothing should be readable, and
+    /// anything that is (the end of the stream) means it is gone.
+    fn is_open(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let open = matches!(self.stream.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        open && self.stream.set_nonblocking(false).is_ok() && self.decoder.buffered() == 0
+    }
 }
 
 pub struct KvClient {
@@ -85,13 +101,18 @@ impl KvClient {
     }
 
     fn conn(&mut self, target: (u64, u16)) -> std::io::Result<&mut Conn> {
+        // a cached connection whose store closed it (it restarted): reconnect
+        // before sending, or the request would be lost and look ambiguous
+        if self.conns.get(&target).is_some_and(|c| c.outstanding == 0 && !c.is_open()) {
+            self.conns.remove(&target);
+        }
         if !self.conns.contains_key(&target) {
             let store = self.spec.store(target.0).expect("a store of the spec");
             let addr = store.client_addr_of(target.1);
             let stream = TcpStream::connect_timeout(&addr, self.timeout)?;
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(self.timeout))?;
-            self.conns.insert(target, Conn { stream, decoder: FrameDecoder::new() });
+            self.conns.insert(target, Conn { stream, decoder: FrameDecoder::new(), outstanding: 0 });
         }
         Ok(self.conns.get_mut(&target).unwrap())
     }
@@ -100,6 +121,7 @@ impl KvClient {
         let mut frame = vec![];
         encode_frame(&mut frame, FrameKind::ClientRequest, &[&encode(req)]);
         let c = self.conn(target)?;
+        c.outstanding += 1;
         c.stream.write_all(&frame)
     }
 
@@ -109,6 +131,7 @@ impl KvClient {
         loop {
             match c.decoder.next_frame() {
                 Ok(Some(f)) if f.kind == FrameKind::ClientResponse => {
+                    c.outstanding = c.outstanding.saturating_sub(1);
                     return decode(&f.payload).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
                 }
                 Ok(Some(f)) => return Err(std::io::Error::other(format!("unexpected {:?} frame", f.kind))),
