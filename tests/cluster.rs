@@ -1,5 +1,5 @@
 //! Real `ringraft server` processes on loopback: three stores with 64
-//! regions, written through the KV client; one store killed with SIGKILL
+//! regions, 100,000 keys written through the KV client; one store killed with SIGKILL
 //! while writes go on and restarted; then all three killed and restarted.
 //! Every acknowledged write must be read back afterwards (a write whose
 //! outcome the client could not know may be there or not). Children are
@@ -128,17 +128,20 @@ fn key(i: u32) -> Vec<u8> {
 }
 
 fn read_back(client: &mut KvClient, known: &[(Vec<u8>, Vec<u8>, Known)], when: &str) {
-    for (k, v, kind) in known {
-        let got = client.get(k).unwrap_or_else(|e| panic!("{when}: get {:?}: {e}", String::from_utf8_lossy(k)));
-        match kind {
-            Known::Acked => {
-                assert_eq!(got.as_ref(), Some(v), "{when}: acknowledged {:?} lost", String::from_utf8_lossy(k))
+    for chunk in known.chunks(2000) {
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _, _)| k.clone()).collect();
+        for ((k, v, kind), got) in chunk.iter().zip(client.get_many(&keys)) {
+            let got = got.unwrap_or_else(|e| panic!("{when}: get {:?}: {e}", String::from_utf8_lossy(k)));
+            match kind {
+                Known::Acked => {
+                    assert_eq!(got.as_ref(), Some(v), "{when}: acknowledged {:?} lost", String::from_utf8_lossy(k))
+                }
+                Known::Maybe => assert!(
+                    got.is_none() || got.as_ref() == Some(v),
+                    "{when}: {:?} has a value nobody wrote",
+                    String::from_utf8_lossy(k)
+                ),
             }
-            Known::Maybe => assert!(
-                got.is_none() || got.as_ref() == Some(v),
-                "{when}: {:?} has a value nobody wrote",
-                String::from_utf8_lossy(k)
-            ),
         }
     }
 }
@@ -155,11 +158,11 @@ fn run(root: &Path) {
     let mut client = KvClient::new(spec.clone());
     let mut known = vec![];
     let t0 = Instant::now();
-    write(&mut client, 0..20_000, &mut known);
-    eprintln!("20,000 keys written in {:?}", t0.elapsed());
+    write(&mut client, 0..100_000, &mut known);
+    eprintln!("100,000 keys written in {:?}", t0.elapsed());
 
     stores.kill(1);
-    write(&mut client, 20_000..24_000, &mut known);
+    write(&mut client, 100_000..110_000, &mut known);
     stores.start(1);
     read_back(&mut client, &known, "after one store was killed and restarted");
 

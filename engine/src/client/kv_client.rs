@@ -286,22 +286,45 @@ impl KvClient {
         self.call_in(region, ClientOp::TransferLeader { to_peer }).map(|_| ())
     }
 
-    /// Puts many keys, pipelined: every request of a round goes out before
-    /// any reply is read; definite failures (not the leader, busy) go again in
-    /// the next round. Returns each put's outcome, in order.
+    /// Puts many keys, pipelined (see `many`). Returns each put's outcome, in order.
     pub fn put_many(&mut self, items: &[(Vec<u8>, Vec<u8>)]) -> Vec<Result<(), KvError>> {
-        let mut results: Vec<Option<Result<(), KvError>>> = (0..items.len()).map(|_| None).collect();
+        let ops = items.iter().map(|(k, v)| ClientOp::Put { key: k.clone(), value: v.clone() }).collect();
+        self.many(ops).into_iter().map(|r| r.map(|_| ())).collect()
+    }
+
+    /// Reads many keys, pipelined (see `many`); each read is linearizable.
+    pub fn get_many(&mut self, keys: &[Vec<u8>]) -> Vec<Result<Option<Vec<u8>>, KvError>> {
+        let ops = keys.iter().map(|k| ClientOp::Get { key: k.clone() }).collect();
+        self.many(ops)
+            .into_iter()
+            .map(|r| {
+                r.map(|reply| match reply {
+                    ClientReply::Value(v) => v,
+                    other => panic!("a get answered {other:?}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Many operations, pipelined: every request of a round goes out before
+    /// any reply is read; definite failures (not the leader, busy) go again in
+    /// the next round, and so do reads that got no answer. A write that got no
+    /// answer is ambiguous. Returns each operation's outcome, in order.
+    pub fn many(&mut self, ops: Vec<ClientOp>) -> Vec<Result<ClientReply, KvError>> {
+        let mut results: Vec<Option<Result<ClientReply, KvError>>> = (0..ops.len()).map(|_| None).collect();
         let mut todo: Vec<usize> = vec![];
-        for (i, (k, v)) in items.iter().enumerate() {
-            let bytes = k.len() + v.len() + 64;
+        for (i, op) in ops.iter().enumerate() {
+            let region = self.region_of(op.key()).clone();
+            let bytes = encode(&self.request(&region, op.clone())).len();
             if bytes > CLIENT_MESSAGE_BYTES_MAX {
-                let region = self.region_of(k).id;
-                results[i] =
-                    Some(Err(KvError::Region(RegionError::TooLarge { region, bytes, max: CLIENT_MESSAGE_BYTES_MAX })));
+                let max = CLIENT_MESSAGE_BYTES_MAX;
+                results[i] = Some(Err(KvError::Region(RegionError::TooLarge { region: region.id, bytes, max })));
             } else {
                 todo.push(i);
             }
         }
+        let is_write =
+            |op: &ClientOp| matches!(op, ClientOp::Put { .. } | ClientOp::Delete { .. } | ClientOp::Cas { .. });
         let mut backoff = BACKOFF_FIRST;
         for _ in 0..ATTEMPTS_MAX {
             if todo.is_empty() {
@@ -310,9 +333,9 @@ impl KvClient {
             // send the round: (item, target, request id)
             let mut sent: Vec<(usize, (u64, u16), u64)> = vec![];
             for &i in &todo {
-                let region = self.region_of(&items[i].0).clone();
+                let region = self.region_of(ops[i].key()).clone();
                 let target = self.target(&region);
-                let req = self.request(&region, ClientOp::Put { key: items[i].0.clone(), value: items[i].1.clone() });
+                let req = self.request(&region, ops[i].clone());
                 match self.send(target, &req) {
                     Ok(()) => sent.push((i, target, req.id)),
                     Err(_) => {
@@ -334,9 +357,9 @@ impl KvClient {
                     match self.receive(target) {
                         Ok(resp) => {
                             let Some(i) = waiting.remove(&resp.id) else { continue };
-                            let region = self.region_of(&items[i].0).clone();
+                            let region = self.region_of(ops[i].key()).clone();
                             match resp.result {
-                                Ok(_) => results[i] = Some(Ok(())),
+                                Ok(reply) => results[i] = Some(Ok(reply)),
                                 Err(RegionError::NotLeader { leader: Some(l), .. }) => {
                                     self.leaders.insert(region.id, l.store_id);
                                     again.push(i);
@@ -355,8 +378,14 @@ impl KvClient {
                         Err(e) => {
                             self.conns.remove(&target);
                             for (_, i) in std::mem::take(&mut waiting) {
-                                results[i] =
-                                    Some(Err(KvError::Ambiguous(format!("store {} did not answer: {e}", target.0))));
+                                if is_write(&ops[i]) {
+                                    let why = format!("store {} did not answer: {e}", target.0);
+                                    results[i] = Some(Err(KvError::Ambiguous(why)));
+                                } else {
+                                    let region = self.region_of(ops[i].key()).clone();
+                                    self.rotate(&region);
+                                    again.push(i);
+                                }
                             }
                         }
                     }
