@@ -183,7 +183,7 @@ fn bad_client_input_gets_a_structured_error_or_a_closed_connection() {
             }
         };
         let meta = spec.region_metas()[0].clone();
-        let put = |key: &[u8]| ClientOp::Put { key: key.to_vec(), value: b"x".to_vec() };
+        let put = |key: &[u8]| ClientOp::Write(engine::kv::Command::Put { key: key.to_vec(), value: b"x".to_vec() });
         let req = |region, conf_ver, version, op| ClientRequest { id: 7, region, conf_ver, version, op };
         let r = ask(&req(999, 1, 1, put(b"0001-a")));
         assert_eq!(r.result, Err(RegionError::RegionNotFound { region: 999 }));

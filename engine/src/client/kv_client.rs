@@ -18,6 +18,7 @@ use crate::client::protocol::{
     decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse, Rows, CLIENT_MESSAGE_BYTES_MAX,
 };
 use crate::error::RegionError;
+use crate::kv::Command;
 use crate::region::meta::RegionMeta;
 use crate::spec::ClusterSpec;
 
@@ -169,7 +170,7 @@ impl KvClient {
                 max: CLIENT_MESSAGE_BYTES_MAX,
             }));
         }
-        let is_write = matches!(op, ClientOp::Put { .. } | ClientOp::Delete { .. } | ClientOp::Cas { .. });
+        let is_write = matches!(op, ClientOp::Write(_));
         let mut backoff = BACKOFF_FIRST;
         let mut last = String::new();
         for _ in 0..ATTEMPTS_MAX {
@@ -232,16 +233,20 @@ impl KvClient {
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        self.call(ClientOp::Put { key: key.to_vec(), value: value.to_vec() }).map(|_| ())
+        self.call(ClientOp::Write(Command::Put { key: key.to_vec(), value: value.to_vec() })).map(|_| ())
     }
 
     pub fn delete(&mut self, key: &[u8]) -> Result<(), KvError> {
-        self.call(ClientOp::Delete { key: key.to_vec() }).map(|_| ())
+        self.call(ClientOp::Write(Command::Delete { key: key.to_vec() })).map(|_| ())
     }
 
     /// Sets `key` to `new` iff it holds `expect`; whether it did.
     pub fn cas(&mut self, key: &[u8], expect: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, KvError> {
-        let op = ClientOp::Cas { key: key.to_vec(), expect: expect.map(<[u8]>::to_vec), new: new.map(<[u8]>::to_vec) };
+        let op = ClientOp::Write(Command::Cas {
+            key: key.to_vec(),
+            expect: expect.map(<[u8]>::to_vec),
+            new: new.map(<[u8]>::to_vec),
+        });
         match self.call(op)? {
             ClientReply::Cas(ok) => Ok(ok),
             other => panic!("a cas answered {other:?}"),
@@ -288,7 +293,8 @@ impl KvClient {
 
     /// Puts many keys, pipelined (see `many`). Returns each put's outcome, in order.
     pub fn put_many(&mut self, items: &[(Vec<u8>, Vec<u8>)]) -> Vec<Result<(), KvError>> {
-        let ops = items.iter().map(|(k, v)| ClientOp::Put { key: k.clone(), value: v.clone() }).collect();
+        let ops =
+            items.iter().map(|(k, v)| ClientOp::Write(Command::Put { key: k.clone(), value: v.clone() })).collect();
         self.many(ops).into_iter().map(|r| r.map(|_| ())).collect()
     }
 
@@ -323,8 +329,7 @@ impl KvClient {
                 todo.push(i);
             }
         }
-        let is_write =
-            |op: &ClientOp| matches!(op, ClientOp::Put { .. } | ClientOp::Delete { .. } | ClientOp::Cas { .. });
+        let is_write = |op: &ClientOp| matches!(op, ClientOp::Write(_));
         let mut backoff = BACKOFF_FIRST;
         for _ in 0..ATTEMPTS_MAX {
             if todo.is_empty() {

@@ -6,6 +6,7 @@
 use bincode::{Decode, Encode};
 
 use crate::error::RegionError;
+use crate::kv::Command;
 use crate::region::meta::Epoch;
 
 /// Largest client frame payload.
@@ -16,18 +17,8 @@ pub enum ClientOp {
     Get {
         key: Vec<u8>,
     },
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: Vec<u8>,
-    },
-    Cas {
-        key: Vec<u8>,
-        expect: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
-    },
+    /// A put, delete or compare-and-swap: the command as it goes into the log.
+    Write(Command),
     /// Rows of [start, end) within the request's region, at most `limit`.
     Scan {
         start: Vec<u8>,
@@ -43,10 +34,8 @@ pub enum ClientOp {
 impl ClientOp {
     pub fn key(&self) -> &[u8] {
         match self {
-            ClientOp::Get { key }
-            | ClientOp::Put { key, .. }
-            | ClientOp::Delete { key }
-            | ClientOp::Cas { key, .. } => key,
+            ClientOp::Get { key } => key,
+            ClientOp::Write(c) => c.key(),
             ClientOp::Scan { start, .. } => start,
             ClientOp::TransferLeader { .. } => &[],
         }
@@ -122,7 +111,7 @@ mod tests {
             region: 3,
             conf_ver: 1,
             version: 2,
-            op: ClientOp::Cas { key: b"k".to_vec(), expect: None, new: Some(b"v".to_vec()) },
+            op: ClientOp::Write(Command::Cas { key: b"k".to_vec(), expect: None, new: Some(b"v".to_vec()) }),
         };
         assert_eq!(decode::<ClientRequest>(&encode(&q)), Ok(q));
         let r = ClientResponse { id: 9, result: Err(RegionError::NotLeader { region: 3, leader: None }) };

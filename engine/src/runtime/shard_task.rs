@@ -16,7 +16,6 @@ use wal::disk::GlommioDisk;
 use wal::{GroupCommit, Wal, WalOptions};
 
 use crate::client::protocol::{ClientOp, ClientReply, ClientResponse};
-use crate::kv::Command;
 use crate::region::RegionStorage;
 use crate::runtime::client_service::{self, ClientQueues};
 use crate::shard::recover::load_regions;
@@ -191,13 +190,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                     Input::Scan { request, region, start, end, limit: limit as usize }
                 }
                 ClientOp::TransferLeader { to_peer } => Input::TransferLeader { request, region, to_peer },
-                ClientOp::Put { key, value } => {
-                    Input::Write { request, region, epoch, command: Command::Put { key, value } }
-                }
-                ClientOp::Delete { key } => Input::Write { request, region, epoch, command: Command::Delete { key } },
-                ClientOp::Cas { key, expect, new } => {
-                    Input::Write { request, region, epoch, command: Command::Cas { key, expect, new } }
-                }
+                ClientOp::Write(command) => Input::Write { request, region, epoch, command },
             });
         }
         if let Some(batch) = persisted.take() {
