@@ -32,6 +32,10 @@ pub struct SimOptions {
     pub faults: FaultConfig,
     /// Time a persist batch takes to become durable.
     pub disk_latency: (Duration, Duration),
+    /// Chance (per million persists) that a persist stalls for `disk_stall`
+    /// instead (this class of disk has slow spells).
+    pub disk_stall_per_million: u32,
+    pub disk_stall: Duration,
     /// Time between raft ticks.
     pub tick: Duration,
 }
@@ -44,6 +48,8 @@ impl SimOptions {
             regions: 16,
             faults: FaultConfig::default(),
             disk_latency: (Duration::from_micros(200), Duration::from_millis(2)),
+            disk_stall_per_million: 20_000,
+            disk_stall: Duration::from_millis(30),
             tick: Duration::from_millis(10),
         }
     }
@@ -81,7 +87,8 @@ pub struct Sim {
     pub metas: Vec<RegionMeta>,
     pub stores: BTreeMap<u64, SimStore>,
     net: Faults<(u64, FlushedFrame)>,
-    next_tick: Instant,
+    /// Each store ticks on its own phase (their clocks are not aligned).
+    next_tick: BTreeMap<u64, Instant>,
     next_request: u64,
     /// Requests in flight: which store has them.
     in_flight: BTreeMap<u64, u64>,
@@ -97,11 +104,14 @@ impl Sim {
         let mut rng = SeededRng::new(options.seed);
         let metas = bootstrap_spec(options.stores, options.regions);
         let stores = (1..=options.stores).map(|id| (id, SimStore::bootstrap(id, &metas, rng.next_u64()))).collect();
+        let tick_ms = options.tick.as_millis().max(1) as u64;
+        let next_tick =
+            (1..=options.stores).map(|id| (id, start + Duration::from_millis(rng.between(1, tick_ms)))).collect();
         let faults = FaultConfig { seed: rng.next_u64(), ..options.faults.clone() };
         Sim {
             now: start,
             start,
-            next_tick: start + options.tick,
+            next_tick,
             options,
             rng,
             metas,
@@ -194,9 +204,10 @@ impl Sim {
     pub fn step(&mut self) {
         self.now += STEP;
         let now = self.now;
-        if now >= self.next_tick {
-            self.next_tick += self.options.tick;
-            for s in self.stores.values_mut() {
+        for (id, s) in self.stores.iter_mut() {
+            let next = self.next_tick.get_mut(id).expect("every store ticks");
+            if now >= *next {
+                *next += self.options.tick;
                 if let Some(n) = s.node.as_mut() {
                     n.inputs.push(Input::Tick);
                 }
@@ -226,8 +237,12 @@ impl Sim {
             for out in node.shard.step(inputs) {
                 match out {
                     Output::Persist { batch, writes } => {
-                        let latency = self.rng.between(lo.as_micros() as u64, hi.as_micros() as u64);
-                        let durable_at = now + Duration::from_micros(latency);
+                        let latency = if self.rng.chance(self.options.disk_stall_per_million) {
+                            self.options.disk_stall
+                        } else {
+                            Duration::from_micros(self.rng.between(lo.as_micros() as u64, hi.as_micros() as u64))
+                        };
+                        let durable_at = now + latency;
                         node.persist = Some(store::InFlightPersist { batch, writes, durable_at });
                     }
                     Output::Frames(frames) => {
