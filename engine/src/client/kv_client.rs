@@ -15,7 +15,7 @@ use transport::frame::encode_frame;
 use transport::{FrameDecoder, FrameKind};
 
 use crate::client::protocol::{
-    decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse, Rows, CLIENT_MESSAGE_BYTES_MAX,
+    decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse, Rows, CLIENT_MESSAGE_BYTES_MAX, SCAN_ROWS_MAX,
 };
 use crate::error::RegionError;
 use crate::kv::Command;
@@ -262,9 +262,17 @@ impl KvClient {
             let region = self.region_of(&from).clone();
             let want = (limit - rows.len()).min(u32::MAX as usize) as u32;
             let op = ClientOp::Scan { start: from.clone(), end: end.to_vec(), limit: want };
-            match self.call_in(region.clone(), op)? {
-                ClientReply::Rows(r) => rows.extend(r),
+            let got = match self.call_in(region.clone(), op)? {
+                ClientReply::Rows(r) => r,
                 other => panic!("a scan answered {other:?}"),
+            };
+            // a full answer may have left rows in this region: go on right after the last
+            let full = !got.is_empty() && got.len() >= (want as usize).min(SCAN_ROWS_MAX);
+            let next_in_region = got.last().map(|(k, _)| [k.as_slice(), &[0]].concat());
+            rows.extend(got);
+            if full && rows.len() < limit {
+                from = next_in_region.expect("a full answer has rows");
+                continue;
             }
             let last_region = region.end_key.is_empty() || (!end.is_empty() && region.end_key.as_slice() >= end);
             if rows.len() >= limit || last_region {

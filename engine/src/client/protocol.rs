@@ -9,6 +9,9 @@ use crate::error::RegionError;
 use crate::kv::Command;
 use crate::region::meta::Epoch;
 
+/// Most rows one scan request returns (a shard caps `limit` at this).
+pub const SCAN_ROWS_MAX: usize = 10_000;
+
 /// Largest client frame payload.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 8 << 20;
 

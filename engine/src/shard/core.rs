@@ -35,8 +35,7 @@ pub const STAGED_BYTES_MAX: usize = 64 << 20;
 /// Ticks a ReadIndex may stay unanswered before its reads are failed (the
 /// leader may have lost its lease of the term without noticing yet).
 pub const READ_TIMEOUT_TICKS: u64 = 2 * ELECTION_TICKS as u64;
-/// Most rows one scan returns.
-pub const SCAN_ROWS_MAX: usize = 10_000;
+pub use crate::client::protocol::SCAN_ROWS_MAX;
 /// Default memory limit of one shard.
 pub const MEMORY_BYTES_DEFAULT: usize = 4 << 30;
 /// Bytes a WAL record needs beyond a region write's entry data (record and
