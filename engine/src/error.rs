@@ -9,6 +9,9 @@ pub enum RegionError {
     /// This peer does not lead the region; `leader` is the one it knows of.
     #[error("region {region}: not the leader (leader: {leader:?})")]
     NotLeader { region: u64, leader: Option<PeerMeta> },
+    /// The request was meant for another store than the one it reached.
+    #[error("request for store {request_store} reached store {actual_store}")]
+    StoreNotMatch { request_store: u64, actual_store: u64 },
     #[error("region {region} is not on this shard")]
     RegionNotFound { region: u64 },
     #[error("key {key:?} is not in region {region} [{start:?}, {end:?})")]

@@ -147,10 +147,10 @@ impl KvClient {
         }
     }
 
-    fn request(&mut self, region: &RegionMeta, op: ClientOp) -> ClientRequest {
+    fn request(&mut self, region: &RegionMeta, store_id: u64, op: ClientOp) -> ClientRequest {
         let id = self.next_id;
         self.next_id += 1;
-        ClientRequest { id, region: region.id, conf_ver: region.conf_ver, version: region.version, op }
+        ClientRequest { id, store_id, region: region.id, conf_ver: region.conf_ver, version: region.version, op }
     }
 
     /// One operation on the region holding its key, with retries as the module doc says.
@@ -161,7 +161,7 @@ impl KvClient {
 
     /// One operation on `region`.
     fn call_in(&mut self, region: RegionMeta, op: ClientOp) -> Result<ClientReply, KvError> {
-        let size = encode(&self.request(&region, op.clone())).len();
+        let size = encode(&self.request(&region, 0, op.clone())).len();
         if size > CLIENT_MESSAGE_BYTES_MAX {
             // never sent: definitely not applied
             return Err(KvError::Region(RegionError::TooLarge {
@@ -175,7 +175,7 @@ impl KvClient {
         let mut last = String::new();
         for _ in 0..ATTEMPTS_MAX {
             let target = self.target(&region);
-            let req = self.request(&region, op.clone());
+            let req = self.request(&region, target.0, op.clone());
             if let Err(e) = self.send(target, &req) {
                 // not sent (or not entirely): nothing was applied
                 self.conns.remove(&target);
@@ -329,7 +329,7 @@ impl KvClient {
         let mut todo: Vec<usize> = vec![];
         for (i, op) in ops.iter().enumerate() {
             let region = self.region_of(op.key()).clone();
-            let bytes = encode(&self.request(&region, op.clone())).len();
+            let bytes = encode(&self.request(&region, 0, op.clone())).len();
             if bytes > CLIENT_MESSAGE_BYTES_MAX {
                 let max = CLIENT_MESSAGE_BYTES_MAX;
                 results[i] = Some(Err(KvError::Region(RegionError::TooLarge { region: region.id, bytes, max })));
@@ -348,7 +348,7 @@ impl KvClient {
             for &i in &todo {
                 let region = self.region_of(ops[i].key()).clone();
                 let target = self.target(&region);
-                let req = self.request(&region, ops[i].clone());
+                let req = self.request(&region, target.0, ops[i].clone());
                 match self.send(target, &req) {
                     Ok(()) => sent.push((i, target, req.id)),
                     Err(_) => {

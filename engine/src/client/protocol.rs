@@ -49,6 +49,9 @@ impl ClientOp {
 pub struct ClientRequest {
     /// Chosen by the client, unique on its connection.
     pub id: u64,
+    /// The store the client means to reach (a client with another cluster's
+    /// spec, or a stale one, is told `StoreNotMatch`).
+    pub store_id: u64,
     pub region: u64,
     /// The region epoch the client routed by.
     pub conf_ver: u64,
@@ -111,6 +114,7 @@ mod tests {
     fn requests_and_responses_round_trip_and_garbage_is_an_error() {
         let q = ClientRequest {
             id: 9,
+            store_id: 1,
             region: 3,
             conf_ver: 1,
             version: 2,

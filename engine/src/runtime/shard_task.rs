@@ -16,6 +16,7 @@ use wal::disk::GlommioDisk;
 use wal::{GroupCommit, Wal, WalOptions};
 
 use crate::client::protocol::{ClientOp, ClientReply, ClientResponse};
+use crate::error::RegionError;
 use crate::region::RegionStorage;
 use crate::runtime::client_service::{self, ClientQueues};
 use crate::shard::recover::load_regions;
@@ -180,6 +181,12 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
         let requests: Vec<_> = queues.requests.borrow_mut().drain(..).collect();
         cfg.metrics.client_requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
         for (conn, req) in requests {
+            if req.store_id != cfg.store_id {
+                let result =
+                    Err(RegionError::StoreNotMatch { request_store: req.store_id, actual_store: cfg.store_id });
+                queues.reply(conn, &ClientResponse { id: req.id, result });
+                continue;
+            }
             let request = next_request;
             next_request += 1;
             routes.insert(request, (conn, req.id));
