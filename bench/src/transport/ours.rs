@@ -225,9 +225,10 @@ async fn send(
         let sent_ns = base.elapsed().as_nanos() as u64;
         let mut stamped = vec![0x5au8; args.message_bytes];
         stamped[..8].copy_from_slice(&sent_ns.to_le_bytes());
+        let stamped = Bytes::from(stamped);
         // every destination's first message carries the time
         for e in envelopes.iter_mut().take(args.destinations) {
-            e.message = Bytes::copy_from_slice(&stamped);
+            e.message = stamped.clone();
         }
         for e in &envelopes {
             let to = Destination { store_id: RECEIVER_STORE, shard: e.to.shard };

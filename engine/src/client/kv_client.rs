@@ -11,17 +11,19 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use transport::frame::encode_frame;
 use transport::{FrameDecoder, FrameKind};
 
 use crate::client::protocol::{
-    decode, encode, ClientOp, ClientReply, ClientRequest, ClientResponse, Rows, CLIENT_MESSAGE_BYTES_MAX, SCAN_ROWS_MAX,
+    decode, encode_frame, encoded_len, ClientOp, ClientReply, ClientRequest, ClientResponse, Rows,
+    CLIENT_MESSAGE_BYTES_MAX, REQUEST_OVERHEAD_BYTES_MAX, SCAN_ROWS_MAX,
 };
 use crate::error::RegionError;
 use crate::kv::Command;
 use crate::region::meta::RegionMeta;
 use crate::spec::ClusterSpec;
 
+/// Bytes read from a connection at a time.
+const READ_BYTES: usize = 64 << 10;
 /// Attempts per request before the client gives up.
 pub const ATTEMPTS_MAX: usize = 40;
 /// Wait between attempts: doubles from the first to the last.
@@ -45,6 +47,8 @@ struct Conn {
     decoder: FrameDecoder,
     /// Requests sent on it and not yet answered.
     outstanding: usize,
+    /// Read buffer, reused across replies.
+    buf: Vec<u8>,
 }
 
 impl Conn {
@@ -113,14 +117,17 @@ impl KvClient {
             let stream = TcpStream::connect_timeout(&addr, self.timeout)?;
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(self.timeout))?;
-            self.conns.insert(target, Conn { stream, decoder: FrameDecoder::new(), outstanding: 0 });
+            self.conns.insert(
+                target,
+                Conn { stream, decoder: FrameDecoder::new(), outstanding: 0, buf: vec![0; READ_BYTES] },
+            );
         }
         Ok(self.conns.get_mut(&target).unwrap())
     }
 
     fn send(&mut self, target: (u64, u16), req: &ClientRequest) -> std::io::Result<()> {
         let mut frame = vec![];
-        encode_frame(&mut frame, FrameKind::ClientRequest, &[&encode(req)]);
+        encode_frame(&mut frame, FrameKind::ClientRequest, req);
         let c = self.conn(target)?;
         c.outstanding += 1;
         c.stream.write_all(&frame)
@@ -128,7 +135,6 @@ impl KvClient {
 
     fn receive(&mut self, target: (u64, u16)) -> std::io::Result<ClientResponse> {
         let c = self.conns.get_mut(&target).ok_or_else(|| std::io::Error::other("no connection"))?;
-        let mut buf = [0u8; 64 << 10];
         loop {
             match c.decoder.next_frame() {
                 Ok(Some(f)) if f.kind == FrameKind::ClientResponse => {
@@ -139,11 +145,11 @@ impl KvClient {
                 Ok(None) => {}
                 Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             }
-            let n = c.stream.read(&mut buf)?;
+            let n = c.stream.read(&mut c.buf)?;
             if n == 0 {
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the store closed the connection"));
             }
-            c.decoder.push(&buf[..n]);
+            c.decoder.push(&c.buf[..n]);
         }
     }
 
@@ -161,68 +167,7 @@ impl KvClient {
 
     /// One operation on `region`.
     fn call_in(&mut self, region: RegionMeta, op: ClientOp) -> Result<ClientReply, KvError> {
-        let size = encode(&self.request(&region, 0, op.clone())).len();
-        if size > CLIENT_MESSAGE_BYTES_MAX {
-            // never sent: definitely not applied
-            return Err(KvError::Region(RegionError::TooLarge {
-                region: region.id,
-                bytes: size,
-                max: CLIENT_MESSAGE_BYTES_MAX,
-            }));
-        }
-        let is_write = matches!(op, ClientOp::Write(_));
-        let mut backoff = BACKOFF_FIRST;
-        let mut last = String::new();
-        for _ in 0..ATTEMPTS_MAX {
-            let target = self.target(&region);
-            let req = self.request(&region, target.0, op.clone());
-            if let Err(e) = self.send(target, &req) {
-                // not sent (or not entirely): nothing was applied
-                self.conns.remove(&target);
-                self.rotate(&region);
-                last = format!("send to store {}: {e}", target.0);
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_LAST);
-                continue;
-            }
-            let resp = match self.receive(target) {
-                Ok(r) if r.id == req.id => r,
-                Ok(r) => panic!("reply {} to request {} on a one-at-a-time connection", r.id, req.id),
-                Err(e) => {
-                    self.conns.remove(&target);
-                    if is_write {
-                        return Err(KvError::Ambiguous(format!("store {} did not answer: {e}", target.0)));
-                    }
-                    self.rotate(&region);
-                    last = format!("store {}: {e}", target.0);
-                    continue;
-                }
-            };
-            match resp.result {
-                Ok(reply) => return Ok(reply),
-                Err(RegionError::NotLeader { leader: Some(l), .. }) if l.store_id != target.0 => {
-                    self.leaders.insert(region.id, l.store_id);
-                    last = "not leader".into();
-                    continue;
-                }
-                Err(e @ (RegionError::NotLeader { .. } | RegionError::RegionNotFound { .. })) => {
-                    self.rotate(&region);
-                    last = e.to_string();
-                }
-                Err(RegionError::ServerIsBusy { backoff_ms, .. }) => {
-                    last = "busy".into();
-                    std::thread::sleep(Duration::from_millis(backoff_ms));
-                    continue;
-                }
-                Err(RegionError::Ambiguous { .. }) => {
-                    return Err(KvError::Ambiguous("the store lost track of it".into()))
-                }
-                Err(e) => return Err(KvError::Region(e)),
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(BACKOFF_LAST);
-        }
-        Err(KvError::Unavailable { attempts: ATTEMPTS_MAX, last })
+        self.many_in(vec![(region, op)]).pop().expect("one operation, one outcome")
     }
 
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
@@ -325,11 +270,17 @@ impl KvClient {
     /// the next round, and so do reads that got no answer. A write that got no
     /// answer is ambiguous. Returns each operation's outcome, in order.
     pub fn many(&mut self, ops: Vec<ClientOp>) -> Vec<Result<ClientReply, KvError>> {
+        let ops = ops.into_iter().map(|op| (self.region_of(op.key()).clone(), op)).collect();
+        self.many_in(ops)
+    }
+
+    /// `many`, each operation on the region given with it.
+    fn many_in(&mut self, ops: Vec<(RegionMeta, ClientOp)>) -> Vec<Result<ClientReply, KvError>> {
         let mut results: Vec<Option<Result<ClientReply, KvError>>> = (0..ops.len()).map(|_| None).collect();
         let mut todo: Vec<usize> = vec![];
-        for (i, op) in ops.iter().enumerate() {
-            let region = self.region_of(op.key()).clone();
-            let bytes = encode(&self.request(&region, 0, op.clone())).len();
+        for (i, (region, op)) in ops.iter().enumerate() {
+            // never sent if it cannot fit a frame: definitely not applied
+            let bytes = encoded_len(op) + REQUEST_OVERHEAD_BYTES_MAX;
             if bytes > CLIENT_MESSAGE_BYTES_MAX {
                 let max = CLIENT_MESSAGE_BYTES_MAX;
                 results[i] = Some(Err(KvError::Region(RegionError::TooLarge { region: region.id, bytes, max })));
@@ -337,7 +288,7 @@ impl KvClient {
                 todo.push(i);
             }
         }
-        let is_write = |op: &ClientOp| matches!(op, ClientOp::Write(_));
+        let is_write = |(_, op): &(RegionMeta, ClientOp)| matches!(op, ClientOp::Write(_));
         let mut backoff = BACKOFF_FIRST;
         for _ in 0..ATTEMPTS_MAX {
             if todo.is_empty() {
@@ -346,9 +297,9 @@ impl KvClient {
             // send the round: (item, target, request id)
             let mut sent: Vec<(usize, (u64, u16), u64)> = vec![];
             for &i in &todo {
-                let region = self.region_of(ops[i].key()).clone();
+                let region = ops[i].0.clone();
                 let target = self.target(&region);
-                let req = self.request(&region, target.0, ops[i].clone());
+                let req = self.request(&region, target.0, ops[i].1.clone());
                 match self.send(target, &req) {
                     Ok(()) => sent.push((i, target, req.id)),
                     Err(_) => {
@@ -370,7 +321,7 @@ impl KvClient {
                     match self.receive(target) {
                         Ok(resp) => {
                             let Some(i) = waiting.remove(&resp.id) else { continue };
-                            let region = self.region_of(ops[i].key()).clone();
+                            let region = ops[i].0.clone();
                             match resp.result {
                                 Ok(reply) => results[i] = Some(Ok(reply)),
                                 Err(RegionError::NotLeader { leader: Some(l), .. }) => {
@@ -395,7 +346,7 @@ impl KvClient {
                                     let why = format!("store {} did not answer: {e}", target.0);
                                     results[i] = Some(Err(KvError::Ambiguous(why)));
                                 } else {
-                                    let region = self.region_of(ops[i].key()).clone();
+                                    let region = ops[i].0.clone();
                                     self.rotate(&region);
                                     again.push(i);
                                 }

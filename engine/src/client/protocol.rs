@@ -95,6 +95,23 @@ pub fn encode<T: Encode>(m: &T) -> Vec<u8> {
     bincode::encode_to_vec(m, config()).expect("client messages always encode")
 }
 
+/// Appends `m` to `out` as one frame of `kind`, encoded in place.
+pub fn encode_frame<T: Encode>(out: &mut Vec<u8>, kind: transport::FrameKind, m: &T) {
+    let at = transport::frame::begin_frame(out);
+    bincode::encode_into_std_write(m, out, config()).expect("client messages always encode");
+    transport::frame::finish_frame(out, at, kind);
+}
+
+/// Bytes `m` encodes to, without encoding it anywhere.
+pub fn encoded_len<T: Encode>(m: &T) -> usize {
+    let mut w = bincode::enc::write::SizeWriter::default();
+    bincode::encode_into_writer(m, &mut w, config()).expect("client messages always encode");
+    w.bytes_written
+}
+
+/// Bytes a request adds around its op, at most (id, store, region and epoch varints).
+pub const REQUEST_OVERHEAD_BYTES_MAX: usize = 5 * 9;
+
 pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, ProtocolError> {
     if payload.len() > CLIENT_MESSAGE_BYTES_MAX {
         return Err(ProtocolError(format!("{} bytes, over {CLIENT_MESSAGE_BYTES_MAX}", payload.len())));

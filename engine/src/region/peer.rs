@@ -43,6 +43,9 @@ pub struct Proposal {
 
 pub struct Region {
     pub meta: RegionMeta,
+    /// The meta's key range as shared bytes: every outgoing message's
+    /// envelope carries it, and cloning these costs no allocation.
+    pub key_range: (bytes::Bytes, bytes::Bytes),
     pub peer_id: u64,
     pub raw: RawNode<RegionStorage>,
     pub kv: MemKv,
@@ -85,7 +88,9 @@ impl Region {
         config.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&config, storage, &logger)?;
+        let key_range = (meta.start_key.clone().into(), meta.end_key.clone().into());
         Ok(Region {
+            key_range,
             meta,
             peer_id,
             raw,

@@ -4,15 +4,14 @@
 //! connection only.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
-use transport::frame::encode_frame;
 use transport::{FrameDecoder, FrameKind};
 
-use crate::client::protocol::{decode, encode, ClientRequest, ClientResponse, CLIENT_MESSAGE_BYTES_MAX};
+use crate::client::protocol::{decode, encode_frame, ClientRequest, ClientResponse, CLIENT_MESSAGE_BYTES_MAX};
 use transport::net::Notify;
 
 /// Client connections one shard serves at once.
@@ -33,7 +32,8 @@ pub struct ClientQueues {
 }
 
 struct Connection {
-    replies: RefCell<VecDeque<Vec<u8>>>,
+    /// Encoded response frames not yet written, and how many.
+    replies: RefCell<(Vec<u8>, usize)>,
     wake: Notify,
     in_flight: std::cell::Cell<usize>,
     more_room: Notify,
@@ -43,9 +43,10 @@ impl ClientQueues {
     /// Sends a response on connection `conn` (dropped if it has closed).
     pub fn reply(&self, conn: u64, response: &ClientResponse) {
         if let Some(c) = self.connections.borrow().get(&conn) {
-            let mut frame = vec![];
-            encode_frame(&mut frame, FrameKind::ClientResponse, &[&encode(response)]);
-            c.replies.borrow_mut().push_back(frame);
+            let mut replies = c.replies.borrow_mut();
+            encode_frame(&mut replies.0, FrameKind::ClientResponse, response);
+            replies.1 += 1;
+            drop(replies);
             c.wake.notify();
         }
     }
@@ -116,8 +117,7 @@ pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: R
             let writer = async {
                 loop {
                     conn.wake.wait().await;
-                    let replies: Vec<Vec<u8>> = conn.replies.borrow_mut().drain(..).collect();
-                    let out: Vec<u8> = replies.concat();
+                    let (out, count) = std::mem::take(&mut *conn.replies.borrow_mut());
                     let timed = futures_lite::future::or(async { write.write_all(&out).await.is_ok() }, async {
                         glommio::timer::sleep(REPLY_WRITE_TIMEOUT).await;
                         false
@@ -127,7 +127,7 @@ pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: R
                     }
                     // a request counts against the connection until its answer is written:
                     // a client that stops reading stops being read
-                    conn.in_flight.set(conn.in_flight.get().saturating_sub(replies.len()));
+                    conn.in_flight.set(conn.in_flight.get().saturating_sub(count));
                     conn.more_room.notify();
                 }
             };

@@ -167,7 +167,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                 next_tick = now + cfg.tick; // the loop fell behind: do not tick in a burst
             }
         }
-        let frames: Vec<Incoming> = raft_in.borrow_mut().drain(..).collect();
+        let frames = std::mem::take(&mut *raft_in.borrow_mut());
         raft_in_space.notify();
         for item in frames {
             match item {
@@ -178,7 +178,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                 }
             }
         }
-        let requests: Vec<_> = queues.requests.borrow_mut().drain(..).collect();
+        let requests = std::mem::take(&mut *queues.requests.borrow_mut());
         cfg.metrics.client_requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
         for (conn, req) in requests {
             if req.store_id != cfg.store_id {

@@ -707,8 +707,8 @@ fn push_message(outboxes: &mut Outboxes, r: &Region, store_id: u64, m: eraftpb::
     debug_assert!(m.get_msg_type() != MessageType::MsgSnapshot, "snapshot messages travel on the snapshot stream");
     let envelope = Envelope {
         region_id: r.id(),
-        start_key: r.meta.start_key.clone().into(),
-        end_key: r.meta.end_key.clone().into(),
+        start_key: r.key_range.0.clone(),
+        end_key: r.key_range.1.clone(),
         epoch: r.meta.epoch(),
         from: Peer { peer_id: r.peer_id, store_id },
         to: Target { peer_id: to.peer_id, store_id: to.store_id, shard: to.shard },

@@ -95,23 +95,29 @@ fn release(inner: &Inner, to: Destination, frames: &[FlushedFrame]) {
     inner.drained.notify_all();
 }
 
+/// Frames taken off the queue that will not be sent: released and reported.
+fn drop_frames(inner: &Inner, to: Destination, frames: Vec<FlushedFrame>, why: &'static str) {
+    release(inner, to, &frames);
+    for f in &frames {
+        inner.drop_frame(f, why);
+    }
+}
+
+/// Drops everything still queued for `to`.
+fn drop_queued(inner: &Inner, to: Destination, why: &'static str) {
+    let queued: Vec<FlushedFrame> =
+        inner.links.borrow_mut().get_mut(&to).map(|l| l.queue.drain(..).collect()).unwrap_or_default();
+    drop_frames(inner, to, queued, why);
+}
+
 /// After a failure: everything held is dropped and reported, and the link
 /// refuses frames until the backoff has passed.
 async fn fail(inner: &Inner, to: Destination, held: Vec<FlushedFrame>, why: &'static str, wait: Duration) {
-    release(inner, to, &held);
-    for f in &held {
-        inner.drop_frame(f, why);
-    }
-    let queued: Vec<FlushedFrame> = {
-        let mut links = inner.links.borrow_mut();
-        let link = links.get_mut(&to).expect("a link task's link exists");
+    drop_frames(inner, to, held, why);
+    if let Some(link) = inner.links.borrow_mut().get_mut(&to) {
         link.down_until = Some(Instant::now() + wait);
-        link.queue.drain(..).collect()
-    };
-    release(inner, to, &queued);
-    for f in &queued {
-        inner.drop_frame(f, "link_down");
     }
+    drop_queued(inner, to, "link_down");
     futures_lite::future::or(glommio::timer::sleep(wait), inner.shutdown.wait()).await;
     if let Some(link) = inner.links.borrow_mut().get_mut(&to) {
         link.down_until = None;
@@ -128,14 +134,7 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
     let mut was_idle = false;
     loop {
         if inner.shutdown.is_set() {
-            let held: Vec<FlushedFrame> = {
-                let mut links = inner.links.borrow_mut();
-                links.get_mut(&to).map(|l| l.queue.drain(..).collect()).unwrap_or_default()
-            };
-            release(&inner, to, &held);
-            for f in &held {
-                inner.drop_frame(f, "shutdown");
-            }
+            drop_queued(&inner, to, "shutdown");
             return;
         }
         let batch = take_batch(&inner, to);
