@@ -56,6 +56,11 @@ struct ServerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     status_addr: Option<std::net::SocketAddr>,
+    /// A region snapshots its state (and compacts its log) once the log it
+    /// applied since its last snapshot reaches this size and half its
+    /// state's size ("4MiB", "64KiB") [default: 4 MiB].
+    #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
+    snapshot_log_min: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -213,6 +218,7 @@ fn server(args: ServerArgs) -> Result<(), String> {
         stop: Default::default(),
         memory_limit_bytes: args.memory_limit.map(|b| b as usize),
         status_addr: args.status_addr,
+        snapshot_log_bytes_min: args.snapshot_log_min.map(|b| b as usize),
     };
     engine::runtime::store::run_store(opts).map_err(|e| e.to_string())
 }

@@ -4,6 +4,7 @@
 //! - [`region`]: a region's meta, raft-rs's view of its log, and its peer.
 //! - [`kv`]: client writes as log entries, and the state machine.
 //! - [`shard`]: the sans-IO loop iteration of DESIGN.md §3 for all regions of a core.
+//! - [`snapshot`]: state-machine snapshots, their files and their format.
 //! - [`sim`]: a deterministic simulator running real shards with a fake
 //!   disk, network and clock from one seed.
 
@@ -14,6 +15,7 @@ pub mod region;
 pub mod runtime;
 pub mod shard;
 pub mod sim;
+pub mod snapshot;
 pub mod spec;
 
 pub use error::RegionError;

@@ -71,6 +71,9 @@ struct Shared<D: Disk> {
     purge_wanted: Cell<bool>,
     /// Purges planned by the writer, run by the maintainer.
     purge_jobs: RefCell<VecDeque<PurgeJob<D>>>,
+    /// The last purge plan's regions pinning old segments, with the segment
+    /// each pins and the segment being written then (for `take_blocking`).
+    blocking: RefCell<(Vec<(RegionId, u64)>, u64)>,
 }
 
 /// A cloneable handle to a group-committing log.
@@ -94,7 +97,15 @@ impl<D: Disk> GroupCommit<D> {
             writer_done: Cell::new(false),
             purge_wanted: Cell::new(false),
             purge_jobs: RefCell::new(VecDeque::new()),
+            blocking: RefCell::new((vec![], 0)),
         }))
+    }
+
+    /// The regions the last purge found pinning old segments, as (region,
+    /// segment it pins), and the segment being written then; taken once.
+    /// The owner of the regions asks them to compact (DESIGN.md §4).
+    pub fn take_blocking(&self) -> (Vec<(RegionId, u64)>, u64) {
+        std::mem::take(&mut *self.0.blocking.borrow_mut())
     }
 
     /// Stages a write; it goes out with the next flush.
@@ -206,7 +217,13 @@ impl<D: Disk> GroupCommit<D> {
             // purge here, run its renames beside the next flush.
             if s.purge_wanted.get() && !s.wal.borrow().flush_in_flight() {
                 s.purge_wanted.set(false);
-                let job = s.wal.borrow_mut().purge().take_job();
+                let (job, blocking) = {
+                    let mut wal = s.wal.borrow_mut();
+                    let mut plan = wal.purge();
+                    let active = wal.segment_seqs().last().copied().unwrap_or(0);
+                    (plan.take_job(), (std::mem::take(&mut plan.blocking), active))
+                };
+                *s.blocking.borrow_mut() = blocking;
                 if let Some(job) = job {
                     s.purge_jobs.borrow_mut().push_back(job);
                     s.maintainer.notify();

@@ -1,7 +1,15 @@
 //! The state machine a region applies its committed writes to. The default
 //! is an in-memory ordered map; every region owns the keys of its range.
+//!
+//! The map is persistent (`imbl::OrdMap`: a B-tree whose nodes are shared
+//! between clones and copied on first write), so a snapshot is an O(1)
+//! clone taken inside the loop and written out on a blocking thread while
+//! the region keeps applying. Keys' tails and values are `Bytes`, so copying
+//! a shared node after a snapshot bumps reference counts instead of
+//! allocating every key and value in it again.
 
-use std::collections::BTreeMap;
+use bytes::Bytes;
+use imbl::OrdMap;
 
 use crate::kv::command::Command;
 
@@ -13,7 +21,9 @@ pub enum Applied {
     Cas(bool),
 }
 
-pub trait StateMachine {
+/// What a region applies its commands to. `Clone` must be cheap (O(1)):
+/// it is how a snapshot is taken without stalling the shard loop.
+pub trait StateMachine: Clone + Send + 'static {
     fn apply(&mut self, command: &Command) -> Applied;
     fn get(&self, key: &[u8]) -> Option<&[u8]>;
     /// Keys and values in [start, end) (end empty: to the end), at most `limit`.
@@ -21,6 +31,11 @@ pub trait StateMachine {
     fn len(&self) -> usize;
     /// Memory it holds, roughly (keys, values and per-entry overhead).
     fn bytes(&self) -> usize;
+    /// Every key and value in key order (what a snapshot file holds).
+    fn rows(&self) -> impl Iterator<Item = (Vec<u8>, &[u8])> + '_;
+    /// Rebuilds the state from rows in strictly increasing key order (a
+    /// snapshot being restored).
+    fn from_rows(rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -35,7 +50,7 @@ pub trait StateMachine {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct MapKey {
     head: u128,
-    rest: Box<[u8]>,
+    rest: Bytes,
     len: u32,
 }
 
@@ -44,7 +59,11 @@ impl MapKey {
         let mut head = [0u8; 16];
         let n = key.len().min(16);
         head[..n].copy_from_slice(&key[..n]);
-        MapKey { head: u128::from_be_bytes(head), rest: key[n..].into(), len: key.len() as u32 }
+        MapKey {
+            head: u128::from_be_bytes(head),
+            rest: if key.len() > 16 { Bytes::copy_from_slice(&key[n..]) } else { Bytes::new() },
+            len: key.len() as u32,
+        }
     }
 
     fn bytes(&self) -> Vec<u8> {
@@ -60,7 +79,7 @@ impl MapKey {
 /// The default state machine: an ordered map in memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemKv {
-    map: BTreeMap<MapKey, Vec<u8>>,
+    map: OrdMap<MapKey, Bytes>,
     bytes: usize,
 }
 
@@ -68,8 +87,9 @@ pub struct MemKv {
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 impl MemKv {
-    fn set(&mut self, key: &[u8], value: Vec<u8>) {
+    fn set(&mut self, key: &[u8], value: &[u8]) {
         let add = value.len();
+        let value = Bytes::copy_from_slice(value);
         match self.map.insert(MapKey::new(key), value) {
             Some(old) => self.bytes = self.bytes - old.len() + add,
             None => self.bytes += key.len() + add + ENTRY_OVERHEAD_BYTES,
@@ -87,7 +107,7 @@ impl StateMachine for MemKv {
     fn apply(&mut self, command: &Command) -> Applied {
         match command {
             Command::Put { key, value } => {
-                self.set(key, value.clone());
+                self.set(key, value);
                 Applied::Done
             }
             Command::Delete { key } => {
@@ -95,11 +115,11 @@ impl StateMachine for MemKv {
                 Applied::Done
             }
             Command::Cas { key, expect, new } => {
-                if self.map.get(&MapKey::new(key)) != expect.as_ref() {
+                if self.map.get(&MapKey::new(key)).map(|v| &v[..]) != expect.as_deref() {
                     return Applied::Cas(false);
                 }
                 match new {
-                    Some(v) => self.set(key, v.clone()),
+                    Some(v) => self.set(key, v),
                     None => self.remove(key),
                 }
                 Applied::Cas(true)
@@ -108,7 +128,7 @@ impl StateMachine for MemKv {
     }
 
     fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(&MapKey::new(key)).map(Vec::as_slice)
+        self.map.get(&MapKey::new(key)).map(|v| &v[..])
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -117,8 +137,20 @@ impl StateMachine for MemKv {
             .range(MapKey::new(start)..)
             .take_while(|(k, _)| end.as_ref().is_none_or(|e| *k < e))
             .take(limit)
-            .map(|(k, v)| (k.bytes(), v.clone()))
+            .map(|(k, v)| (k.bytes(), v.to_vec()))
             .collect()
+    }
+
+    fn rows(&self) -> impl Iterator<Item = (Vec<u8>, &[u8])> + '_ {
+        self.map.iter().map(|(k, v)| (k.bytes(), &v[..]))
+    }
+
+    fn from_rows(rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
+        let mut kv = MemKv::default();
+        for (k, v) in rows {
+            kv.set(&k, &v);
+        }
+        kv
     }
 
     fn len(&self) -> usize {

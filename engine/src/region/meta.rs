@@ -1,7 +1,8 @@
 //! A region's metadata: its id, key range [start, end), epoch, and peers.
-//! Persisted through the WAL (bincode 2, as the region's opaque meta bytes)
-//! with every change, so a restart knows exactly which regions this shard
-//! hosts and who their peers are.
+//! Persisted through the WAL (bincode 2, inside the region's opaque meta
+//! bytes, as a `RegionLocalState`) with every change, so a restart knows
+//! exactly which regions this shard hosts, who their peers are, and which
+//! snapshot their state restarts from.
 
 use bincode::{Decode, Encode};
 use bytes::Bytes;
@@ -74,6 +75,31 @@ impl RegionMeta {
     }
 }
 
+/// What a region keeps in the WAL's (opaque to it) meta bytes: its meta and
+/// the snapshot its state machine restarts from, as (index, term). Written
+/// whenever either changes, so a restart knows both without another file.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RegionLocalState {
+    pub meta: RegionMeta,
+    pub snapshot: Option<(u64, u64)>,
+}
+
+impl RegionLocalState {
+    pub fn encode(&self) -> Bytes {
+        assert!(self.meta.peers.len() <= PEERS_MAX, "region {} has {} peers", self.meta.id, self.meta.peers.len());
+        Bytes::from(bincode::encode_to_vec(self, config()).expect("a region's local state always encodes"))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<RegionLocalState, MetaDecodeError> {
+        let (state, used): (RegionLocalState, usize) =
+            bincode::decode_from_slice(bytes, config()).map_err(|e| MetaDecodeError(e.to_string()))?;
+        if used != bytes.len() {
+            return Err(MetaDecodeError(format!("{} trailing bytes", bytes.len() - used)));
+        }
+        Ok(state)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,8 +116,10 @@ mod tests {
         };
         assert_eq!(RegionMeta::decode(&m.encode()), Ok(m.clone()));
         assert!(m.contains(b"b") && m.contains(b"c") && !m.contains(b"d") && !m.contains(b"a"));
-        let all = RegionMeta { start_key: vec![], end_key: vec![], ..m };
+        let all = RegionMeta { start_key: vec![], end_key: vec![], ..m.clone() };
         assert!(all.contains(b"") && all.contains(b"\xff\xff"));
         assert!(RegionMeta::decode(&[1, 2, 3]).is_err());
+        let state = RegionLocalState { meta: m, snapshot: Some((40, 3)) };
+        assert_eq!(RegionLocalState::decode(&state.encode()), Ok(state));
     }
 }

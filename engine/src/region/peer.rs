@@ -4,6 +4,7 @@
 //! proposals awaiting apply by (term, index), reads awaiting a ReadIndex).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use raft::{Config, RawNode, ReadOnlyOption};
 
@@ -11,6 +12,7 @@ use crate::kv::{Command, MemKv};
 use crate::region::meta::RegionMeta;
 use crate::region::storage::RegionStorage;
 use crate::shard::io::Query;
+use crate::snapshot::{RegionSnapshot, SnapshotId};
 
 /// Ticks without a heartbeat before a follower campaigns (randomised in
 /// [ELECTION_TICKS, 2·ELECTION_TICKS)).
@@ -63,6 +65,18 @@ pub struct Region {
     pub ready_reads: Vec<(u64, u64)>,
     /// Readies of this region handed to raft but not yet durable.
     pub readies_awaiting: usize,
+    /// The snapshot a restart would load (recorded in the WAL, or staged to be).
+    pub snapshot: Option<SnapshotId>,
+    /// The snapshot being written, if one is, with the membership it holds.
+    pub snapshot_taking: Option<(SnapshotId, raft::eraftpb::ConfState)>,
+    /// Entry bytes applied since the last snapshot (the trigger's measure).
+    pub applied_bytes_since_snapshot: usize,
+    /// The WAL's purge named this region as holding old segments: snapshot
+    /// and compact as soon as possible.
+    pub compact_wanted: bool,
+    /// A received snapshot stepped into raft, until raft installs it (or it
+    /// turns out stale): its state and the file it arrived in.
+    pub receiving: Option<(Box<RegionSnapshot>, PathBuf)>,
 }
 
 /// raft-rs configuration of one peer.
@@ -83,7 +97,13 @@ pub fn raft_config(peer_id: u64, applied: u64) -> Config {
 }
 
 impl Region {
-    pub fn new(meta: RegionMeta, peer_id: u64, storage: RegionStorage, applied: u64) -> Result<Region, raft::Error> {
+    pub fn new(
+        meta: RegionMeta,
+        peer_id: u64,
+        storage: RegionStorage,
+        applied: u64,
+        kv: MemKv,
+    ) -> Result<Region, raft::Error> {
         let config = raft_config(peer_id, applied);
         config.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -94,7 +114,7 @@ impl Region {
             meta,
             peer_id,
             raw,
-            kv: MemKv::default(),
+            kv,
             applied,
             timeout_term: u64::MAX,
             pending_writes: vec![],
@@ -104,6 +124,11 @@ impl Region {
             read_batches: BTreeMap::new(),
             ready_reads: vec![],
             readies_awaiting: 0,
+            snapshot: None,
+            snapshot_taking: None,
+            applied_bytes_since_snapshot: 0,
+            compact_wanted: false,
+            receiving: None,
         })
     }
 

@@ -23,6 +23,11 @@ pub struct RegionStorage {
     /// Entries `base_index + 1 ..`.
     entries: Vec<Entry>,
     entry_bytes: usize,
+    /// The latest snapshot whose file is durable: what a follower whose next
+    /// entry was compacted away is sent. (0, 0) = none.
+    snapshot_index: u64,
+    snapshot_term: u64,
+    snapshot_conf: ConfState,
 }
 
 impl RegionStorage {
@@ -52,6 +57,46 @@ impl RegionStorage {
 
     pub fn entry_bytes(&self) -> usize {
         self.entry_bytes
+    }
+
+    /// The latest durable snapshot, as (index, term); (0, 0) = none.
+    pub fn snapshot_at(&self) -> (u64, u64) {
+        (self.snapshot_index, self.snapshot_term)
+    }
+
+    /// A snapshot's file became durable: it is what raft sends from now on.
+    pub fn set_snapshot(&mut self, index: u64, term: u64, conf: ConfState) {
+        assert!(index >= self.snapshot_index, "snapshot {index} older than {}", self.snapshot_index);
+        (self.snapshot_index, self.snapshot_term, self.snapshot_conf) = (index, term, conf);
+    }
+
+    /// First index still in the log.
+    pub fn first(&self) -> u64 {
+        self.base_index + 1
+    }
+
+    /// Drops the entries up to `index`; never past the durable snapshot (the
+    /// state machine lives in memory: the snapshot is all that survives of them).
+    pub fn compact_to(&mut self, index: u64) {
+        assert!(index <= self.snapshot_index, "compacting to {index} past the snapshot at {}", self.snapshot_index);
+        if index <= self.base_index {
+            return;
+        }
+        assert!(index <= self.last(), "compacting to {index} past the log's end {}", self.last());
+        let term = self.entries[(index - self.base_index - 1) as usize].term;
+        for e in self.entries.drain(..(index - self.base_index) as usize) {
+            self.entry_bytes -= e.data.len();
+        }
+        (self.base_index, self.base_term) = (index, term);
+    }
+
+    /// A received snapshot replaces the whole log (raft found it does not match).
+    pub fn restore(&mut self, index: u64, term: u64, conf: ConfState) {
+        self.entries.clear();
+        self.entry_bytes = 0;
+        (self.base_index, self.base_term) = (index, term);
+        self.conf_state = conf.clone();
+        self.set_snapshot(index, term, conf);
     }
 
     fn last(&self) -> u64 {
@@ -140,13 +185,17 @@ impl raft::Storage for RegionStorage {
         Ok(self.last())
     }
 
+    /// The latest durable snapshot's metadata; its data travels as a file on
+    /// the transport's snapshot stream (the shard sends it when it sees the
+    /// `MsgSnapshot`), so the message itself carries none.
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots come with the state machine's snapshot work (next step of
-        // the engine issue); until then the log is never compacted, so raft
-        // never needs one beyond the initial state.
+        if self.snapshot_index == 0 {
+            // the log was never compacted: raft cannot need one (retried later)
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
         let mut s = Snapshot::default();
-        let mut m = SnapshotMetadata { index: self.base_index, term: self.base_term, ..Default::default() };
-        m.set_conf_state(self.conf_state.clone());
+        let mut m = SnapshotMetadata { index: self.snapshot_index, term: self.snapshot_term, ..Default::default() };
+        m.set_conf_state(self.snapshot_conf.clone());
         s.set_metadata(m);
         Ok(s)
     }
@@ -175,5 +224,24 @@ mod tests {
         assert_eq!(got.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(6, 2), (7, 3)]);
         let one = s.entries(6, 8, 1, GetEntriesContext::empty(false)).unwrap();
         assert_eq!(one.len(), 1, "max_size still returns at least one entry");
+    }
+
+    #[test]
+    fn compaction_keeps_the_term_before_the_first_entry_and_never_passes_the_snapshot() {
+        let mut s = RegionStorage::new(HardState::default(), ConfState::default(), (0, 0), vec![]);
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)]);
+        assert!(s.snapshot(0, 0).is_err(), "no snapshot yet");
+        s.set_snapshot(3, 2, ConfState { voters: vec![1], ..Default::default() });
+        s.compact_to(2);
+        assert_eq!((s.first_index().unwrap(), s.term(2).unwrap(), s.entry_bytes()), (3, 1, 20));
+        assert!(matches!(
+            s.entries(2, 4, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(s.snapshot(0, 0).unwrap().get_metadata().index, 3);
+        let past = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.compact_to(4)));
+        assert!(past.is_err(), "compacting past the durable snapshot is a bug");
+        s.restore(9, 4, ConfState::default());
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap(), s.term(9).unwrap()), (10, 9, 4));
     }
 }

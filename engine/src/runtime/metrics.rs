@@ -33,6 +33,10 @@ pub struct ShardMetrics {
     pub cpu_us: AtomicU64,
     /// Committed entries not yet applied, over all regions.
     pub apply_lag_entries: AtomicU64,
+    pub snapshots_taken: AtomicU64,
+    pub snapshots_sent: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+    pub wal_segments_purged: AtomicU64,
 }
 
 /// The store's shards, by index.
@@ -44,7 +48,7 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 16] = [
+    let metrics: [Metric; 20] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
         ("ringraft_proposals_total", "counter", "raft proposals (one entry each)", |m| &m.proposals),
@@ -76,6 +80,18 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
             |m| &m.cpu_us,
         ),
         ("ringraft_apply_lag_entries", "gauge", "committed entries not yet applied", |m| &m.apply_lag_entries),
+        ("ringraft_snapshots_taken_total", "counter", "snapshots written and recorded (log compacted)", |m| {
+            &m.snapshots_taken
+        }),
+        ("ringraft_snapshots_sent_total", "counter", "snapshots sent to followers behind the log", |m| {
+            &m.snapshots_sent
+        }),
+        ("ringraft_snapshots_installed_total", "counter", "snapshots received from leaders and installed", |m| {
+            &m.snapshots_installed
+        }),
+        ("ringraft_wal_segments_purged_total", "counter", "WAL segments recycled or removed", |m| {
+            &m.wal_segments_purged
+        }),
     ];
     for (name, kind, help, get) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -86,12 +102,33 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` from a thread of its own; returns the bound address.
-pub fn serve(addr: SocketAddr, store_id: u64, shards: StoreMetrics) -> std::io::Result<SocketAddr> {
+/// The status endpoint's thread; `stop` closes its port and joins it.
+pub struct StatusServer {
+    addr: SocketAddr,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl StatusServer {
+    pub fn stop(self) {
+        self.stopping.store(true, Relaxed);
+        // wake the blocking accept; it sees the flag and ends, closing the port
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, std::time::Duration::from_secs(1));
+        let _ = self.thread.join();
+    }
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own until stopped.
+pub fn serve(addr: SocketAddr, store_id: u64, shards: StoreMetrics) -> std::io::Result<StatusServer> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new().name(format!("store{store_id}-status")).spawn(move || {
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stopping.clone();
+    let thread = std::thread::Builder::new().name(format!("store{store_id}-status")).spawn(move || {
         for stream in listener.incoming() {
+            if flag.load(Relaxed) {
+                return;
+            }
             let Ok(mut stream) = stream else { continue };
             let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
             let mut line = String::new();
@@ -111,5 +148,5 @@ pub fn serve(addr: SocketAddr, store_id: u64, shards: StoreMetrics) -> std::io::
             );
         }
     })?;
-    Ok(bound)
+    Ok(StatusServer { addr: bound, stopping, thread })
 }

@@ -1,7 +1,9 @@
 //! One shard on its glommio executor: the sans-IO `Shard` with real I/O
 //! around it — the WAL through `GroupCommit` (one write + fdatasync per
 //! persist batch, at most one in flight), the transport endpoint for peer
-//! frames, the client port, and a raft tick timer.
+//! frames and snapshot streams, the client port, a raft tick timer, and
+//! snapshot files written, read, moved and removed on glommio's blocking
+//! pool (never on the loop's thread).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -19,8 +21,10 @@ use crate::client::protocol::{ClientOp, ClientReply, ClientResponse};
 use crate::error::RegionError;
 use crate::region::RegionStorage;
 use crate::runtime::client_service::{self, ClientQueues};
+use crate::shard::core::{regions_to_compact, RegionInit};
 use crate::shard::recover::load_regions;
 use crate::shard::{Input, Output, Response, Shard, ShardLimits};
+use crate::snapshot::files::{self, SnapshotFileError};
 use crate::spec::ClusterSpec;
 use transport::net::Notify;
 
@@ -42,6 +46,8 @@ pub struct ShardConfig {
     pub tick: Duration,
     pub stop: Arc<AtomicBool>,
     pub memory_bytes_max: Option<usize>,
+    /// Applied log bytes below which a region does not snapshot (None: the default).
+    pub snapshot_log_bytes_min: Option<usize>,
     pub metrics: Arc<crate::runtime::metrics::ShardMetrics>,
 }
 
@@ -61,6 +67,15 @@ pub enum ShardError {
     Transport(#[from] transport::net::StartError),
     #[error("client port {addr}: {source}")]
     ClientPort { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("region {region}: loading its snapshot: {source}")]
+    LoadSnapshot { region: u64, source: SnapshotFileError },
+    #[error("snapshot directory: {0}")]
+    SnapshotDir(SnapshotFileError),
+}
+
+/// Runs blocking file work on glommio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    glommio::executor().spawn_blocking(f).await
 }
 
 /// Runs a shard until `stop` is set.
@@ -82,6 +97,10 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     if let Some(m) = cfg.memory_bytes_max {
         limits = limits.with_memory_limit(m);
     }
+    if let Some(b) = cfg.snapshot_log_bytes_min {
+        limits = limits.with_snapshot_log_min(b);
+    }
+    let snap_dir = files::snapshot_dir(&cfg.dir);
     let (wal, _report) = Wal::open(disk, opts)
         .await
         .map_err(|source| ShardError::OpenWal { dir: wal_dir.display().to_string(), source })?;
@@ -95,12 +114,32 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                     ..Default::default()
                 };
                 let storage = RegionStorage::new(Default::default(), cs, (0, 0), vec![]);
-                shard.create_region(m, storage, 0, true);
+                shard.create_region(RegionInit { meta: m, storage, snapshot: None, fresh: true });
             }
         }
+        let shard_dir = cfg.dir.clone();
+        blocking(move || files::sweep(&shard_dir, &Default::default())).await.map_err(ShardError::SnapshotDir)?;
     } else {
-        for r in load_regions(&wal).await? {
-            shard.create_region(r.meta, r.storage, r.applied, false);
+        let loaded = load_regions(&wal).await?;
+        // what the WAL does not name is a leftover of a crash
+        let named: std::collections::BTreeSet<_> = loaded.iter().filter_map(|r| r.snapshot).collect();
+        let shard_dir = cfg.dir.clone();
+        let swept = blocking(move || files::sweep(&shard_dir, &named)).await.map_err(ShardError::SnapshotDir)?;
+        if swept > 0 {
+            tracing::info!(shard = cfg.shard, "removed {swept} snapshot files no region needs");
+        }
+        for r in loaded {
+            let snapshot = match r.snapshot {
+                None => None,
+                Some(id) => {
+                    let dir = snap_dir.clone();
+                    let snap = blocking(move || files::read(&dir, id))
+                        .await
+                        .map_err(|source| ShardError::LoadSnapshot { region: id.region, source })?;
+                    Some(snap)
+                }
+            };
+            shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: false });
         }
     }
     let gc = GroupCommit::new(wal);
@@ -120,7 +159,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
         cfg.store_id,
         cfg.shard,
         me.peer_addr_of(cfg.shard),
-        cfg.dir.join("snapshots"),
+        files::incoming_dir(&cfg.dir),
     );
     let (endpoint, inbox) = Endpoint::start(ep_cfg)?;
     for s in &spec.stores {
@@ -152,6 +191,8 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     let clients = glommio::spawn_local(client_service::serve(listener, queues.clone(), wake.clone()));
 
     let persisted: Rc<Cell<Option<u64>>> = Rc::default();
+    // inputs produced by background file work (snapshots written or read)
+    let file_inputs: Rc<RefCell<Vec<Input>>> = Rc::default();
     // request id in the shard → (connection, the client's id)
     let mut routes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut next_request = 1u64;
@@ -172,11 +213,36 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
         for item in frames {
             match item {
                 Incoming::Raft { batch, .. } => inputs.extend(batch.iter().map(|e| Input::Raft(e.to_envelope()))),
-                Incoming::Snapshot { path, .. } => {
-                    tracing::warn!(path = %path.display(), "snapshot received: not supported yet, removed");
-                    let _ = std::fs::remove_file(&path);
+                Incoming::Snapshot { envelope, path, .. } => {
+                    // read and check it off the loop; the shard steps it once it is whole
+                    let (file_inputs, wake) = (file_inputs.clone(), wake.clone());
+                    glommio::spawn_local(async move {
+                        let p = path.clone();
+                        match blocking(move || files::read_path(&p)).await {
+                            Ok(snap) => {
+                                let snapshot = Box::new(snap);
+                                file_inputs.borrow_mut().push(Input::Snapshot { envelope, snapshot, file: path });
+                                wake.notify();
+                            }
+                            Err(e) => {
+                                // the leader sees no progress and sends another
+                                tracing::warn!(region = envelope.region_id, "received snapshot refused: {e}");
+                                let _ = blocking(move || files::remove(&path)).await;
+                            }
+                        }
+                    })
+                    .detach();
                 }
             }
+        }
+        inputs.append(&mut file_inputs.borrow_mut());
+        for r in endpoint.take_snapshot_reports() {
+            inputs.push(Input::SnapshotSent { region: r.region_id, to_peer: r.to_peer, ok: r.outcome.is_ok() });
+        }
+        let (blocking_regions, active_seq) = gc.take_blocking();
+        let compact = regions_to_compact(&blocking_regions, active_seq);
+        if !compact.is_empty() {
+            inputs.push(Input::CompactRequested { regions: compact });
         }
         let requests = std::mem::take(&mut *queues.requests.borrow_mut());
         cfg.metrics.client_requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
@@ -213,9 +279,21 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
         }
         for out in shard.step(inputs) {
             match out {
-                Output::Persist { batch, writes } => {
+                Output::Persist { batch, writes, installs } => {
                     let (gc, persisted, wake) = (gc.clone(), persisted.clone(), wake.clone());
+                    let dir = snap_dir.clone();
                     glommio::spawn_local(async move {
+                        // received snapshots go into place before the writes that record them
+                        for (from, id) in installs {
+                            let dir = dir.clone();
+                            if let Err(e) = blocking(move || files::install(&from, &dir, id)).await {
+                                eprintln!(
+                                    "ringraft: region {}: installing a received snapshot failed, stopping: {e}",
+                                    id.region
+                                );
+                                std::process::abort();
+                            }
+                        }
                         let mut last = 0;
                         for (region, write) in writes {
                             last = loop {
@@ -244,6 +322,24 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                     .detach();
                 }
                 Output::Frames(frames) => endpoint.send(frames),
+                Output::WriteSnapshot(snap) => {
+                    let (file_inputs, wake, dir) = (file_inputs.clone(), wake.clone(), snap_dir.clone());
+                    glommio::spawn_local(async move {
+                        let id = snap.id();
+                        let result = blocking(move || files::write(&dir, &snap)).await.map_err(|e| e.to_string());
+                        file_inputs.borrow_mut().push(Input::SnapshotWritten { id, result });
+                        wake.notify();
+                    })
+                    .detach();
+                }
+                Output::SendSnapshot { to, envelope, id } => {
+                    endpoint.send_snapshot(to, envelope, files::path_of(&snap_dir, id));
+                }
+                Output::RemoveSnapshot(id) => {
+                    let path = files::path_of(&snap_dir, id);
+                    remove_in_background(path);
+                }
+                Output::DiscardIncoming(path) => remove_in_background(path),
                 Output::Reply { request, result } => {
                     if let Some((conn, id)) = routes.remove(&request) {
                         let result = result.map(|r| match r {
@@ -271,6 +367,18 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     Ok(())
 }
 
+/// Removes a file no longer needed; a failure is only logged (the next
+/// start sweeps what the WAL does not name).
+fn remove_in_background(path: PathBuf) {
+    glommio::spawn_local(async move {
+        let p = path.clone();
+        if let Err(e) = blocking(move || files::remove(&p)).await {
+            tracing::warn!("{e}");
+        }
+    })
+    .detach();
+}
+
 /// Copies the shard's figures to where the status thread reads them.
 fn publish(
     m: &crate::runtime::metrics::ShardMetrics,
@@ -287,6 +395,9 @@ fn publish(
     m.persist_batches.store(st.persist_batches, r);
     m.region_writes_persisted.store(st.region_writes_persisted, r);
     m.entries_applied.store(st.entries_applied, r);
+    m.snapshots_taken.store(st.snapshots_taken, r);
+    m.snapshots_sent.store(st.snapshots_sent, r);
+    m.snapshots_installed.store(st.snapshots_installed, r);
     m.memory_bytes.store(shard.memory_bytes() as u64, r);
     let lag: u64 = shard.regions().map(|g| g.raw.raft.raft_log.committed.saturating_sub(g.applied)).sum();
     m.apply_lag_entries.store(lag, r);
@@ -296,6 +407,7 @@ fn publish(
     m.raft_messages_sent.store(t.messages_sent, r);
     m.raft_frames_dropped.store(t.frames_dropped_total(), r);
     let wal = gc.wal();
+    m.wal_segments_purged.store(wal.stats().segments_recycled + wal.stats().segments_removed, r);
     let h = wal.flush_latency_us();
     if !h.is_empty() {
         m.fsync_latency_us_p50.store(h.value_at_quantile(0.5), r);

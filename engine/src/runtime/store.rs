@@ -78,6 +78,8 @@ pub struct StoreOptions {
     pub memory_limit_bytes: Option<usize>,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub status_addr: Option<std::net::SocketAddr>,
+    /// Applied log bytes past which a region snapshots (None: the default).
+    pub snapshot_log_bytes_min: Option<usize>,
 }
 
 /// Runs every shard of the store until `stop` is set (or the process is killed).
@@ -86,10 +88,13 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     let ident = Ident { cluster_id: opts.spec.cluster_id, store_id: opts.store_id, shards: me.shards };
     check_ident(&opts.data_dir, &ident)?;
     let metrics: crate::runtime::metrics::StoreMetrics = Arc::new((0..me.shards).map(|_| Arc::default()).collect());
-    if let Some(addr) = opts.status_addr {
-        crate::runtime::metrics::serve(addr, opts.store_id, metrics.clone())
-            .map_err(|e| StoreError::Status { addr, what: e.to_string() })?;
-    }
+    let status = match opts.status_addr {
+        None => None,
+        Some(addr) => Some(
+            crate::runtime::metrics::serve(addr, opts.store_id, metrics.clone())
+                .map_err(|e| StoreError::Status { addr, what: e.to_string() })?,
+        ),
+    };
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(u16, Result<(), String>)>();
     let mut handles = vec![];
     for shard in 0..me.shards {
@@ -105,6 +110,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             tick: TICK,
             stop: opts.stop.clone(),
             memory_bytes_max: opts.memory_limit_bytes.map(|m| m / usize::from(me.shards)),
+            snapshot_log_bytes_min: opts.snapshot_log_bytes_min,
             metrics: metrics[usize::from(shard)].clone(),
         };
         let tx = done_tx.clone();
@@ -140,6 +146,9 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
         if let Err(e) = h.join() {
             first_error.get_or_insert(StoreError::Shard { shard, what: format!("executor: {e}") });
         }
+    }
+    if let Some(s) = status {
+        s.stop();
     }
     if let Some(e) = first_error {
         return Err(e);

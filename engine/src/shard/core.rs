@@ -12,20 +12,32 @@
 //!    flight: batch N+1 is written only after N is durable);
 //! 6. on `Persisted`: `on_persist_ready`, release the held messages, flush
 //!    again (second flush point), and handle what that made ready.
+//!
+//! Snapshots (see the `snapshot` module): a region whose applied log
+//! outgrew a fraction of its state asks for its state machine to be written
+//! (`Output::WriteSnapshot`, an O(1) clone); once the file is durable
+//! (`Input::SnapshotWritten`) the WAL records it and the log is compacted up
+//! to it. A `MsgSnapshot` raft sends becomes `Output::SendSnapshot` (the
+//! file goes on the transport's snapshot stream); a received one
+//! (`Input::Snapshot`, already read and checked) is installed when raft
+//! takes it, its file moved into place before the batch that records it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 
 use protobuf::Message as _;
 use raft::eraftpb::{self, EntryType, MessageType};
 use transport::{Destination, Envelope, Outboxes, Peer, SeededRng, Target};
 
 use crate::error::RegionError;
+use crate::kv::MemKv;
 use crate::kv::{Applied, Command, StateMachine, WriteBatch, ENTRY_BYTES_MAX};
-use crate::region::meta::RegionMeta;
+use crate::region::meta::{RegionLocalState, RegionMeta};
 use crate::region::peer::{Proposal, ReadBatch, Region, ELECTION_TICKS, PENDING_WRITES_MAX, PROPOSALS_MAX};
 use crate::region::wal_convert::{conf_state_to_wal, entry_to_wal, hard_state_to_wal};
 use crate::region::RegionStorage;
 use crate::shard::io::{Input, Output, Query, Response};
+use crate::snapshot::{RegionSnapshot, SnapshotConf, SnapshotId};
 
 /// How long a client should wait before retrying a busy region.
 const BUSY_BACKOFF_MS: u64 = 10;
@@ -42,6 +54,27 @@ pub const MEMORY_BYTES_DEFAULT: usize = 4 << 30;
 /// section headers, per-entry headers are counted per entry).
 const RECORD_OVERHEAD_BYTES: usize = 4096;
 const ENTRY_OVERHEAD_BYTES: usize = 32;
+/// A region snapshots once the entries it applied since its last snapshot
+/// reach this many bytes and 1/SNAPSHOT_STATE_DIVISOR of its state's size
+/// (small regions do not snapshot on every write; large ones not too often).
+pub const SNAPSHOT_LOG_BYTES_MIN_DEFAULT: usize = 4 << 20;
+pub const SNAPSHOT_STATE_DIVISOR: usize = 2;
+/// Snapshots one shard writes at a time (the others wait for a later iteration).
+pub const SNAPSHOT_WRITES_IN_FLIGHT_MAX: usize = 2;
+/// Entries a leader keeps below its snapshot for followers that are only a
+/// little behind (so they get appends, not a whole snapshot).
+pub const COMPACT_LAG_ENTRIES_MAX: u64 = 1024;
+
+/// A region whose oldest needed WAL entry lies this many segments or more
+/// behind the one being written is asked to snapshot and compact, so that
+/// idle or slow regions do not keep the WAL from being purged.
+pub const COMPACT_PIN_SEGMENTS_MAX: u64 = 2;
+
+/// The regions of a purge's `blocking` list (region, segment it pins) to ask
+/// for a compaction, given the segment being written.
+pub fn regions_to_compact(blocking: &[(u64, u64)], active_seq: u64) -> Vec<u64> {
+    blocking.iter().filter(|(_, pin)| pin + COMPACT_PIN_SEGMENTS_MAX <= active_seq).map(|(r, _)| *r).collect()
+}
 
 /// Sizes the shard keeps under so that everything it stages fits its WAL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +85,8 @@ pub struct ShardLimits {
     pub write_bytes_max: usize,
     /// Memory (every region's in-memory log and state) past which writes are refused.
     pub memory_bytes_max: usize,
+    /// Applied log bytes below which a region does not snapshot.
+    pub snapshot_log_bytes_min: usize,
 }
 
 impl ShardLimits {
@@ -59,11 +94,20 @@ impl ShardLimits {
     pub fn for_wal(opts: &wal::WalOptions) -> ShardLimits {
         let write_bytes_max = opts.batch_bytes_max - RECORD_OVERHEAD_BYTES;
         let entry_bytes_max = ENTRY_BYTES_MAX.min(write_bytes_max - ENTRY_OVERHEAD_BYTES);
-        ShardLimits { entry_bytes_max, write_bytes_max, memory_bytes_max: MEMORY_BYTES_DEFAULT }
+        ShardLimits {
+            entry_bytes_max,
+            write_bytes_max,
+            memory_bytes_max: MEMORY_BYTES_DEFAULT,
+            snapshot_log_bytes_min: SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
+        }
     }
 
     pub fn with_memory_limit(self, memory_bytes_max: usize) -> ShardLimits {
         ShardLimits { memory_bytes_max, ..self }
+    }
+
+    pub fn with_snapshot_log_min(self, snapshot_log_bytes_min: usize) -> ShardLimits {
+        ShardLimits { snapshot_log_bytes_min, ..self }
     }
 }
 
@@ -85,6 +129,19 @@ pub struct ShardStats {
     pub persist_batches: u64,
     pub region_writes_persisted: u64,
     pub entries_applied: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
+}
+
+/// A region as the shard starts it: from bootstrap (fresh) or as recovery found it.
+pub struct RegionInit {
+    pub meta: RegionMeta,
+    pub storage: RegionStorage,
+    /// The snapshot its state restarts from (`None`: the empty state at index 0).
+    pub snapshot: Option<RegionSnapshot>,
+    /// A new region: its meta and membership are persisted with the next batch.
+    pub fresh: bool,
 }
 
 pub struct Shard {
@@ -106,6 +163,11 @@ pub struct Shard {
     next_read_ctx: u64,
     outputs: Vec<Output>,
     stats: ShardStats,
+    /// Received snapshot files to move into place before the staged batch is written.
+    staged_installs: Vec<(PathBuf, SnapshotId)>,
+    /// Snapshots replaced by a newer one, removable once batch `.0` is durable.
+    obsolete: VecDeque<(u64, SnapshotId)>,
+    snapshots_writing: usize,
 }
 
 impl Shard {
@@ -128,26 +190,45 @@ impl Shard {
             next_read_ctx: 1,
             outputs: vec![],
             stats: ShardStats::default(),
+            staged_installs: vec![],
+            obsolete: VecDeque::new(),
+            snapshots_writing: 0,
         }
     }
 
-    /// Adds a region this shard hosts. `fresh`: a new region (bootstrap), whose
-    /// meta and membership are persisted with the next batch.
-    pub fn create_region(&mut self, meta: RegionMeta, storage: RegionStorage, applied: u64, fresh: bool) {
+    /// Adds a region this shard hosts.
+    pub fn create_region(&mut self, init: RegionInit) {
+        let RegionInit { meta, mut storage, snapshot, fresh } = init;
         let peer = *meta
             .peer_on(self.store_id)
             .unwrap_or_else(|| panic!("region {} has no peer on store {}", meta.id, self.store_id));
         assert_eq!(peer.shard, self.shard, "region {} belongs to shard {} of this store", meta.id, peer.shard);
         let id = meta.id;
         if fresh {
+            assert!(snapshot.is_none(), "region {id}: a fresh region starts empty");
             let write = wal::RegionWrite {
-                meta: Some(meta.encode()),
+                meta: Some(RegionLocalState { meta: meta.clone(), snapshot: None }.encode()),
                 conf_state: Some(conf_state_to_wal(storage.conf_state())),
                 ..Default::default()
             };
             self.stage(id, write);
         }
-        let mut region = Region::new(meta, peer.peer_id, storage, applied).expect("a valid raft config");
+        let (applied, kv, snapshot_id) = match snapshot {
+            None => (0, MemKv::default(), None),
+            Some(s) => {
+                assert_eq!(s.meta.id, id, "region {id} restored from another region's snapshot");
+                assert!(
+                    storage.first() <= s.index + 1,
+                    "region {id}: the log starts at {} after the snapshot at {}: entries lost",
+                    storage.first(),
+                    s.index
+                );
+                storage.set_snapshot(s.index, s.term, s.conf_state.to_raft());
+                (s.index, s.kv.clone(), Some(s.id()))
+            }
+        };
+        let mut region = Region::new(meta, peer.peer_id, storage, applied, kv).expect("a valid raft config");
+        region.snapshot = snapshot_id;
         let t = self.rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
         region.raw.raft.set_randomized_election_timeout(t);
         region.timeout_term = region.term();
@@ -199,6 +280,7 @@ impl Shard {
                     && r.proposals.is_empty()
                     && r.read_batches.is_empty()
                     && r.ready_reads.is_empty()
+                    && r.snapshot_taking.is_none()
             })
     }
 
@@ -227,6 +309,21 @@ impl Shard {
                     self.in_flight = None;
                     persisted = Some(batch);
                 }
+                Input::SnapshotWritten { id, result } => self.on_snapshot_written(id, result),
+                Input::Snapshot { envelope, snapshot, file } => self.on_snapshot(envelope, snapshot, file),
+                Input::SnapshotSent { region, to_peer, ok } => {
+                    if let Some(r) = self.regions.get_mut(&region) {
+                        let status = if ok { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                        r.raw.report_snapshot(to_peer, status);
+                    }
+                }
+                Input::CompactRequested { regions } => {
+                    for id in regions {
+                        if let Some(r) = self.regions.get_mut(&id) {
+                            r.compact_wanted = true;
+                        }
+                    }
+                }
                 Input::Unreachable { regions, store_id } => {
                     for id in regions {
                         if let Some(r) = self.regions.get_mut(&id) {
@@ -243,6 +340,8 @@ impl Shard {
         }
         self.propose();
         self.handle_readies();
+        self.discard_stale_snapshots();
+        self.take_snapshots();
         self.flush_outboxes();
         self.issue_persist();
         std::mem::take(&mut self.outputs)
@@ -378,16 +477,135 @@ impl Shard {
             }
         };
         if msg.get_msg_type() == MessageType::MsgSnapshot {
-            // snapshots arrive through the transport's snapshot stream (with log compaction, later)
-            tracing::warn!(
-                region = r.id(),
-                from = envelope.from.store_id,
-                "snapshot message dropped: not supported yet"
-            );
+            // a snapshot's data comes on the snapshot stream, as `Input::Snapshot`
+            tracing::warn!(region = r.id(), from = envelope.from.store_id, "snapshot message without its data dropped");
             return;
         }
         if let Err(e) = r.raw.step(msg) {
             tracing::debug!(region = r.id(), "step: {e}");
+        }
+    }
+
+    /// A region's own snapshot file is durable: record it in the WAL and
+    /// compact the log up to it (the record and the compaction are one write).
+    fn on_snapshot_written(&mut self, id: SnapshotId, result: Result<u64, String>) {
+        self.snapshots_writing -= 1;
+        let Some(r) = self.regions.get_mut(&id.region) else {
+            self.outputs.push(Output::RemoveSnapshot(id));
+            return;
+        };
+        let taking = r.snapshot_taking.take();
+        let conf = match (result, taking) {
+            (Ok(_), Some((taken, conf))) if taken == id => conf,
+            (Err(e), _) => {
+                // not fatal: the log is kept and a later iteration tries again
+                tracing::warn!(region = id.region, index = id.index, "writing a snapshot failed: {e}");
+                self.outputs.push(Output::RemoveSnapshot(id));
+                return;
+            }
+            (Ok(_), other) => panic!("region {}: snapshot {id:?} written, {other:?} was being taken", id.region),
+        };
+        if r.snapshot.is_some_and(|s| s.index >= id.index) {
+            // a received snapshot was installed meanwhile: this one is older
+            self.outputs.push(Output::RemoveSnapshot(id));
+            return;
+        }
+        self.stats.snapshots_taken += 1;
+        let replaced = r.snapshot.replace(id);
+        r.raw.mut_store().set_snapshot(id.index, id.term, conf);
+        let keep_from = compact_point(r, id.index);
+        let first = r.raw.store().first();
+        r.raw.mut_store().compact_to(keep_from);
+        let write = wal::RegionWrite {
+            compact_to: (keep_from + 1 > first).then_some(keep_from + 1),
+            hard_state: Some(hard_state_covering(r, id.index)),
+            meta: Some(local_state(r)),
+            ..Default::default()
+        };
+        self.stage(id.region, write);
+        if let Some(old) = replaced {
+            self.obsolete.push_back((self.next_batch, old));
+        }
+    }
+
+    /// A snapshot received from a leader, its file durable and its contents
+    /// checked: step its `MsgSnapshot` into raft, which installs it (in this
+    /// iteration's ready) unless it is stale.
+    fn on_snapshot(&mut self, envelope: Envelope, snapshot: Box<RegionSnapshot>, file: PathBuf) {
+        let discard = |outputs: &mut Vec<Output>, why: &str| {
+            tracing::info!(region = envelope.region_id, file = %file.display(), "received snapshot not used: {why}");
+            outputs.push(Output::DiscardIncoming(file.clone()));
+        };
+        let Some(r) = self.regions.get_mut(&envelope.region_id) else {
+            return discard(&mut self.outputs, "the region is not on this shard");
+        };
+        if envelope.to.peer_id != r.peer_id || r.receiving.is_some() {
+            return discard(&mut self.outputs, "another peer's, or one is already being installed");
+        }
+        let msg = match eraftpb::Message::parse_from_carllerche_bytes(&envelope.message) {
+            Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => m,
+            _ => return discard(&mut self.outputs, "its message is not a MsgSnapshot"),
+        };
+        let m = msg.get_snapshot().get_metadata();
+        if (m.index, m.term, envelope.region_id) != (snapshot.index, snapshot.term, snapshot.meta.id) {
+            return discard(&mut self.outputs, "the file is not the snapshot its message names");
+        }
+        r.receiving = Some((snapshot, file));
+        if let Err(e) = r.raw.step(msg) {
+            tracing::debug!(region = r.id(), "step: {e}");
+        }
+    }
+
+    /// Received snapshots raft did not install this iteration were stale.
+    fn discard_stale_snapshots(&mut self) {
+        for r in self.regions.values_mut() {
+            if let Some((_, file)) = r.receiving.take() {
+                tracing::debug!(region = r.meta.id, "received snapshot is stale: discarded");
+                self.outputs.push(Output::DiscardIncoming(file));
+            }
+        }
+    }
+
+    /// Starts a snapshot of each region whose applied log outgrew its share
+    /// of the state (or that pins old WAL segments), a few at a time.
+    fn take_snapshots(&mut self) {
+        for r in self.regions.values_mut() {
+            if self.snapshots_writing >= SNAPSHOT_WRITES_IN_FLIGHT_MAX {
+                return;
+            }
+            let since = r.snapshot.map_or(0, |s| s.index);
+            if r.snapshot_taking.is_some() {
+                continue;
+            }
+            if r.applied <= since {
+                if r.compact_wanted && r.raw.store().first() <= since {
+                    // nothing new to snapshot, but a leader kept a tail for its followers
+                    r.compact_wanted = false;
+                    r.raw.mut_store().compact_to(since);
+                    let write = wal::RegionWrite { compact_to: Some(since + 1), ..Default::default() };
+                    self.staged_bytes += staged_size(&write);
+                    self.staged.push((r.meta.id, write));
+                }
+                continue;
+            }
+            let bound = self.limits.snapshot_log_bytes_min.max(r.kv.bytes() / SNAPSHOT_STATE_DIVISOR);
+            if r.applied_bytes_since_snapshot < bound && !r.compact_wanted {
+                continue;
+            }
+            let index = r.applied;
+            let term = r.raw.raft.raft_log.term(index).expect("the term of every live entry is in memory");
+            let conf = r.raw.raft.prs().conf().to_conf_state();
+            let snap = RegionSnapshot {
+                meta: r.meta.clone(),
+                index,
+                term,
+                conf_state: SnapshotConf::from_raft(&conf),
+                kv: r.kv.clone(),
+            };
+            r.snapshot_taking = Some((snap.id(), conf));
+            r.applied_bytes_since_snapshot = 0;
+            self.snapshots_writing += 1;
+            self.outputs.push(Output::WriteSnapshot(Box::new(snap)));
         }
     }
 
@@ -466,9 +684,18 @@ impl Shard {
         let mut rd = r.raw.ready();
         let store_id = self.store_id;
         for m in rd.take_messages() {
-            push_message(&mut self.outboxes, r, store_id, m);
+            push_message(&mut self.outboxes, &mut self.outputs, &mut self.stats, r, store_id, m);
         }
-        assert!(rd.snapshot().is_empty(), "region {id}: snapshots come with log compaction (not yet)");
+        let mut writes = vec![wal::RegionWrite::default()];
+        if !rd.snapshot().is_empty() {
+            let (write, install, replies) = install_snapshot(r, rd.snapshot());
+            writes[0] = write;
+            self.staged_installs.push(install);
+            self.stats.snapshots_installed += 1;
+            for (q, res) in replies {
+                self.outputs.push(Output::Reply { request: q, result: res });
+            }
+        }
         for rs in rd.take_read_states() {
             match <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
                 Ok(ctx) if r.read_batches.contains_key(&u64::from_le_bytes(ctx)) => {
@@ -481,7 +708,6 @@ impl Shard {
         // a follower catching up can get many appends in one Ready: split its
         // entries over region writes that each fit a WAL record; the HardState
         // rides on the last (a durable prefix without it is harmless)
-        let mut writes = vec![wal::RegionWrite::default()];
         if !rd.entries().is_empty() {
             r.raw.mut_store().append(rd.entries());
             let mut bytes = 0;
@@ -553,7 +779,7 @@ impl Shard {
                 let r = self.regions.get_mut(&id).expect("listed");
                 r.raw.on_persist_ready(number);
                 for m in messages {
-                    push_message(&mut self.outboxes, r, store_id, m);
+                    push_message(&mut self.outboxes, &mut self.outputs, &mut self.stats, r, store_id, m);
                 }
             }
         }
@@ -568,9 +794,16 @@ impl Shard {
             let r = self.regions.get_mut(&a.region).expect("regions are not removed yet");
             r.readies_awaiting -= 1;
             r.raw.on_persist_ready(a.number);
+            // an installed snapshot counts as applied for raft once it is durable
+            advance_raft_applied(r);
             for m in a.messages {
-                push_message(&mut self.outboxes, r, store_id, m);
+                push_message(&mut self.outboxes, &mut self.outputs, &mut self.stats, r, store_id, m);
             }
+        }
+        // the batch recorded newer snapshots: the files they replaced can go
+        while self.obsolete.front().is_some_and(|(b, _)| *b <= batch) {
+            let (_, id) = self.obsolete.pop_front().unwrap();
+            self.outputs.push(Output::RemoveSnapshot(id));
         }
         // second flush point: votes and append responses leave as soon as they are durable
         self.flush_outboxes();
@@ -594,7 +827,8 @@ impl Shard {
         self.staged_bytes = 0;
         self.stats.persist_batches += 1;
         self.stats.region_writes_persisted += writes.len() as u64;
-        self.outputs.push(Output::Persist { batch, writes });
+        let installs = std::mem::take(&mut self.staged_installs);
+        self.outputs.push(Output::Persist { batch, writes, installs });
     }
 
     /// Applies committed entries, answers their clients, serves reads whose
@@ -606,7 +840,10 @@ impl Shard {
             assert_eq!(e.index, r.applied + 1, "region {id}: applying {} after {}", e.index, r.applied);
             let results = match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => vec![], // a new leader's empty entry
-                EntryType::EntryNormal => apply_batch(r, &e.data),
+                EntryType::EntryNormal => {
+                    r.applied_bytes_since_snapshot += e.data.len();
+                    apply_batch(r, &e.data)
+                }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     panic!("region {id}: conf change at {} (membership changes come with the PD issue)", e.index)
                 }
@@ -632,8 +869,7 @@ impl Shard {
             r.applied = e.index;
             self.stats.entries_applied += 1;
         }
-        // proposals below the applied index that were never seen were overwritten by a snapshot (not yet possible)
-        r.raw.advance_apply_to(r.applied);
+        advance_raft_applied(r);
         let applied = r.applied;
         let mut still = vec![];
         for (ctx, index) in std::mem::take(&mut r.ready_reads) {
@@ -662,6 +898,100 @@ impl Shard {
             self.reply(q, res);
         }
     }
+}
+
+/// Tells raft how far the state machine has applied: an installed
+/// snapshot's index only once raft has it persisted (raft checks that).
+fn advance_raft_applied(r: &mut Region) {
+    let to = r.applied.min(r.raw.raft.raft_log.persisted);
+    if to > r.raw.raft.raft_log.applied {
+        r.raw.advance_apply_to(to);
+    }
+}
+
+/// Where a region's log may start after a snapshot at `index`: right after
+/// it, except that a leader keeps (a bounded number of) the entries its
+/// active followers have not yet matched, so one a little behind gets
+/// appends rather than a whole snapshot. A follower that has not been heard
+/// from within an election timeout is not waited for (it gets the
+/// snapshot), nor is anyone when the WAL named the region as pinning old
+/// segments.
+fn compact_point(r: &mut Region, index: u64) -> u64 {
+    let forced = std::mem::take(&mut r.compact_wanted);
+    if forced || !r.is_leader() {
+        return index;
+    }
+    let me = r.peer_id;
+    let lowest = r
+        .raw
+        .raft
+        .prs()
+        .iter()
+        .filter(|(id, p)| **id != me && p.recent_active)
+        .map(|(_, p)| p.matched)
+        .min()
+        .unwrap_or(index);
+    lowest.max(index.saturating_sub(COMPACT_LAG_ENTRIES_MAX)).min(index)
+}
+
+/// What the WAL's meta bytes hold for `r` now.
+fn local_state(r: &Region) -> bytes::Bytes {
+    RegionLocalState { meta: r.meta.clone(), snapshot: r.snapshot.map(|s| (s.index, s.term)) }.encode()
+}
+
+/// The region's HardState with a commit index at least `index` (a snapshot
+/// at `index` is committed; a restart applies it and raft checks
+/// applied ≤ commit).
+fn hard_state_covering(r: &Region, index: u64) -> wal::HardState {
+    let mut hs = hard_state_to_wal(r.raw.store().hard_state());
+    hs.commit = hs.commit.max(index);
+    hs
+}
+
+/// Installs the received snapshot raft just took: the state machine, meta
+/// and log start over from it. Returns the region write that records it
+/// (first of the ready's writes: it resets the log before any entry), the
+/// file to move into place before that write, and replies to proposals
+/// the snapshot covers (their fate cannot be known).
+#[allow(clippy::type_complexity)]
+fn install_snapshot(
+    r: &mut Region,
+    snap: &eraftpb::Snapshot,
+) -> (wal::RegionWrite, (PathBuf, SnapshotId), Vec<(u64, Result<Response, RegionError>)>) {
+    let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+    let (data, file) = r
+        .receiving
+        .take()
+        .unwrap_or_else(|| panic!("region {}: raft installs a snapshot at {index} that was never received", r.id()));
+    assert_eq!(
+        (data.index, data.term),
+        (index, term),
+        "region {}: raft installs another snapshot than received",
+        r.id()
+    );
+    let id = data.id();
+    let conf = snap.get_metadata().get_conf_state().clone();
+    r.kv = data.kv;
+    r.meta = data.meta;
+    r.key_range = (r.meta.start_key.clone().into(), r.meta.end_key.clone().into());
+    r.applied = index;
+    r.applied_bytes_since_snapshot = 0;
+    r.raw.mut_store().restore(index, term, conf.clone());
+    r.snapshot = Some(id);
+    let mut replies = vec![];
+    let covered: Vec<u64> = r.proposals.range(..=index).map(|(i, _)| *i).collect();
+    for i in covered {
+        let err = RegionError::Ambiguous { region: r.id() };
+        replies.extend(r.proposals.remove(&i).unwrap().requests.into_iter().map(|q| (q, Err(err.clone()))));
+    }
+    let write = wal::RegionWrite {
+        snapshot: Some(wal::SnapshotMarker { index, term }),
+        conf_state: Some(conf_state_to_wal(&conf)),
+        meta: Some(local_state(r)),
+        hard_state: Some(hard_state_covering(r, index)),
+        ..Default::default()
+    };
+    (write, (file, id), replies)
 }
 
 /// Bytes a staged region write counts against `STAGED_BYTES_MAX`.
@@ -698,13 +1028,24 @@ fn apply_batch(r: &mut Region, data: &[u8]) -> Vec<Result<Response, RegionError>
         .collect()
 }
 
-/// Queues a raft message for its peer's store and shard.
-fn push_message(outboxes: &mut Outboxes, r: &Region, store_id: u64, m: eraftpb::Message) {
+/// Queues a raft message for its peer's store and shard; a `MsgSnapshot`
+/// instead goes out with its file on the snapshot stream.
+fn push_message(
+    outboxes: &mut Outboxes,
+    outputs: &mut Vec<Output>,
+    stats: &mut ShardStats,
+    r: &Region,
+    store_id: u64,
+    m: eraftpb::Message,
+) {
     let Some(to) = r.meta.peer(m.to).copied() else {
         tracing::warn!(region = r.id(), to = m.to, "message to a peer not in the region's meta");
         return;
     };
-    debug_assert!(m.get_msg_type() != MessageType::MsgSnapshot, "snapshot messages travel on the snapshot stream");
+    let snapshot = (m.get_msg_type() == MessageType::MsgSnapshot).then(|| {
+        let meta = m.get_snapshot().get_metadata();
+        SnapshotId { region: r.id(), index: meta.index, term: meta.term }
+    });
     let envelope = Envelope {
         region_id: r.id(),
         start_key: r.key_range.0.clone(),
@@ -715,6 +1056,13 @@ fn push_message(outboxes: &mut Outboxes, r: &Region, store_id: u64, m: eraftpb::
         message: m.write_to_bytes().expect("a raft message encodes").into(),
     };
     let dest = Destination { store_id: to.store_id, shard: to.shard };
+    if let Some(id) = snapshot {
+        // raft asked storage for it: a durable snapshot whose file is kept at
+        // least until a newer one's record is durable (by then the send has it open)
+        stats.snapshots_sent += 1;
+        outputs.push(Output::SendSnapshot { to: dest, envelope, id });
+        return;
+    }
     if let Err(e) = outboxes.push(dest, &envelope) {
         tracing::warn!(region = r.id(), "message dropped: {e}");
     }

@@ -2,11 +2,14 @@
 //! runtime (glommio, or the simulator) turns `Output`s into I/O and I/O
 //! completions into `Input`s; the shard itself does no I/O.
 
-use transport::{Envelope, FlushedFrame};
+use std::path::PathBuf;
+
+use transport::{Destination, Envelope, FlushedFrame};
 
 use crate::error::RegionError;
 use crate::kv::Command;
 use crate::region::meta::Epoch;
+use crate::snapshot::{RegionSnapshot, SnapshotId};
 
 pub enum Input {
     /// One raft tick for every region.
@@ -27,6 +30,15 @@ pub enum Input {
     Persisted { batch: u64 },
     /// Messages to these regions were dropped by the transport.
     Unreachable { regions: Vec<u64>, store_id: u64 },
+    /// A `WriteSnapshot` finished: the file is durable (Ok, its size) or not.
+    SnapshotWritten { id: SnapshotId, result: Result<u64, String> },
+    /// A snapshot from a leader: `envelope` carries its `MsgSnapshot`,
+    /// `snapshot` what the durable, verified `file` holds.
+    Snapshot { envelope: Envelope, snapshot: Box<RegionSnapshot>, file: PathBuf },
+    /// How sending a snapshot to `to_peer` ended (raft's `report_snapshot`).
+    SnapshotSent { region: u64, to_peer: u64, ok: bool },
+    /// The WAL's purge found these regions pinning old segments: compact them.
+    CompactRequested { regions: Vec<u64> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +63,12 @@ pub enum Query {
 pub enum Output {
     /// Make these region writes durable as one WAL write + fdatasync, then
     /// report `Input::Persisted { batch }`. At most one is in flight.
+    /// `installs`: received snapshot files to move into their place (and
+    /// the directory fsynced) before the writes, which record them.
     Persist {
         batch: u64,
         writes: Vec<(u64, wal::RegionWrite)>,
+        installs: Vec<(PathBuf, SnapshotId)>,
     },
     /// One frame per destination (store, shard).
     Frames(Vec<FlushedFrame>),
@@ -61,4 +76,16 @@ pub enum Output {
         request: u64,
         result: Result<Response, RegionError>,
     },
+    /// Write this snapshot durably (off the loop), then report `SnapshotWritten`.
+    WriteSnapshot(Box<RegionSnapshot>),
+    /// Stream snapshot `id`'s file to a follower; report `SnapshotSent`.
+    SendSnapshot {
+        to: Destination,
+        envelope: Envelope,
+        id: SnapshotId,
+    },
+    /// A snapshot file no longer needed (a newer one is recorded durably).
+    RemoveSnapshot(SnapshotId),
+    /// A received snapshot file that will not be installed.
+    DiscardIncoming(PathBuf),
 }

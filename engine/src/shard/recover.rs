@@ -1,14 +1,16 @@
-//! A shard's regions as its WAL recovered them: meta, membership, vote, and
-//! every live entry (read back into memory: raft-rs reads its log
-//! synchronously). The state machine is rebuilt by re-applying the committed
-//! entries (`applied` starts at the log's base; snapshots come later).
+//! A shard's regions as its WAL recovered them: meta, membership, vote, the
+//! snapshot their state restarts from, and every live entry (read back into
+//! memory: raft-rs reads its log synchronously). The caller loads each
+//! snapshot (an I/O of its own); the shard then re-applies the committed
+//! entries after it.
 
 use wal::disk::Disk;
 use wal::{ReadError, Wal};
 
-use crate::region::meta::{MetaDecodeError, RegionMeta};
+use crate::region::meta::{MetaDecodeError, RegionLocalState, RegionMeta};
 use crate::region::wal_convert::{conf_state_from_wal, entry_from_wal, hard_state_from_wal};
 use crate::region::RegionStorage;
+use crate::snapshot::SnapshotId;
 
 /// Entries read per WAL request while loading.
 const LOAD_READ_BYTES: u64 = 4 << 20;
@@ -21,13 +23,18 @@ pub enum LoadError {
     NoMeta { region: u64 },
     #[error("region {region}: reading entries [{lo}, {hi}): {source}")]
     Read { region: u64, lo: u64, hi: u64, source: ReadError },
+
+    #[error(
+        "region {region}: its log starts at {first_index}, after its snapshot at {snapshot_index}: entries are lost"
+    )]
+    LogGap { region: u64, first_index: u64, snapshot_index: u64 },
 }
 
-/// One recovered region: its meta, its log view, and the index it applies from.
+/// One recovered region: its meta, its log view, and the snapshot to load.
 pub struct LoadedRegion {
     pub meta: RegionMeta,
     pub storage: RegionStorage,
-    pub applied: u64,
+    pub snapshot: Option<SnapshotId>,
 }
 
 /// Every live (non-tombstone) region of the WAL.
@@ -39,10 +46,20 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, Lo
             continue;
         }
         let meta_bytes = wal.meta(region).ok_or(LoadError::NoMeta { region })?;
-        let meta = RegionMeta::decode(meta_bytes).map_err(|source| LoadError::Meta { region, source })?;
-        let hs = wal.hard_state(region).map(|h| hard_state_from_wal(&h)).unwrap_or_default();
+        let state = RegionLocalState::decode(meta_bytes).map_err(|source| LoadError::Meta { region, source })?;
+        let mut hs = wal.hard_state(region).map(|h| hard_state_from_wal(&h)).unwrap_or_default();
         let cs = wal.conf_state(region).map(conf_state_from_wal).unwrap_or_default();
-        let base = wal.snapshot(region).map_or((0, 0), |s| (s.index, s.term));
+        // the log starts after its last compaction or installed snapshot
+        let first_index = wal.first_index(region).unwrap_or(1);
+        let base_term = wal.term(region, first_index - 1).expect("the WAL keeps the term before its first entry");
+        let snapshot = state.snapshot.map(|(index, term)| SnapshotId { region, index, term });
+        let snapshot_index = snapshot.map_or(0, |s| s.index);
+        if first_index > snapshot_index + 1 {
+            return Err(LoadError::LogGap { region, first_index, snapshot_index });
+        }
+        // the snapshot is committed; its record carries a commit at least
+        // this high, and raft refuses to start with applied > commit
+        hs.commit = hs.commit.max(snapshot_index);
         let mut entries = vec![];
         if let (Some(first), Some(last)) = (wal.first_index(region), wal.last_index(region)) {
             let (mut lo, hi) = (first, last + 1);
@@ -65,8 +82,8 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, Lo
                 entries.extend(got.iter().map(entry_from_wal));
             }
         }
-        let storage = RegionStorage::new(hs, cs, base, entries);
-        out.push(LoadedRegion { meta, storage, applied: base.0 });
+        let storage = RegionStorage::new(hs, cs, (first_index - 1, base_term), entries);
+        out.push(LoadedRegion { meta: state.meta, storage, snapshot });
     }
     Ok(out)
 }

@@ -4,7 +4,10 @@
 //! duplicate, reorder, partition), driven by a fake clock in 1 ms steps.
 //! Everything random comes from one seed (the network's faults, disk
 //! latencies, raft's election timeouts), so a failing run replays exactly
-//! with the same seed.
+//! with the same seed. Snapshots are written after a simulated delay and
+//! travel between stores whole, after a delay, unless the stores are
+//! partitioned or the destination is down (the sender then hears of the
+//! failure, as from the transport's snapshot stream).
 
 pub mod linearizability;
 pub mod store;
@@ -13,12 +16,15 @@ pub mod workload;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use transport::{FaultConfig, Faults, FlushedFrame, FrameDecoder, FrameKind, RaftBatch, SeededRng};
+use transport::{
+    Destination, Envelope, FaultConfig, Faults, FlushedFrame, FrameDecoder, FrameKind, RaftBatch, SeededRng,
+};
 
 use crate::error::RegionError;
 use crate::region::meta::{PeerMeta, RegionMeta};
-use crate::shard::{Input, Output, Response};
-use store::SimStore;
+use crate::shard::{Input, Output, Response, ShardLimits};
+use crate::snapshot::RegionSnapshot;
+use store::{sim_wal_options, SimStore};
 
 /// The simulation's time step.
 pub const STEP: Duration = Duration::from_millis(1);
@@ -38,6 +44,12 @@ pub struct SimOptions {
     pub disk_stall: Duration,
     /// Time between raft ticks.
     pub tick: Duration,
+    /// Applied log bytes past which a region snapshots (small, so the
+    /// simulation compacts, sends and installs snapshots often).
+    pub snapshot_log_bytes_min: usize,
+    /// Time writing a snapshot file takes; time one takes to reach a peer.
+    pub snapshot_write: Duration,
+    pub snapshot_transfer: Duration,
 }
 
 impl SimOptions {
@@ -51,8 +63,25 @@ impl SimOptions {
             disk_stall_per_million: 20_000,
             disk_stall: Duration::from_millis(30),
             tick: Duration::from_millis(10),
+            snapshot_log_bytes_min: 16 << 10,
+            snapshot_write: Duration::from_millis(5),
+            snapshot_transfer: Duration::from_millis(20),
         }
     }
+
+    /// The shard limits every store of the simulation runs with.
+    pub fn limits(&self) -> ShardLimits {
+        ShardLimits::for_wal(&sim_wal_options()).with_snapshot_log_min(self.snapshot_log_bytes_min)
+    }
+}
+
+/// A snapshot on its way from one store to another.
+struct SnapshotSend {
+    arrives_at: Instant,
+    from_store: u64,
+    to: Destination,
+    envelope: Envelope,
+    snapshot: RegionSnapshot,
 }
 
 /// The first key of region `i` of the bootstrap spec (region 0 starts at the empty key).
@@ -96,6 +125,7 @@ pub struct Sim {
     replies: BTreeMap<u64, Result<Response, RegionError>>,
     /// Requests lost with a crashed store (their outcome is unknown).
     lost: Vec<u64>,
+    snapshot_sends: Vec<SnapshotSend>,
 }
 
 impl Sim {
@@ -103,7 +133,9 @@ impl Sim {
         let start = Instant::now();
         let mut rng = SeededRng::new(options.seed);
         let metas = bootstrap_spec(options.stores, options.regions);
-        let stores = (1..=options.stores).map(|id| (id, SimStore::bootstrap(id, &metas, rng.next_u64()))).collect();
+        let limits = options.limits();
+        let stores =
+            (1..=options.stores).map(|id| (id, SimStore::bootstrap(id, &metas, rng.next_u64(), limits))).collect();
         let tick_ms = options.tick.as_millis().max(1) as u64;
         let next_tick =
             (1..=options.stores).map(|id| (id, start + Duration::from_millis(rng.between(1, tick_ms)))).collect();
@@ -121,6 +153,7 @@ impl Sim {
             in_flight: BTreeMap::new(),
             replies: BTreeMap::new(),
             lost: vec![],
+            snapshot_sends: vec![],
         }
     }
 
@@ -222,6 +255,7 @@ impl Sim {
                 node.inputs.push(Input::Raft(env));
             }
         }
+        self.deliver_snapshots();
         let (lo, hi) = self.options.disk_latency;
         for s in self.stores.values_mut() {
             let Some(node) = s.node.as_mut() else { continue };
@@ -230,13 +264,25 @@ impl Sim {
                 node.persist_now(p.writes);
                 node.inputs.push(Input::Persisted { batch: p.batch });
             }
+            let (due, later): (Vec<_>, Vec<_>) = node.snapshot_writes.drain(..).partition(|(at, _)| *at <= now);
+            node.snapshot_writes = later;
+            for (_, snap) in due {
+                node.inputs.push(Input::SnapshotWritten { id: snap.id(), result: Ok(0) });
+                s.snapshots.insert(snap.id(), *snap);
+            }
             if node.inputs.is_empty() && !node.shard.has_ready() {
                 continue;
             }
             let inputs = std::mem::take(&mut node.inputs);
             for out in node.shard.step(inputs) {
                 match out {
-                    Output::Persist { batch, writes } => {
+                    Output::Persist { batch, writes, installs } => {
+                        // the runtime moves received files into place before the WAL write
+                        for (path, id) in installs {
+                            let snap = s.incoming.remove(&path).expect("an installed snapshot was received");
+                            assert_eq!(snap.id(), id);
+                            s.snapshots.insert(id, snap);
+                        }
                         let latency = if self.rng.chance(self.options.disk_stall_per_million) {
                             self.options.disk_stall
                         } else {
@@ -255,7 +301,47 @@ impl Sim {
                         self.in_flight.remove(&request);
                         self.replies.insert(request, result);
                     }
+                    Output::WriteSnapshot(snap) => node.snapshot_writes.push((now + self.options.snapshot_write, snap)),
+                    Output::SendSnapshot { to, envelope, id } => match s.snapshots.get(&id) {
+                        Some(snap) => self.snapshot_sends.push(SnapshotSend {
+                            arrives_at: now + self.options.snapshot_transfer,
+                            from_store: s.id,
+                            to,
+                            envelope,
+                            snapshot: snap.clone(),
+                        }),
+                        None => panic!("store {}: sending snapshot {id:?}, which has no file", s.id),
+                    },
+                    Output::RemoveSnapshot(id) => {
+                        s.snapshots.remove(&id);
+                    }
+                    Output::DiscardIncoming(path) => {
+                        s.incoming.remove(&path);
+                    }
                 }
+            }
+        }
+    }
+
+    /// Hands snapshots that arrived to their stores and tells their senders.
+    fn deliver_snapshots(&mut self) {
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = self.snapshot_sends.drain(..).partition(|t| t.arrives_at <= now);
+        self.snapshot_sends = later;
+        for t in due {
+            let (region, to_peer) = (t.envelope.region_id, t.envelope.to.peer_id);
+            let cut = self.net.is_partitioned(t.from_store, t.to.store_id);
+            let dest = self.stores.get_mut(&t.to.store_id).expect("a store of the sim");
+            let ok = !cut && dest.node.is_some();
+            if ok {
+                let file = std::path::PathBuf::from(format!("incoming/{}", dest.next_incoming));
+                dest.next_incoming += 1;
+                dest.incoming.insert(file.clone(), t.snapshot.clone());
+                let node = dest.node.as_mut().unwrap();
+                node.inputs.push(Input::Snapshot { envelope: t.envelope, snapshot: Box::new(t.snapshot), file });
+            }
+            if let Some(n) = self.stores.get_mut(&t.from_store).and_then(|s| s.node.as_mut()) {
+                n.inputs.push(Input::SnapshotSent { region, to_peer, ok });
             }
         }
     }
@@ -281,7 +367,12 @@ impl Sim {
 
     /// Whether every running store has nothing in flight.
     pub fn all_quiet(&self) -> bool {
-        self.stores.values().filter_map(|s| s.node.as_ref()).all(|n| n.shard.is_quiet() && n.persist.is_none())
+        self.snapshot_sends.is_empty()
+            && self
+                .stores
+                .values()
+                .filter_map(|s| s.node.as_ref())
+                .all(|n| n.shard.is_quiet() && n.persist.is_none() && n.snapshot_writes.is_empty())
     }
 
     /// Whether every region has a leader.

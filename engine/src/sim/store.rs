@@ -1,8 +1,13 @@
 //! One simulated store: a real `Shard` over a real `Wal` on the in-memory
 //! disk (which loses everything not fdatasynced when the store crashes).
 //! A persist batch becomes durable when its simulated disk latency has
-//! passed; a crash before that loses it, as a real crash would.
+//! passed; a crash before that loses it, as a real crash would. Snapshot
+//! files are a map that keeps what was durably written (a write in flight
+//! at a crash is lost; received files not yet installed are swept at
+//! restart, as the runtime does).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use futures_lite::future::block_on;
@@ -11,14 +16,22 @@ use wal::{FlushStart, Wal, WalOptions};
 
 use crate::region::meta::RegionMeta;
 use crate::region::RegionStorage;
+use crate::shard::core::{regions_to_compact, RegionInit};
 use crate::shard::recover::load_regions;
 use crate::shard::{Input, Output, Shard, ShardLimits};
+use crate::snapshot::{RegionSnapshot, SnapshotId};
 
 pub struct SimStore {
     pub id: u64,
     pub disk: MemDisk,
     /// `None` while the store is down.
     pub node: Option<Node>,
+    /// Durable snapshot files (they survive crashes).
+    pub snapshots: BTreeMap<SnapshotId, RegionSnapshot>,
+    /// Received snapshot files not yet installed.
+    pub incoming: BTreeMap<PathBuf, RegionSnapshot>,
+    pub next_incoming: u64,
+    limits: ShardLimits,
 }
 
 /// A running store.
@@ -27,6 +40,8 @@ pub struct Node {
     pub wal: Wal<MemDisk>,
     pub inputs: Vec<Input>,
     pub persist: Option<InFlightPersist>,
+    /// Snapshot files being written, durable at `.0`.
+    pub snapshot_writes: Vec<(Instant, Box<RegionSnapshot>)>,
 }
 
 /// The persist batch in flight and when its fdatasync completes.
@@ -43,29 +58,38 @@ pub fn sim_wal_options() -> WalOptions {
 
 impl SimStore {
     /// A new store whose regions come from the bootstrap spec.
-    pub fn bootstrap(id: u64, metas: &[RegionMeta], seed: u64) -> SimStore {
+    pub fn bootstrap(id: u64, metas: &[RegionMeta], seed: u64, limits: ShardLimits) -> SimStore {
         let disk = MemDisk::new();
         let (wal, _) = block_on(Wal::open(disk.clone(), sim_wal_options())).expect("open a fresh WAL");
-        let mut shard = Shard::new(id, 0, seed, ShardLimits::for_wal(&sim_wal_options()));
+        let mut shard = Shard::new(id, 0, seed, limits);
         for m in metas.iter().filter(|m| m.peer_on(id).is_some()) {
             let cs =
                 raft::eraftpb::ConfState { voters: m.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() };
             let storage = RegionStorage::new(Default::default(), cs, (0, 0), vec![]);
-            shard.create_region(m.clone(), storage, 0, true);
+            shard.create_region(RegionInit { meta: m.clone(), storage, snapshot: None, fresh: true });
         }
-        let mut node = Node { shard, wal, inputs: vec![], persist: None };
+        let mut node = Node { shard, wal, inputs: vec![], persist: None, snapshot_writes: vec![] };
         // a store's bootstrap is durable before it serves anything (as creating
         // a data directory is): persist the new regions' meta now
         for out in node.shard.step(vec![]) {
             match out {
-                Output::Persist { batch, writes } => {
+                Output::Persist { batch, writes, installs } => {
+                    assert!(installs.is_empty());
                     node.persist_now(writes);
                     assert!(node.shard.step(vec![Input::Persisted { batch }]).is_empty());
                 }
                 _ => panic!("a fresh shard only persists its regions"),
             }
         }
-        SimStore { id, disk, node: Some(node) }
+        SimStore {
+            id,
+            disk,
+            node: Some(node),
+            snapshots: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            next_incoming: 0,
+            limits,
+        }
     }
 
     /// Kills the store: what was not durable is gone. A persist batch in
@@ -84,23 +108,32 @@ impl SimStore {
             }
         }
         self.disk = self.disk.crash(|len| len);
+        self.incoming.clear();
     }
 
     /// Restarts a crashed store from its disk.
     pub fn restart(&mut self, seed: u64) {
         assert!(self.node.is_none(), "store {} is running", self.id);
         let (wal, _) = block_on(Wal::open(self.disk.clone(), sim_wal_options())).expect("recover the WAL");
-        let mut shard = Shard::new(self.id, 0, seed, ShardLimits::for_wal(&sim_wal_options()));
-        for r in block_on(load_regions(&wal)).expect("load regions") {
-            shard.create_region(r.meta, r.storage, r.applied, false);
+        let mut shard = Shard::new(self.id, 0, seed, self.limits);
+        let loaded = block_on(load_regions(&wal)).expect("load regions");
+        // as the runtime's sweep: keep only the snapshots the WAL names
+        let named: BTreeSet<SnapshotId> = loaded.iter().filter_map(|r| r.snapshot).collect();
+        self.snapshots.retain(|id, _| named.contains(id));
+        for r in loaded {
+            let snapshot = r.snapshot.map(|id| {
+                self.snapshots.get(&id).cloned().unwrap_or_else(|| panic!("store {}: snapshot {id:?} is lost", self.id))
+            });
+            shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: false });
         }
-        self.node = Some(Node { shard, wal, inputs: vec![], persist: None });
+        self.node = Some(Node { shard, wal, inputs: vec![], persist: None, snapshot_writes: vec![] });
     }
 }
 
 impl Node {
     /// Appends a batch's writes and makes them durable (write + fdatasync,
-    /// several if the batch is over the WAL's record limit).
+    /// several if the batch is over the WAL's record limit), then purges
+    /// what no region needs and asks regions pinning old segments to compact.
     pub fn persist_now(&mut self, writes: Vec<(u64, wal::RegionWrite)>) {
         for (region, write) in writes {
             self.wal.append(region, write).expect("the WAL accepts the shard's writes");
@@ -118,6 +151,16 @@ impl Node {
                     self.wal.finish_flush(done).expect("fdatasync succeeds on the simulated disk");
                 }
             }
+        }
+        let mut plan = self.wal.purge();
+        let active = self.wal.segment_seqs().last().copied().unwrap_or(0);
+        let regions = regions_to_compact(&plan.blocking, active);
+        if let Some(job) = plan.take_job() {
+            let done = block_on(job.run());
+            self.wal.purge_done(done).expect("purging on the simulated disk");
+        }
+        if !regions.is_empty() {
+            self.inputs.push(Input::CompactRequested { regions });
         }
     }
 }
