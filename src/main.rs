@@ -119,9 +119,34 @@ enum CtlOp {
         region: u64,
         store: u64,
     },
+    /// Print region REGION as its leader has it: range, epoch, peers.
+    Region {
+        region: u64,
+    },
+    /// Add a voter of region REGION on STORE (and its SHARD), as peer PEER_ID
+    /// (a new id, larger than any the region had). It starts empty and its
+    /// leader sends it a snapshot.
+    AddPeer {
+        region: u64,
+        store: u64,
+        #[arg(long)]
+        peer_id: u64,
+        #[arg(long, default_value_t = 0)]
+        shard: u16,
+    },
+    /// Remove region REGION's peer on STORE (not its leader: transfer
+    /// leadership first). The removed peer leaves a tombstone.
+    RemovePeer {
+        region: u64,
+        store: u64,
+    },
     /// A simple write load (until `ringraft bench kv` exists): THREADS clients,
     /// each sending BATCH puts at a time (pipelined, each acknowledged on
     /// its own) for DURATION; prints writes/s and the batch round-trip times.
+    /// With --rate, open loop instead: RATE puts/s in all, each due at its
+    /// own time and its latency measured from then (a stall is not hidden:
+    /// what fell due meanwhile goes out at once, up to BATCH per client,
+    /// and counts from when it was due); prints per-put percentiles.
     Load {
         #[arg(long, default_value_t = 4)]
         threads: usize,
@@ -131,6 +156,9 @@ enum CtlOp {
         value_bytes: usize,
         #[arg(long, default_value = "10s", value_parser = parse_secs)]
         duration: std::time::Duration,
+        /// Puts per second in all (open loop); none: as fast as answered.
+        #[arg(long)]
+        rate: Option<u64>,
     },
 }
 
@@ -165,8 +193,7 @@ fn load(
                     let items: Vec<(Vec<u8>, Vec<u8>)> = (0..batch)
                         .map(|_| {
                             n += 1;
-                            let k = format!("{:04}-{t}-{n}", (n * 7919 + t as u64 * 104_729) % 10_000);
-                            (k.into_bytes(), vec![b'v'; value_bytes])
+                            (load_key(t, n), vec![b'v'; value_bytes])
                         })
                         .collect();
                     let t0 = std::time::Instant::now();
@@ -202,6 +229,87 @@ fn load(
     Ok(())
 }
 
+/// The load's key for put `n` of client `t` (spread over the regions).
+fn load_key(t: usize, n: u64) -> Vec<u8> {
+    format!("{:04}-{t}-{n}", (n * 7919 + t as u64 * 104_729) % 10_000).into_bytes()
+}
+
+/// Open loop: every put is due at its own time (RATE/s in all, spread over
+/// the clients) and its latency counts from then (coordinated omission
+/// corrected).
+fn load_open(
+    spec: engine::spec::ClusterSpec,
+    threads: usize,
+    batch: usize,
+    value_bytes: usize,
+    duration: std::time::Duration,
+    rate: u64,
+) -> Result<(), String> {
+    if threads == 0 || batch == 0 || threads > 256 || batch > 10_000 || rate == 0 || rate > 10_000_000 {
+        return Err("--threads in 1..=256, --batch in 1..=10000, --rate in 1..=10000000".into());
+    }
+    let spec = std::sync::Arc::new(spec);
+    let start = std::time::Instant::now();
+    let per_thread = rate as f64 / threads as f64;
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                let mut client = engine::client::kv_client::KvClient::new(spec);
+                let mut latency = bench::latency::Latency::default();
+                let (mut ok, mut failed, mut next) = (0u64, 0u64, 0u64);
+                // put n of this client is due at start + offset + n / per_thread
+                let offset = t as f64 / rate as f64;
+                let due = |n: u64| start + std::time::Duration::from_secs_f64(offset + n as f64 / per_thread);
+                while due(next) < start + duration {
+                    let now = std::time::Instant::now();
+                    if due(next) > now {
+                        std::thread::sleep(due(next) - now);
+                        continue;
+                    }
+                    let mut items = vec![];
+                    let mut dues = vec![];
+                    while items.len() < batch && due(next) <= now && due(next) < start + duration {
+                        items.push((load_key(t, next), vec![b'v'; value_bytes]));
+                        dues.push(due(next));
+                        next += 1;
+                    }
+                    let results = client.put_many(&items);
+                    let done = std::time::Instant::now();
+                    for (r, d) in results.into_iter().zip(dues) {
+                        match r {
+                            Ok(()) => {
+                                ok += 1;
+                                latency.record(done - d);
+                            }
+                            Err(_) => failed += 1,
+                        }
+                    }
+                }
+                (ok, failed, latency)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed, mut latency) = (0, 0, bench::latency::Latency::default());
+    for w in workers {
+        let (o, f, l) = w.join().map_err(|_| "a load thread panicked".to_string())?;
+        ok += o;
+        failed += f;
+        latency.add(&l);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let s = latency.summary();
+    println!(
+        "open loop at {rate} puts/s: {ok} acknowledged, {failed} failed, in {secs:.1}s ({:.0}/s); per put from its due time: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({threads} clients)",
+        ok as f64 / secs,
+        s.p50_us,
+        s.p99_us,
+        s.p999_us,
+        s.max_us
+    );
+    Ok(())
+}
+
 fn server(args: ServerArgs) -> Result<(), String> {
     // a panic anywhere is a bug in a storage engine: stop the whole store at
     // once rather than serve on with a dead shard
@@ -227,7 +335,11 @@ fn ctl(args: CtlArgs) -> Result<(), String> {
     let spec = engine::spec::ClusterSpec::load(&args.spec).map_err(|e| e.to_string())?;
     let mut client = engine::client::kv_client::KvClient::new(std::sync::Arc::new(spec));
     let opt = |s: &str| if s == "-" { None } else { Some(s.as_bytes().to_vec()) };
-    if let CtlOp::Load { threads, batch, value_bytes, duration } = args.op {
+    if let CtlOp::Load { threads, batch, value_bytes, duration, rate: Some(rate) } = args.op {
+        let spec = engine::spec::ClusterSpec::load(&args.spec).map_err(|e| e.to_string())?;
+        return load_open(spec, threads, batch, value_bytes, duration, rate);
+    }
+    if let CtlOp::Load { threads, batch, value_bytes, duration, rate: None } = args.op {
         let spec = engine::spec::ClusterSpec::load(&args.spec).map_err(|e| e.to_string())?;
         return load(spec, threads, batch, value_bytes, duration);
     }
@@ -243,6 +355,41 @@ fn ctl(args: CtlArgs) -> Result<(), String> {
             for (k, v) in client.scan(start.as_bytes(), end.as_bytes(), limit).map_err(|e| e.to_string())? {
                 println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
             }
+        }
+        CtlOp::Region { region } => {
+            let m = client.region(region).map_err(|e| e.to_string())?;
+            let key = |k: &[u8]| {
+                if k.is_empty() {
+                    "(unbounded)".to_string()
+                } else {
+                    format!("{:?}", String::from_utf8_lossy(k))
+                }
+            };
+            println!(
+                "region {}: [{}, {}) conf_ver {} version {}",
+                m.id,
+                key(&m.start_key),
+                key(&m.end_key),
+                m.conf_ver,
+                m.version
+            );
+            for p in &m.peers {
+                println!("  peer {} on store {} shard {}", p.peer_id, p.store_id, p.shard);
+            }
+        }
+        CtlOp::AddPeer { region, store, peer_id, shard } => {
+            let peer = engine::region::meta::PeerMeta { peer_id, store_id: store, shard };
+            let change = engine::region::meta::PeerChange::AddVoter(peer);
+            client.change_peer(region, change).map_err(|e| e.to_string())?;
+            println!("region {region}: peer {peer_id} added on store {store}");
+        }
+        CtlOp::RemovePeer { region, store } => {
+            let meta = client.region(region).map_err(|e| e.to_string())?;
+            let peer = *meta.peer_on(store).ok_or(format!("region {region} has no peer on store {store}"))?;
+            client
+                .change_peer(region, engine::region::meta::PeerChange::RemoveVoter(peer))
+                .map_err(|e| e.to_string())?;
+            println!("region {region}: peer {} on store {store} removed", peer.peer_id);
         }
         CtlOp::TransferLeader { region, store } => {
             client.transfer_leader(region, store).map_err(|e| e.to_string())?;

@@ -12,7 +12,7 @@
 // `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
-mod latency;
+pub mod latency;
 pub mod transport;
 pub mod units;
 pub mod wal;

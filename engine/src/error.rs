@@ -33,6 +33,10 @@ pub enum RegionError {
     /// leadership, timed out): it may or may not be applied. Never retried blindly.
     #[error("region {region}: the write's outcome is unknown")]
     Ambiguous { region: u64 },
+    /// An admin command the region cannot carry out as asked (a membership
+    /// change that makes no sense, or while another is in progress).
+    #[error("region {region}: {reason}")]
+    Refused { region: u64, reason: String },
 }
 
 impl RegionError {

@@ -105,6 +105,7 @@ impl ClusterSpec {
                     .iter()
                     .map(|p| PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard })
                     .collect(),
+                max_peer_id: r.peers.iter().map(|p| p.peer_id).max().unwrap_or(0),
             })
             .collect()
     }

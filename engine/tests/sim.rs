@@ -41,11 +41,14 @@ fn key(region_index: u64, n: u64) -> Vec<u8> {
 /// Every region's replicas hold the same keys and values.
 fn assert_converged(sim: &Sim) {
     for m in &sim.metas {
-        let mut states = sim
-            .stores
-            .values()
-            .filter_map(|s| s.node.as_ref())
-            .map(|n| n.shard.region(m.id).expect("every store hosts every region").kv.scan(b"", b"", usize::MAX));
+        // the members as the region's meta has them (a peer removed while it
+        // was down may linger, stale, until it learns of it)
+        let mut states = m
+            .peers
+            .iter()
+            .filter_map(|p| sim.stores[&p.store_id].node.as_ref().map(|n| (p, n)))
+            .map(|(p, n)| n.shard.region(m.id).filter(|r| r.peer_id == p.peer_id).expect("members host their region"))
+            .map(|r| r.kv.scan(b"", b"", usize::MAX));
         let first = states.next().unwrap();
         for other in states {
             assert_eq!(other, first, "region {} diverged", m.id);
@@ -116,19 +119,48 @@ fn settle_and_assert_converged(sim: &mut Sim, seed: u64) {
     assert_converged(sim);
 }
 
+/// Every replica's view of its region (for a failing test's message).
+fn describe(sim: &Sim) -> String {
+    let mut out = String::new();
+    for s in sim.stores.values() {
+        let Some(n) = s.node.as_ref() else {
+            out += &format!("\nstore {} down", s.id);
+            continue;
+        };
+        for r in n.shard.regions() {
+            let peers: Vec<u64> = r.meta.peers.iter().map(|p| p.peer_id).collect();
+            let voters = r.raw.raft.prs().conf().to_conf_state().voters;
+            out += &format!(
+                "\nstore {} region {} peer {} conf_ver {} peers {peers:?} voters {voters:?} term {} leader {} applied {} snapshot {:?}",
+                s.id,
+                r.id(),
+                r.peer_id,
+                r.meta.conf_ver,
+                r.term(),
+                r.raw.raft.leader_id,
+                r.applied,
+                r.snapshot.map(|s| s.index)
+            );
+        }
+    }
+    out
+}
+
 /// What one chaotic run did.
 struct ChaosRun {
     sim: Sim,
     work: engine::sim::workload::Workload,
     crashes: u32,
     partitions: u32,
+    membership_changes: u32,
 }
 
 /// 6 s of simulated time: 8 clients on 12 keys of 4 regions over 3 stores,
 /// 2% of frames lost, 1% duplicated, 1% reordered, up to 3 ms of delay,
 /// stores crashed and restarted, stores isolated and links cut, healed at
-/// random; then everything healed and restarted, outstanding operations
-/// finished, and every key read once more through its leader.
+/// random, peers removed and added back (under new peer ids) at random; then
+/// everything healed and restarted, outstanding operations finished, and
+/// every key read once more through its leader.
 fn chaos_run(seed: u64) -> ChaosRun {
     use engine::sim::workload::Workload;
     use transport::{FaultConfig, SeededRng};
@@ -151,7 +183,9 @@ fn chaos_run(seed: u64) -> ChaosRun {
     let mut chaos = SeededRng::new(seed ^ 0x5eed_c4a0);
     let mut work = Workload::new(seed ^ 0xc11e_4750, keys, 8);
     let mut down: Option<(u64, u64)> = None;
-    let (mut crashes, mut partitions) = (0, 0);
+    let (mut crashes, mut partitions, mut membership_changes) = (0, 0, 0);
+    let mut next_peer_id = 10_000;
+    let mut change_requests = vec![];
     while sim.elapsed_us() < 6_000_000 {
         let now = sim.elapsed_us();
         if now.is_multiple_of(100_000) {
@@ -169,6 +203,29 @@ fn chaos_run(seed: u64) -> ChaosRun {
                 }
                 _ => {}
             }
+            if chaos.chance(150_000) {
+                // a membership change of one region: remove a follower, or add the missing store back
+                use engine::region::meta::{PeerChange, PeerMeta};
+                let region = sim.metas[chaos.between(0, sim.metas.len() as u64 - 1) as usize].id;
+                if let Some(leader) = sim.leader_of(region) {
+                    let meta = sim.stores[&leader].node.as_ref().unwrap().shard.region(region).unwrap().meta.clone();
+                    let change = if meta.peers.len() == 3 {
+                        let others: Vec<_> = meta.peers.iter().filter(|p| p.store_id != leader).collect();
+                        PeerChange::RemoveVoter(*others[chaos.between(0, 1) as usize])
+                    } else {
+                        let store = (1..=3).find(|s| meta.peer_on(*s).is_none()).unwrap();
+                        next_peer_id += 1;
+                        PeerChange::AddVoter(PeerMeta { peer_id: next_peer_id, store_id: store, shard: 0 })
+                    };
+                    let epoch = meta.epoch();
+                    change_requests.push(sim.submit(leader, |request| Input::ChangePeer {
+                        request,
+                        region,
+                        epoch,
+                        change,
+                    }));
+                }
+            }
             if chaos.chance(100_000) || (partitions == 0 && now == 2_000_000) {
                 // isolate one store from both others (a leader there goes stale), or cut one link
                 let a = chaos.between(1, 3);
@@ -183,6 +240,15 @@ fn chaos_run(seed: u64) -> ChaosRun {
         }
         work.step(&mut sim, true);
         sim.step();
+        change_requests.retain(|r| match sim.take_reply(*r) {
+            Some(Ok(_)) => {
+                membership_changes += 1;
+                false
+            }
+            Some(Err(_)) => false,
+            None => true,
+        });
+        sim.refresh_metas();
     }
     if let Some((s, _)) = down {
         sim.restart(s);
@@ -191,10 +257,13 @@ fn chaos_run(seed: u64) -> ChaosRun {
     while !work.idle() {
         work.step(&mut sim, false);
         sim.step();
+        sim.refresh_metas();
     }
-    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leaders after healing");
+    let led = sim.run_until(Duration::from_secs(10), |s| s.all_led());
+    assert!(led, "seed {seed}: no leaders after healing: {}", describe(&sim));
+    sim.refresh_metas();
     work.read_every_key(&mut sim);
-    ChaosRun { sim, work, crashes, partitions }
+    ChaosRun { sim, work, crashes, partitions, membership_changes }
 }
 
 /// Under loss, delay, duplication, reordering, partitions and crashes, every
@@ -216,20 +285,24 @@ fn under_loss_delay_reordering_partitions_and_crashes_every_history_is_lineariza
             other => panic!("seed {seed}: {other:?}"),
         }
         assert!(answered * 8 > ops, "seed {seed}: only {answered} of {ops} operations answered");
-        assert!(run.crashes > 0 && run.partitions > 0, "seed {seed}: no chaos happened");
+        assert!(run.crashes > 0 && run.partitions > 0 && run.membership_changes > 0, "seed {seed}: no chaos happened");
         settle_and_assert_converged(&mut run.sim, seed);
         // liveness: once settled, no request, proposal or persist is left hanging
-        assert!(
-            run.sim.run_until(Duration::from_secs(5), |s| s.all_quiet()),
-            "seed {seed}: work left in flight after the run settled"
-        );
+        let quiet = run.sim.run_until(Duration::from_secs(5), |s| s.all_quiet());
+        let busy: Vec<String> = run
+            .sim
+            .stores
+            .values()
+            .filter_map(|s| s.node.as_ref().map(|n| format!("store {}: {}", s.id, n.shard.busy())))
+            .collect();
+        assert!(quiet, "seed {seed}: work left in flight after the run settled: {busy:#?}");
         let (taken, installed) = run.sim.stores.values().filter_map(|s| s.node.as_ref()).fold((0, 0), |acc, n| {
             (acc.0 + n.shard.stats().snapshots_taken, acc.1 + n.shard.stats().snapshots_installed)
         });
         assert!(taken > 0, "seed {seed}: no snapshot was taken");
         eprintln!(
-            "seed {seed}: {ops} operations ({answered} answered), {} crashes, {} partitions, {taken} snapshots taken, {installed} installed: linearizable",
-            run.crashes, run.partitions
+            "seed {seed}: {ops} operations ({answered} answered), {} crashes, {} partitions, {} membership changes, {taken} snapshots taken, {installed} installed: linearizable",
+            run.crashes, run.partitions, run.membership_changes
         );
     });
 }
@@ -464,5 +537,123 @@ fn a_follower_down_while_the_log_was_compacted_catches_up_by_snapshot() {
             .filter_map(|s| s.node.as_ref())
             .all(|n| n.shard.regions().all(|r| r.snapshot.is_some()));
         assert!(restored, "seed {seed}: some region restarted without its snapshot");
+    });
+}
+
+/// The region as its leader's store holds it now.
+fn leader_meta(sim: &Sim, region: u64) -> (u64, engine::region::meta::RegionMeta) {
+    let leader = sim.leader_of(region).expect("led");
+    (leader, sim.stores[&leader].node.as_ref().unwrap().shard.region(region).unwrap().meta.clone())
+}
+
+/// A membership change through the region's leader; one refused because
+/// some voter is not keeping up right now is tried again a little later.
+fn change(
+    sim: &mut Sim,
+    region: u64,
+    change: engine::region::meta::PeerChange,
+) -> Result<Response, engine::RegionError> {
+    for _ in 0..50 {
+        let (leader, meta) = leader_meta(sim, region);
+        let r = sim.submit(leader, |request| Input::ChangePeer { request, region, epoch: meta.epoch(), change });
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "membership change not answered");
+        match sim.take_reply(r).unwrap() {
+            Err(engine::RegionError::Refused { reason, .. }) if reason.contains("quorum") => {
+                sim.run_for(Duration::from_millis(100))
+            }
+            other => return other,
+        }
+    }
+    panic!("region {region}: the change was refused for want of a healthy quorum for 5 s");
+}
+
+/// A removed peer leaves a tombstone: its log is gone, a late message of the
+/// old epoch does not bring it back (not even after a restart), and the
+/// region goes on with the others. Added back under a new peer id, the store
+/// gets a fresh peer that the leader fills with a snapshot.
+#[test]
+fn a_removed_peer_stays_removed_and_a_re_added_one_catches_up_by_snapshot() {
+    use engine::region::meta::{PeerChange, PeerMeta};
+    for_seeds(3, |seed| {
+        let mut opts = SimOptions::new(seed);
+        opts.regions = 2;
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leaders");
+        let mut expected: std::collections::BTreeMap<_, _> = write_all(&mut sim, seed, 20, 50, 1).into_iter().collect();
+        let region = sim.metas[0].id;
+        let (leader, meta) = leader_meta(&sim, region);
+        let victim = meta.peers.iter().map(|p| p.store_id).find(|s| *s != leader).unwrap();
+        let old_peer = *meta.peer_on(victim).unwrap();
+
+        // refusals: the leader itself, a member twice
+        let me = *meta.peer_on(leader).unwrap();
+        assert!(matches!(
+            change(&mut sim, region, PeerChange::RemoveVoter(me)),
+            Err(engine::RegionError::Refused { .. })
+        ));
+        assert!(matches!(
+            change(&mut sim, region, PeerChange::AddVoter(old_peer)),
+            Err(engine::RegionError::Refused { .. })
+        ));
+
+        assert_eq!(change(&mut sim, region, PeerChange::RemoveVoter(old_peer)), Ok(Response::Done), "seed {seed}");
+        let gone = |s: &Sim| s.stores[&victim].node.as_ref().unwrap().shard.is_tombstone(region);
+        assert!(sim.run_until(Duration::from_secs(10), gone), "seed {seed}: store {victim} kept its removed peer");
+        let (_, now) = leader_meta(&sim, region);
+        assert_eq!((now.conf_ver, now.peers.len()), (meta.conf_ver + 1, 2));
+
+        // a late heartbeat of the old epoch, to the removed peer
+        let late = || {
+            let mut hb = raft::eraftpb::Message::default();
+            hb.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+            hb.to = old_peer.peer_id;
+            hb.from = me.peer_id;
+            hb.term = 100;
+            transport::Envelope {
+                region_id: region,
+                start_key: meta.start_key.clone().into(),
+                end_key: meta.end_key.clone().into(),
+                epoch: meta.epoch(),
+                from: transport::Peer { peer_id: me.peer_id, store_id: me.store_id, shard: 0 },
+                to: transport::Target { peer_id: old_peer.peer_id, store_id: victim, shard: 0 },
+                message: protobuf::Message::write_to_bytes(&hb).unwrap().into(),
+            }
+        };
+        sim.stores.get_mut(&victim).unwrap().node.as_mut().unwrap().inputs.push(Input::Raft(late()));
+        sim.run_for(Duration::from_millis(100));
+        let hosts = |s: &Sim| s.stores[&victim].node.as_ref().unwrap().shard.region(region).is_some();
+        assert!(!hosts(&sim), "seed {seed}: a late message recreated the removed peer");
+        sim.crash(victim);
+        sim.restart(victim);
+        sim.stores.get_mut(&victim).unwrap().node.as_mut().unwrap().inputs.push(Input::Raft(late()));
+        sim.run_for(Duration::from_millis(100));
+        assert!(!hosts(&sim) && gone(&sim), "seed {seed}: the tombstone did not survive a restart");
+
+        // the region goes on with two replicas
+        let (leader, now) = leader_meta(&sim, region);
+        let k = key(0, 999);
+        let command = Command::Put { key: k.clone(), value: b"two".to_vec() };
+        let r = sim.submit(leader, |request| Input::Write { request, region, epoch: now.epoch(), command });
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)));
+        assert_eq!(sim.take_reply(r), Some(Ok(Response::Done)));
+        expected.insert(k, b"two".to_vec());
+
+        // back under a new peer id: created by the leader's first message, filled by a snapshot
+        let new_peer = PeerMeta { peer_id: old_peer.peer_id + 1000, store_id: victim, shard: 0 };
+        assert_eq!(change(&mut sim, region, PeerChange::AddVoter(new_peer)), Ok(Response::Done), "seed {seed}");
+        let caught_up = |s: &Sim| {
+            let (l, _) = leader_meta(s, region);
+            let target = s.stores[&l].node.as_ref().unwrap().shard.region(region).unwrap().applied;
+            s.stores[&victim].node.as_ref().unwrap().shard.region(region).is_some_and(|r| r.applied >= target)
+        };
+        let ok = sim.run_until(Duration::from_secs(20), caught_up);
+        assert!(ok, "seed {seed}: the re-added peer did not catch up");
+        let st = sim.stores[&victim].node.as_ref().unwrap().shard.stats().clone();
+        assert!(st.regions_created == 1 && st.snapshots_installed >= 1, "seed {seed}: {st:?}");
+        let r3 = sim.stores[&victim].node.as_ref().unwrap().shard.region(region).unwrap();
+        assert_eq!((r3.peer_id, r3.meta.peers.len()), (new_peer.peer_id, 3));
+        sim.refresh_metas();
+        settle_and_assert_converged(&mut sim, seed);
+        assert_state(&sim, seed, &expected);
     });
 }

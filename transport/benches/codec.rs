@@ -45,7 +45,7 @@ fn envelopes(messages: usize, message_bytes: usize) -> Vec<Envelope> {
             start_key: Bytes::from(format!("t{:015}", region * 1000)),
             end_key: Bytes::from(format!("t{:015}", (region + 1) * 1000)),
             epoch: Epoch { conf_ver: 5, version: 12 + region % 7 },
-            from: Peer { peer_id: region * 3 + 1, store_id: 1 },
+            from: Peer { peer_id: region * 3 + 1, store_id: 1, shard: 0 },
             to: Target { peer_id: region * 3 + 2, store_id: TO.store_id, shard: TO.shard },
             message: message.clone(),
         })

@@ -10,15 +10,15 @@
 //!
 //! Layout (little-endian): `u32 count`, then per message:
 //! `u64 region | u64 conf_ver | u64 version | u64 from_peer | u64 from_store |
-//! u64 to_peer | u64 to_store | u16 to_shard | u32 start_key_len | start_key |
-//! u32 end_key_len | end_key | u32 message_len | message`.
+//! u64 to_peer | u64 to_store | u16 from_shard | u16 to_shard | u32 start_key_len |
+//! start_key | u32 end_key_len | end_key | u32 message_len | message`.
 
 use bytes::Bytes;
 
 /// Largest key of a region range in an envelope.
 pub const KEY_BYTES_MAX: usize = 64 << 10;
 /// Fixed bytes of one envelope, keys and message excluded.
-pub const ENVELOPE_FIXED_BYTES: usize = 8 * 7 + 2 + 4 * 3;
+pub const ENVELOPE_FIXED_BYTES: usize = 8 * 7 + 2 * 2 + 4 * 3;
 /// Largest envelope without its message: fixed fields and two maximal keys.
 pub const ENVELOPE_OVERHEAD_MAX: usize = ENVELOPE_FIXED_BYTES + 2 * KEY_BYTES_MAX;
 /// Largest raft message that always fits a frame with its envelope (the
@@ -34,11 +34,13 @@ pub struct Epoch {
     pub version: u64,
 }
 
-/// The sending peer.
+/// The sending peer, with the shard of its store that owns it (where a
+/// peer that does not know the region yet sends its answers).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Peer {
     pub peer_id: u64,
     pub store_id: u64,
+    pub shard: u16,
 }
 
 /// The receiving peer, with the shard of its store that owns it.
@@ -90,6 +92,7 @@ impl Envelope {
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.extend_from_slice(&self.from.shard.to_le_bytes());
         out.extend_from_slice(&self.to.shard.to_le_bytes());
         for b in [&self.start_key, &self.end_key, &self.message] {
             out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -234,14 +237,17 @@ impl<'a> EnvelopeRef<'a> {
         Epoch { conf_ver: self.u64_at(1), version: self.u64_at(2) }
     }
 
+    fn shard_at(&self, i: usize) -> u16 {
+        let at = self.fields.fixed as usize + 8 * 7 + 2 * i;
+        u16::from_le_bytes(self.batch.payload[at..at + 2].try_into().unwrap())
+    }
+
     pub fn from(&self) -> Peer {
-        Peer { peer_id: self.u64_at(3), store_id: self.u64_at(4) }
+        Peer { peer_id: self.u64_at(3), store_id: self.u64_at(4), shard: self.shard_at(0) }
     }
 
     pub fn to(&self) -> Target {
-        let at = self.fields.fixed as usize + 8 * 7;
-        let shard = u16::from_le_bytes(self.batch.payload[at..at + 2].try_into().unwrap());
-        Target { peer_id: self.u64_at(5), store_id: self.u64_at(6), shard }
+        Target { peer_id: self.u64_at(5), store_id: self.u64_at(6), shard: self.shard_at(1) }
     }
 
     pub fn start_key(&self) -> &'a [u8] {

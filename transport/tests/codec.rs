@@ -14,7 +14,7 @@ fn envelope(region: u64, msg: Vec<u8>, key: u8) -> Envelope {
         start_key: Bytes::from(vec![key; (key % 5) as usize]),
         end_key: Bytes::from(vec![key.wrapping_add(1); (key % 7) as usize]),
         epoch: Epoch { conf_ver: region % 3, version: region % 11 },
-        from: Peer { peer_id: region * 10 + 1, store_id: 1 },
+        from: Peer { peer_id: region * 10 + 1, store_id: 1, shard: 0 },
         to: Target { peer_id: region * 10 + 2, store_id: 2, shard: 0 },
         message: Bytes::from(msg),
     }

@@ -94,7 +94,7 @@ fn envelope(from: u64, to: u64, region: u64, seq: u64, pad: usize) -> Envelope {
         start_key: Bytes::from_static(b"a"),
         end_key: Bytes::from_static(b"z"),
         epoch: Epoch { conf_ver: 1, version: 1 },
-        from: Peer { peer_id: region * 10 + from, store_id: from },
+        from: Peer { peer_id: region * 10 + from, store_id: from, shard: 0 },
         to: Target { peer_id: region * 10 + to, store_id: to, shard: 0 },
         message: Bytes::from(msg),
     }

@@ -191,7 +191,7 @@ async fn send(
             start_key: key(r),
             end_key: key(r + 1),
             epoch: Epoch { conf_ver: 5, version: 9 },
-            from: Peer { peer_id: 3 * r as u64 + 1, store_id: SENDER_STORE },
+            from: Peer { peer_id: 3 * r as u64 + 1, store_id: SENDER_STORE, shard: 0 },
             to: Target { peer_id: 3 * r as u64 + 2, store_id: RECEIVER_STORE, shard: (r % args.destinations) as u16 },
             message: filler.clone(),
         })

@@ -19,7 +19,7 @@ use crate::client::protocol::{
 };
 use crate::error::RegionError;
 use crate::kv::Command;
-use crate::region::meta::RegionMeta;
+use crate::region::meta::{PeerChange, RegionMeta};
 use crate::spec::ClusterSpec;
 
 /// Bytes read from a connection at a time.
@@ -93,9 +93,15 @@ impl KvClient {
     }
 
     fn target(&self, region: &RegionMeta) -> (u64, u16) {
-        let store = self.leaders.get(&region.id).copied().unwrap_or(region.peers[0].store_id);
-        let peer = region.peer_on(store).expect("leaders are peers of their region");
-        (store, peer.shard)
+        let cached = self.leaders.get(&region.id).and_then(|s| region.peer_on(*s));
+        let peer = cached.unwrap_or(&region.peers[0]);
+        (peer.store_id, peer.shard)
+    }
+
+    /// The region as this client knows it now (its membership may have
+    /// changed since an operation was routed).
+    fn current(&self, region: &RegionMeta) -> RegionMeta {
+        self.metas.iter().find(|m| m.id == region.id).cloned().unwrap_or_else(|| region.clone())
     }
 
     /// Moves to the next peer of a region (no leader known).
@@ -244,6 +250,43 @@ impl KvClient {
         self.call_in(region, ClientOp::TransferLeader { to_peer }).map(|_| ())
     }
 
+    /// Region `region_id` as its leader has it now (this client's view of
+    /// it follows: an epoch it routed by that has changed is refreshed).
+    pub fn region(&mut self, region_id: u64) -> Result<RegionMeta, KvError> {
+        let region = self
+            .metas
+            .iter()
+            .find(|m| m.id == region_id)
+            .cloned()
+            .ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))?;
+        match self.call_in(region, ClientOp::DescribeRegion)? {
+            ClientReply::Region(meta) => {
+                if let Some(m) = self.metas.iter_mut().find(|m| m.id == region_id && m.version == meta.version) {
+                    *m = (*meta).clone();
+                }
+                Ok(*meta)
+            }
+            other => {
+                Err(KvError::Unavailable { attempts: 1, last: format!("a region description answered with {other:?}") })
+            }
+        }
+    }
+
+    /// Adds or removes a peer of region `region_id` (admin). Answered once
+    /// the change is applied on the leader, which checks it against the
+    /// region as it is then.
+    pub fn change_peer(&mut self, region_id: u64, change: PeerChange) -> Result<(), KvError> {
+        let region = self.region(region_id)?;
+        self.call_in(region, ClientOp::ChangePeer(change))?;
+        // (the next request routed by the old epoch refreshes it)
+        Ok(())
+    }
+
+    /// The regions as this client knows them.
+    pub fn regions(&self) -> &[RegionMeta] {
+        &self.metas
+    }
+
     /// Puts many keys, pipelined (see `many`). Returns each put's outcome, in order.
     pub fn put_many(&mut self, items: &[(Vec<u8>, Vec<u8>)]) -> Vec<Result<(), KvError>> {
         let ops =
@@ -288,7 +331,8 @@ impl KvClient {
                 todo.push(i);
             }
         }
-        let is_write = |(_, op): &(RegionMeta, ClientOp)| matches!(op, ClientOp::Write(_));
+        // (a membership change unanswered may be applied: never blindly sent again)
+        let is_write = |(_, op): &(RegionMeta, ClientOp)| matches!(op, ClientOp::Write(_) | ClientOp::ChangePeer(_));
         let mut backoff = BACKOFF_FIRST;
         for _ in 0..ATTEMPTS_MAX {
             if todo.is_empty() {
@@ -297,7 +341,7 @@ impl KvClient {
             // send the round: (item, target, request id)
             let mut sent: Vec<(usize, (u64, u16), u64)> = vec![];
             for &i in &todo {
-                let region = ops[i].0.clone();
+                let region = self.current(&ops[i].0);
                 let target = self.target(&region);
                 let req = self.request(&region, target.0, ops[i].1.clone());
                 match self.send(target, &req) {
@@ -321,7 +365,7 @@ impl KvClient {
                     match self.receive(target) {
                         Ok(resp) => {
                             let Some(i) = waiting.remove(&resp.id) else { continue };
-                            let region = ops[i].0.clone();
+                            let region = self.current(&ops[i].0);
                             match resp.result {
                                 Ok(reply) => results[i] = Some(Ok(reply)),
                                 Err(RegionError::NotLeader { leader: Some(l), .. }) => {
@@ -333,6 +377,23 @@ impl KvClient {
                                     again.push(i);
                                 }
                                 Err(RegionError::ServerIsBusy { .. }) => again.push(i),
+                                // a membership change since (the same range, other peers):
+                                // route by it and send again — except a membership change,
+                                // which was made against the old membership and is refused
+                                Err(RegionError::EpochNotMatch { current })
+                                    if current.id == region.id
+                                        && current.version == region.version
+                                        && current.conf_ver != region.conf_ver
+                                        && !matches!(ops[i].1, ClientOp::ChangePeer(_)) =>
+                                {
+                                    // (an older one: a new leader that has not applied it yet)
+                                    if current.conf_ver > region.conf_ver {
+                                        if let Some(m) = self.metas.iter_mut().find(|m| m.id == current.id) {
+                                            *m = *current;
+                                        }
+                                    }
+                                    again.push(i);
+                                }
                                 Err(RegionError::Ambiguous { .. }) => {
                                     results[i] = Some(Err(KvError::Ambiguous("the store lost track of it".into())))
                                 }
@@ -346,7 +407,7 @@ impl KvClient {
                                     let why = format!("store {} did not answer: {e}", target.0);
                                     results[i] = Some(Err(KvError::Ambiguous(why)));
                                 } else {
-                                    let region = ops[i].0.clone();
+                                    let region = self.current(&ops[i].0);
                                     self.rotate(&region);
                                     again.push(i);
                                 }

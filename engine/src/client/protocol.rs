@@ -7,7 +7,7 @@ use bincode::{Decode, Encode};
 
 use crate::error::RegionError;
 use crate::kv::Command;
-use crate::region::meta::Epoch;
+use crate::region::meta::{Epoch, PeerChange, RegionMeta};
 
 /// Most rows one scan request returns (a shard caps `limit` at this).
 pub const SCAN_ROWS_MAX: usize = 10_000;
@@ -32,6 +32,10 @@ pub enum ClientOp {
     TransferLeader {
         to_peer: u64,
     },
+    /// Add or remove a peer (admin; answered once the change is applied on the leader).
+    ChangePeer(PeerChange),
+    /// The region's meta as its leader has it (range, epoch, peers).
+    DescribeRegion,
 }
 
 impl ClientOp {
@@ -40,7 +44,7 @@ impl ClientOp {
             ClientOp::Get { key } => key,
             ClientOp::Write(c) => c.key(),
             ClientOp::Scan { start, .. } => start,
-            ClientOp::TransferLeader { .. } => &[],
+            ClientOp::TransferLeader { .. } | ClientOp::ChangePeer(_) | ClientOp::DescribeRegion => &[],
         }
     }
 }
@@ -71,6 +75,7 @@ pub enum ClientReply {
     Cas(bool),
     Value(Option<Vec<u8>>),
     Rows(Rows),
+    Region(Box<RegionMeta>),
 }
 
 /// Keys and values, in key order.

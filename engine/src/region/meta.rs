@@ -20,6 +20,52 @@ pub struct PeerMeta {
 /// Largest number of replicas a region may have.
 pub const PEERS_MAX: usize = 7;
 
+/// A membership change of one region (an admin command, one at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum PeerChange {
+    /// Add a voter; it starts empty and is sent a snapshot.
+    AddVoter(PeerMeta),
+    /// Remove a voter (never the leader: transfer leadership first). The
+    /// removed peer leaves a tombstone on its shard.
+    RemoveVoter(PeerMeta),
+}
+
+impl RegionMeta {
+    /// The meta after `change` (conf_ver + 1), or why it cannot be made.
+    pub fn changed(&self, change: PeerChange) -> Result<RegionMeta, String> {
+        let mut next = self.clone();
+        next.conf_ver += 1;
+        match change {
+            PeerChange::AddVoter(p) => {
+                if self.peer_on(p.store_id).is_some() {
+                    return Err(format!("store {} already has a peer of the region", p.store_id));
+                }
+                if p.peer_id <= self.max_peer_id {
+                    return Err(format!(
+                        "peer id {} is not new: the region has had ids up to {} (ids are never reused)",
+                        p.peer_id, self.max_peer_id
+                    ));
+                }
+                next.max_peer_id = p.peer_id;
+                if self.peers.len() >= PEERS_MAX {
+                    return Err(format!("the region already has PEERS_MAX ({PEERS_MAX}) peers"));
+                }
+                next.peers.push(p);
+            }
+            PeerChange::RemoveVoter(p) => {
+                if self.peer(p.peer_id) != Some(&p) {
+                    return Err(format!("{p:?} is not a member"));
+                }
+                if self.peers.len() == 1 {
+                    return Err("the region's last peer cannot be removed".into());
+                }
+                next.peers.retain(|q| q.peer_id != p.peer_id);
+            }
+        }
+        Ok(next)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct RegionMeta {
     pub id: u64,
@@ -30,6 +76,10 @@ pub struct RegionMeta {
     pub conf_ver: u64,
     pub version: u64,
     pub peers: Vec<PeerMeta>,
+    /// The largest peer id the region ever had: a new peer's id must be
+    /// larger (ids are never reused, so a message of a removed peer's life
+    /// can never be taken for a new peer's).
+    pub max_peer_id: u64,
 }
 
 /// Why stored meta bytes are not a region meta.
@@ -78,10 +128,13 @@ impl RegionMeta {
 /// What a region keeps in the WAL's (opaque to it) meta bytes: its meta and
 /// the snapshot its state machine restarts from, as (index, term). Written
 /// whenever either changes, so a restart knows both without another file.
+/// A tombstone's names the peer that was removed: no message to that peer
+/// id or an older one may create the region here again.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct RegionLocalState {
     pub meta: RegionMeta,
     pub snapshot: Option<(u64, u64)>,
+    pub removed_peer: Option<u64>,
 }
 
 impl RegionLocalState {
@@ -113,13 +166,37 @@ mod tests {
             conf_ver: 1,
             version: 2,
             peers: vec![PeerMeta { peer_id: 31, store_id: 1, shard: 0 }],
+            max_peer_id: 31,
         };
         assert_eq!(RegionMeta::decode(&m.encode()), Ok(m.clone()));
         assert!(m.contains(b"b") && m.contains(b"c") && !m.contains(b"d") && !m.contains(b"a"));
         let all = RegionMeta { start_key: vec![], end_key: vec![], ..m.clone() };
         assert!(all.contains(b"") && all.contains(b"\xff\xff"));
         assert!(RegionMeta::decode(&[1, 2, 3]).is_err());
-        let state = RegionLocalState { meta: m, snapshot: Some((40, 3)) };
+        let state = RegionLocalState { meta: m.clone(), snapshot: Some((40, 3)), removed_peer: Some(7) };
         assert_eq!(RegionLocalState::decode(&state.encode()), Ok(state));
+    }
+
+    #[test]
+    fn membership_changes_bump_the_epoch_and_never_reuse_a_peer_id() {
+        let p = |peer_id, store_id| PeerMeta { peer_id, store_id, shard: 0 };
+        let m = RegionMeta {
+            id: 1,
+            start_key: vec![],
+            end_key: vec![],
+            conf_ver: 1,
+            version: 1,
+            peers: vec![p(11, 1), p(12, 2), p(13, 3)],
+            max_peer_id: 13,
+        };
+        let removed = m.changed(PeerChange::RemoveVoter(p(13, 3))).unwrap();
+        assert_eq!((removed.conf_ver, removed.peers.len(), removed.max_peer_id), (2, 2, 13));
+        assert!(removed.changed(PeerChange::AddVoter(p(13, 3))).unwrap_err().contains("never reused"));
+        assert!(removed.changed(PeerChange::AddVoter(p(14, 2))).unwrap_err().contains("already has a peer"));
+        let added = removed.changed(PeerChange::AddVoter(p(14, 3))).unwrap();
+        assert_eq!((added.conf_ver, added.max_peer_id, added.peer_on(3)), (3, 14, Some(&p(14, 3))));
+        assert!(m.changed(PeerChange::RemoveVoter(p(12, 9))).is_err(), "a peer as it is not");
+        let alone = RegionMeta { peers: vec![p(11, 1)], ..m };
+        assert!(alone.changed(PeerChange::RemoveVoter(p(11, 1))).is_err(), "the last peer stays");
     }
 }

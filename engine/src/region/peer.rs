@@ -44,6 +44,10 @@ pub struct Proposal {
 }
 
 pub struct Region {
+    /// Which life of the region on this shard (a removed peer can be
+    /// replaced by a new one of the same region): work of an earlier life
+    /// that completes later is recognised and dropped.
+    pub incarnation: u64,
     pub meta: RegionMeta,
     /// The meta's key range as shared bytes: every outgoing message's
     /// envelope carries it, and cloning these costs no allocation.
@@ -67,8 +71,11 @@ pub struct Region {
     pub readies_awaiting: usize,
     /// The snapshot a restart would load (recorded in the WAL, or staged to be).
     pub snapshot: Option<SnapshotId>,
-    /// The snapshot being written, if one is, with the membership it holds.
-    pub snapshot_taking: Option<(SnapshotId, raft::eraftpb::ConfState)>,
+    /// The snapshot being written, if one is, with the membership it holds
+    /// and the applied bytes it accounts for (given back if the write fails).
+    pub snapshot_taking: Option<(SnapshotId, raft::eraftpb::ConfState, usize)>,
+    /// After a failed snapshot write, the tick before which none is retried.
+    pub snapshot_retry_tick: u64,
     /// Entry bytes applied since the last snapshot (the trigger's measure).
     pub applied_bytes_since_snapshot: usize,
     /// The WAL's purge named this region as holding old segments: snapshot
@@ -110,6 +117,7 @@ impl Region {
         let raw = RawNode::new(&config, storage, &logger)?;
         let key_range = (meta.start_key.clone().into(), meta.end_key.clone().into());
         Ok(Region {
+            incarnation: 0,
             key_range,
             meta,
             peer_id,
@@ -126,6 +134,7 @@ impl Region {
             readies_awaiting: 0,
             snapshot: None,
             snapshot_taking: None,
+            snapshot_retry_tick: 0,
             applied_bytes_since_snapshot: 0,
             compact_wanted: false,
             receiving: None,

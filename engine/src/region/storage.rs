@@ -28,6 +28,9 @@ pub struct RegionStorage {
     snapshot_index: u64,
     snapshot_term: u64,
     snapshot_conf: ConfState,
+    /// raft asked for a snapshot the latest one cannot be (it predates the
+    /// follower's membership): the shard takes a new one at once.
+    snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl RegionStorage {
@@ -68,6 +71,11 @@ impl RegionStorage {
     pub fn set_snapshot(&mut self, index: u64, term: u64, conf: ConfState) {
         assert!(index >= self.snapshot_index, "snapshot {index} older than {}", self.snapshot_index);
         (self.snapshot_index, self.snapshot_term, self.snapshot_conf) = (index, term, conf);
+    }
+
+    /// Whether raft asked for a newer snapshot than there is (cleared).
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
     }
 
     /// First index still in the log.
@@ -188,9 +196,14 @@ impl raft::Storage for RegionStorage {
     /// The latest durable snapshot's metadata; its data travels as a file on
     /// the transport's snapshot stream (the shard sends it when it sees the
     /// `MsgSnapshot`), so the message itself carries none.
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot_index == 0 {
-            // the log was never compacted: raft cannot need one (retried later)
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let c = &self.snapshot_conf;
+        let member = [&c.voters, &c.learners, &c.voters_outgoing, &c.learners_next].iter().any(|ids| ids.contains(&to));
+        if self.snapshot_index == 0 || !member {
+            // a peer added after the latest snapshot would refuse it (raft
+            // checks that it is in the snapshot's membership): ask the shard
+            // for a new one; raft tries again on its next probe
+            self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         let mut s = Snapshot::default();
@@ -230,15 +243,17 @@ mod tests {
     fn compaction_keeps_the_term_before_the_first_entry_and_never_passes_the_snapshot() {
         let mut s = RegionStorage::new(HardState::default(), ConfState::default(), (0, 0), vec![]);
         s.append(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)]);
-        assert!(s.snapshot(0, 0).is_err(), "no snapshot yet");
+        assert!(s.snapshot(0, 1).is_err(), "no snapshot yet");
+        assert!(s.take_snapshot_wanted() && !s.take_snapshot_wanted());
         s.set_snapshot(3, 2, ConfState { voters: vec![1], ..Default::default() });
+        assert!(s.snapshot(0, 2).is_err() && s.take_snapshot_wanted(), "peer 2 is not in the snapshot's membership");
         s.compact_to(2);
         assert_eq!((s.first_index().unwrap(), s.term(2).unwrap(), s.entry_bytes()), (3, 1, 20));
         assert!(matches!(
             s.entries(2, 4, None, GetEntriesContext::empty(false)),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
-        assert_eq!(s.snapshot(0, 0).unwrap().get_metadata().index, 3);
+        assert_eq!(s.snapshot(0, 1).unwrap().get_metadata().index, 3);
         let past = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.compact_to(4)));
         assert!(past.is_err(), "compacting past the durable snapshot is a bug");
         s.restore(9, 4, ConfState::default());

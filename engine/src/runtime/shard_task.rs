@@ -19,10 +19,9 @@ use wal::{GroupCommit, Wal, WalOptions};
 
 use crate::client::protocol::{ClientOp, ClientReply, ClientResponse};
 use crate::error::RegionError;
-use crate::region::RegionStorage;
 use crate::runtime::client_service::{self, ClientQueues};
 use crate::shard::core::{regions_to_compact, RegionInit};
-use crate::shard::recover::load_regions;
+use crate::shard::recover::{load_regions, load_tombstones};
 use crate::shard::{Input, Output, Response, Shard, ShardLimits};
 use crate::snapshot::files::{self, SnapshotFileError};
 use crate::spec::ClusterSpec;
@@ -107,20 +106,22 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     let mut shard = Shard::new(cfg.store_id, cfg.shard, cfg.seed, limits);
     if wal.regions().next().is_none() {
         // first start: the regions of the spec that have a peer on this shard
-        for m in spec.region_metas() {
-            if m.peer_on(cfg.store_id).is_some_and(|p| p.shard == cfg.shard) {
-                let cs = raft::eraftpb::ConfState {
-                    voters: m.peers.iter().map(|p| p.peer_id).collect(),
-                    ..Default::default()
-                };
-                let storage = RegionStorage::new(Default::default(), cs, (0, 0), vec![]);
-                shard.create_region(RegionInit { meta: m, storage, snapshot: None, fresh: true });
-            }
-        }
         let shard_dir = cfg.dir.clone();
         blocking(move || files::sweep(&shard_dir, &Default::default())).await.map_err(ShardError::SnapshotDir)?;
+        for m in spec.region_metas() {
+            if m.peer_on(cfg.store_id).is_some_and(|p| p.shard == cfg.shard) {
+                // every region starts from the empty snapshot, durable before the WAL names it
+                let (init, snap) = RegionInit::bootstrap(m);
+                let dir = snap_dir.clone();
+                blocking(move || files::write(&dir, &snap)).await.map_err(ShardError::SnapshotDir)?;
+                shard.create_region(init);
+            }
+        }
     } else {
         let loaded = load_regions(&wal).await?;
+        for (region, removed_peer) in load_tombstones(&wal)? {
+            shard.add_tombstone(region, removed_peer);
+        }
         // what the WAL does not name is a leftover of a crash
         let named: std::collections::BTreeSet<_> = loaded.iter().filter_map(|r| r.snapshot).collect();
         let shard_dir = cfg.dir.clone();
@@ -263,6 +264,8 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                     Input::Scan { request, region, start, end, limit: limit as usize }
                 }
                 ClientOp::TransferLeader { to_peer } => Input::TransferLeader { request, region, to_peer },
+                ClientOp::ChangePeer(change) => Input::ChangePeer { request, region, epoch, change },
+                ClientOp::DescribeRegion => Input::DescribeRegion { request, region },
                 ClientOp::Write(command) => Input::Write { request, region, epoch, command },
             });
         }
@@ -347,6 +350,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                             Response::Cas(ok) => ClientReply::Cas(ok),
                             Response::Value(v) => ClientReply::Value(v),
                             Response::Rows(rows) => ClientReply::Rows(rows),
+                            Response::Region(meta) => ClientReply::Region(meta),
                         });
                         queues.reply(conn, &ClientResponse { id, result });
                     }

@@ -32,7 +32,8 @@ use transport::{Destination, Envelope, Outboxes, Peer, SeededRng, Target};
 use crate::error::RegionError;
 use crate::kv::MemKv;
 use crate::kv::{Applied, Command, StateMachine, WriteBatch, ENTRY_BYTES_MAX};
-use crate::region::meta::{RegionLocalState, RegionMeta};
+use crate::region::meta::PEERS_MAX;
+use crate::region::meta::{PeerChange, PeerMeta, RegionLocalState, RegionMeta};
 use crate::region::peer::{Proposal, ReadBatch, Region, ELECTION_TICKS, PENDING_WRITES_MAX, PROPOSALS_MAX};
 use crate::region::wal_convert::{conf_state_to_wal, entry_to_wal, hard_state_to_wal};
 use crate::region::RegionStorage;
@@ -64,6 +65,18 @@ pub const SNAPSHOT_WRITES_IN_FLIGHT_MAX: usize = 2;
 /// Entries a leader keeps below its snapshot for followers that are only a
 /// little behind (so they get appends, not a whole snapshot).
 pub const COMPACT_LAG_ENTRIES_MAX: u64 = 1024;
+/// Every region starts from a snapshot of the empty state at this index and
+/// term (as TiKV's do), never from an empty log: a peer added later, which
+/// knows nothing of the region, is then always sent a snapshot first — it
+/// never replays membership changes onto a meta it does not have.
+pub const RAFT_INIT_INDEX: u64 = 5;
+pub const RAFT_INIT_TERM: u64 = 5;
+/// Regions (live and tombstoned) one shard tracks; messages that would
+/// create more are dropped (the WAL holds at most this many).
+pub const SHARD_REGIONS_MAX: usize = wal::options::REGIONS_MAX;
+
+/// Ticks a region waits after a failed snapshot write before it tries again.
+pub const SNAPSHOT_RETRY_TICKS: u64 = 4 * ELECTION_TICKS as u64;
 
 /// A region whose oldest needed WAL entry lies this many segments or more
 /// behind the one being written is asked to snapshot and compact, so that
@@ -115,6 +128,7 @@ impl ShardLimits {
 struct Awaiting {
     batch: u64,
     region: u64,
+    incarnation: u64,
     number: u64,
     /// Its `persisted_messages`, sent once the batch is durable.
     messages: Vec<eraftpb::Message>,
@@ -132,6 +146,8 @@ pub struct ShardStats {
     pub snapshots_taken: u64,
     pub snapshots_sent: u64,
     pub snapshots_installed: u64,
+    pub regions_created: u64,
+    pub regions_removed: u64,
 }
 
 /// A region as the shard starts it: from bootstrap (fresh) or as recovery found it.
@@ -142,6 +158,49 @@ pub struct RegionInit {
     pub snapshot: Option<RegionSnapshot>,
     /// A new region: its meta and membership are persisted with the next batch.
     pub fresh: bool,
+}
+
+impl RegionInit {
+    /// A region of the initial layout: its peers are voters, its state is
+    /// the empty snapshot at `RAFT_INIT_INDEX`, whose file the caller makes
+    /// durable before the shard's first batch records it.
+    pub fn bootstrap(meta: RegionMeta) -> (RegionInit, RegionSnapshot) {
+        let cs = eraftpb::ConfState { voters: meta.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() };
+        let hs = eraftpb::HardState { term: RAFT_INIT_TERM, vote: 0, commit: RAFT_INIT_INDEX, ..Default::default() };
+        let snap = RegionSnapshot {
+            meta: meta.clone(),
+            index: RAFT_INIT_INDEX,
+            term: RAFT_INIT_TERM,
+            conf_state: SnapshotConf::from_raft(&cs),
+            kv: MemKv::default(),
+        };
+        let storage = RegionStorage::new(hs, cs, (RAFT_INIT_INDEX, RAFT_INIT_TERM), vec![]);
+        (RegionInit { meta, storage, snapshot: Some(snap.clone()), fresh: true }, snap)
+    }
+
+    /// A peer this store was just added as, created by the first message its
+    /// leader sends: it knows only itself and the sender until the leader's
+    /// snapshot gives it the region's state and meta.
+    fn uninitialized(envelope: &Envelope) -> RegionInit {
+        let meta = RegionMeta {
+            id: envelope.region_id,
+            start_key: envelope.start_key.to_vec(),
+            end_key: envelope.end_key.to_vec(),
+            conf_ver: 0,
+            version: 0,
+            peers: vec![
+                PeerMeta { peer_id: envelope.to.peer_id, store_id: envelope.to.store_id, shard: envelope.to.shard },
+                PeerMeta {
+                    peer_id: envelope.from.peer_id,
+                    store_id: envelope.from.store_id,
+                    shard: envelope.from.shard,
+                },
+            ],
+            max_peer_id: 0,
+        };
+        let storage = RegionStorage::new(Default::default(), Default::default(), (0, 0), vec![]);
+        RegionInit { meta, storage, snapshot: None, fresh: true }
+    }
 }
 
 pub struct Shard {
@@ -168,6 +227,16 @@ pub struct Shard {
     /// Snapshots replaced by a newer one, removable once batch `.0` is durable.
     obsolete: VecDeque<(u64, SnapshotId)>,
     snapshots_writing: usize,
+    /// Snapshots being sent, by (region, follower): their files stay until
+    /// the send ends, even when a newer snapshot replaced them.
+    sending: BTreeMap<(u64, u64), VecDeque<SnapshotId>>,
+    /// Replaced snapshots whose removal waits for a send.
+    removals_waiting: Vec<SnapshotId>,
+    /// Regions removed from this shard, with the peer that was removed: a
+    /// message to that peer id or an older one is a late one and must not
+    /// recreate the region (peer ids are never reused).
+    tombstones: BTreeMap<u64, u64>,
+    next_incarnation: u64,
 }
 
 impl Shard {
@@ -193,6 +262,10 @@ impl Shard {
             staged_installs: vec![],
             obsolete: VecDeque::new(),
             snapshots_writing: 0,
+            sending: BTreeMap::new(),
+            removals_waiting: vec![],
+            tombstones: BTreeMap::new(),
+            next_incarnation: 1,
         }
     }
 
@@ -205,13 +278,17 @@ impl Shard {
         assert_eq!(peer.shard, self.shard, "region {} belongs to shard {} of this store", meta.id, peer.shard);
         let id = meta.id;
         if fresh {
-            assert!(snapshot.is_none(), "region {id}: a fresh region starts empty");
+            // (the HardState also revives a region the WAL holds as a tombstone)
+            let at = snapshot.as_ref().map(|s| (s.index, s.term));
             let write = wal::RegionWrite {
-                meta: Some(RegionLocalState { meta: meta.clone(), snapshot: None }.encode()),
+                snapshot: at.map(|(index, term)| wal::SnapshotMarker { index, term }),
+                hard_state: Some(hard_state_to_wal(storage.hard_state())),
+                meta: Some(RegionLocalState { meta: meta.clone(), snapshot: at, removed_peer: None }.encode()),
                 conf_state: Some(conf_state_to_wal(storage.conf_state())),
                 ..Default::default()
             };
             self.stage(id, write);
+            self.tombstones.remove(&id);
         }
         let (applied, kv, snapshot_id) = match snapshot {
             None => (0, MemKv::default(), None),
@@ -229,10 +306,21 @@ impl Shard {
         };
         let mut region = Region::new(meta, peer.peer_id, storage, applied, kv).expect("a valid raft config");
         region.snapshot = snapshot_id;
+        region.incarnation = self.next_incarnation;
+        self.next_incarnation += 1;
         let t = self.rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
         region.raw.raft.set_randomized_election_timeout(t);
         region.timeout_term = region.term();
         assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
+    }
+
+    /// A region the WAL holds as removed (recovery), with the peer removed.
+    pub fn add_tombstone(&mut self, region: u64, removed_peer: u64) {
+        self.tombstones.insert(region, removed_peer);
+    }
+
+    pub fn is_tombstone(&self, region: u64) -> bool {
+        self.tombstones.contains_key(&region)
     }
 
     pub fn region(&self, id: u64) -> Option<&Region> {
@@ -284,6 +372,33 @@ impl Shard {
             })
     }
 
+    /// What keeps the shard from being quiet (for a failing test's message).
+    pub fn busy(&self) -> String {
+        let mut out =
+            format!("staged {} in_flight {:?} awaiting {}", self.staged.len(), self.in_flight, self.awaiting.len());
+        for r in self.regions.values() {
+            let counts = [
+                r.pending_writes.len(),
+                r.pending_reads.len(),
+                r.proposals.len(),
+                r.read_batches.len(),
+                r.ready_reads.len(),
+                r.snapshot_taking.is_some() as usize,
+            ];
+            if counts.iter().any(|c| *c > 0) {
+                out += &format!(
+                    "; region {} (peer {}, leader {}, term {}, conf_ver {}): writes/reads/proposals/read batches/ready reads/snapshot {counts:?}",
+                    r.id(),
+                    r.peer_id,
+                    r.is_leader(),
+                    r.term(),
+                    r.meta.conf_ver
+                );
+            }
+        }
+        out
+    }
+
     /// Whether a persist batch is in flight.
     pub fn persist_in_flight(&self) -> Option<u64> {
         self.in_flight
@@ -303,6 +418,17 @@ impl Shard {
                     self.on_read(request, region, Query::Scan { start, end, limit: limit.min(SCAN_ROWS_MAX) })
                 }
                 Input::TransferLeader { request, region, to_peer } => self.on_transfer_leader(request, region, to_peer),
+                Input::DescribeRegion { request, region } => {
+                    let result = match self.regions.get(&region) {
+                        None => Err(RegionError::RegionNotFound { region }),
+                        Some(r) if !r.is_leader() => Err(RegionError::NotLeader { region, leader: r.leader() }),
+                        Some(r) => Ok(Response::Region(Box::new(r.meta.clone()))),
+                    };
+                    self.reply(request, result);
+                }
+                Input::ChangePeer { request, region, epoch, change } => {
+                    self.on_change_peer(request, region, epoch, change)
+                }
                 Input::Raft(envelope) => self.on_raft(envelope),
                 Input::Persisted { batch } => {
                     assert_eq!(self.in_flight, Some(batch), "persist batch {batch} completed out of order");
@@ -316,6 +442,18 @@ impl Shard {
                         let status = if ok { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
                         r.raw.report_snapshot(to_peer, status);
                     }
+                    // (sends to one follower end in the order they started)
+                    if let Some(q) = self.sending.get_mut(&(region, to_peer)) {
+                        q.pop_front();
+                        if q.is_empty() {
+                            self.sending.remove(&(region, to_peer));
+                        }
+                    }
+                    let sending = &self.sending;
+                    let (now, later) =
+                        self.removals_waiting.drain(..).partition(|id| !sending.values().flatten().any(|s| s == id));
+                    self.removals_waiting = later;
+                    self.outputs.extend(now.into_iter().map(Output::RemoveSnapshot));
                 }
                 Input::CompactRequested { regions } => {
                     for id in regions {
@@ -344,6 +482,11 @@ impl Shard {
         self.take_snapshots();
         self.flush_outboxes();
         self.issue_persist();
+        for out in &self.outputs {
+            if let Output::SendSnapshot { envelope, id, .. } = out {
+                self.sending.entry((id.region, envelope.to.peer_id)).or_default().push_back(*id);
+            }
+        }
         std::mem::take(&mut self.outputs)
     }
 
@@ -460,13 +603,58 @@ impl Shard {
     }
 
     fn on_raft(&mut self, envelope: Envelope) {
-        let Some(r) = self.regions.get_mut(&envelope.region_id) else {
-            // creating peers for unknown regions comes with conf changes and splits
-            tracing::debug!(region = envelope.region_id, "message for a region this shard does not host");
+        if envelope.message.is_empty() {
+            return self.on_removal_notice(envelope);
+        }
+        let here = (envelope.to.store_id, envelope.to.shard) == (self.store_id, self.shard);
+        if let Some(r) = self.regions.get(&envelope.region_id).filter(|_| here) {
+            if envelope.to.peer_id > r.peer_id && envelope.epoch.conf_ver > r.meta.conf_ver {
+                // a newer peer of the region on this store: ours was removed
+                // while it could not hear of it (peer ids only grow)
+                tracing::info!(
+                    region = r.id(),
+                    stale = r.peer_id,
+                    new = envelope.to.peer_id,
+                    "replacing a removed peer"
+                );
+                self.destroy_region(envelope.region_id);
+            }
+        }
+        if !self.regions.contains_key(&envelope.region_id) && !self.create_peer(&envelope) {
             return;
-        };
+        }
+        let r = self.regions.get_mut(&envelope.region_id).expect("hosted or just created");
         if envelope.to.peer_id != r.peer_id {
             tracing::debug!(region = r.id(), to = envelope.to.peer_id, "message for another peer of the region");
+            return;
+        }
+        if r.meta.conf_ver == 0 && r.meta.peer(envelope.from.peer_id).is_none() && r.meta.peers.len() < PEERS_MAX {
+            // not yet filled by a snapshot: it knows its peers only as they
+            // write to it (a new leader must be answered too)
+            let f = envelope.from;
+            r.meta.peers.push(PeerMeta { peer_id: f.peer_id, store_id: f.store_id, shard: f.shard });
+        }
+        if r.meta.peer(envelope.from.peer_id).is_none() && envelope.epoch.conf_ver < r.meta.conf_ver {
+            // a peer removed under an epoch we have applied (it was away when
+            // it happened): it must not disturb the region, and is told so
+            tracing::debug!(region = r.id(), from = envelope.from.peer_id, "message from a removed peer dropped");
+            let notice = Envelope {
+                region_id: r.id(),
+                start_key: r.key_range.0.clone(),
+                end_key: r.key_range.1.clone(),
+                epoch: r.meta.epoch(),
+                from: transport::Peer { peer_id: r.peer_id, store_id: self.store_id, shard: self.shard },
+                to: Target {
+                    peer_id: envelope.from.peer_id,
+                    store_id: envelope.from.store_id,
+                    shard: envelope.from.shard,
+                },
+                message: bytes::Bytes::new(),
+            };
+            let dest = Destination { store_id: envelope.from.store_id, shard: envelope.from.shard };
+            if let Err(e) = self.outboxes.push(dest, &notice) {
+                tracing::warn!(region = notice.region_id, "removal notice dropped: {e}");
+            }
             return;
         }
         let msg = match eraftpb::Message::parse_from_carllerche_bytes(&envelope.message) {
@@ -486,6 +674,131 @@ impl Shard {
         }
     }
 
+    /// A member of the region, under a newer epoch that does not include this
+    /// peer, says it was removed (it was away when the change applied, and
+    /// no one sends it the log anymore): remove it here too. Safe: a
+    /// conf_ver never comes back, and a peer added again has a new id.
+    fn on_removal_notice(&mut self, notice: Envelope) {
+        let Some(r) = self.regions.get(&notice.region_id) else { return };
+        if r.peer_id == notice.to.peer_id && notice.epoch.conf_ver > r.meta.conf_ver {
+            tracing::info!(region = r.id(), peer = r.peer_id, "told by a member that this peer was removed");
+            self.destroy_region(notice.region_id);
+        }
+    }
+
+    /// Creates the peer a message from a leader addresses on this shard, for
+    /// a region the shard does not host: this store was added to it. Never
+    /// for a late message to a peer removed since (its tombstone's epoch).
+    fn create_peer(&mut self, envelope: &Envelope) -> bool {
+        let id = envelope.region_id;
+        let refuse = |why: &str| {
+            tracing::debug!(region = id, from = envelope.from.store_id, "message for a region not hosted here: {why}");
+            false
+        };
+        if (envelope.to.store_id, envelope.to.shard) != (self.store_id, self.shard) {
+            return refuse("addressed to another shard");
+        }
+        if self.tombstones.get(&id).is_some_and(|removed| envelope.to.peer_id <= *removed) {
+            return refuse("a late message to a peer removed from this store");
+        }
+        if self.regions.len() + self.tombstones.len() >= SHARD_REGIONS_MAX {
+            return refuse("the shard hosts SHARD_REGIONS_MAX regions");
+        }
+        let kind = eraftpb::Message::parse_from_carllerche_bytes(&envelope.message).map(|m| m.get_msg_type());
+        if !matches!(kind, Ok(MessageType::MsgHeartbeat | MessageType::MsgAppend | MessageType::MsgSnapshot)) {
+            return refuse("only a leader's message creates a peer");
+        }
+        tracing::info!(region = id, peer = envelope.to.peer_id, "creating the peer this store was added as");
+        self.create_region(RegionInit::uninitialized(envelope));
+        self.stats.regions_created += 1;
+        true
+    }
+
+    /// A membership change: the leader checks it against the region as it is
+    /// and proposes it; it is answered when applied.
+    fn on_change_peer(&mut self, request: u64, region: u64, epoch: transport::Epoch, change: PeerChange) {
+        let proposed = (|| {
+            let r = self.regions.get_mut(&region).ok_or(RegionError::RegionNotFound { region })?;
+            if !r.is_leader() {
+                return Err(RegionError::NotLeader { region, leader: r.leader() });
+            }
+            if epoch != r.meta.epoch() {
+                return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
+            }
+            let refused = |reason: String| RegionError::Refused { region, reason };
+            if r.raw.raft.has_pending_conf() {
+                return Err(refused("another membership change is not applied yet".into()));
+            }
+            let (change_type, peer) = match change {
+                PeerChange::AddVoter(p) => (eraftpb::ConfChangeType::AddNode, p),
+                PeerChange::RemoveVoter(p) if p.peer_id == r.peer_id => {
+                    return Err(refused("the leader cannot remove itself: transfer leadership first".into()))
+                }
+                PeerChange::RemoveVoter(p) => (eraftpb::ConfChangeType::RemoveNode, p),
+            };
+            let next = r.meta.changed(change).map_err(refused)?;
+            // never leave the region without a quorum of voters that are up
+            // and keeping up (a new peer counts as neither until it caught up)
+            let healthy = next.peers.iter().filter(|p| is_healthy(r, p.peer_id)).count();
+            if healthy < next.peers.len() / 2 + 1 {
+                return Err(refused(format!(
+                    "after the change only {healthy} of {} voters would be up and keeping up: not a quorum",
+                    next.peers.len()
+                )));
+            }
+            let mut cc = eraftpb::ConfChange { node_id: peer.peer_id, context: next.encode(), ..Default::default() };
+            cc.set_change_type(change_type);
+            let last_before = r.raw.raft.raft_log.last_index();
+            r.raw.propose_conf_change(vec![], cc).map_err(|e| refused(format!("raft refused the change: {e}")))?;
+            let index = r.raw.raft.raft_log.last_index();
+            assert_eq!(index, last_before + 1, "region {region}: one proposal, one entry");
+            let stale = r.proposals.insert(index, Proposal { term: r.term(), requests: vec![request] });
+            assert!(stale.is_none(), "region {region}: a leader's new entry at {index} had a proposal of its own");
+            Ok(())
+        })();
+        if let Err(e) = proposed {
+            self.reply(request, Err(e));
+        }
+    }
+
+    /// Removes a region whose own peer a membership change removed: its log
+    /// is dropped, a tombstone (with the final meta) stays in the WAL and in
+    /// memory so that late messages cannot recreate it, and its client work
+    /// is answered.
+    fn destroy_region(&mut self, id: u64) {
+        let r = self.regions.remove(&id).expect("destroying a hosted region");
+        let gone = RegionError::RegionNotFound { region: id };
+        let mut requests: Vec<u64> = r.pending_writes.iter().map(|(q, _)| *q).collect();
+        requests.extend(r.pending_reads.iter().map(|(q, _)| *q));
+        requests.extend(r.read_batches.values().flat_map(|b| b.reads.iter().map(|(q, _)| *q)));
+        for q in requests {
+            self.reply(q, Err(gone.clone()));
+        }
+        // proposed when this peer led, maybe committed by a later leader: unknown
+        for q in r.proposals.values().flat_map(|p| p.requests.iter().copied()).collect::<Vec<_>>() {
+            self.reply(q, Err(RegionError::Ambiguous { region: id }));
+        }
+        // one record: the membership that removed it (if it applied it) and
+        // the tombstone naming the removed peer land together or not at all
+        let state = RegionLocalState { meta: r.meta.clone(), snapshot: None, removed_peer: Some(r.peer_id) };
+        let write = wal::RegionWrite {
+            tombstone: true,
+            conf_state: Some(conf_state_to_wal(r.raw.store().conf_state())),
+            meta: Some(state.encode()),
+            ..Default::default()
+        };
+        self.stage(id, write);
+        if let Some(old) = r.snapshot {
+            self.obsolete.push_back((self.next_batch, old));
+        }
+        if let Some((_, file)) = r.receiving {
+            self.outputs.push(Output::DiscardIncoming(file));
+        }
+        self.tombstones.insert(id, r.peer_id);
+        self.stats.regions_removed += 1;
+        tracing::info!(region = id, conf_ver = r.meta.conf_ver, "peer removed from this store; tombstone kept");
+    }
+
     /// A region's own snapshot file is durable: record it in the WAL and
     /// compact the log up to it (the record and the compaction are one write).
     fn on_snapshot_written(&mut self, id: SnapshotId, result: Result<u64, String>) {
@@ -494,17 +807,21 @@ impl Shard {
             self.outputs.push(Output::RemoveSnapshot(id));
             return;
         };
-        let taking = r.snapshot_taking.take();
-        let conf = match (result, taking) {
-            (Ok(_), Some((taken, conf))) if taken == id => conf,
-            (Err(e), _) => {
-                // not fatal: the log is kept and a later iteration tries again
-                tracing::warn!(region = id.region, index = id.index, "writing a snapshot failed: {e}");
-                self.outputs.push(Output::RemoveSnapshot(id));
-                return;
-            }
-            (Ok(_), other) => panic!("region {}: snapshot {id:?} written, {other:?} was being taken", id.region),
-        };
+        if r.snapshot_taking.as_ref().is_none_or(|t| t.0 != id) {
+            // taken by an earlier life of the region (removed and created again since)
+            tracing::debug!(region = id.region, "snapshot {id:?} of a removed peer finished");
+            self.outputs.push(Output::RemoveSnapshot(id));
+            return;
+        }
+        let (_, conf, bytes) = r.snapshot_taking.take().expect("checked");
+        if let Err(e) = result {
+            // not fatal: the log is kept, and the region tries again a little later
+            tracing::warn!(region = id.region, index = id.index, "writing a snapshot failed: {e}");
+            r.applied_bytes_since_snapshot += bytes;
+            r.snapshot_retry_tick = self.ticks + SNAPSHOT_RETRY_TICKS;
+            self.outputs.push(Output::RemoveSnapshot(id));
+            return;
+        }
         if r.snapshot.is_some_and(|s| s.index >= id.index) {
             // a received snapshot was installed meanwhile: this one is older
             self.outputs.push(Output::RemoveSnapshot(id));
@@ -536,9 +853,10 @@ impl Shard {
             tracing::info!(region = envelope.region_id, file = %file.display(), "received snapshot not used: {why}");
             outputs.push(Output::DiscardIncoming(file.clone()));
         };
-        let Some(r) = self.regions.get_mut(&envelope.region_id) else {
+        if !self.regions.contains_key(&envelope.region_id) && !self.create_peer(&envelope) {
             return discard(&mut self.outputs, "the region is not on this shard");
-        };
+        }
+        let r = self.regions.get_mut(&envelope.region_id).expect("hosted or just created");
         if envelope.to.peer_id != r.peer_id || r.receiving.is_some() {
             return discard(&mut self.outputs, "another peer's, or one is already being installed");
         }
@@ -574,7 +892,7 @@ impl Shard {
                 return;
             }
             let since = r.snapshot.map_or(0, |s| s.index);
-            if r.snapshot_taking.is_some() {
+            if r.snapshot_taking.is_some() || self.ticks < r.snapshot_retry_tick {
                 continue;
             }
             if r.applied <= since {
@@ -589,7 +907,8 @@ impl Shard {
                 continue;
             }
             let bound = self.limits.snapshot_log_bytes_min.max(r.kv.bytes() / SNAPSHOT_STATE_DIVISOR);
-            if r.applied_bytes_since_snapshot < bound && !r.compact_wanted {
+            let wanted = r.raw.store().take_snapshot_wanted();
+            if r.applied_bytes_since_snapshot < bound && !r.compact_wanted && !wanted {
                 continue;
             }
             let index = r.applied;
@@ -602,8 +921,7 @@ impl Shard {
                 conf_state: SnapshotConf::from_raft(&conf),
                 kv: r.kv.clone(),
             };
-            r.snapshot_taking = Some((snap.id(), conf));
-            r.applied_bytes_since_snapshot = 0;
+            r.snapshot_taking = Some((snap.id(), conf, std::mem::take(&mut r.applied_bytes_since_snapshot)));
             self.snapshots_writing += 1;
             self.outputs.push(Output::WriteSnapshot(Box::new(snap)));
         }
@@ -688,6 +1006,10 @@ impl Shard {
         }
         let mut writes = vec![wal::RegionWrite::default()];
         if !rd.snapshot().is_empty() {
+            // the file it replaces goes once the install's record is durable
+            if let Some(old) = r.snapshot {
+                self.obsolete.push_back((self.next_batch, old));
+            }
             let (write, install, replies) = install_snapshot(r, rd.snapshot());
             writes[0] = write;
             self.staged_installs.push(install);
@@ -772,7 +1094,7 @@ impl Shard {
         match batch {
             Some(batch) => {
                 r.readies_awaiting += 1;
-                self.awaiting.push_back(Awaiting { batch, region: id, number, messages })
+                self.awaiting.push_back(Awaiting { batch, region: id, incarnation: r.incarnation, number, messages })
             }
             None => {
                 // nothing of this region is waiting for a disk: persisted at once
@@ -791,7 +1113,9 @@ impl Shard {
         let store_id = self.store_id;
         while self.awaiting.front().is_some_and(|a| a.batch <= batch) {
             let a = self.awaiting.pop_front().unwrap();
-            let r = self.regions.get_mut(&a.region).expect("regions are not removed yet");
+            let Some(r) = self.regions.get_mut(&a.region).filter(|r| r.incarnation == a.incarnation) else {
+                continue; // removed since: its messages no longer matter
+            };
             r.readies_awaiting -= 1;
             r.raw.on_persist_ready(a.number);
             // an installed snapshot counts as applied for raft once it is durable
@@ -803,7 +1127,11 @@ impl Shard {
         // the batch recorded newer snapshots: the files they replaced can go
         while self.obsolete.front().is_some_and(|(b, _)| *b <= batch) {
             let (_, id) = self.obsolete.pop_front().unwrap();
-            self.outputs.push(Output::RemoveSnapshot(id));
+            if self.sending.values().flatten().any(|s| *s == id) {
+                self.removals_waiting.push(id);
+            } else {
+                self.outputs.push(Output::RemoveSnapshot(id));
+            }
         }
         // second flush point: votes and append responses leave as soon as they are durable
         self.flush_outboxes();
@@ -835,6 +1163,7 @@ impl Shard {
     /// ReadIndex is now applied.
     fn apply(&mut self, id: u64, committed: Vec<eraftpb::Entry>) {
         let mut replies = vec![];
+        let mut removed = false;
         let r = self.regions.get_mut(&id).expect("listed");
         for e in committed {
             assert_eq!(e.index, r.applied + 1, "region {id}: applying {} after {}", e.index, r.applied);
@@ -844,8 +1173,18 @@ impl Shard {
                     r.applied_bytes_since_snapshot += e.data.len();
                     apply_batch(r, &e.data)
                 }
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    panic!("region {id}: conf change at {} (membership changes come with the PD issue)", e.index)
+                EntryType::EntryConfChange => {
+                    let (result, write) = apply_conf_change(r, &e);
+                    removed = r.meta.peer(r.peer_id).is_none();
+                    // (its own removal is recorded with its tombstone, in one write)
+                    if let Some(w) = write.filter(|_| !removed) {
+                        self.staged_bytes += staged_size(&w);
+                        self.staged.push((id, w));
+                    }
+                    vec![result]
+                }
+                EntryType::EntryConfChangeV2 => {
+                    panic!("region {id}: entry {} is a ConfChangeV2, never proposed here", e.index)
                 }
             };
             // proposals of earlier terms beyond this entry can never commit now
@@ -857,7 +1196,15 @@ impl Shard {
                 replies.extend(r.proposals.remove(&i).unwrap().requests.into_iter().map(|q| (q, Err(err.clone()))));
             }
             if let Some(p) = r.proposals.remove(&e.index) {
-                if p.term == e.term {
+                if p.term == e.term && results.is_empty() {
+                    // raft turned our membership change into an empty entry (one was pending)
+                    let reason = "another membership change was in progress".to_string();
+                    replies.extend(
+                        p.requests
+                            .into_iter()
+                            .map(|q| (q, Err(RegionError::Refused { region: id, reason: reason.clone() }))),
+                    );
+                } else if p.term == e.term {
                     assert_eq!(results.len(), p.requests.len(), "region {id}: entry {} is our batch", e.index);
                     replies.extend(p.requests.into_iter().zip(results));
                 } else {
@@ -868,6 +1215,16 @@ impl Shard {
             }
             r.applied = e.index;
             self.stats.entries_applied += 1;
+            if removed {
+                break; // nothing after its own removal concerns this peer
+            }
+        }
+        if removed {
+            for (q, res) in replies {
+                self.reply(q, res);
+            }
+            self.destroy_region(id);
+            return;
         }
         advance_raft_applied(r);
         let applied = r.applied;
@@ -934,9 +1291,17 @@ fn compact_point(r: &mut Region, index: u64) -> u64 {
     lowest.max(index.saturating_sub(COMPACT_LAG_ENTRIES_MAX)).min(index)
 }
 
+/// Whether the leader `r` sees peer `id` as up and keeping up: itself, or a
+/// follower it heard from within an election timeout and replicates to.
+fn is_healthy(r: &Region, id: u64) -> bool {
+    id == r.peer_id
+        || r.raw.raft.prs().get(id).is_some_and(|p| p.recent_active && p.state == raft::ProgressState::Replicate)
+}
+
 /// What the WAL's meta bytes hold for `r` now.
 fn local_state(r: &Region) -> bytes::Bytes {
-    RegionLocalState { meta: r.meta.clone(), snapshot: r.snapshot.map(|s| (s.index, s.term)) }.encode()
+    RegionLocalState { meta: r.meta.clone(), snapshot: r.snapshot.map(|s| (s.index, s.term)), removed_peer: None }
+        .encode()
 }
 
 /// The region's HardState with a commit index at least `index` (a snapshot
@@ -992,6 +1357,30 @@ fn install_snapshot(
         ..Default::default()
     };
     (write, (file, id), replies)
+}
+
+/// Applies a committed membership change: checked against the region's
+/// epoch as it is now (another change may have applied since it was
+/// proposed), then raft's configuration, the meta and their WAL write.
+fn apply_conf_change(r: &mut Region, e: &eraftpb::Entry) -> (Result<Response, RegionError>, Option<wal::RegionWrite>) {
+    let cc = eraftpb::ConfChange::parse_from_carllerche_bytes(&e.data)
+        .unwrap_or_else(|err| panic!("region {}: conf change at {} undecodable: {err}", r.id(), e.index));
+    let next = RegionMeta::decode(&cc.context)
+        .unwrap_or_else(|err| panic!("region {}: conf change at {} carries no meta: {err}", r.id(), e.index));
+    let fits = next.id == r.id() && next.conf_ver == r.meta.conf_ver + 1 && next.version == r.meta.version;
+    if !fits {
+        // not applied anywhere: every replica sees the same epoch here
+        return (Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) }), None);
+    }
+    let cs = r
+        .raw
+        .apply_conf_change(&cc)
+        .unwrap_or_else(|err| panic!("region {}: conf change at {}: {err}", r.id(), e.index));
+    r.meta = next;
+    r.raw.mut_store().set_conf_state(cs.clone());
+    let write =
+        wal::RegionWrite { conf_state: Some(conf_state_to_wal(&cs)), meta: Some(local_state(r)), ..Default::default() };
+    (Ok(Response::Done), Some(write))
 }
 
 /// Bytes a staged region write counts against `STAGED_BYTES_MAX`.
@@ -1051,14 +1440,14 @@ fn push_message(
         start_key: r.key_range.0.clone(),
         end_key: r.key_range.1.clone(),
         epoch: r.meta.epoch(),
-        from: Peer { peer_id: r.peer_id, store_id },
+        from: Peer { peer_id: r.peer_id, store_id, shard: r.meta.peer(r.peer_id).map_or(0, |p| p.shard) },
         to: Target { peer_id: to.peer_id, store_id: to.store_id, shard: to.shard },
         message: m.write_to_bytes().expect("a raft message encodes").into(),
     };
     let dest = Destination { store_id: to.store_id, shard: to.shard };
     if let Some(id) = snapshot {
-        // raft asked storage for it: a durable snapshot whose file is kept at
-        // least until a newer one's record is durable (by then the send has it open)
+        // raft asked storage for it: a durable snapshot whose file is kept
+        // until a newer one's record is durable and this send has ended
         stats.snapshots_sent += 1;
         outputs.push(Output::SendSnapshot { to: dest, envelope, id });
         return;

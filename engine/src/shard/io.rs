@@ -8,7 +8,7 @@ use transport::{Destination, Envelope, FlushedFrame};
 
 use crate::error::RegionError;
 use crate::kv::Command;
-use crate::region::meta::Epoch;
+use crate::region::meta::{Epoch, PeerChange};
 use crate::snapshot::{RegionSnapshot, SnapshotId};
 
 pub enum Input {
@@ -24,6 +24,10 @@ pub enum Input {
     /// Asks the region's leader to hand leadership to `to_peer` (best effort:
     /// answered at once; the client watches for the new leader).
     TransferLeader { request: u64, region: u64, to_peer: u64 },
+    /// The region's meta, answered by its leader.
+    DescribeRegion { request: u64, region: u64 },
+    /// A membership change, proposed by the region's leader, answered once applied.
+    ChangePeer { request: u64, region: u64, epoch: Epoch, change: PeerChange },
     /// A raft message from a peer shard.
     Raft(Envelope),
     /// The persist batch `batch` is durable (its write and fdatasync completed).
@@ -51,6 +55,8 @@ pub enum Response {
     Value(Option<Vec<u8>>),
     /// A scan's rows, in key order.
     Rows(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A region's meta.
+    Region(Box<crate::region::meta::RegionMeta>),
 }
 
 /// What a read asks for.

@@ -37,6 +37,18 @@ pub struct LoadedRegion {
     pub snapshot: Option<SnapshotId>,
 }
 
+/// The regions the WAL holds as removed from this shard, with the peer that
+/// was removed (messages to it, or to an older peer id, are dropped).
+pub fn load_tombstones<D: Disk>(wal: &Wal<D>) -> Result<Vec<(u64, u64)>, LoadError> {
+    let mut out = vec![];
+    for region in wal.regions().filter(|r| wal.is_tombstone(*r)) {
+        let bytes = wal.meta(region).ok_or(LoadError::NoMeta { region })?;
+        let state = RegionLocalState::decode(bytes).map_err(|source| LoadError::Meta { region, source })?;
+        out.push((region, state.removed_peer.unwrap_or(0)));
+    }
+    Ok(out)
+}
+
 /// Every live (non-tombstone) region of the WAL.
 pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, LoadError> {
     let mut out = vec![];
@@ -51,12 +63,19 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, Lo
         let cs = wal.conf_state(region).map(conf_state_from_wal).unwrap_or_default();
         // the log starts after its last compaction or installed snapshot
         let first_index = wal.first_index(region).unwrap_or(1);
-        let base_term = wal.term(region, first_index - 1).expect("the WAL keeps the term before its first entry");
+        let has_entries = wal.last_index(region).is_some_and(|last| last >= first_index);
         let snapshot = state.snapshot.map(|(index, term)| SnapshotId { region, index, term });
         let snapshot_index = snapshot.map_or(0, |s| s.index);
-        if first_index > snapshot_index + 1 {
+        let base = if snapshot.is_none() && !has_entries {
+            // a peer created for a region it has no state of yet (its log
+            // may still start where an earlier, removed peer's ended)
+            (0, 0)
+        } else if first_index > snapshot_index + 1 {
             return Err(LoadError::LogGap { region, first_index, snapshot_index });
-        }
+        } else {
+            let term = wal.term(region, first_index - 1).expect("the WAL keeps the term before its first entry");
+            (first_index - 1, term)
+        };
         // the snapshot is committed; its record carries a commit at least
         // this high, and raft refuses to start with applied > commit
         hs.commit = hs.commit.max(snapshot_index);
@@ -82,7 +101,7 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, Lo
                 entries.extend(got.iter().map(entry_from_wal));
             }
         }
-        let storage = RegionStorage::new(hs, cs, (first_index - 1, base_term), entries);
+        let storage = RegionStorage::new(hs, cs, base, entries);
         out.push(LoadedRegion { meta: state.meta, storage, snapshot });
     }
     Ok(out)

@@ -104,6 +104,7 @@ pub fn bootstrap_spec(stores: u64, regions: u64) -> Vec<RegionMeta> {
             conf_ver: 1,
             version: 1,
             peers: (1..=stores).map(|s| PeerMeta { peer_id: (i + 1) * 100 + s, store_id: s, shard: 0 }).collect(),
+            max_peer_id: (i + 1) * 100 + stores,
         })
         .collect()
 }
@@ -231,6 +232,18 @@ impl Sim {
             .filter_map(|(id, n)| n.shard.region(region).filter(|r| r.is_leader()).map(|r| (r.term(), id)))
             .max()
             .map(|(_, id)| id)
+    }
+
+    /// Routes by each region's meta as its leader holds it now (what a
+    /// placement driver would tell clients after a membership change).
+    pub fn refresh_metas(&mut self) {
+        for i in 0..self.metas.len() {
+            let id = self.metas[i].id;
+            let led = self.leader_of(id).and_then(|s| self.stores[&s].node.as_ref()).and_then(|n| n.shard.region(id));
+            if let Some(r) = led.filter(|r| r.meta.conf_ver > self.metas[i].conf_ver) {
+                self.metas[i] = r.meta.clone();
+            }
+        }
     }
 
     /// Runs one step of simulated time.

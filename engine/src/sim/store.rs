@@ -15,9 +15,8 @@ use wal::disk::MemDisk;
 use wal::{FlushStart, Wal, WalOptions};
 
 use crate::region::meta::RegionMeta;
-use crate::region::RegionStorage;
 use crate::shard::core::{regions_to_compact, RegionInit};
-use crate::shard::recover::load_regions;
+use crate::shard::recover::{load_regions, load_tombstones};
 use crate::shard::{Input, Output, Shard, ShardLimits};
 use crate::snapshot::{RegionSnapshot, SnapshotId};
 
@@ -62,11 +61,12 @@ impl SimStore {
         let disk = MemDisk::new();
         let (wal, _) = block_on(Wal::open(disk.clone(), sim_wal_options())).expect("open a fresh WAL");
         let mut shard = Shard::new(id, 0, seed, limits);
+        let mut snapshots = BTreeMap::new();
         for m in metas.iter().filter(|m| m.peer_on(id).is_some()) {
-            let cs =
-                raft::eraftpb::ConfState { voters: m.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() };
-            let storage = RegionStorage::new(Default::default(), cs, (0, 0), vec![]);
-            shard.create_region(RegionInit { meta: m.clone(), storage, snapshot: None, fresh: true });
+            let (init, snap) = RegionInit::bootstrap(m.clone());
+            // the initial snapshot's file is durable before the WAL names it
+            snapshots.insert(snap.id(), snap);
+            shard.create_region(init);
         }
         let mut node = Node { shard, wal, inputs: vec![], persist: None, snapshot_writes: vec![] };
         // a store's bootstrap is durable before it serves anything (as creating
@@ -81,15 +81,7 @@ impl SimStore {
                 _ => panic!("a fresh shard only persists its regions"),
             }
         }
-        SimStore {
-            id,
-            disk,
-            node: Some(node),
-            snapshots: BTreeMap::new(),
-            incoming: BTreeMap::new(),
-            next_incoming: 0,
-            limits,
-        }
+        SimStore { id, disk, node: Some(node), snapshots, incoming: BTreeMap::new(), next_incoming: 0, limits }
     }
 
     /// Kills the store: what was not durable is gone. A persist batch in
@@ -117,6 +109,9 @@ impl SimStore {
         let (wal, _) = block_on(Wal::open(self.disk.clone(), sim_wal_options())).expect("recover the WAL");
         let mut shard = Shard::new(self.id, 0, seed, self.limits);
         let loaded = block_on(load_regions(&wal)).expect("load regions");
+        for (region, removed_peer) in load_tombstones(&wal).expect("load tombstones") {
+            shard.add_tombstone(region, removed_peer);
+        }
         // as the runtime's sweep: keep only the snapshots the WAL names
         let named: BTreeSet<SnapshotId> = loaded.iter().filter_map(|r| r.snapshot).collect();
         self.snapshots.retain(|id, _| named.contains(id));

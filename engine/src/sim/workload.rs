@@ -100,7 +100,7 @@ impl Workload {
             },
             Ok(Response::Cas(ok)) => Outcome::Cas(ok),
             Ok(Response::Value(v)) => Outcome::Get(v),
-            Ok(Response::Rows(_)) => panic!("the workload does not scan"),
+            Ok(Response::Rows(_) | Response::Region(_)) => panic!("the workload neither scans nor describes"),
             Err(RegionError::Ambiguous { .. }) => Outcome::Ambiguous,
             Err(e) => {
                 if let RegionError::NotLeader { region, leader: Some(l) } = &e {

@@ -150,6 +150,8 @@ pub fn sweep(shard_dir: &Path, keep: &BTreeSet<SnapshotId>) -> Result<usize, Sna
         }
         sync_dir(d)?;
     }
+    // the snapshot directory's own entry (just created, on a first start)
+    sync_dir(shard_dir)?;
     Ok(removed)
 }
 
@@ -183,6 +185,7 @@ mod tests {
             conf_ver: 1,
             version: 1,
             peers: vec![PeerMeta { peer_id: 31, store_id: 1, shard: 0 }],
+            max_peer_id: 31,
         };
         let snap = |index| RegionSnapshot {
             meta: meta.clone(),

@@ -228,6 +228,7 @@ mod tests {
                 conf_ver: 2,
                 version: 3,
                 peers: vec![PeerMeta { peer_id: 71, store_id: 1, shard: 0 }],
+                max_peer_id: 71,
             },
             index: 42,
             term: 5,
