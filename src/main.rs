@@ -53,6 +53,16 @@ struct ServerArgs {
     /// with a "memory limit reached" error ("8GiB", "512MiB") [default: 4 GiB per shard].
     #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
     memory_limit: Option<u64>,
+    /// Shards (one per core) this store runs; checked against the spec and,
+    /// after the first start, against the data directory's IDENT.
+    #[arg(long, value_name = "S")]
+    cores: Option<u16>,
+    /// Base peer address (shard i listens on PORT + i); checked against the spec.
+    #[arg(long, value_name = "HOST:PORT")]
+    peer_addr: Option<std::net::SocketAddr>,
+    /// Base client address (shard i listens on PORT + i); checked against the spec.
+    #[arg(long, value_name = "HOST:PORT")]
+    client_addr: Option<std::net::SocketAddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     status_addr: Option<std::net::SocketAddr>,
@@ -319,6 +329,22 @@ fn server(args: ServerArgs) -> Result<(), String> {
         std::process::abort();
     }));
     let spec = engine::spec::ClusterSpec::load(&args.spec).map_err(|e| e.to_string())?;
+    let me = spec
+        .store(args.store_id)
+        .ok_or_else(|| format!("store {} is not in the spec {}", args.store_id, args.spec.display()))?;
+    // (the spec is where the other stores learn these: a flag may only confirm it)
+    let disagree = |flag: &str, given: String, spec_has: String| {
+        format!("--{flag} {given} disagrees with the spec, which gives store {} {spec_has}", args.store_id)
+    };
+    if let Some(c) = args.cores.filter(|c| *c != me.shards) {
+        return Err(disagree("cores", c.to_string(), format!("{} shards", me.shards)));
+    }
+    if let Some(a) = args.peer_addr.filter(|a| *a != me.peer_addr) {
+        return Err(disagree("peer-addr", a.to_string(), format!("peer address {}", me.peer_addr)));
+    }
+    if let Some(a) = args.client_addr.filter(|a| *a != me.client_addr) {
+        return Err(disagree("client-addr", a.to_string(), format!("client address {}", me.client_addr)));
+    }
     let opts = engine::runtime::store::StoreOptions {
         spec: std::sync::Arc::new(spec),
         store_id: args.store_id,

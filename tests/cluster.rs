@@ -197,3 +197,32 @@ fn three_server_processes_keep_every_acknowledged_write_through_kill_9_and_resta
         Err(_) => panic!("the cluster test did not finish in 300 s (store logs in {})", dir.path().display()),
     }
 }
+
+/// A flag that contradicts the spec is refused at once, saying what the spec has.
+#[test]
+fn a_server_flag_that_contradicts_the_spec_is_refused_with_what_the_spec_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ClusterSpec::local(17, 3, 1, 4, 39_000);
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ringraft"))
+            .args(["server", "--spec"])
+            .arg(&spec_path)
+            .args(["--store-id", "1", "--data-dir"])
+            .arg(dir.path().join("store-1"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--cores", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--cores 2 disagrees with the spec") && err.contains("1 shards"),
+        "{err}"
+    );
+    let out = run(&["--peer-addr", "127.0.0.1:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("peer address 127.0.0.1:39000"), "{err}");
+    assert!(!dir.path().join("store-1").exists(), "nothing was created");
+}

@@ -3,5 +3,5 @@
 pub mod command;
 pub mod state_machine;
 
-pub use command::{Command, WriteBatch, ENTRY_BYTES_MAX};
+pub use command::{Command, CommandRef, WriteBatch, WriteBatchRef, ENTRY_BYTES_MAX};
 pub use state_machine::{Applied, MemKv, StateMachine};

@@ -4,14 +4,14 @@
 //! The map is persistent (`imbl::OrdMap`: a B-tree whose nodes are shared
 //! between clones and copied on first write), so a snapshot is an O(1)
 //! clone taken inside the loop and written out on a blocking thread while
-//! the region keeps applying. Keys' tails and values are `Bytes`, so copying
+//! the region keeps applying. Keys' tails and values are `Arc<[u8]>`, so copying
 //! a shared node after a snapshot bumps reference counts instead of
 //! allocating every key and value in it again.
 
-use bytes::Bytes;
 use imbl::OrdMap;
+use std::sync::Arc;
 
-use crate::kv::command::Command;
+use crate::kv::command::CommandRef;
 
 /// What applying one command did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum Applied {
 /// What a region applies its commands to. `Clone` must be cheap (O(1)):
 /// it is how a snapshot is taken without stalling the shard loop.
 pub trait StateMachine: Clone + Send + 'static {
-    fn apply(&mut self, command: &Command) -> Applied;
+    fn apply(&mut self, command: CommandRef<'_>) -> Applied;
     fn get(&self, key: &[u8]) -> Option<&[u8]>;
     /// Keys and values in [start, end) (end empty: to the end), at most `limit`.
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)>;
@@ -50,9 +50,14 @@ pub trait StateMachine: Clone + Send + 'static {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct MapKey {
     head: u128,
-    rest: Bytes,
+    /// The bytes after the first 16 (`None`: the key has no more). An entry
+    /// of the map is 64 bytes: every insert moves fewer of them.
+    rest: Option<Arc<[u8]>>,
     len: u32,
 }
+
+// inserting moves entries within a node: keep them at one cache line
+const _: () = assert!(std::mem::size_of::<(MapKey, Arc<[u8]>)>() <= 64);
 
 impl MapKey {
     fn new(key: &[u8]) -> MapKey {
@@ -61,7 +66,7 @@ impl MapKey {
         head[..n].copy_from_slice(&key[..n]);
         MapKey {
             head: u128::from_be_bytes(head),
-            rest: if key.len() > 16 { Bytes::copy_from_slice(&key[n..]) } else { Bytes::new() },
+            rest: (key.len() > 16).then(|| Arc::from(&key[n..])),
             len: key.len() as u32,
         }
     }
@@ -71,7 +76,9 @@ impl MapKey {
         let n = (self.len as usize).min(16);
         let mut out = Vec::with_capacity(self.len as usize);
         out.extend_from_slice(&head[..n]);
-        out.extend_from_slice(&self.rest);
+        if let Some(rest) = &self.rest {
+            out.extend_from_slice(rest);
+        }
         out
     }
 }
@@ -79,7 +86,7 @@ impl MapKey {
 /// The default state machine: an ordered map in memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemKv {
-    map: OrdMap<MapKey, Bytes>,
+    map: OrdMap<MapKey, Arc<[u8]>>,
     bytes: usize,
 }
 
@@ -89,7 +96,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 64;
 impl MemKv {
     fn set(&mut self, key: &[u8], value: &[u8]) {
         let add = value.len();
-        let value = Bytes::copy_from_slice(value);
+        let value: Arc<[u8]> = Arc::from(value);
         match self.map.insert(MapKey::new(key), value) {
             Some(old) => self.bytes = self.bytes - old.len() + add,
             None => self.bytes += key.len() + add + ENTRY_OVERHEAD_BYTES,
@@ -104,18 +111,18 @@ impl MemKv {
 }
 
 impl StateMachine for MemKv {
-    fn apply(&mut self, command: &Command) -> Applied {
+    fn apply(&mut self, command: CommandRef<'_>) -> Applied {
         match command {
-            Command::Put { key, value } => {
+            CommandRef::Put { key, value } => {
                 self.set(key, value);
                 Applied::Done
             }
-            Command::Delete { key } => {
+            CommandRef::Delete { key } => {
                 self.remove(key);
                 Applied::Done
             }
-            Command::Cas { key, expect, new } => {
-                if self.map.get(&MapKey::new(key)).map(|v| &v[..]) != expect.as_deref() {
+            CommandRef::Cas { key, expect, new } => {
+                if self.map.get(&MapKey::new(key)).map(|v| &v[..]) != expect {
                     return Applied::Cas(false);
                 }
                 match new {
@@ -181,22 +188,19 @@ mod tests {
     #[test]
     fn cas_writes_only_when_the_expected_value_is_there() {
         let mut kv = MemKv::default();
-        let cas = |expect: Option<&[u8]>, new: Option<&[u8]>| Command::Cas {
-            key: b"k".to_vec(),
-            expect: expect.map(<[u8]>::to_vec),
-            new: new.map(<[u8]>::to_vec),
-        };
-        assert_eq!(kv.apply(&cas(Some(b"x"), Some(b"1"))), Applied::Cas(false));
-        assert_eq!(kv.apply(&cas(None, Some(b"1"))), Applied::Cas(true));
+        let cas =
+            |expect: Option<&'static [u8]>, new: Option<&'static [u8]>| CommandRef::Cas { key: b"k", expect, new };
+        assert_eq!(kv.apply(cas(Some(b"x"), Some(b"1"))), Applied::Cas(false));
+        assert_eq!(kv.apply(cas(None, Some(b"1"))), Applied::Cas(true));
         assert_eq!(kv.get(b"k"), Some(&b"1"[..]));
-        assert_eq!(kv.apply(&cas(Some(b"1"), None)), Applied::Cas(true));
+        assert_eq!(kv.apply(cas(Some(b"1"), None)), Applied::Cas(true));
         assert_eq!(kv.get(b"k"), None);
-        kv.apply(&Command::Put { key: b"a".to_vec(), value: b"v".to_vec() });
-        kv.apply(&Command::Put { key: b"b".to_vec(), value: b"w".to_vec() });
+        kv.apply(CommandRef::Put { key: b"a", value: b"v" });
+        kv.apply(CommandRef::Put { key: b"b", value: b"w" });
         assert_eq!(kv.scan(b"a", b"b", 10), vec![(b"a".to_vec(), b"v".to_vec())]);
         assert_eq!(kv.bytes(), 2 * (2 + ENTRY_OVERHEAD_BYTES));
-        kv.apply(&Command::Put { key: b"a".to_vec(), value: b"longer".to_vec() });
-        kv.apply(&Command::Delete { key: b"b".to_vec() });
+        kv.apply(CommandRef::Put { key: b"a", value: b"longer" });
+        kv.apply(CommandRef::Delete { key: b"b" });
         assert_eq!(kv.bytes(), 1 + 6 + ENTRY_OVERHEAD_BYTES);
     }
 }

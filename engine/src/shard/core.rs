@@ -30,8 +30,7 @@ use raft::eraftpb::{self, EntryType, MessageType};
 use transport::{Destination, Envelope, Outboxes, Peer, SeededRng, Target};
 
 use crate::error::RegionError;
-use crate::kv::MemKv;
-use crate::kv::{Applied, Command, StateMachine, WriteBatch, ENTRY_BYTES_MAX};
+use crate::kv::{Applied, Command, MemKv, StateMachine, WriteBatch, WriteBatchRef, ENTRY_BYTES_MAX};
 use crate::region::meta::PEERS_MAX;
 use crate::region::meta::{PeerChange, PeerMeta, RegionLocalState, RegionMeta};
 use crate::region::peer::{Proposal, ReadBatch, Region, ELECTION_TICKS, PENDING_WRITES_MAX, PROPOSALS_MAX};
@@ -1391,7 +1390,7 @@ fn staged_size(w: &wal::RegionWrite) -> usize {
 /// Applies one write batch, checking its epoch against the region's now.
 fn apply_batch(r: &mut Region, data: &[u8]) -> Vec<Result<Response, RegionError>> {
     let batch =
-        WriteBatch::decode(data).unwrap_or_else(|e| panic!("region {}: committed entry undecodable: {e}", r.id()));
+        WriteBatchRef::decode(data).unwrap_or_else(|e| panic!("region {}: committed entry undecodable: {e}", r.id()));
     if batch.version != r.meta.version {
         // proposed before a split this entry now follows: refuse every command
         let err = RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) };
@@ -1409,7 +1408,7 @@ fn apply_batch(r: &mut Region, data: &[u8]) -> Vec<Result<Response, RegionError>
                     end: r.meta.end_key.clone(),
                 });
             }
-            Ok(match r.kv.apply(c) {
+            Ok(match r.kv.apply(*c) {
                 Applied::Done => Response::Done,
                 Applied::Cas(ok) => Response::Cas(ok),
             })

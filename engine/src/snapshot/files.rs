@@ -158,7 +158,7 @@ pub fn sweep(shard_dir: &Path, keep: &BTreeSet<SnapshotId>) -> Result<usize, Sna
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::{Command, MemKv, StateMachine};
+    use crate::kv::{CommandRef, MemKv, StateMachine};
     use crate::region::meta::{PeerMeta, RegionMeta};
     use crate::snapshot::SnapshotConf;
 
@@ -177,7 +177,7 @@ mod tests {
         let dir = snapshot_dir(shard.path());
         assert_eq!(sweep(shard.path(), &BTreeSet::new()).unwrap(), 0);
         let mut kv = MemKv::default();
-        kv.apply(&Command::Put { key: b"a".to_vec(), value: b"1".to_vec() });
+        kv.apply(CommandRef::Put { key: b"a", value: b"1" });
         let meta = RegionMeta {
             id: 3,
             start_key: vec![],

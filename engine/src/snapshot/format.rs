@@ -211,14 +211,14 @@ pub fn decode(input: impl Read) -> Result<RegionSnapshot, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::Command;
+    use crate::kv::CommandRef;
     use crate::region::meta::PeerMeta;
 
     fn sample() -> RegionSnapshot {
         let mut kv = MemKv::default();
         for i in 0..100u32 {
             let key = format!("k{i:03}-{}", "x".repeat(i as usize % 20)).into_bytes();
-            kv.apply(&Command::Put { key, value: vec![i as u8; i as usize] });
+            kv.apply(CommandRef::Put { key: &key, value: &vec![i as u8; i as usize] });
         }
         RegionSnapshot {
             meta: RegionMeta {
