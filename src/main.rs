@@ -17,11 +17,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run benchmarks: `wal`, `transport` (`ringraft bench` alone runs the WAL benchmark with defaults).
+    /// Run benchmarks: `kv`, `wal`, `transport` (`ringraft bench` alone runs
+    /// `kv` with its defaults against a local cluster it starts: under a minute).
     Bench {
         #[command(subcommand)]
         which: Option<BenchCommand>,
     },
+    /// Start a local cluster: stores of this binary on loopback, in a
+    /// temporary directory unless --data-dir is given; prints the addresses
+    /// and waits; Ctrl-C stops everything (and removes the temporary directory).
+    Local(LocalArgs),
     /// Inspect a WAL offline and read-only: stat, dump, verify.
     Wal {
         #[command(subcommand)]
@@ -345,11 +350,25 @@ fn server(args: ServerArgs) -> Result<(), String> {
     if let Some(a) = args.client_addr.filter(|a| *a != me.client_addr) {
         return Err(disagree("client-addr", a.to_string(), format!("client address {}", me.client_addr)));
     }
+    // SIGTERM or Ctrl-C: the shards stop, the WAL is flushed, exit 0
+    signals::block();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let sig = signals::wait();
+                eprintln!("ringraft server: {sig}: stopping");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+            .map_err(|e| format!("start the signal thread: {e}"))?;
+    }
     let opts = engine::runtime::store::StoreOptions {
         spec: std::sync::Arc::new(spec),
         store_id: args.store_id,
         data_dir: args.data_dir,
-        stop: Default::default(),
+        stop,
         memory_limit_bytes: args.memory_limit.map(|b| b as usize),
         status_addr: args.status_addr,
         snapshot_log_bytes_min: args.snapshot_log_min.map(|b| b as usize),
@@ -430,8 +449,122 @@ fn ctl(args: CtlArgs) -> Result<(), String> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+struct LocalArgs {
+    #[arg(long, default_value_t = 3)]
+    stores: u64,
+    /// Shards (cores) per store. On a host with fewer cores than 2 × stores
+    /// (like a 2-core machine), 1: one unpinned shard per store.
+    #[arg(long)]
+    cores: Option<u16>,
+    /// Initial regions, splitting the key space (4-digit key prefixes).
+    #[arg(long, default_value_t = 64)]
+    initial_regions: u64,
+    /// Keep the stores' data here (kept after stopping); default: a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// First port: store i's peer ports start at base + (i−1)·128, its
+    /// client ports 64 above; the metrics ports follow all the stores'.
+    #[arg(long, default_value_t = 20160)]
+    base_port: u16,
+    /// Passed to every store (see `ringraft server --help`).
+    #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
+    snapshot_log_min: Option<u64>,
+}
+
+/// Shards per store for a local cluster on this host: one per core when
+/// every store can have at least two, otherwise one.
+fn local_cores(stores: u64) -> u16 {
+    let stores = stores.max(1); // (0 is refused with its reason when the cluster starts)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    if cores < 2 * stores {
+        1
+    } else {
+        (cores / stores).min(16) as u16
+    }
+}
+
+fn local(args: LocalArgs) -> Result<(), String> {
+    let opts = bench::local::LocalOptions {
+        stores: args.stores,
+        cores: args.cores.unwrap_or_else(|| local_cores(args.stores)),
+        regions: args.initial_regions,
+        data_dir: args.data_dir,
+        base_port: args.base_port,
+        snapshot_log_min: args.snapshot_log_min,
+    };
+    // (before any thread starts, so that only the wait below sees Ctrl-C)
+    signals::block();
+    let mut cluster = bench::local::LocalCluster::start(&opts).map_err(|e| e.to_string())?;
+    println!(
+        "ringraft local: {} stores, {} regions, every region led; data in {}",
+        opts.stores,
+        opts.regions,
+        cluster.dir.display()
+    );
+    for s in &cluster.spec.stores {
+        println!(
+            "  store {}: peers {}, clients {} ({} shard{}), metrics http://{}/metrics",
+            s.id,
+            s.peer_addr,
+            s.client_addr,
+            s.shards,
+            if s.shards == 1 { "" } else { "s" },
+            cluster.status[&s.id]
+        );
+    }
+    println!("try:  ringraft ctl --spec {} put hello world", cluster.spec_path.display());
+    println!("Ctrl-C stops the cluster.");
+    let sig = signals::wait();
+    eprintln!("ringraft local: {sig}: stopping the stores");
+    let killed = cluster.stop();
+    if !killed.is_empty() {
+        return Err(format!("stores {killed:?} did not stop in time and were killed"));
+    }
+    Ok(())
+}
+
+/// Ctrl-C and SIGTERM as an orderly stop: the signals are blocked in every
+/// thread (set before threads start, inherited) and one place waits for them.
+mod signals {
+    fn set() -> libc::sigset_t {
+        // SAFETY: sigemptyset/sigaddset initialise and fill a set we own
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            set
+        }
+    }
+
+    /// Blocks SIGINT and SIGTERM in this thread and every thread it starts after.
+    pub fn block() {
+        let s = set();
+        // SAFETY: changes only this thread's signal mask
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &s, std::ptr::null_mut()) };
+    }
+
+    /// Waits for SIGINT or SIGTERM (blocked first with `block`); its name.
+    pub fn wait() -> &'static str {
+        let s = set();
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait reads our set and writes the signal number
+        unsafe { libc::sigwait(&s, &mut sig) };
+        if sig == libc::SIGINT {
+            "interrupted"
+        } else {
+            "terminated"
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Puts and gets against a cluster (a local one it starts, by default):
+    /// ops/s, latency percentiles, errors by kind, and the stores' batching
+    /// figures and fsync p99 over the same window.
+    Kv(bench::kv::KvBenchArgs),
     /// One shard's WAL with many regions appending concurrently: appends/s,
     /// MB/s, fsyncs/s, regions per fsync, append-to-durable latency.
     Wal(bench::wal::WalBenchArgs),
@@ -452,7 +585,8 @@ fn main() -> ExitCode {
             let ran = match which {
                 Some(BenchCommand::Wal(args)) => bench::wal::run(args),
                 Some(BenchCommand::Transport(args)) => bench::transport::run(args),
-                None => bench::wal::run(bench::wal::WalBenchArgs::default_run()),
+                Some(BenchCommand::Kv(args)) => bench::kv::run(args),
+                None => bench::kv::run(bench::kv::KvBenchArgs::default_run()),
             };
             ran.map(|()| ExitCode::SUCCESS)
         }
@@ -460,6 +594,7 @@ fn main() -> ExitCode {
             .map(|code| ExitCode::from(code as u8))
             .map_err(|e| e.to_string()),
         Command::Server(args) => server(args).map(|()| ExitCode::SUCCESS),
+        Command::Local(args) => local(args).map(|()| ExitCode::SUCCESS),
         Command::Spec(a) => {
             let spec = engine::spec::ClusterSpec::local(a.cluster_id, a.stores, a.shards, a.regions, a.base_port);
             spec.validate().map_err(|e| e.to_string()).map(|()| {

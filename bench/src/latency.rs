@@ -48,6 +48,7 @@ impl Latency {
         LatencySummary {
             count: h.len(),
             p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
             p99_us: h.value_at_quantile(0.99),
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
@@ -60,6 +61,7 @@ impl Latency {
 pub struct LatencySummary {
     pub count: u64,
     pub p50_us: u64,
+    pub p90_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,

@@ -6,13 +6,17 @@
 //! prints the disk's own figures beside ours so a slow disk is not mistaken
 //! for a slow engine, and bounds every loop in time and count.
 //!
+//! - [`kv`]: puts and gets against a cluster (a local one by default).
+//! - [`local`]: a local cluster of `ringraft server` processes.
 //! - [`wal`]: one shard's WAL with many regions appending at once.
 //! - [`transport`]: one shard's batched raft traffic over loopback, against a raw TCP pump.
 
 // `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
+pub mod kv;
 pub mod latency;
+pub mod local;
 pub mod transport;
 pub mod units;
 pub mod wal;

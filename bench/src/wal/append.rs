@@ -379,6 +379,7 @@ async fn measure(s: &Rc<Shared>) -> Result<AppendResult, String> {
         LatencySummary {
             count: h.len(),
             p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
             p99_us: h.value_at_quantile(0.99),
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),

@@ -1,0 +1,232 @@
+//! `ringraft bench kv`: puts (and linearizable gets) against a cluster —
+//! a local one it starts itself unless `--spec` names one — closed loop
+//! (each client pipelines `--depth` operations per round) or open loop
+//! (`--rate`: every operation is due at its own time and its latency counts
+//! from then, so a stall is never hidden). Prints a progress line each
+//! second, then throughput, latency percentiles, errors by kind, and the
+//! stores' own batching figures and fsync p99 over the measured window.
+
+mod report;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::latency::Latency;
+use crate::local::{LocalCluster, LocalOptions};
+use crate::units::parse_duration;
+pub use report::KvReport;
+
+/// Most client threads.
+pub const CLIENTS_MAX: usize = 256;
+/// Most operations one client has in flight.
+pub const DEPTH_MAX: usize = 10_000;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct KvBenchArgs {
+    /// A running cluster's spec (JSON); none: start a local cluster of
+    /// `--stores` stores for the run (and stop it after).
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// Metrics addresses of the cluster's stores (with `--spec`; repeat the
+    /// flag), for the server-side figures.
+    #[arg(long = "status", value_name = "HOST:PORT")]
+    pub status: Vec<SocketAddr>,
+    #[arg(long, default_value_t = 3)]
+    pub stores: u64,
+    #[arg(long, default_value_t = 64)]
+    pub regions: u64,
+    /// Distinct keys, chosen uniformly.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    #[arg(long, default_value_t = 128)]
+    pub value_bytes: usize,
+    /// Share of operations that are puts (the rest are linearizable gets).
+    #[arg(long, default_value_t = 1.0)]
+    pub write_ratio: f64,
+    /// Time measured, after the warmup.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Time the load runs before measuring starts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Client threads, each with its own connections.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Operations a client pipelines per round (closed loop), or sends at
+    /// most at once when they fell due together (open loop).
+    #[arg(long, default_value_t = 256)]
+    pub depth: usize,
+    /// Open loop: operations per second in all; none: closed loop.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Write every figure as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The local cluster's first port (see `ringraft local --help`).
+    #[arg(long, default_value_t = 20160)]
+    pub base_port: u16,
+}
+
+impl KvBenchArgs {
+    /// What `ringraft bench` runs with no subcommand: a local cluster,
+    /// 64 regions, 128-byte puts, 10 s after 2 s of warmup.
+    pub fn default_run() -> KvBenchArgs {
+        KvBenchArgs {
+            spec: None,
+            status: vec![],
+            stores: 3,
+            regions: 64,
+            keys: 100_000,
+            value_bytes: 128,
+            write_ratio: 1.0,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            clients: 8,
+            depth: 256,
+            rate: None,
+            json: None,
+            base_port: 20160,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        crate::units::check_range("--clients", self.clients, 1, CLIENTS_MAX)?;
+        crate::units::check_range("--depth", self.depth, 1, DEPTH_MAX)?;
+        crate::units::check_range("--value-bytes", self.value_bytes, 0, 1 << 20)?;
+        if self.keys == 0 {
+            return Err("--keys must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.write_ratio) {
+            return Err(format!("--write-ratio {} is not between 0 and 1", self.write_ratio));
+        }
+        if self.rate == Some(0) {
+            return Err("--rate must be at least 1 operation per second".into());
+        }
+        if self.duration.is_zero() {
+            return Err("--duration must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the clients share: counters for the progress line, whether the
+/// measured window has begun, and the latencies of the current second.
+pub(crate) struct Shared {
+    pub ok: AtomicU64,
+    pub errors: AtomicU64,
+    pub measuring: AtomicBool,
+    pub stop: AtomicBool,
+    pub second: Mutex<Latency>,
+}
+
+pub fn run(args: KvBenchArgs) -> Result<(), String> {
+    args.check()?;
+    let mut local = None;
+    let (spec, status, where_) = match &args.spec {
+        Some(path) => {
+            let spec = engine::spec::ClusterSpec::load(path).map_err(|e| e.to_string())?;
+            (Arc::new(spec), args.status.clone(), format!("the cluster of {}", path.display()))
+        }
+        None => {
+            let opts = LocalOptions {
+                stores: args.stores,
+                regions: args.regions,
+                base_port: args.base_port,
+                ..LocalOptions::default()
+            };
+            eprintln!("starting a local cluster: {} stores, {} regions ...", args.stores, args.regions);
+            let c = LocalCluster::start(&opts).map_err(|e| e.to_string())?;
+            let (spec, status, dir) = (c.spec.clone(), c.status.values().copied().collect(), c.dir.clone());
+            local = Some(c);
+            (spec, status, format!("a local cluster in {}", dir.display()))
+        }
+    };
+    let mode = match args.rate {
+        Some(r) => format!("open loop at {r} ops/s over {} clients", args.clients),
+        None => format!("closed loop, {} clients × {} in flight", args.clients, args.depth),
+    };
+    println!(
+        "kv bench: {where_}; {} keys, {}-byte values, {:.0}% puts, {mode}; {:?} measured after {:?} of warmup",
+        args.keys,
+        args.value_bytes,
+        args.write_ratio * 100.0,
+        args.duration,
+        args.warmup
+    );
+    let shared = Arc::new(Shared {
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        second: Mutex::new(Latency::default()),
+    });
+    let start = Instant::now();
+    let workers: Vec<_> = (0..args.clients)
+        .map(|c| {
+            let (spec, shared, args) = (spec.clone(), shared.clone(), args.clone());
+            std::thread::spawn(move || worker::run(c, spec, &args, &shared, start))
+        })
+        .collect();
+
+    // warmup, then the measured window with a line each second
+    std::thread::sleep(args.warmup);
+    let before = scrape_all(&status);
+    shared.measuring.store(true, Ordering::Relaxed);
+    let window_start = Instant::now();
+    let mut last_ok = shared.ok.load(Ordering::Relaxed);
+    let mut second = 0;
+    while window_start.elapsed() < args.duration {
+        let next = window_start + Duration::from_secs(second + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(args.duration));
+        second += 1;
+        let ok = shared.ok.load(Ordering::Relaxed);
+        let lat = std::mem::take(&mut *shared.second.lock().expect("a client panicked"));
+        println!(
+            "  {second:>3}s  {:>9} ops/s  p99 {:>8.1} ms  errors {}",
+            ok - last_ok,
+            lat.summary().p99_us as f64 / 1000.0,
+            shared.errors.load(Ordering::Relaxed)
+        );
+        last_ok = ok;
+    }
+    let window = window_start.elapsed();
+    shared.measuring.store(false, Ordering::Relaxed);
+    shared.stop.store(true, Ordering::Relaxed);
+    let after = scrape_all(&status);
+    let mut totals = worker::Totals::default();
+    for w in workers {
+        totals.add(w.join().map_err(|_| "a client thread panicked".to_string())?);
+    }
+    let report = KvReport::new(&args, window, &totals, &before, &after);
+    println!("{report}");
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).expect("a report encodes");
+        std::fs::write(path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    if let Some(mut c) = local {
+        let killed = c.stop();
+        if !killed.is_empty() {
+            return Err(format!("stores {killed:?} did not stop within {:?} and were killed", crate::local::STOP_WAIT));
+        }
+    }
+    Ok(())
+}
+
+/// Every store's metrics now, summed over the stores (percentiles: the worst).
+fn scrape_all(status: &[SocketAddr]) -> Option<std::collections::BTreeMap<String, f64>> {
+    if status.is_empty() {
+        return None;
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for a in status {
+        for (k, v) in crate::local::scrape(*a).ok()? {
+            let e = out.entry(k.clone()).or_insert(0.0);
+            *e = if k.ends_with("_p50") || k.ends_with("_p99") { f64::max(*e, v) } else { *e + v };
+        }
+    }
+    Some(out)
+}

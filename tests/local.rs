@@ -1,0 +1,165 @@
+//! `ringraft local` and `ringraft bench kv` as a user runs them: a local
+//! cluster starts, serves `ringraft ctl`, and stops cleanly on Ctrl-C
+//! (removing its temporary directory); the bench runs a short workload
+//! against a cluster of its own and writes its JSON; bad flags explain
+//! themselves. Every child is killed when a test ends, and every wait has a
+//! deadline.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A base port whose local-cluster range (3 stores × 128 ports and the
+/// metrics ports after them) is free now, below the ephemeral ports.
+fn free_base_port(salt: u32) -> u16 {
+    for attempt in 0..200u32 {
+        let base = 10_000 + ((std::process::id() % 89) * 211 + (salt * 50 + attempt) * 1_009) % 20_000;
+        let ports: Vec<u32> = (0..3u32)
+            .flat_map(|s| [base + s * 128, base + s * 128 + 64])
+            .chain((0..3).map(|i| base + 384 + i))
+            .collect();
+        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok()) {
+            return base as u16;
+        }
+    }
+    panic!("no free port range on loopback");
+}
+
+/// A child killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ringraft() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringraft"));
+    // SAFETY: prctl in the child before exec only sets its parent-death signal
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Runs `f` on its own thread and fails if it takes longer than `limit`.
+fn with_deadline<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker sends before it ends"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("still running after {limit:?}"),
+    }
+}
+
+#[test]
+fn a_local_cluster_serves_ctl_and_stops_cleanly_on_ctrl_c() {
+    with_deadline(Duration::from_secs(120), || {
+        let base = free_base_port(1);
+        let child = ringraft()
+            .args(["local", "--initial-regions", "8", "--base-port", &base.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut local = Killed(child);
+        let mut lines = BufReader::new(local.0.stdout.take().unwrap()).lines();
+        let mut out = vec![];
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.contains("Ctrl-C stops");
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        let text = out.join("\n");
+        assert!(text.contains("every region led") && text.contains("store 3:"), "{text}");
+        let dir = text.split("data in ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
+        let spec = format!("{dir}/spec.json");
+        let put = ringraft().args(["ctl", "--spec", &spec, "put", "hello", "world"]).output().unwrap();
+        assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+        let get = ringraft().args(["ctl", "--spec", &spec, "get", "hello"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "world");
+
+        // Ctrl-C: every store stops in order, the temporary directory goes
+        // SAFETY: kill(2) on our own child's pid
+        unsafe { libc::kill(local.0.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = local.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "ringraft local did not stop on Ctrl-C");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut local.0.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "exit {status}: {err}");
+        assert!(err.contains("interrupted: stopping the stores"), "{err}");
+        assert!(!std::path::Path::new(&dir).exists(), "{dir} was left behind");
+    });
+}
+
+#[test]
+fn the_kv_bench_runs_against_its_own_cluster_and_writes_its_json() {
+    with_deadline(Duration::from_secs(180), || {
+        let base = free_base_port(2);
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("kv.json");
+        let out = ringraft()
+            .args(["bench", "kv", "--duration", "3s", "--warmup", "1s", "--regions", "8", "--clients", "4"])
+            .args(["--depth", "32", "--base-port", &base.to_string(), "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("ops/s") && stdout.contains("region writes per fsync"), "{stdout}");
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        for field in [
+            "ops_per_sec",
+            "mb_per_sec",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "errors",
+            "regions_per_fsync",
+            "messages_per_frame",
+        ] {
+            assert!(report.get(field).is_some_and(|v| !v.is_null()), "{field} missing: {report}");
+        }
+        assert_eq!(report["errors"], 0, "{report}");
+        assert!(report["ops_per_sec"].as_f64().unwrap() > 0.0 && report["p99_us"].as_u64().unwrap() > 0, "{report}");
+        assert!(report["regions_per_fsync"].as_f64().unwrap() >= 1.0, "{report}");
+    });
+}
+
+#[test]
+fn bad_flags_explain_themselves() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["bench", "kv", "--write-ratio", "2"], "--write-ratio 2 is not between 0 and 1"),
+        (&["bench", "kv", "--clients", "0"], "--clients"),
+        (&["local", "--stores", "0"], "--stores must be 1..="),
+    ];
+    for (args, want) in cases {
+        let out = ringraft().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+}
