@@ -6,6 +6,7 @@
 //! second, then throughput, latency percentiles, errors by kind, and the
 //! stores' own batching figures and fsync p99 over the measured window.
 
+mod pipeline;
 mod report;
 mod worker;
 
@@ -42,6 +43,10 @@ pub struct KvBenchArgs {
     /// Distinct keys, chosen uniformly.
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
+    /// Only the first K regions (by key) get load; none: all of them. The
+    /// axis on which multi-raft engines lose their batching.
+    #[arg(long, value_name = "K")]
+    pub active_regions: Option<u64>,
     #[arg(long, default_value_t = 128)]
     pub value_bytes: usize,
     /// Share of operations that are puts (the rest are linearizable gets).
@@ -56,8 +61,8 @@ pub struct KvBenchArgs {
     /// Client threads, each with its own connections.
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
-    /// Operations a client pipelines per round (closed loop), or sends at
-    /// most at once when they fell due together (open loop).
+    /// Operations a client keeps in flight (closed loop: always this many;
+    /// open loop: at most this many, the rest wait, counted from when due).
     #[arg(long, default_value_t = 256)]
     pub depth: usize,
     /// Open loop: operations per second in all; none: closed loop.
@@ -81,6 +86,7 @@ impl KvBenchArgs {
             stores: 3,
             regions: 64,
             keys: 100_000,
+            active_regions: None,
             value_bytes: 128,
             write_ratio: 1.0,
             duration: Duration::from_secs(10),
@@ -99,6 +105,9 @@ impl KvBenchArgs {
         crate::units::check_range("--value-bytes", self.value_bytes, 0, 1 << 20)?;
         if self.keys == 0 {
             return Err("--keys must be at least 1".into());
+        }
+        if self.active_regions == Some(0) {
+            return Err("--active-regions must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.write_ratio) {
             return Err(format!("--write-ratio {} is not between 0 and 1", self.write_ratio));
@@ -164,11 +173,15 @@ pub fn run(args: KvBenchArgs) -> Result<(), String> {
         stop: AtomicBool::new(false),
         second: Mutex::new(Latency::default()),
     });
+    let keys = Arc::new(worker::Keys::new(&spec, args.keys, args.active_regions));
+    if let Some(k) = args.active_regions {
+        println!("  load on {} of {} regions", k.min(spec.regions.len() as u64), spec.regions.len());
+    }
     let start = Instant::now();
     let workers: Vec<_> = (0..args.clients)
         .map(|c| {
-            let (spec, shared, args) = (spec.clone(), shared.clone(), args.clone());
-            std::thread::spawn(move || worker::run(c, spec, &args, &shared, start))
+            let (spec, shared, args, keys) = (spec.clone(), shared.clone(), args.clone(), keys.clone());
+            std::thread::spawn(move || worker::run(c, spec, &args, &keys, &shared, start))
         })
         .collect();
 

@@ -99,7 +99,7 @@ impl std::fmt::Display for KvReport {
             ms(self.p99_us),
             ms(self.p999_us),
             ms(self.max_us),
-            if self.mode == "open" { "from each op's due time" } else { "of a round of pipelined ops" }
+            if self.mode == "open" { "each op from its due time" } else { "each op from its send" }
         )?;
         if self.errors == 0 {
             writeln!(f, "errors: none")?;

@@ -1,4 +1,4 @@
-//! One client of the kv bench: its own connections (a `KvClient`), its own
+//! One client of the kv bench: its own pipelined connections, its own
 //! seeded choice of keys, its own histogram; the progress line reads what
 //! the clients share.
 
@@ -7,14 +7,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::client::kv_client::{KvClient, KvError};
-use engine::client::protocol::ClientOp;
-use engine::kv::Command;
+use engine::client::kv_client::KvError;
+use engine::client::protocol::ClientReply;
 use engine::spec::ClusterSpec;
 use transport::SeededRng;
 
+use crate::kv::pipeline::{Op, Outcome, Pipeline};
 use crate::kv::{KvBenchArgs, Shared};
 use crate::latency::Latency;
+
+/// Longest a client waits for answers before it looks at the clock again.
+const POLL_MAX: Duration = Duration::from_millis(10);
+/// Shortest wait of an open-loop client between sends: one send (one write
+/// per connection) per millisecond instead of one per operation, which on a
+/// small host would take the stores' CPU.
+const OPEN_LOOP_TICK: Duration = Duration::from_millis(1);
 
 /// What one client measured in the window.
 #[derive(Default)]
@@ -41,10 +48,33 @@ impl Totals {
     }
 }
 
-/// The bench's key `k`: 16 bytes, spread over the regions of a local
-/// cluster (whose boundaries are 4-digit prefixes).
-pub fn key(k: u64) -> Vec<u8> {
-    format!("{:04}{:012}", (k * 7919) % 10_000, k).into_bytes()
+/// Which keys the bench uses: `count` of them, spread evenly over the
+/// regions that get load (all, or the first K by key).
+pub struct Keys {
+    count: u64,
+    /// Start keys of the loaded regions.
+    starts: Vec<Vec<u8>>,
+}
+
+impl Keys {
+    pub fn new(spec: &ClusterSpec, count: u64, active: Option<u64>) -> Keys {
+        let mut metas = spec.region_metas();
+        metas.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        let k = active.map_or(metas.len(), |k| (k as usize).min(metas.len()));
+        Keys { count, starts: metas[..k].iter().map(|m| m.start_key.clone()).collect() }
+    }
+
+    /// Key `k` (of `count`): its region's start key, then `-` and the number
+    /// (inside the region for any start key not followed by a smaller end).
+    pub fn key(&self, k: u64) -> Vec<u8> {
+        let mut key = self.starts[(k % self.starts.len() as u64) as usize].clone();
+        key.extend_from_slice(format!("-{k:012}").as_bytes());
+        key
+    }
+
+    pub fn random(&self, rng: &mut SeededRng) -> Vec<u8> {
+        self.key(rng.between(0, self.count - 1))
+    }
 }
 
 /// An error's kind, for the report.
@@ -68,11 +98,17 @@ pub fn kind(e: &KvError) -> &'static str {
     }
 }
 
-pub fn run(client_no: usize, spec: Arc<ClusterSpec>, args: &KvBenchArgs, shared: &Shared, start: Instant) -> Totals {
-    let mut client = KvClient::new(spec);
+pub fn run(
+    client_no: usize,
+    spec: Arc<ClusterSpec>,
+    args: &KvBenchArgs,
+    keys: &Keys,
+    shared: &Shared,
+    start: Instant,
+) -> Totals {
+    let mut pipe = Pipeline::new(spec, vec![b'v'; args.value_bytes]);
     let mut rng = SeededRng::new(0x6b76_0000 + client_no as u64);
     let mut totals = Totals::default();
-    let value = vec![b'v'; args.value_bytes];
     let writes_per_million = (args.write_ratio * 1e6) as u32;
     // open loop: this client's share of the rate, staggered among the clients
     let per_client = args.rate.map(|r| r as f64 / args.clients as f64);
@@ -81,81 +117,95 @@ pub fn run(client_no: usize, spec: Arc<ClusterSpec>, args: &KvBenchArgs, shared:
         start + Duration::from_secs_f64((client_no as f64 / args.clients as f64 + n as f64) / per)
     };
     let mut next = 0u64;
+    let mut make =
+        |from: Instant| Op { key: keys.random(&mut rng), put: rng.chance(writes_per_million), from, attempts: 0 };
     while !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let mut sent_at = vec![];
-        let count = match per_client {
-            None => args.depth,
+        // keep `depth` in flight (closed loop), or send what fell due (open
+        // loop: if `depth` are out, the rest wait — counted from their due time)
+        let wait = match per_client {
+            None => {
+                while pipe.in_flight() < args.depth {
+                    pipe.send(make(Instant::now()));
+                }
+                POLL_MAX
+            }
             Some(_) => {
-                if due(next) > now {
-                    std::thread::sleep((due(next) - now).min(Duration::from_millis(50)));
-                    continue;
-                }
-                let mut n = 0;
-                while n < args.depth && due(next) <= now {
-                    sent_at.push(due(next));
+                while pipe.in_flight() < args.depth && due(next) <= now {
+                    pipe.send(make(due(next)));
                     next += 1;
-                    n += 1;
                 }
-                n
+                // (no sooner than OPEN_LOOP_TICK: ops due meanwhile go out together,
+                // their latency still counted from when each fell due)
+                due(next).saturating_duration_since(Instant::now()).clamp(OPEN_LOOP_TICK, POLL_MAX)
             }
         };
-        let mut ops = Vec::with_capacity(count);
-        let mut is_put = Vec::with_capacity(count);
-        for _ in 0..count {
-            let key = key(rng.between(0, args.keys - 1));
-            let put = rng.chance(writes_per_million);
-            is_put.push(put);
-            ops.push(if put {
-                ClientOp::Write(Command::Put { key, value: value.clone() })
-            } else {
-                ClientOp::Get { key }
-            });
-        }
-        let bytes: Vec<u64> = ops
-            .iter()
-            .zip(&is_put)
-            .map(|(op, put)| op.key().len() as u64 + if *put { value.len() as u64 } else { 0 })
-            .collect();
-        let results = client.many(ops);
+        pipe.flush();
+        let outcomes = pipe.poll(wait);
+        pipe.flush(); // (what poll sent again)
         let done = Instant::now();
         let measuring = shared.measuring.load(Ordering::Relaxed);
         let mut second = Latency::default();
         let (mut ok, mut errors) = (0, 0);
-        for (i, r) in results.iter().enumerate() {
-            // closed loop: from the round's start; open loop: from the op's due time
-            let from = sent_at.get(i).copied().unwrap_or(now);
-            match r {
-                Ok(reply) => {
+        for o in outcomes {
+            match o {
+                Outcome::Done { op, reply } => {
                     ok += 1;
-                    second.record(done - from);
+                    second.record(done - op.from);
                     if measuring {
                         totals.ok += 1;
-                        totals.latency.record(done - from);
-                        if is_put[i] {
+                        totals.latency.record(done - op.from);
+                        let value = match reply {
+                            ClientReply::Value(v) => v.map_or(0, |v| v.len()),
+                            _ => 0,
+                        };
+                        if op.put {
                             totals.puts += 1;
-                            totals.bytes += bytes[i];
+                            totals.bytes += (op.key.len() + args.value_bytes) as u64;
                         } else {
                             totals.gets += 1;
-                            let v = match reply {
-                                engine::client::protocol::ClientReply::Value(v) => v.as_ref().map_or(0, |v| v.len()),
-                                _ => 0,
-                            };
-                            totals.bytes += bytes[i] + v as u64;
+                            totals.bytes += (op.key.len() + value) as u64;
                         }
                     }
                 }
-                Err(e) => {
+                Outcome::Failed { kind, .. } => {
                     errors += 1;
                     if measuring {
-                        *totals.errors.entry(kind(e)).or_default() += 1;
+                        *totals.errors.entry(kind).or_default() += 1;
                     }
                 }
             }
         }
-        shared.ok.fetch_add(ok, Ordering::Relaxed);
-        shared.errors.fetch_add(errors, Ordering::Relaxed);
-        shared.second.lock().expect("a client panicked").add(&second);
+        if ok + errors > 0 {
+            shared.ok.fetch_add(ok, Ordering::Relaxed);
+            shared.errors.fetch_add(errors, Ordering::Relaxed);
+            shared.second.lock().expect("a client panicked").add(&second);
+        }
     }
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_fall_inside_the_loaded_regions_and_only_those() {
+        for regions in [1, 64, 1024] {
+            let spec = ClusterSpec::local(1, 3, 1, regions, 20_000);
+            let metas = spec.region_metas();
+            for active in [None, Some(5)] {
+                let keys = Keys::new(&spec, 10_000, active);
+                let mut hit = std::collections::BTreeSet::new();
+                for k in 0..10_000 {
+                    let key = keys.key(k);
+                    let m = metas.iter().find(|m| m.contains(&key)).expect("the spec covers every key");
+                    assert!(m.start_key.is_empty() || key.starts_with(&m.start_key), "{key:?} in region {}", m.id);
+                    hit.insert(m.id);
+                }
+                let want = active.map_or(regions, |a| a.min(regions)) as usize;
+                assert_eq!(hit.len(), want, "{regions} regions, active {active:?}");
+            }
+        }
+    }
 }

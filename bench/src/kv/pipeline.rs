@@ -1,0 +1,304 @@
+//! The bench's client: many requests in flight on each connection, each
+//! answered on its own (matched by id), so an operation's latency is its own
+//! and not its batch's — what an open-loop measurement needs. It routes by
+//! the cluster's regions, follows `NotLeader` hints, sends definite failures
+//! again (bounded), and counts a put whose connection died unanswered as
+//! ambiguous; a get is simply sent again. (The library client,
+//! `engine::client::kv_client`, waits for a whole round instead.)
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::client::protocol::{decode, encode_frame, ClientOp, ClientReply, ClientRequest, ClientResponse};
+use engine::kv::Command;
+use engine::region::meta::RegionMeta;
+use engine::spec::ClusterSpec;
+use engine::RegionError;
+use transport::{FrameDecoder, FrameKind};
+
+/// Sends of one operation before it counts as failed ("unavailable").
+pub const ATTEMPTS_MAX: u32 = 50;
+/// Bytes read from a connection at once.
+const READ_BYTES: usize = 256 << 10;
+/// Time to connect to a store before the operation is tried elsewhere.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One operation, as the bench made it.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub key: Vec<u8>,
+    pub put: bool,
+    /// Where its latency counts from: its due time (open loop) or its first send.
+    pub from: Instant,
+    pub attempts: u32,
+}
+
+pub enum Outcome {
+    Done { op: Op, reply: ClientReply },
+    Failed { kind: &'static str },
+}
+
+enum Event {
+    Reply(Op, Result<ClientReply, RegionError>),
+    /// The connection closed with the operation unanswered.
+    Lost(Op),
+}
+
+/// A connection's unanswered operations; `closed` once its reader ended
+/// (then nothing more may be added: nobody would answer it).
+#[derive(Default)]
+struct Pending {
+    closed: bool,
+    ops: BTreeMap<u64, Op>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// Requests not yet written (one write per connection per `flush`).
+    out: Vec<u8>,
+    pending: Arc<Mutex<Pending>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+pub struct Pipeline {
+    spec: Arc<ClusterSpec>,
+    metas: Vec<RegionMeta>,
+    leaders: BTreeMap<u64, u64>,
+    conns: BTreeMap<(u64, u16), Conn>,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    next_id: u64,
+    value: Vec<u8>,
+    in_flight: usize,
+    /// Outcomes decided while sending (a store that cannot be reached).
+    ready: Vec<Outcome>,
+}
+
+impl Pipeline {
+    pub fn new(spec: Arc<ClusterSpec>, value: Vec<u8>) -> Pipeline {
+        let (tx, rx) = channel();
+        let metas = spec.region_metas();
+        Pipeline {
+            spec,
+            metas,
+            leaders: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            tx,
+            rx,
+            next_id: 1,
+            value,
+            in_flight: 0,
+            ready: vec![],
+        }
+    }
+
+    /// Operations sent and not yet decided.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Sends `op` to its region's leader (as far as this client knows).
+    pub fn send(&mut self, op: Op) {
+        self.in_flight += 1;
+        self.dispatch(op);
+    }
+
+    fn dispatch(&mut self, mut op: Op) {
+        op.attempts += 1;
+        if op.attempts > ATTEMPTS_MAX {
+            return self.decide(Outcome::Failed { kind: "unavailable" });
+        }
+        let Some(region) = self.metas.iter().find(|m| m.contains(&op.key)).cloned() else {
+            return self.decide(Outcome::Failed { kind: "key_not_in_region" });
+        };
+        let peer = self.leaders.get(&region.id).and_then(|s| region.peer_on(*s)).unwrap_or(&region.peers[0]);
+        let target = (peer.store_id, peer.shard);
+        let id = self.next_id;
+        self.next_id += 1;
+        let command = if op.put {
+            ClientOp::Write(Command::Put { key: op.key.clone(), value: self.value.clone() })
+        } else {
+            ClientOp::Get { key: op.key.clone() }
+        };
+        let req = ClientRequest {
+            id,
+            store_id: target.0,
+            region: region.id,
+            conf_ver: region.conf_ver,
+            version: region.version,
+            op: command,
+        };
+        let Ok(conn) = self.conn(target) else {
+            // not reachable: try the region's next peer
+            self.rotate(&region, target.0);
+            return self.dispatch(op);
+        };
+        // pending before the write: the answer may come before the write returns
+        let mut pending = conn.pending.lock().expect("a reader panicked");
+        if pending.closed {
+            drop(pending);
+            self.conns.remove(&target); // the store closed it: connect again (counted as an attempt)
+            return self.dispatch(op);
+        }
+        pending.ops.insert(id, op);
+        drop(pending);
+        encode_frame(&mut conn.out, FrameKind::ClientRequest, &req);
+    }
+
+    /// Writes what was sent since the last flush: one write per connection.
+    /// A connection that fails is dropped; its unanswered operations come
+    /// back from `poll` as lost (a put: ambiguous; a get: sent again).
+    pub fn flush(&mut self) {
+        let mut failed = vec![];
+        for (target, conn) in self.conns.iter_mut() {
+            if !conn.out.is_empty() {
+                if conn.stream.write_all(&conn.out).is_err() {
+                    failed.push(*target);
+                }
+                conn.out.clear();
+            }
+        }
+        for target in failed {
+            self.conns.remove(&target);
+            for m in
+                self.metas.iter().filter(|m| self.leaders.get(&m.id) == Some(&target.0)).cloned().collect::<Vec<_>>()
+            {
+                self.rotate(&m, target.0);
+            }
+        }
+    }
+
+    fn conn(&mut self, target: (u64, u16)) -> std::io::Result<&mut Conn> {
+        if !self.conns.contains_key(&target) {
+            let store = self.spec.store(target.0).expect("leaders are stores of the spec");
+            let stream = TcpStream::connect_timeout(&store.client_addr_of(target.1), CONNECT_TIMEOUT)?;
+            stream.set_nodelay(true)?;
+            stream.set_write_timeout(Some(CONNECT_TIMEOUT * 5))?;
+            let pending: Arc<Mutex<Pending>> = Arc::default();
+            let reader = {
+                let (stream, pending, tx) = (stream.try_clone()?, pending.clone(), self.tx.clone());
+                std::thread::Builder::new().name("bench-reader".into()).spawn(move || read(stream, pending, tx))?
+            };
+            self.conns.insert(target, Conn { stream, out: vec![], pending, reader: Some(reader) });
+        }
+        Ok(self.conns.get_mut(&target).expect("just made"))
+    }
+
+    fn rotate(&mut self, region: &RegionMeta, from_store: u64) {
+        let i = region.peers.iter().position(|p| p.store_id == from_store).unwrap_or(0);
+        self.leaders.insert(region.id, region.peers[(i + 1) % region.peers.len()].store_id);
+    }
+
+    fn decide(&mut self, outcome: Outcome) {
+        self.in_flight -= 1;
+        self.ready.push(outcome);
+    }
+
+    /// An operation whose connection died: a put may have happened, a get is sent again.
+    fn lost(&mut self, op: Op) {
+        if op.put {
+            self.decide(Outcome::Failed { kind: "ambiguous" });
+        } else {
+            self.dispatch(op);
+        }
+    }
+
+    /// Outcomes decided since the last call, waiting up to `timeout` for the first.
+    pub fn poll(&mut self, timeout: Duration) -> Vec<Outcome> {
+        let mut events = vec![];
+        if self.ready.is_empty() {
+            match self.rx.recv_timeout(timeout) {
+                Ok(e) => events.push(e),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => unreachable!("the pipeline holds a sender"),
+            }
+        }
+        events.extend(self.rx.try_iter());
+        for e in events {
+            match e {
+                Event::Lost(op) => self.lost(op),
+                Event::Reply(op, Ok(reply)) => self.decide(Outcome::Done { op, reply }),
+                Event::Reply(op, Err(err)) => self.on_error(op, err),
+            }
+        }
+        std::mem::take(&mut self.ready)
+    }
+
+    fn on_error(&mut self, op: Op, err: RegionError) {
+        match err {
+            RegionError::NotLeader { region, leader: Some(l) } => {
+                self.leaders.insert(region, l.store_id);
+                self.dispatch(op)
+            }
+            RegionError::NotLeader { region, leader: None } | RegionError::RegionNotFound { region } => {
+                if let Some(m) = self.metas.iter().find(|m| m.id == region).cloned() {
+                    let at = self.leaders.get(&region).copied().unwrap_or(m.peers[0].store_id);
+                    self.rotate(&m, at);
+                }
+                self.dispatch(op)
+            }
+            RegionError::ServerIsBusy { .. } => self.dispatch(op),
+            RegionError::EpochNotMatch { current } if current.conf_ver > 0 => {
+                if let Some(m) = self.metas.iter_mut().find(|m| m.id == current.id && m.version == current.version) {
+                    if current.conf_ver > m.conf_ver {
+                        *m = *current;
+                    }
+                }
+                self.dispatch(op)
+            }
+            e => {
+                let kind = crate::kv::worker::kind(&engine::client::kv_client::KvError::Region(e));
+                self.decide(Outcome::Failed { kind })
+            }
+        }
+    }
+}
+
+/// A connection's reading half: answers to their operations, and every
+/// unanswered one reported lost when the connection ends.
+fn read(mut stream: TcpStream, pending: Arc<Mutex<Pending>>, tx: Sender<Event>) {
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; READ_BYTES];
+    'conn: loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(f)) if f.kind == FrameKind::ClientResponse => {
+                    let Ok(resp) = decode::<ClientResponse>(&f.payload) else { break 'conn };
+                    let op = pending.lock().expect("the pipeline panicked").ops.remove(&resp.id);
+                    if let Some(op) = op {
+                        if tx.send(Event::Reply(op, resp.result)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                _ => break 'conn,
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => decoder.push(&buf[..n]),
+        }
+    }
+    let lost = {
+        let mut p = pending.lock().expect("the pipeline panicked");
+        p.closed = true;
+        std::mem::take(&mut p.ops)
+    };
+    for op in lost.into_values() {
+        let _ = tx.send(Event::Lost(op));
+    }
+}
