@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use engine::spec::ClusterSpec;
 
 /// How long stores get to stop on SIGTERM before they are killed.
-pub const STOP_WAIT: Duration = Duration::from_secs(10);
+pub const STOP_WAIT: Duration = Duration::from_secs(30);
 /// How long a cluster may take to start serving and elect every leader.
 pub const START_WAIT: Duration = Duration::from_secs(60);
 /// Most stores a local cluster runs.
@@ -210,10 +210,14 @@ impl LocalCluster {
         }
         let deadline = Instant::now() + STOP_WAIT;
         let mut killed = vec![];
+        let asked = Instant::now();
         for (id, mut c) in std::mem::take(&mut self.children) {
             loop {
                 match c.try_wait() {
-                    Ok(Some(_)) => break,
+                    Ok(Some(_)) => {
+                        tracing::debug!(store = id, "stopped {:?} after SIGTERM", asked.elapsed());
+                        break;
+                    }
                     Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                     _ => {
                         let _ = c.kill();

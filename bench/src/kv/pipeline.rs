@@ -76,6 +76,8 @@ impl Drop for Conn {
 pub struct Pipeline {
     spec: Arc<ClusterSpec>,
     metas: Vec<RegionMeta>,
+    /// Index into `metas` by start key (a key's region: the last start at or below it).
+    by_start: BTreeMap<Vec<u8>, usize>,
     leaders: BTreeMap<u64, u64>,
     conns: BTreeMap<(u64, u16), Conn>,
     tx: Sender<Event>,
@@ -91,9 +93,11 @@ impl Pipeline {
     pub fn new(spec: Arc<ClusterSpec>, value: Vec<u8>) -> Pipeline {
         let (tx, rx) = channel();
         let metas = spec.region_metas();
+        let by_start = metas.iter().enumerate().map(|(i, m)| (m.start_key.clone(), i)).collect();
         Pipeline {
             spec,
             metas,
+            by_start,
             leaders: BTreeMap::new(),
             conns: BTreeMap::new(),
             tx,
@@ -121,7 +125,9 @@ impl Pipeline {
         if op.attempts > ATTEMPTS_MAX {
             return self.decide(Outcome::Failed { kind: "unavailable" });
         }
-        let Some(region) = self.metas.iter().find(|m| m.contains(&op.key)).cloned() else {
+        let bound = (std::ops::Bound::Unbounded, std::ops::Bound::Included(op.key.as_slice()));
+        let found = self.by_start.range::<[u8], _>(bound).next_back().map(|(_, i)| &self.metas[*i]);
+        let Some(region) = found.filter(|m| m.contains(&op.key)).cloned() else {
             return self.decide(Outcome::Failed { kind: "key_not_in_region" });
         };
         let peer = self.leaders.get(&region.id).and_then(|s| region.peer_on(*s)).unwrap_or(&region.peers[0]);
