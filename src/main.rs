@@ -76,6 +76,10 @@ struct ServerArgs {
     /// state's size ("4MiB", "64KiB") [default: 4 MiB].
     #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
     snapshot_log_min: Option<u64>,
+    /// Only to measure what batching buys: one fdatasync per region ready
+    /// and one frame per raft message (much slower; never for real use).
+    #[arg(long)]
+    no_batching: bool,
 }
 
 #[derive(clap::Args)]
@@ -372,6 +376,7 @@ fn server(args: ServerArgs) -> Result<(), String> {
         memory_limit_bytes: args.memory_limit.map(|b| b as usize),
         status_addr: args.status_addr,
         snapshot_log_bytes_min: args.snapshot_log_min.map(|b| b as usize),
+        no_batching: args.no_batching,
     };
     engine::runtime::store::run_store(opts).map_err(|e| e.to_string())
 }
@@ -492,6 +497,7 @@ fn local(args: LocalArgs) -> Result<(), String> {
         data_dir: args.data_dir,
         base_port: args.base_port,
         snapshot_log_min: args.snapshot_log_min,
+        no_batching: false,
     };
     // (before any thread starts, so that only the wait below sees Ctrl-C)
     signals::block();

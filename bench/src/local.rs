@@ -39,11 +39,21 @@ pub struct LocalOptions {
     pub base_port: u16,
     /// Passed to every store (`--snapshot-log-min`), when given.
     pub snapshot_log_min: Option<u64>,
+    /// Stores without batching (`--no-batching`), to measure what it buys.
+    pub no_batching: bool,
 }
 
 impl Default for LocalOptions {
     fn default() -> Self {
-        LocalOptions { stores: 3, cores: 1, regions: 64, data_dir: None, base_port: 20160, snapshot_log_min: None }
+        LocalOptions {
+            stores: 3,
+            cores: 1,
+            regions: 64,
+            data_dir: None,
+            base_port: 20160,
+            snapshot_log_min: None,
+            no_batching: false,
+        }
     }
 }
 
@@ -151,6 +161,9 @@ impl LocalCluster {
             .stderr(log);
         if let Some(b) = opts.snapshot_log_min {
             cmd.args(["--snapshot-log-min", &b.to_string()]);
+        }
+        if opts.no_batching {
+            cmd.arg("--no-batching");
         }
         // SAFETY: prctl in the child before exec only sets its parent-death signal
         unsafe {

@@ -47,6 +47,7 @@ fn start(spec: &Arc<ClusterSpec>, root: &Path) -> Cluster {
                 memory_limit_bytes: None,
                 status_addr: None,
                 snapshot_log_bytes_min: None,
+                no_batching: false,
             };
             std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string()))
         })
@@ -157,6 +158,7 @@ fn a_store_with_a_shard_that_cannot_start_ends_with_an_error() {
             memory_limit_bytes: None,
             status_addr: None,
             snapshot_log_bytes_min: None,
+            no_batching: false,
         };
         let err = run_store(opts).expect_err("the store must not run with a dead shard").to_string();
         assert!(err.contains(&taken.to_string()), "{err}");
@@ -258,6 +260,7 @@ fn a_store_serves_its_metrics_in_prometheus_text() {
             memory_limit_bytes: None,
             status_addr: Some(status),
             snapshot_log_bytes_min: None,
+            no_batching: false,
         };
         let store = std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string()));
         let mut client = KvClient::new(spec);
@@ -326,6 +329,7 @@ fn start_one(spec: &Arc<ClusterSpec>, root: &Path, id: u64, status: std::net::So
         status_addr: Some(status),
         // snapshot often: a few KiB of log per region
         snapshot_log_bytes_min: Some(8 << 10),
+        no_batching: false,
     };
     OneStore { stop, thread: std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string())) }
 }

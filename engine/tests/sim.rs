@@ -162,11 +162,16 @@ struct ChaosRun {
 /// everything healed and restarted, outstanding operations finished, and
 /// every key read once more through its leader.
 fn chaos_run(seed: u64) -> ChaosRun {
+    chaos_run_with(seed, true)
+}
+
+fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
     use engine::sim::workload::Workload;
     use transport::{FaultConfig, SeededRng};
 
     let mut opts = SimOptions::new(seed);
     opts.regions = 4;
+    opts.batching = batching;
     // snapshots every few dozen writes: crashes land mid-snapshot, restarts
     // load snapshots, and lagging replicas are sent them
     opts.snapshot_log_bytes_min = 1 << 10;
@@ -304,6 +309,26 @@ fn under_loss_delay_reordering_partitions_and_crashes_every_history_is_lineariza
             "seed {seed}: {ops} operations ({answered} answered), {} crashes, {} partitions, {} membership changes, {taken} snapshots taken, {installed} installed: linearizable",
             run.crashes, run.partitions, run.membership_changes
         );
+    });
+}
+
+/// `--no-batching` (one persist per region ready, one frame per message)
+/// exists to measure what batching buys; it must be just as correct.
+#[test]
+fn without_batching_every_history_is_still_linearizable() {
+    use engine::sim::linearizability::{check, Verdict};
+    for_seeds(2, |seed| {
+        let mut run = chaos_run_with(seed, false);
+        match check(&run.work.history) {
+            Verdict::Linearizable => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        settle_and_assert_converged(&mut run.sim, seed);
+        assert!(run.sim.run_until(Duration::from_secs(5), |s| s.all_quiet()), "seed {seed}: work left in flight");
+        let st = run.sim.stores[&1].node.as_ref().unwrap().shard.stats().clone();
+        // one region per persist (its ready's writes, more than one when a ready was split or several queued)
+        let per = st.region_writes_persisted as f64 / st.persist_batches as f64;
+        assert!(per < 1.5, "seed {seed}: {per:.2} region writes per persist without batching: {st:?}");
     });
 }
 

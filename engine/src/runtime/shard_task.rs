@@ -47,6 +47,8 @@ pub struct ShardConfig {
     pub memory_bytes_max: Option<usize>,
     /// Applied log bytes below which a region does not snapshot (None: the default).
     pub snapshot_log_bytes_min: Option<usize>,
+    /// Measuring what batching buys: one fdatasync per region ready, one frame per message.
+    pub no_batching: bool,
     pub metrics: Arc<crate::runtime::metrics::ShardMetrics>,
 }
 
@@ -99,6 +101,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     if let Some(b) = cfg.snapshot_log_bytes_min {
         limits = limits.with_snapshot_log_min(b);
     }
+    limits = limits.with_batching(!cfg.no_batching);
     let snap_dir = files::snapshot_dir(&cfg.dir);
     let (wal, _report) = Wal::open(disk, opts)
         .await

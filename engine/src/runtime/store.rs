@@ -80,6 +80,8 @@ pub struct StoreOptions {
     pub status_addr: Option<std::net::SocketAddr>,
     /// Applied log bytes past which a region snapshots (None: the default).
     pub snapshot_log_bytes_min: Option<usize>,
+    /// Only to measure what batching buys (see `ShardLimits::batching`).
+    pub no_batching: bool,
 }
 
 /// Runs every shard of the store until `stop` is set (or the process is killed).
@@ -111,6 +113,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             stop: opts.stop.clone(),
             memory_bytes_max: opts.memory_limit_bytes.map(|m| m / usize::from(me.shards)),
             snapshot_log_bytes_min: opts.snapshot_log_bytes_min,
+            no_batching: opts.no_batching,
             metrics: metrics[usize::from(shard)].clone(),
         };
         let tx = done_tx.clone();

@@ -99,6 +99,9 @@ pub struct ShardLimits {
     pub memory_bytes_max: usize,
     /// Applied log bytes below which a region does not snapshot.
     pub snapshot_log_bytes_min: usize,
+    /// `false` only to measure what batching buys (`--no-batching`): one
+    /// fdatasync per region ready and one frame per message.
+    pub batching: bool,
 }
 
 impl ShardLimits {
@@ -111,7 +114,12 @@ impl ShardLimits {
             write_bytes_max,
             memory_bytes_max: MEMORY_BYTES_DEFAULT,
             snapshot_log_bytes_min: SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
+            batching: true,
         }
+    }
+
+    pub fn with_batching(self, batching: bool) -> ShardLimits {
+        ShardLimits { batching, ..self }
     }
 
     pub fn with_memory_limit(self, memory_bytes_max: usize) -> ShardLimits {
@@ -1001,7 +1009,7 @@ impl Shard {
         let mut rd = r.raw.ready();
         let store_id = self.store_id;
         for m in rd.take_messages() {
-            push_message(&mut self.outboxes, &mut self.outputs, &mut self.stats, r, store_id, m);
+            push_message(&mut self.outboxes, &mut self.outputs, &mut self.stats, r, store_id, m, self.limits.batching);
         }
         let mut writes = vec![wal::RegionWrite::default()];
         if !rd.snapshot().is_empty() {
@@ -1100,7 +1108,15 @@ impl Shard {
                 let r = self.regions.get_mut(&id).expect("listed");
                 r.raw.on_persist_ready(number);
                 for m in messages {
-                    push_message(&mut self.outboxes, &mut self.outputs, &mut self.stats, r, store_id, m);
+                    push_message(
+                        &mut self.outboxes,
+                        &mut self.outputs,
+                        &mut self.stats,
+                        r,
+                        store_id,
+                        m,
+                        self.limits.batching,
+                    );
                 }
             }
         }
@@ -1110,8 +1126,12 @@ impl Shard {
 
     fn on_persisted(&mut self, batch: u64) {
         let store_id = self.store_id;
-        while self.awaiting.front().is_some_and(|a| a.batch <= batch) {
-            let a = self.awaiting.pop_front().unwrap();
+        // (in staging order, which is each region's order; without batching a
+        // later batch can come first in the queue)
+        let (done, waiting): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.awaiting).into_iter().partition(|a| a.batch <= batch);
+        self.awaiting = waiting;
+        for a in done {
             let Some(r) = self.regions.get_mut(&a.region).filter(|r| r.incarnation == a.incarnation) else {
                 continue; // removed since: its messages no longer matter
             };
@@ -1120,12 +1140,22 @@ impl Shard {
             // an installed snapshot counts as applied for raft once it is durable
             advance_raft_applied(r);
             for m in a.messages {
-                push_message(&mut self.outboxes, &mut self.outputs, &mut self.stats, r, store_id, m);
+                push_message(
+                    &mut self.outboxes,
+                    &mut self.outputs,
+                    &mut self.stats,
+                    r,
+                    store_id,
+                    m,
+                    self.limits.batching,
+                );
             }
         }
         // the batch recorded newer snapshots: the files they replaced can go
-        while self.obsolete.front().is_some_and(|(b, _)| *b <= batch) {
-            let (_, id) = self.obsolete.pop_front().unwrap();
+        let (done, waiting): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.obsolete).into_iter().partition(|(b, _)| *b <= batch);
+        self.obsolete = waiting;
+        for (_, id) in done {
             if self.sending.values().flatten().any(|s| *s == id) {
                 self.removals_waiting.push(id);
             } else {
@@ -1150,12 +1180,41 @@ impl Shard {
         let batch = self.next_batch;
         self.next_batch += 1;
         self.in_flight = Some(batch);
-        let writes = std::mem::take(&mut self.staged);
-        self.staged_bytes = 0;
+        let (writes, installs) = if self.limits.batching {
+            self.staged_bytes = 0;
+            (std::mem::take(&mut self.staged), std::mem::take(&mut self.staged_installs))
+        } else {
+            self.take_one_region(batch)
+        };
         self.stats.persist_batches += 1;
         self.stats.region_writes_persisted += writes.len() as u64;
-        let installs = std::mem::take(&mut self.staged_installs);
         self.outputs.push(Output::Persist { batch, writes, installs });
+    }
+
+    /// Without batching: batch `batch` carries one region's staged writes;
+    /// what else was staged for it (readies, replaced snapshot files) moves
+    /// to the next batch, so nothing counts as durable before its write is.
+    #[allow(clippy::type_complexity)]
+    fn take_one_region(&mut self, batch: u64) -> (Vec<(u64, wal::RegionWrite)>, Vec<(PathBuf, SnapshotId)>) {
+        let region = self.staged[0].0;
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.staged).into_iter().partition(|(r, _)| *r == region);
+        self.staged = rest;
+        self.staged_bytes = self.staged.iter().map(|(_, w)| staged_size(w)).sum();
+        let (installs, later) =
+            std::mem::take(&mut self.staged_installs).into_iter().partition(|(_, id)| id.region == region);
+        self.staged_installs = later;
+        // (a region with nothing left staged rode on writes already issued: it stays)
+        let later: std::collections::BTreeSet<u64> = self.staged.iter().map(|(r, _)| *r).collect();
+        for a in self.awaiting.iter_mut().filter(|a| a.batch == batch && later.contains(&a.region)) {
+            a.batch = batch + 1;
+        }
+        for (b, id) in self.obsolete.iter_mut() {
+            if *b == batch && later.contains(&id.region) {
+                *b = batch + 1;
+            }
+        }
+        (mine, installs)
     }
 
     /// Applies committed entries, answers their clients, serves reads whose
@@ -1425,6 +1484,7 @@ fn push_message(
     r: &Region,
     store_id: u64,
     m: eraftpb::Message,
+    batching: bool,
 ) {
     let Some(to) = r.meta.peer(m.to).copied() else {
         tracing::warn!(region = r.id(), to = m.to, "message to a peer not in the region's meta");
@@ -1453,5 +1513,9 @@ fn push_message(
     }
     if let Err(e) = outboxes.push(dest, &envelope) {
         tracing::warn!(region = r.id(), "message dropped: {e}");
+    }
+    if !batching {
+        // measuring what batching buys: this message is a frame of its own
+        outputs.push(Output::Frames(outboxes.flush()));
     }
 }

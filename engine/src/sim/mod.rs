@@ -50,6 +50,8 @@ pub struct SimOptions {
     /// Time writing a snapshot file takes; time one takes to reach a peer.
     pub snapshot_write: Duration,
     pub snapshot_transfer: Duration,
+    /// `false`: one persist per region ready, one frame per message.
+    pub batching: bool,
 }
 
 impl SimOptions {
@@ -66,12 +68,15 @@ impl SimOptions {
             snapshot_log_bytes_min: 16 << 10,
             snapshot_write: Duration::from_millis(5),
             snapshot_transfer: Duration::from_millis(20),
+            batching: true,
         }
     }
 
     /// The shard limits every store of the simulation runs with.
     pub fn limits(&self) -> ShardLimits {
-        ShardLimits::for_wal(&sim_wal_options()).with_snapshot_log_min(self.snapshot_log_bytes_min)
+        ShardLimits::for_wal(&sim_wal_options())
+            .with_snapshot_log_min(self.snapshot_log_bytes_min)
+            .with_batching(self.batching)
     }
 }
 

@@ -71,16 +71,19 @@ impl SimStore {
         let mut node = Node { shard, wal, inputs: vec![], persist: None, snapshot_writes: vec![] };
         // a store's bootstrap is durable before it serves anything (as creating
         // a data directory is): persist the new regions' meta now
-        for out in node.shard.step(vec![]) {
+        // (one batch, or one per region without batching)
+        let mut outputs = node.shard.step(vec![]);
+        while let Some(out) = outputs.pop() {
             match out {
                 Output::Persist { batch, writes, installs } => {
                     assert!(installs.is_empty());
                     node.persist_now(writes);
-                    assert!(node.shard.step(vec![Input::Persisted { batch }]).is_empty());
+                    outputs = node.shard.step(vec![Input::Persisted { batch }]);
                 }
                 _ => panic!("a fresh shard only persists its regions"),
             }
         }
+        assert!(node.shard.is_quiet(), "store {id}: bootstrap left work in flight");
         SimStore { id, disk, node: Some(node), snapshots, incoming: BTreeMap::new(), next_incoming: 0, limits }
     }
 
