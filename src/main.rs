@@ -355,14 +355,14 @@ fn server(args: ServerArgs) -> Result<(), String> {
         return Err(disagree("client-addr", a.to_string(), format!("client address {}", me.client_addr)));
     }
     // SIGTERM or Ctrl-C: the shards stop, the WAL is flushed, exit 0
-    signals::block();
+    bench::signals::block();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                let sig = signals::wait();
+                let sig = bench::signals::wait();
                 eprintln!("ringraft server: {sig}: stopping");
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
             })
@@ -500,7 +500,7 @@ fn local(args: LocalArgs) -> Result<(), String> {
         no_batching: false,
     };
     // (before any thread starts, so that only the wait below sees Ctrl-C)
-    signals::block();
+    bench::signals::block();
     let mut cluster = bench::local::LocalCluster::start(&opts).map_err(|e| e.to_string())?;
     println!(
         "ringraft local: {} stores, {} regions, every region led; data in {}",
@@ -521,48 +521,13 @@ fn local(args: LocalArgs) -> Result<(), String> {
     }
     println!("try:  ringraft ctl --spec {} put hello world", cluster.spec_path.display());
     println!("Ctrl-C stops the cluster.");
-    let sig = signals::wait();
+    let sig = bench::signals::wait();
     eprintln!("ringraft local: {sig}: stopping the stores");
     let killed = cluster.stop();
     if !killed.is_empty() {
         return Err(format!("stores {killed:?} did not stop in time and were killed"));
     }
     Ok(())
-}
-
-/// Ctrl-C and SIGTERM as an orderly stop: the signals are blocked in every
-/// thread (set before threads start, inherited) and one place waits for them.
-mod signals {
-    fn set() -> libc::sigset_t {
-        // SAFETY: sigemptyset/sigaddset initialise and fill a set we own
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            set
-        }
-    }
-
-    /// Blocks SIGINT and SIGTERM in this thread and every thread it starts after.
-    pub fn block() {
-        let s = set();
-        // SAFETY: changes only this thread's signal mask
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &s, std::ptr::null_mut()) };
-    }
-
-    /// Waits for SIGINT or SIGTERM (blocked first with `block`); its name.
-    pub fn wait() -> &'static str {
-        let s = set();
-        let mut sig: libc::c_int = 0;
-        // SAFETY: sigwait reads our set and writes the signal number
-        unsafe { libc::sigwait(&s, &mut sig) };
-        if sig == libc::SIGINT {
-            "interrupted"
-        } else {
-            "terminated"
-        }
-    }
 }
 
 #[derive(Subcommand)]

@@ -151,6 +151,48 @@ fn the_kv_bench_runs_against_its_own_cluster_and_writes_its_json() {
 }
 
 #[test]
+fn an_interrupted_bench_stops_its_cluster_and_removes_it() {
+    with_deadline(Duration::from_secs(120), || {
+        let base = free_base_port(3);
+        let child = ringraft()
+            .args(["bench", "kv", "--duration", "60s", "--warmup", "0.5s", "--regions", "4", "--clients", "2"])
+            .args(["--base-port", &base.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut bench = Killed(child);
+        let mut lines = BufReader::new(bench.0.stdout.take().unwrap()).lines();
+        let mut dir = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("kv bench: a local cluster in ") {
+                dir = Some(rest.split(';').next().unwrap().to_string());
+            }
+            if line.contains("ops/s") {
+                break; // the first progress line: the load runs
+            }
+        }
+        let dir = dir.expect("the bench names its cluster's directory");
+        assert!(std::path::Path::new(&dir).exists());
+        // SAFETY: kill(2) on our own child's pid
+        unsafe { libc::kill(bench.0.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(45);
+        let status = loop {
+            if let Some(s) = bench.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the bench did not stop on Ctrl-C");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut bench.0.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!status.success() && err.contains("interrupted"), "exit {status}: {err}");
+        assert!(!std::path::Path::new(&dir).exists(), "{dir} was left behind");
+    });
+}
+
+#[test]
 fn bad_flags_explain_themselves() {
     let cases: [(&[&str], &str); 3] = [
         (&["bench", "kv", "--write-ratio", "2"], "--write-ratio 2 is not between 0 and 1"),

@@ -17,6 +17,7 @@
 pub mod kv;
 pub mod latency;
 pub mod local;
+pub mod signals;
 pub mod transport;
 pub mod units;
 pub mod wal;

@@ -131,10 +131,14 @@ impl LocalCluster {
         })?;
         let mut cluster =
             LocalCluster { spec: Arc::new(spec), spec_path, dir, status, children: BTreeMap::new(), _temp: temp };
-        for id in 1..=opts.stores {
-            cluster.spawn(id, opts)?;
+        let started = (1..=opts.stores).try_for_each(|id| cluster.spawn(id, opts));
+        if let Err(e) = started.and_then(|()| cluster.wait_led(START_WAIT)) {
+            // the error names the stores' logs: keep them
+            if let Some(t) = cluster._temp.take() {
+                let _ = t.keep();
+            }
+            return Err(e);
         }
-        cluster.wait_led(START_WAIT)?;
         Ok(cluster)
     }
 

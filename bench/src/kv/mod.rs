@@ -142,8 +142,13 @@ pub(crate) struct Shared {
     pub second: Mutex<Latency>,
 }
 
+/// Set by Ctrl-C or SIGTERM: the run ends early, and its cluster is stopped
+/// and removed as at a normal end.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 pub fn run(args: KvBenchArgs) -> Result<(), String> {
     args.check()?;
+    crate::signals::flag_on_signal(&INTERRUPTED);
     if !args.compare_batching {
         let report = run_once(&args)?;
         return write_json(&args, &report);
@@ -231,15 +236,20 @@ fn run_once(args: &KvBenchArgs) -> Result<KvReport, String> {
         .collect();
 
     // warmup, then the measured window with a line each second
-    std::thread::sleep(args.warmup);
+    let warm_until = Instant::now() + args.warmup;
+    while Instant::now() < warm_until && !INTERRUPTED.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(warm_until.saturating_duration_since(Instant::now())));
+    }
     let before = scrape_all(&status);
     shared.measuring.store(true, Ordering::Relaxed);
     let window_start = Instant::now();
     let mut last_ok = shared.ok.load(Ordering::Relaxed);
     let mut second = 0;
-    while window_start.elapsed() < args.duration {
+    while window_start.elapsed() < args.duration && !INTERRUPTED.load(Ordering::Relaxed) {
         let next = window_start + Duration::from_secs(second + 1);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(args.duration));
+        while Instant::now() < next && !INTERRUPTED.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(Instant::now())));
+        }
         second += 1;
         let ok = shared.ok.load(Ordering::Relaxed);
         let lat = std::mem::take(&mut *shared.second.lock().expect("a client panicked"));
@@ -266,6 +276,9 @@ fn run_once(args: &KvBenchArgs) -> Result<KvReport, String> {
         if !killed.is_empty() {
             return Err(format!("stores {killed:?} did not stop within {:?} and were killed", crate::local::STOP_WAIT));
         }
+    }
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        return Err("interrupted: the figures above cover only part of the window".into());
     }
     Ok(report)
 }

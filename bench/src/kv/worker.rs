@@ -125,7 +125,9 @@ pub fn run(
         // loop: if `depth` are out, the rest wait — counted from their due time)
         let wait = match per_client {
             None => {
-                while pipe.in_flight() < args.depth {
+                // (as many as are missing: one decided at once — a store that
+                // cannot be reached — does not count as in flight)
+                for _ in pipe.in_flight()..args.depth {
                     pipe.send(make(Instant::now()));
                 }
                 POLL_MAX
@@ -142,8 +144,8 @@ pub fn run(
         };
         pipe.flush();
         let outcomes = pipe.poll(wait);
-        pipe.flush(); // (what poll sent again)
         let done = Instant::now();
+        pipe.flush(); // (what poll sent again)
         let measuring = shared.measuring.load(Ordering::Relaxed);
         let mut second = Latency::default();
         let (mut ok, mut errors) = (0, 0);

@@ -98,6 +98,15 @@ impl KvClient {
         (peer.store_id, peer.shard)
     }
 
+    /// Region `region_id` as this client knows it (from the spec or since).
+    fn known(&self, region_id: u64) -> Result<RegionMeta, KvError> {
+        self.metas
+            .iter()
+            .find(|m| m.id == region_id)
+            .cloned()
+            .ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))
+    }
+
     /// The region as this client knows it now (its membership may have
     /// changed since an operation was routed).
     fn current(&self, region: &RegionMeta) -> RegionMeta {
@@ -237,12 +246,7 @@ impl KvClient {
     /// Asks region `region_id`'s leader to hand leadership to its peer on
     /// `to_store` (best effort: returns once the leader started the transfer).
     pub fn transfer_leader(&mut self, region_id: u64, to_store: u64) -> Result<(), KvError> {
-        let region = self
-            .metas
-            .iter()
-            .find(|m| m.id == region_id)
-            .cloned()
-            .ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))?;
+        let region = self.known(region_id)?;
         let to_peer = region
             .peer_on(to_store)
             .ok_or(KvError::Region(RegionError::EpochNotMatch { current: Box::new(region.clone()) }))?
@@ -253,12 +257,7 @@ impl KvClient {
     /// Region `region_id` as its leader has it now (this client's view of
     /// it follows: an epoch it routed by that has changed is refreshed).
     pub fn region(&mut self, region_id: u64) -> Result<RegionMeta, KvError> {
-        let region = self
-            .metas
-            .iter()
-            .find(|m| m.id == region_id)
-            .cloned()
-            .ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))?;
+        let region = self.known(region_id)?;
         match self.call_in(region, ClientOp::DescribeRegion)? {
             ClientReply::Region(meta) => {
                 if let Some(m) = self.metas.iter_mut().find(|m| m.id == region_id && m.version == meta.version) {
