@@ -536,6 +536,10 @@ enum BenchCommand {
     /// ops/s, latency percentiles, errors by kind, and the stores' batching
     /// figures and fsync p99 over the same window.
     Kv(bench::kv::KvBenchArgs),
+    /// Fixed loads (small, medium, large), each PASS only when at least 90%
+    /// of it is sustained with p99 under the engine's goal (5 ms); exits
+    /// non-zero when any fails (like `etcdctl check perf`).
+    Check(bench::kv::CheckArgs),
     /// One shard's WAL with many regions appending concurrently: appends/s,
     /// MB/s, fsyncs/s, regions per fsync, append-to-durable latency.
     Wal(bench::wal::WalBenchArgs),
@@ -557,6 +561,7 @@ fn main() -> ExitCode {
                 Some(BenchCommand::Wal(args)) => bench::wal::run(args),
                 Some(BenchCommand::Transport(args)) => bench::transport::run(args),
                 Some(BenchCommand::Kv(args)) => bench::kv::run(args),
+                Some(BenchCommand::Check(args)) => bench::kv::check::run(args),
                 None => bench::kv::run(bench::kv::KvBenchArgs::default_run()),
             };
             ran.map(|()| ExitCode::SUCCESS)

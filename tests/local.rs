@@ -193,9 +193,34 @@ fn an_interrupted_bench_stops_its_cluster_and_removes_it() {
 }
 
 #[test]
+fn bench_check_prints_a_verdict_and_exits_by_it() {
+    with_deadline(Duration::from_secs(120), || {
+        let base = free_base_port(4);
+        let out = ringraft()
+            .args(["bench", "check", "--load", "small", "--duration", "2s", "--warmup", "0.5s", "--regions", "4"])
+            .args(["--base-port", &base.to_string()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let row =
+            stdout.lines().find(|l| l.starts_with("small ")).unwrap_or_else(|| panic!("no verdict row:\n{stdout}"));
+        let passed = row.ends_with("PASS");
+        assert!(passed || row.ends_with("FAIL"), "{row}");
+        assert_eq!(
+            out.status.success(),
+            passed,
+            "exit status follows the verdict: {row}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("verdict") && stdout.contains("sustained/s"), "{stdout}");
+    });
+}
+
+#[test]
 fn bad_flags_explain_themselves() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["bench", "kv", "--write-ratio", "2"], "--write-ratio 2 is not between 0 and 1"),
+        (&["bench", "check", "--load", "huge"], "one of small, medium, large"),
         (&["bench", "kv", "--clients", "0"], "--clients"),
         (&["local", "--stores", "0"], "--stores must be 1..="),
     ];

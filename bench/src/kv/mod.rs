@@ -6,6 +6,7 @@
 //! second, then throughput, latency percentiles, errors by kind, and the
 //! stores' own batching figures and fsync p99 over the measured window.
 
+pub mod check;
 mod pipeline;
 mod report;
 mod worker;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::latency::Latency;
 use crate::local::{LocalCluster, LocalOptions};
 use crate::units::parse_duration;
+pub use check::CheckArgs;
 pub use report::KvReport;
 
 /// Most client threads.
@@ -144,7 +146,7 @@ pub(crate) struct Shared {
 
 /// Set by Ctrl-C or SIGTERM: the run ends early, and its cluster is stopped
 /// and removed as at a normal end.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: KvBenchArgs) -> Result<(), String> {
     args.check()?;
@@ -181,29 +183,69 @@ fn write_json(args: &KvBenchArgs, report: &KvReport) -> Result<(), String> {
 }
 
 /// One run: against the given cluster, or a local one started (and stopped) for it.
+/// The cluster a run measures: the one `--spec` names, or a local one.
+pub(crate) struct Target {
+    spec: Arc<engine::spec::ClusterSpec>,
+    status: Vec<SocketAddr>,
+    what: String,
+    local: Option<std::cell::RefCell<LocalCluster>>,
+}
+
+impl Target {
+    pub(crate) fn open(args: &KvBenchArgs) -> Result<Target, String> {
+        match &args.spec {
+            Some(path) => {
+                let spec = engine::spec::ClusterSpec::load(path).map_err(|e| e.to_string())?;
+                let what = format!("the cluster of {}", path.display());
+                Ok(Target { spec: Arc::new(spec), status: args.status.clone(), what, local: None })
+            }
+            None => {
+                let opts = LocalOptions {
+                    stores: args.stores,
+                    regions: args.regions,
+                    base_port: args.base_port,
+                    no_batching: args.no_batching,
+                    ..LocalOptions::default()
+                };
+                let batching = if args.no_batching { ", without batching" } else { "" };
+                eprintln!("starting a local cluster: {} stores, {} regions{batching} ...", args.stores, args.regions);
+                let c = LocalCluster::start(&opts).map_err(|e| e.to_string())?;
+                let (spec, status) = (c.spec.clone(), c.status.values().copied().collect());
+                let what = format!("a local cluster in {}", c.dir.display());
+                Ok(Target { spec, status, what, local: Some(std::cell::RefCell::new(c)) })
+            }
+        }
+    }
+
+    /// Stops a local cluster (and removes its temporary directory).
+    pub(crate) fn close(&self) -> Result<(), String> {
+        if let Some(c) = &self.local {
+            let mut c = c.borrow_mut();
+            let killed = c.stop();
+            if !killed.is_empty() {
+                return Err(format!(
+                    "stores {killed:?} did not stop within {:?} and were killed",
+                    crate::local::STOP_WAIT
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn run_once(args: &KvBenchArgs) -> Result<KvReport, String> {
-    let mut local = None;
-    let (spec, status, where_) = match &args.spec {
-        Some(path) => {
-            let spec = engine::spec::ClusterSpec::load(path).map_err(|e| e.to_string())?;
-            (Arc::new(spec), args.status.clone(), format!("the cluster of {}", path.display()))
-        }
-        None => {
-            let opts = LocalOptions {
-                stores: args.stores,
-                regions: args.regions,
-                base_port: args.base_port,
-                no_batching: args.no_batching,
-                ..LocalOptions::default()
-            };
-            let batching = if args.no_batching { ", without batching" } else { "" };
-            eprintln!("starting a local cluster: {} stores, {} regions{batching} ...", args.stores, args.regions);
-            let c = LocalCluster::start(&opts).map_err(|e| e.to_string())?;
-            let (spec, status, dir) = (c.spec.clone(), c.status.values().copied().collect(), c.dir.clone());
-            local = Some(c);
-            (spec, status, format!("a local cluster in {}", dir.display()))
-        }
-    };
+    let target = Target::open(args)?;
+    let report = measure(args, &target);
+    target.close()?;
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        return Err("interrupted: the figures above cover only part of the window".into());
+    }
+    report
+}
+
+/// One load against `target`: warmup, the measured window, the report.
+pub(crate) fn measure(args: &KvBenchArgs, target: &Target) -> Result<KvReport, String> {
+    let (spec, status, where_) = (target.spec.clone(), target.status.clone(), &target.what);
     let mode = match args.rate {
         Some(r) => format!("open loop at {r} ops/s over {} clients", args.clients),
         None => format!("closed loop, {} clients × {} in flight", args.clients, args.depth),
@@ -271,15 +313,6 @@ fn run_once(args: &KvBenchArgs) -> Result<KvReport, String> {
     }
     let report = KvReport::new(args, window, &totals, &before, &after);
     println!("{report}");
-    if let Some(mut c) = local {
-        let killed = c.stop();
-        if !killed.is_empty() {
-            return Err(format!("stores {killed:?} did not stop within {:?} and were killed", crate::local::STOP_WAIT));
-        }
-    }
-    if INTERRUPTED.load(Ordering::Relaxed) {
-        return Err("interrupted: the figures above cover only part of the window".into());
-    }
     Ok(report)
 }
 
