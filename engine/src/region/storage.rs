@@ -9,10 +9,6 @@
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-/// Most bytes of live entries one region keeps in memory (a bound, not a
-/// cache size: past it the region refuses proposals until it compacts).
-pub const REGION_LOG_BYTES_MAX: usize = 256 << 20;
-
 #[derive(Default)]
 pub struct RegionStorage {
     hard_state: HardState,
