@@ -704,7 +704,13 @@ fn shutdown_accounts_for_every_frame_and_ends_the_inbox() {
         .await;
         let s = a.stats();
         assert_eq!(s.frames_sent + s.frames_dropped_total(), submitted, "{s:?}");
-        assert!(s.frames_dropped.get("shutdown").is_some_and(|&n| n > 0), "{s:?}");
+        // what the stuck peer could not take was dropped — by the shutdown, or
+        // (on a loaded machine, first) by the link's write timeout — and counted
+        let stuck: u64 = ["shutdown", "write_failed", "link_down", "queue_full"]
+            .iter()
+            .filter_map(|k| s.frames_dropped.get(*k))
+            .sum();
+        assert!(stuck > 0, "{s:?}");
         b.shutdown();
         let end = within(Duration::from_secs(10), "the inbox to end", async {
             loop {

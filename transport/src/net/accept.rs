@@ -122,7 +122,11 @@ async fn serve_raft(inner: &Inner, mut conn: FrameReader<TcpStream>, from_store:
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
             Err(ReadError::TimedOut(_)) => {
-                // idle: free the slot; the sender reconnects when it next has something to say
+                // idle: free the slot; the sender reconnects when it next has something to say.
+                // The FIN goes out now (not whenever the dropped socket is closed), so a
+                // sender that checks for it before writing sees it and does not write
+                // into a connection about to be reset
+                let _ = conn.stream().shutdown(std::net::Shutdown::Both).await;
                 inner.stats.borrow_mut().idle_connections_closed += 1;
                 return Ok(());
             }
