@@ -119,11 +119,15 @@ fn the_kv_bench_runs_against_its_own_cluster_and_writes_its_json() {
     with_deadline(Duration::from_secs(180), || {
         let base = free_base_port(2);
         let dir = tempfile::tempdir().unwrap();
-        let json = dir.path().join("kv.json");
+        let (json, hist, svg) = (dir.path().join("kv.json"), dir.path().join("kv.hgrm"), dir.path().join("kv.svg"));
         let out = ringraft()
             .args(["bench", "kv", "--duration", "3s", "--warmup", "1s", "--regions", "8", "--clients", "4"])
-            .args(["--depth", "32", "--base-port", &base.to_string(), "--json"])
+            .args(["--depth", "32", "--distribution", "zipfian", "--base-port", &base.to_string(), "--json"])
             .arg(&json)
+            .arg("--hist")
+            .arg(&hist)
+            .arg("--svg")
+            .arg(&svg)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -147,6 +151,10 @@ fn the_kv_bench_runs_against_its_own_cluster_and_writes_its_json() {
         assert_eq!(report["errors"], 0, "{report}");
         assert!(report["ops_per_sec"].as_f64().unwrap() > 0.0 && report["p99_us"].as_u64().unwrap() > 0, "{report}");
         assert!(report["regions_per_fsync"].as_f64().unwrap() >= 1.0, "{report}");
+        let hist = std::fs::read_to_string(&hist).unwrap();
+        assert!(hist.contains("Percentile") && hist.contains("#[Mean ="), "{hist}");
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     });
 }
 

@@ -40,6 +40,28 @@ impl Latency {
         self.0.len()
     }
 
+    /// The percentile distribution, HdrHistogram's text layout (what its
+    /// plotters read): value (µs), percentile (0–1), total count, 1/(1−p).
+    pub fn distribution(&self) -> String {
+        let mut out =
+            format!("{:>12} {:>14} {:>10} {:>14}\n\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+        let mut total = 0;
+        for v in self.0.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let q = v.quantile_iterated_to();
+            let inv = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".into() };
+            out += &format!("{:>12.3} {:>14.12} {:>10} {:>14}\n", v.value_iterated_to() as f64, q, total, inv);
+        }
+        let s = self.summary();
+        out += &format!("#[Mean = {:.3}, Max = {}, Total count = {}]\n", self.0.mean(), s.max_us, s.count);
+        out
+    }
+
+    /// (percentile 0–1, latency µs) points for a percentile plot.
+    pub fn percentile_points(&self) -> Vec<(f64, u64)> {
+        self.0.iter_quantiles(5).map(|v| (v.quantile_iterated_to(), v.value_iterated_to())).collect()
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let h = &self.0;
         if h.is_empty() {

@@ -8,6 +8,7 @@
 
 pub mod check;
 mod pipeline;
+mod plot;
 mod report;
 mod worker;
 
@@ -42,9 +43,13 @@ pub struct KvBenchArgs {
     pub stores: u64,
     #[arg(long, default_value_t = 64)]
     pub regions: u64,
-    /// Distinct keys, chosen uniformly.
+    /// Distinct keys.
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
+    /// How keys are chosen: uniform, or zipfian (θ = 0.99: a few hot keys,
+    /// a long tail, as in YCSB).
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    pub distribution: Distribution,
     /// Only the first K regions (by key) get load; none: all of them. The
     /// axis on which multi-raft engines lose their batching.
     #[arg(long, value_name = "K")]
@@ -73,6 +78,12 @@ pub struct KvBenchArgs {
     /// Write every figure as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the latency percentile distribution (HdrHistogram's text layout) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hist: Option<PathBuf>,
+    /// Draw the latency percentile plot as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// The local cluster's first port (see `ringraft local --help`).
     #[arg(long, default_value_t = 20160)]
     pub base_port: u16,
@@ -96,6 +107,7 @@ impl KvBenchArgs {
             stores: 3,
             regions: 64,
             keys: 100_000,
+            distribution: Distribution::Uniform,
             active_regions: None,
             value_bytes: 128,
             write_ratio: 1.0,
@@ -105,6 +117,8 @@ impl KvBenchArgs {
             depth: 256,
             rate: None,
             json: None,
+            hist: None,
+            svg: None,
             base_port: 20160,
             no_batching: false,
             compare_batching: false,
@@ -132,6 +146,13 @@ impl KvBenchArgs {
         }
         Ok(())
     }
+}
+
+/// How the bench picks keys.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    Uniform,
+    Zipfian,
 }
 
 /// What the clients share: counters for the progress line, whether the
@@ -265,7 +286,7 @@ pub(crate) fn measure(args: &KvBenchArgs, target: &Target) -> Result<KvReport, S
         stop: AtomicBool::new(false),
         second: Mutex::new(Latency::default()),
     });
-    let keys = Arc::new(worker::Keys::new(&spec, args.keys, args.active_regions));
+    let keys = Arc::new(worker::Keys::new(&spec, args.keys, args.active_regions, args.distribution));
     if let Some(k) = args.active_regions {
         println!("  load on {} of {} regions", k.min(spec.regions.len() as u64), spec.regions.len());
     }
@@ -313,6 +334,20 @@ pub(crate) fn measure(args: &KvBenchArgs, target: &Target) -> Result<KvReport, S
     }
     let report = KvReport::new(args, window, &totals, &before, &after);
     println!("{report}");
+    let write =
+        |path: &PathBuf, text: String| std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()));
+    if let Some(path) = &args.hist {
+        write(path, totals.latency.distribution())?;
+    }
+    if let Some(path) = &args.svg {
+        let title = format!(
+            "ringraft bench kv: {:.0} ops/s, {}; p99 {:.2} ms",
+            report.ops_per_sec,
+            if args.rate.is_some() { "open loop" } else { "closed loop" },
+            report.p99_us as f64 / 1000.0
+        );
+        write(path, plot::svg(&title, &totals.latency.percentile_points()))?;
+    }
     Ok(report)
 }
 

@@ -13,7 +13,7 @@ use engine::spec::ClusterSpec;
 use transport::SeededRng;
 
 use crate::kv::pipeline::{Op, Outcome, Pipeline};
-use crate::kv::{KvBenchArgs, Shared};
+use crate::kv::{Distribution, KvBenchArgs, Shared};
 use crate::latency::Latency;
 
 /// Longest a client waits for answers before it looks at the clock again.
@@ -54,14 +54,50 @@ pub struct Keys {
     count: u64,
     /// Start keys of the loaded regions.
     starts: Vec<Vec<u8>>,
+    zipf: Option<Zipf>,
+}
+
+/// Zipfian ranks in [0, n) with θ = 0.99 (Gray et al.'s method, as YCSB):
+/// rank 0 the hottest; each draw O(1) after an O(n) setup.
+pub struct Zipf {
+    n: f64,
+    theta: f64,
+    zetan: f64,
+    alpha: f64,
+    eta: f64,
+}
+
+impl Zipf {
+    pub const THETA: f64 = 0.99;
+
+    pub fn new(n: u64) -> Zipf {
+        let theta = Self::THETA;
+        let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let (zetan, zeta2) = (zeta(n), zeta(2.min(n)));
+        let eta = (1.0 - (2.0 / n as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
+        Zipf { n: n as f64, theta, zetan, alpha: 1.0 / (1.0 - theta), eta }
+    }
+
+    pub fn sample(&self, rng: &mut SeededRng) -> u64 {
+        let u = rng.next_u64() as f64 / u64::MAX as f64;
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1;
+        }
+        ((self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64).min(self.n as u64 - 1)
+    }
 }
 
 impl Keys {
-    pub fn new(spec: &ClusterSpec, count: u64, active: Option<u64>) -> Keys {
+    pub fn new(spec: &ClusterSpec, count: u64, active: Option<u64>, distribution: Distribution) -> Keys {
         let mut metas = spec.region_metas();
         metas.sort_by(|a, b| a.start_key.cmp(&b.start_key));
         let k = active.map_or(metas.len(), |k| (k as usize).min(metas.len()));
-        Keys { count, starts: metas[..k].iter().map(|m| m.start_key.clone()).collect() }
+        let zipf = (distribution == Distribution::Zipfian).then(|| Zipf::new(count));
+        Keys { count, starts: metas[..k].iter().map(|m| m.start_key.clone()).collect(), zipf }
     }
 
     /// Key `k` (of `count`): its region's start key, then `-` and the number
@@ -73,7 +109,10 @@ impl Keys {
     }
 
     pub fn random(&self, rng: &mut SeededRng) -> Vec<u8> {
-        self.key(rng.between(0, self.count - 1))
+        match &self.zipf {
+            None => self.key(rng.between(0, self.count - 1)),
+            Some(z) => self.key(z.sample(rng)),
+        }
     }
 }
 
@@ -197,7 +236,7 @@ mod tests {
             let spec = ClusterSpec::local(1, 3, 1, regions, 20_000);
             let metas = spec.region_metas();
             for active in [None, Some(5)] {
-                let keys = Keys::new(&spec, 10_000, active);
+                let keys = Keys::new(&spec, 10_000, active, Distribution::Uniform);
                 let mut hit = std::collections::BTreeSet::new();
                 for k in 0..10_000 {
                     let key = keys.key(k);
@@ -209,5 +248,19 @@ mod tests {
                 assert_eq!(hit.len(), want, "{regions} regions, active {active:?}");
             }
         }
+    }
+
+    #[test]
+    fn zipfian_ranks_are_skewed_toward_the_first_and_stay_in_range() {
+        let z = Zipf::new(10_000);
+        let mut rng = SeededRng::new(7);
+        let mut counts = vec![0u32; 10_000];
+        for _ in 0..200_000 {
+            counts[z.sample(&mut rng) as usize] += 1;
+        }
+        // θ≈1: rank 0 takes about 1/H(n) ≈ 10% of draws, rank 1 about half of that
+        assert!((15_000..25_000).contains(&counts[0]), "rank 0: {}", counts[0]);
+        assert!(counts[1] > counts[10] && counts[10] > counts[1000], "{} {} {}", counts[1], counts[10], counts[1000]);
+        assert!(counts.iter().filter(|c| **c > 0).count() > 5_000, "the tail is drawn too");
     }
 }
