@@ -208,7 +208,9 @@ fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
                 }
                 _ => {}
             }
-            if chaos.chance(150_000) {
+            // (and from 3 s on, until one has succeeded: every run changes membership)
+            let owed = membership_changes == 0 && change_requests.is_empty() && now >= 3_000_000;
+            if chaos.chance(150_000) || owed {
                 // a membership change of one region: remove a follower, or add the missing store back
                 use engine::region::meta::{PeerChange, PeerMeta};
                 let region = sim.metas[chaos.between(0, sim.metas.len() as u64 - 1) as usize].id;
@@ -250,7 +252,7 @@ fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
                 membership_changes += 1;
                 false
             }
-            Some(Err(_)) => false,
+            Some(Err(_)) => false, // refused (no healthy quorum after it, one pending): fine
             None => true,
         });
         sim.refresh_metas();
@@ -290,7 +292,13 @@ fn under_loss_delay_reordering_partitions_and_crashes_every_history_is_lineariza
             other => panic!("seed {seed}: {other:?}"),
         }
         assert!(answered * 8 > ops, "seed {seed}: only {answered} of {ops} operations answered");
-        assert!(run.crashes > 0 && run.partitions > 0 && run.membership_changes > 0, "seed {seed}: no chaos happened");
+        assert!(
+            run.crashes > 0 && run.partitions > 0 && run.membership_changes > 0,
+            "seed {seed}: no chaos happened ({} crashes, {} partitions, {} membership changes)",
+            run.crashes,
+            run.partitions,
+            run.membership_changes
+        );
         settle_and_assert_converged(&mut run.sim, seed);
         // liveness: once settled, no request, proposal or persist is left hanging
         let quiet = run.sim.run_until(Duration::from_secs(5), |s| s.all_quiet());
@@ -326,9 +334,8 @@ fn without_batching_every_history_is_still_linearizable() {
         settle_and_assert_converged(&mut run.sim, seed);
         assert!(run.sim.run_until(Duration::from_secs(5), |s| s.all_quiet()), "seed {seed}: work left in flight");
         let st = run.sim.stores[&1].node.as_ref().unwrap().shard.stats().clone();
-        // one region per persist (its ready's writes, more than one when a ready was split or several queued)
-        let per = st.region_writes_persisted as f64 / st.persist_batches as f64;
-        assert!(per < 1.5, "seed {seed}: {per:.2} region writes per persist without batching: {st:?}");
+        // one region per persist (its writes: more than one when a ready was split or several queued)
+        assert_eq!(st.regions_persisted, st.persist_batches, "seed {seed}: one region per persist: {st:?}");
     });
 }
 

@@ -149,6 +149,8 @@ pub struct ShardStats {
     pub writes_proposed: u64,
     pub persist_batches: u64,
     pub region_writes_persisted: u64,
+    /// Distinct regions in each persist batch, summed (÷ batches: regions per fsync).
+    pub regions_persisted: u64,
     pub entries_applied: u64,
     pub snapshots_taken: u64,
     pub snapshots_sent: u64,
@@ -244,6 +246,12 @@ pub struct Shard {
     /// recreate the region (peer ids are never reused).
     tombstones: BTreeMap<u64, u64>,
     next_incarnation: u64,
+    /// Regions an iteration must look at: those its inputs touched, those
+    /// left with work by the last one, every region on a tick. The rest are
+    /// not visited at all — with thousands of mostly idle regions, walking
+    /// all of them every iteration was a large part of the loop's cost.
+    dirty: std::collections::BTreeSet<u64>,
+    all_dirty: bool,
 }
 
 impl Shard {
@@ -273,6 +281,8 @@ impl Shard {
             removals_waiting: vec![],
             tombstones: BTreeMap::new(),
             next_incarnation: 1,
+            dirty: std::collections::BTreeSet::new(),
+            all_dirty: false,
         }
     }
 
@@ -313,6 +323,7 @@ impl Shard {
         };
         let mut region = Region::new(meta, peer.peer_id, storage, applied, kv).expect("a valid raft config");
         region.snapshot = snapshot_id;
+        self.dirty.insert(id);
         region.incarnation = self.next_incarnation;
         self.next_incarnation += 1;
         let t = self.rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
@@ -355,7 +366,22 @@ impl Shard {
     /// Whether some region has work for another `step` even without new input
     /// (the runtime steps again at once rather than waiting).
     pub fn has_ready(&self) -> bool {
-        self.regions.values().any(|r| r.raw.has_ready())
+        // (only a region the last iteration left dirty can have become ready without input)
+        self.dirty.iter().any(|id| self.regions.get(id).is_some_and(|r| r.raw.has_ready()))
+    }
+
+    /// Marks a region for this iteration's walk.
+    fn touch(&mut self, region: u64) {
+        self.dirty.insert(region);
+    }
+
+    /// The regions this iteration walks, in id order (deterministic).
+    fn walk(&self) -> Vec<u64> {
+        if self.all_dirty {
+            self.regions.keys().copied().collect()
+        } else {
+            self.dirty.iter().copied().filter(|id| self.regions.contains_key(id)).collect()
+        }
     }
 
     fn stage(&mut self, region: u64, write: wal::RegionWrite) {
@@ -414,9 +440,25 @@ impl Shard {
     /// One loop iteration.
     pub fn step(&mut self, inputs: Vec<Input>) -> Vec<Output> {
         self.stats.iterations += 1;
-        self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut persisted = None;
         for input in inputs {
+            match &input {
+                Input::Tick => self.all_dirty = true,
+                Input::Write { region, .. }
+                | Input::Read { region, .. }
+                | Input::Scan { region, .. }
+                | Input::TransferLeader { region, .. }
+                | Input::ChangePeer { region, .. }
+                | Input::SnapshotSent { region, .. } => self.touch(*region),
+                Input::Raft(e) | Input::Snapshot { envelope: e, .. } => self.touch(e.region_id),
+                Input::SnapshotWritten { id, .. } => self.touch(id.region),
+                Input::CompactRequested { regions } | Input::Unreachable { regions, .. } => {
+                    for r in regions {
+                        self.touch(*r);
+                    }
+                }
+                Input::DescribeRegion { .. } | Input::Persisted { .. } => {}
+            }
             match input {
                 Input::Tick => self.tick(),
                 Input::Write { request, region, epoch, command } => self.on_write(request, region, epoch, command),
@@ -483,12 +525,26 @@ impl Shard {
         if let Some(batch) = persisted {
             self.on_persisted(batch);
         }
-        self.propose();
-        self.handle_readies();
-        self.discard_stale_snapshots();
-        self.take_snapshots();
+        let walk = self.walk();
+        self.propose(&walk);
+        self.handle_readies(&walk);
+        self.discard_stale_snapshots(&walk);
+        self.take_snapshots(&walk);
         self.flush_outboxes();
         self.issue_persist();
+        // what still has work is looked at again next time (reads waiting for
+        // the leader's first commit, a ready raft made while handling another)
+        self.all_dirty = false;
+        let left: Vec<u64> = walk
+            .into_iter()
+            .chain(std::mem::take(&mut self.dirty))
+            .filter(|id| {
+                self.regions
+                    .get(id)
+                    .is_some_and(|r| r.raw.has_ready() || !r.pending_reads.is_empty() || !r.pending_writes.is_empty())
+            })
+            .collect();
+        self.dirty.extend(left);
         for out in &self.outputs {
             if let Output::SendSnapshot { envelope, id, .. } = out {
                 self.sending.entry((id.region, envelope.to.peer_id)).or_default().push_back(*id);
@@ -499,6 +555,8 @@ impl Shard {
 
     fn tick(&mut self) {
         self.ticks += 1;
+        // (once a tick: the memory limit's figure; every region is walked now anyway)
+        self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut failed = vec![];
         for r in self.regions.values_mut() {
             // raft-rs draws a new election timeout from thread_rng whenever it resets
@@ -882,8 +940,9 @@ impl Shard {
     }
 
     /// Received snapshots raft did not install this iteration were stale.
-    fn discard_stale_snapshots(&mut self) {
-        for r in self.regions.values_mut() {
+    fn discard_stale_snapshots(&mut self, walk: &[u64]) {
+        for id in walk {
+            let Some(r) = self.regions.get_mut(id) else { continue };
             if let Some((_, file)) = r.receiving.take() {
                 tracing::debug!(region = r.meta.id, "received snapshot is stale: discarded");
                 self.outputs.push(Output::DiscardIncoming(file));
@@ -893,8 +952,9 @@ impl Shard {
 
     /// Starts a snapshot of each region whose applied log outgrew its share
     /// of the state (or that pins old WAL segments), a few at a time.
-    fn take_snapshots(&mut self) {
-        for r in self.regions.values_mut() {
+    fn take_snapshots(&mut self, walk: &[u64]) {
+        for id in walk {
+            let Some(r) = self.regions.get_mut(id) else { continue };
             if self.snapshots_writing >= SNAPSHOT_WRITES_IN_FLIGHT_MAX {
                 return;
             }
@@ -935,9 +995,10 @@ impl Shard {
     }
 
     /// All client writes of a region that arrived this iteration → one entry.
-    fn propose(&mut self) {
+    fn propose(&mut self, walk: &[u64]) {
         let mut replies = vec![];
-        for r in self.regions.values_mut() {
+        for id in walk {
+            let Some(r) = self.regions.get_mut(id) else { continue };
             if !r.pending_writes.is_empty() {
                 let writes = std::mem::take(&mut r.pending_writes);
                 r.pending_write_bytes = 0;
@@ -994,10 +1055,11 @@ impl Shard {
         }
     }
 
-    fn handle_readies(&mut self) {
-        let ids: Vec<u64> = self.regions.keys().copied().collect();
-        for id in ids {
-            self.handle_ready(id);
+    fn handle_readies(&mut self, walk: &[u64]) {
+        for &id in walk {
+            if self.regions.contains_key(&id) {
+                self.handle_ready(id);
+            }
         }
     }
 
@@ -1188,6 +1250,8 @@ impl Shard {
         };
         self.stats.persist_batches += 1;
         self.stats.region_writes_persisted += writes.len() as u64;
+        self.stats.regions_persisted +=
+            writes.iter().map(|(r, _)| *r).collect::<std::collections::BTreeSet<_>>().len() as u64;
         self.outputs.push(Output::Persist { batch, writes, installs });
     }
 
