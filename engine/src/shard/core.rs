@@ -1194,6 +1194,8 @@ impl Shard {
             std::mem::take(&mut self.awaiting).into_iter().partition(|a| a.batch <= batch);
         self.awaiting = waiting;
         for a in done {
+            // (durable now: raft may commit, apply and send — this iteration walks it)
+            self.dirty.insert(a.region);
             let Some(r) = self.regions.get_mut(&a.region).filter(|r| r.incarnation == a.incarnation) else {
                 continue; // removed since: its messages no longer matter
             };
