@@ -67,7 +67,8 @@ impl Conn {
 
 pub struct KvClient {
     spec: Arc<ClusterSpec>,
-    metas: Vec<RegionMeta>,
+    /// The regions as this client knows them, by id.
+    metas: BTreeMap<u64, RegionMeta>,
     leaders: BTreeMap<u64, u64>,
     conns: BTreeMap<(u64, u16), Conn>,
     next_id: u64,
@@ -76,7 +77,7 @@ pub struct KvClient {
 
 impl KvClient {
     pub fn new(spec: Arc<ClusterSpec>) -> KvClient {
-        let metas = spec.region_metas();
+        let metas = spec.region_metas().into_iter().map(|m| (m.id, m)).collect();
         KvClient {
             spec,
             metas,
@@ -89,7 +90,7 @@ impl KvClient {
 
     /// The region holding `key`.
     pub fn region_of(&self, key: &[u8]) -> &RegionMeta {
-        self.metas.iter().find(|m| m.contains(key)).expect("the spec's regions cover the key space")
+        self.metas.values().find(|m| m.contains(key)).expect("the spec's regions cover the key space")
     }
 
     fn target(&self, region: &RegionMeta) -> (u64, u16) {
@@ -100,17 +101,13 @@ impl KvClient {
 
     /// Region `region_id` as this client knows it (from the spec or since).
     fn known(&self, region_id: u64) -> Result<RegionMeta, KvError> {
-        self.metas
-            .iter()
-            .find(|m| m.id == region_id)
-            .cloned()
-            .ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))
+        self.metas.get(&region_id).cloned().ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))
     }
 
     /// The region as this client knows it now (its membership may have
     /// changed since an operation was routed).
     fn current(&self, region: &RegionMeta) -> RegionMeta {
-        self.metas.iter().find(|m| m.id == region.id).cloned().unwrap_or_else(|| region.clone())
+        self.metas.get(&region.id).unwrap_or(region).clone()
     }
 
     /// Moves to the next peer of a region (no leader known).
@@ -260,7 +257,7 @@ impl KvClient {
         let region = self.known(region_id)?;
         match self.call_in(region, ClientOp::DescribeRegion)? {
             ClientReply::Region(meta) => {
-                if let Some(m) = self.metas.iter_mut().find(|m| m.id == region_id && m.version == meta.version) {
+                if let Some(m) = self.metas.get_mut(&region_id).filter(|m| m.version == meta.version) {
                     *m = (*meta).clone();
                 }
                 Ok(*meta)
@@ -279,11 +276,6 @@ impl KvClient {
         self.call_in(region, ClientOp::ChangePeer(change))?;
         // (the next request routed by the old epoch refreshes it)
         Ok(())
-    }
-
-    /// The regions as this client knows them.
-    pub fn regions(&self) -> &[RegionMeta] {
-        &self.metas
     }
 
     /// Puts many keys, pipelined (see `many`). Returns each put's outcome, in order.
@@ -387,7 +379,7 @@ impl KvClient {
                                 {
                                     // (an older one: a new leader that has not applied it yet)
                                     if current.conf_ver > region.conf_ver {
-                                        if let Some(m) = self.metas.iter_mut().find(|m| m.id == current.id) {
+                                        if let Some(m) = self.metas.get_mut(&current.id) {
                                             *m = *current;
                                         }
                                     }

@@ -545,11 +545,6 @@ impl Shard {
             })
             .collect();
         self.dirty.extend(left);
-        for out in &self.outputs {
-            if let Output::SendSnapshot { envelope, id, .. } = out {
-                self.sending.entry((id.region, envelope.to.peer_id)).or_default().push_back(*id);
-            }
-        }
         std::mem::take(&mut self.outputs)
     }
 
@@ -1069,10 +1064,8 @@ impl Shard {
             return;
         }
         let mut rd = r.raw.ready();
-        let store_id = self.store_id;
-        for m in rd.take_messages() {
-            push_message(&mut self.outboxes, &mut self.outputs, &mut self.stats, r, store_id, m, self.limits.batching);
-        }
+        self.send(id, rd.take_messages());
+        let r = self.regions.get_mut(&id).expect("listed");
         let mut writes = vec![wal::RegionWrite::default()];
         if !rd.snapshot().is_empty() {
             // the file it replaces goes once the install's record is durable
@@ -1167,19 +1160,8 @@ impl Shard {
             }
             None => {
                 // nothing of this region is waiting for a disk: persisted at once
-                let r = self.regions.get_mut(&id).expect("listed");
-                r.raw.on_persist_ready(number);
-                for m in messages {
-                    push_message(
-                        &mut self.outboxes,
-                        &mut self.outputs,
-                        &mut self.stats,
-                        r,
-                        store_id,
-                        m,
-                        self.limits.batching,
-                    );
-                }
+                self.regions.get_mut(&id).expect("listed").raw.on_persist_ready(number);
+                self.send(id, messages);
             }
         }
         self.apply(id, committed);
@@ -1187,7 +1169,6 @@ impl Shard {
     }
 
     fn on_persisted(&mut self, batch: u64) {
-        let store_id = self.store_id;
         // (in staging order, which is each region's order; without batching a
         // later batch can come first in the queue)
         let (done, waiting): (VecDeque<_>, VecDeque<_>) =
@@ -1203,17 +1184,7 @@ impl Shard {
             r.raw.on_persist_ready(a.number);
             // an installed snapshot counts as applied for raft once it is durable
             advance_raft_applied(r);
-            for m in a.messages {
-                push_message(
-                    &mut self.outboxes,
-                    &mut self.outputs,
-                    &mut self.stats,
-                    r,
-                    store_id,
-                    m,
-                    self.limits.batching,
-                );
-            }
+            self.send(a.region, a.messages);
         }
         // the batch recorded newer snapshots: the files they replaced can go
         let (done, waiting): (VecDeque<_>, VecDeque<_>) =
@@ -1228,6 +1199,47 @@ impl Shard {
         }
         // second flush point: votes and append responses leave as soon as they are durable
         self.flush_outboxes();
+    }
+
+    /// Queues a region's raft messages for their peers' stores and shards;
+    /// a `MsgSnapshot` instead goes out with its file on the snapshot stream
+    /// (and the file is kept while that send runs).
+    fn send(&mut self, id: u64, messages: Vec<eraftpb::Message>) {
+        let Some(r) = self.regions.get(&id) else { return };
+        for m in messages {
+            let Some(to) = r.meta.peer(m.to).copied() else {
+                tracing::warn!(region = id, to = m.to, "message to a peer not in the region's meta");
+                continue;
+            };
+            let envelope = Envelope {
+                region_id: id,
+                start_key: r.key_range.0.clone(),
+                end_key: r.key_range.1.clone(),
+                epoch: r.meta.epoch(),
+                // (every region of this shard has its own peer here)
+                from: Peer { peer_id: r.peer_id, store_id: self.store_id, shard: self.shard },
+                to: Target { peer_id: to.peer_id, store_id: to.store_id, shard: to.shard },
+                message: m.write_to_bytes().expect("a raft message encodes").into(),
+            };
+            let dest = Destination { store_id: to.store_id, shard: to.shard };
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                // raft asked storage for it: a durable snapshot whose file is kept
+                // until a newer one's record is durable and this send has ended
+                let meta = m.get_snapshot().get_metadata();
+                let snap = SnapshotId { region: id, index: meta.index, term: meta.term };
+                self.stats.snapshots_sent += 1;
+                self.sending.entry((id, to.peer_id)).or_default().push_back(snap);
+                self.outputs.push(Output::SendSnapshot { to: dest, envelope, id: snap });
+                continue;
+            }
+            if let Err(e) = self.outboxes.push(dest, &envelope) {
+                tracing::warn!(region = id, "message dropped: {e}");
+            }
+            if !self.limits.batching {
+                // measuring what batching buys: this message is a frame of its own
+                self.outputs.push(Output::Frames(self.outboxes.flush()));
+            }
+        }
     }
 
     fn flush_outboxes(&mut self) {
@@ -1539,49 +1551,4 @@ fn apply_batch(r: &mut Region, data: &[u8]) -> Vec<Result<Response, RegionError>
             })
         })
         .collect()
-}
-
-/// Queues a raft message for its peer's store and shard; a `MsgSnapshot`
-/// instead goes out with its file on the snapshot stream.
-fn push_message(
-    outboxes: &mut Outboxes,
-    outputs: &mut Vec<Output>,
-    stats: &mut ShardStats,
-    r: &Region,
-    store_id: u64,
-    m: eraftpb::Message,
-    batching: bool,
-) {
-    let Some(to) = r.meta.peer(m.to).copied() else {
-        tracing::warn!(region = r.id(), to = m.to, "message to a peer not in the region's meta");
-        return;
-    };
-    let snapshot = (m.get_msg_type() == MessageType::MsgSnapshot).then(|| {
-        let meta = m.get_snapshot().get_metadata();
-        SnapshotId { region: r.id(), index: meta.index, term: meta.term }
-    });
-    let envelope = Envelope {
-        region_id: r.id(),
-        start_key: r.key_range.0.clone(),
-        end_key: r.key_range.1.clone(),
-        epoch: r.meta.epoch(),
-        from: Peer { peer_id: r.peer_id, store_id, shard: r.meta.peer(r.peer_id).map_or(0, |p| p.shard) },
-        to: Target { peer_id: to.peer_id, store_id: to.store_id, shard: to.shard },
-        message: m.write_to_bytes().expect("a raft message encodes").into(),
-    };
-    let dest = Destination { store_id: to.store_id, shard: to.shard };
-    if let Some(id) = snapshot {
-        // raft asked storage for it: a durable snapshot whose file is kept
-        // until a newer one's record is durable and this send has ended
-        stats.snapshots_sent += 1;
-        outputs.push(Output::SendSnapshot { to: dest, envelope, id });
-        return;
-    }
-    if let Err(e) = outboxes.push(dest, &envelope) {
-        tracing::warn!(region = r.id(), "message dropped: {e}");
-    }
-    if !batching {
-        // measuring what batching buys: this message is a frame of its own
-        outputs.push(Output::Frames(outboxes.flush()));
-    }
 }
