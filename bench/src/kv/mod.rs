@@ -187,15 +187,11 @@ pub fn run(args: KvBenchArgs) -> Result<(), String> {
         on.p99_us as f64 / 1000.0,
         off.p99_us as f64 / 1000.0
     );
-    let both = serde_json::json!({ "batching": on, "no_batching": off, "throughput_ratio": ratio });
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&both).expect("a report encodes");
-        std::fs::write(path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))?;
-    }
-    Ok(())
+    write_json(&args, &serde_json::json!({ "batching": on, "no_batching": off, "throughput_ratio": ratio }))
 }
 
-fn write_json(args: &KvBenchArgs, report: &KvReport) -> Result<(), String> {
+/// Writes `report` to `--json`, if given.
+fn write_json(args: &KvBenchArgs, report: &impl serde::Serialize) -> Result<(), String> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(report).expect("a report encodes");
         std::fs::write(path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))?;

@@ -231,7 +231,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                             Err(e) => {
                                 // the leader sees no progress and sends another
                                 tracing::warn!(region = envelope.region_id, "received snapshot refused: {e}");
-                                let _ = blocking(move || files::remove(&path)).await;
+                                remove_in_background(path);
                             }
                         }
                     })

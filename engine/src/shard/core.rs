@@ -534,10 +534,11 @@ impl Shard {
         self.issue_persist();
         // what still has work is looked at again next time (reads waiting for
         // the leader's first commit, a ready raft made while handling another)
+        // (the walk covers every region marked this iteration: marks come from inputs)
         self.all_dirty = false;
+        self.dirty.clear();
         let left: Vec<u64> = walk
             .into_iter()
-            .chain(std::mem::take(&mut self.dirty))
             .filter(|id| {
                 self.regions
                     .get(id)
