@@ -5,28 +5,17 @@
 //! outcome the client could not know may be there or not). Children are
 //! killed when the test ends, pass or fail; the test has its own deadline.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::client::kv_client::{KvClient, KvError};
 use engine::spec::ClusterSpec;
 
-/// A base port whose whole range is free now, below the kernel's ephemeral
-/// ports (32768 and up) so that reconnecting peers cannot take a killed
-/// store's port before it restarts.
-fn free_base_port() -> u16 {
-    for attempt in 0..200u32 {
-        let base = 10_000 + ((std::process::id() % 97) * 200 + attempt * 1_013) % 20_000;
-        let ports: Vec<u32> = (0..3u32).flat_map(|s| [base + s * 128, base + s * 128 + 64]).collect();
-        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok()) {
-            return base as u16;
-        }
-    }
-    panic!("no free port range on loopback");
-}
+use common::{free_base_port, ringraft};
 
 /// The store processes; killed on drop.
 struct Stores {
@@ -43,17 +32,8 @@ impl Stores {
             .append(true)
             .open(self.root.join(format!("store-{id}.log")))
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringraft"));
-        // SAFETY: prctl in the child before exec only sets its parent-death signal
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            // if the test process dies (deadline, abort), its stores die with it
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
+        // (if the test process dies — deadline, abort — its stores die with it)
+        let child = ringraft()
             .args(["server", "--spec"])
             .arg(&self.spec_path)
             .args(["--store-id", &id.to_string(), "--data-dir"])
@@ -147,7 +127,7 @@ fn read_back(client: &mut KvClient, known: &[(Vec<u8>, Vec<u8>, Known)], when: &
 }
 
 fn run(root: &Path) {
-    let spec = ClusterSpec::local(17, 3, 1, 64, free_base_port());
+    let spec = ClusterSpec::local(17, 3, 1, 64, free_base_port(5));
     let spec_path = root.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
     let spec = Arc::new(spec);
@@ -206,7 +186,7 @@ fn a_server_flag_that_contradicts_the_spec_is_refused_with_what_the_spec_says() 
     let spec_path = dir.path().join("spec.json");
     std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        ringraft()
             .args(["server", "--spec"])
             .arg(&spec_path)
             .args(["--store-id", "1", "--data-dir"])

@@ -5,65 +5,13 @@
 //! themselves. Every child is killed when a test ends, and every wait has a
 //! deadline.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-/// A base port whose local-cluster range (3 stores × 128 ports and the
-/// metrics ports after them) is free now, below the ephemeral ports.
-fn free_base_port(salt: u32) -> u16 {
-    for attempt in 0..200u32 {
-        let base = 10_000 + ((std::process::id() % 89) * 211 + (salt * 50 + attempt) * 1_009) % 20_000;
-        let ports: Vec<u32> = (0..3u32)
-            .flat_map(|s| [base + s * 128, base + s * 128 + 64])
-            .chain((0..3).map(|i| base + 384 + i))
-            .collect();
-        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok()) {
-            return base as u16;
-        }
-    }
-    panic!("no free port range on loopback");
-}
-
-/// A child killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ringraft() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringraft"));
-    // SAFETY: prctl in the child before exec only sets its parent-death signal
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd
-}
-
-/// Runs `f` on its own thread and fails if it takes longer than `limit`.
-fn with_deadline<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it ends"),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("still running after {limit:?}"),
-    }
-}
+use common::{free_base_port, ringraft, wait_exit, with_deadline, Killed};
 
 #[test]
 fn a_local_cluster_serves_ctl_and_stops_cleanly_on_ctrl_c() {
@@ -98,14 +46,7 @@ fn a_local_cluster_serves_ctl_and_stops_cleanly_on_ctrl_c() {
         // Ctrl-C: every store stops in order, the temporary directory goes
         // SAFETY: kill(2) on our own child's pid
         unsafe { libc::kill(local.0.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = local.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "ringraft local did not stop on Ctrl-C");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_exit(&mut local.0, Duration::from_secs(30), "ringraft local to stop on Ctrl-C");
         let mut err = String::new();
         std::io::Read::read_to_string(&mut local.0.stderr.take().unwrap(), &mut err).unwrap();
         assert!(status.success(), "exit {status}: {err}");
@@ -185,14 +126,7 @@ fn an_interrupted_bench_stops_its_cluster_and_removes_it() {
         assert!(std::path::Path::new(&dir).exists());
         // SAFETY: kill(2) on our own child's pid
         unsafe { libc::kill(bench.0.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(45);
-        let status = loop {
-            if let Some(s) = bench.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "the bench did not stop on Ctrl-C");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_exit(&mut bench.0, Duration::from_secs(45), "the bench to stop on Ctrl-C");
         let mut err = String::new();
         std::io::Read::read_to_string(&mut bench.0.stderr.take().unwrap(), &mut err).unwrap();
         assert!(!status.success() && err.contains("interrupted"), "exit {status}: {err}");
