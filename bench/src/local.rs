@@ -271,11 +271,17 @@ pub fn scrape(addr: SocketAddr) -> std::io::Result<BTreeMap<String, f64>> {
     for line in text.lines().filter(|l| l.starts_with("ringraft_")) {
         let (Some(name), Some(value)) = (line.split('{').next(), line.rsplit(' ').next()) else { continue };
         if let Ok(v) = value.parse::<f64>() {
-            let e: &mut f64 = out.entry(name.to_string()).or_insert(0.0);
-            *e = if name.ends_with("_p50") || name.ends_with("_p99") { f64::max(*e, v) } else { *e + v };
+            add_metric(&mut out, name, v);
         }
     }
     Ok(out)
+}
+
+/// Adds one shard's or store's figure to a total: counters and counts sum,
+/// latency percentiles (`*_p50`, `*_p99`) keep the worst.
+pub fn add_metric(total: &mut BTreeMap<String, f64>, name: &str, v: f64) {
+    let e = total.entry(name.to_string()).or_insert(0.0);
+    *e = if name.ends_with("_p50") || name.ends_with("_p99") { e.max(v) } else { *e + v };
 }
 
 /// A metric of a scrape (0 when absent).

@@ -355,8 +355,7 @@ fn scrape_all(status: &[SocketAddr]) -> Option<std::collections::BTreeMap<String
     let mut out = std::collections::BTreeMap::new();
     for a in status {
         for (k, v) in crate::local::scrape(*a).ok()? {
-            let e = out.entry(k.clone()).or_insert(0.0);
-            *e = if k.ends_with("_p50") || k.ends_with("_p99") { f64::max(*e, v) } else { *e + v };
+            crate::local::add_metric(&mut out, &k, v);
         }
     }
     Some(out)
