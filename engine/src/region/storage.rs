@@ -58,11 +58,6 @@ impl RegionStorage {
         self.entry_bytes
     }
 
-    /// The latest durable snapshot, as (index, term); (0, 0) = none.
-    pub fn snapshot_at(&self) -> (u64, u64) {
-        (self.snapshot_index, self.snapshot_term)
-    }
-
     /// A snapshot's file became durable: it is what raft sends from now on.
     pub fn set_snapshot(&mut self, index: u64, term: u64, conf: ConfState) {
         assert!(index >= self.snapshot_index, "snapshot {index} older than {}", self.snapshot_index);

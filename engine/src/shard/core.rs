@@ -432,11 +432,6 @@ impl Shard {
         out
     }
 
-    /// Whether a persist batch is in flight.
-    pub fn persist_in_flight(&self) -> Option<u64> {
-        self.in_flight
-    }
-
     /// One loop iteration.
     pub fn step(&mut self, inputs: Vec<Input>) -> Vec<Output> {
         self.stats.iterations += 1;

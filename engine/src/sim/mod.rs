@@ -217,10 +217,6 @@ impl Sim {
         self.stores.get_mut(&store).expect("a store of the sim").restart(seed);
     }
 
-    pub fn is_up(&self, store: u64) -> bool {
-        self.stores[&store].node.is_some()
-    }
-
     pub fn partition(&mut self, a: u64, b: u64) {
         self.net.partition(a, b);
     }
