@@ -37,11 +37,18 @@ fn a_local_cluster_serves_ctl_and_stops_cleanly_on_ctrl_c() {
         let text = out.join("\n");
         assert!(text.contains("every region led") && text.contains("store 3:"), "{text}");
         let dir = text.split("data in ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
-        let spec = format!("{dir}/spec.json");
-        let put = ringraft().args(["ctl", "--spec", &spec, "put", "hello", "world"]).output().unwrap();
+        let pd = text.split("pd: ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
+        let put = ringraft().args(["ctl", "--pd", &pd, "put", "hello", "world"]).output().unwrap();
         assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
-        let get = ringraft().args(["ctl", "--spec", &spec, "get", "hello"]).output().unwrap();
+        let get = ringraft().args(["ctl", "--pd", &pd, "get", "hello"]).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "world");
+        // PD knows the three stores, all up, and 8 regions each with a leader
+        let stores = ringraft().args(["ctl", "--pd", &pd, "--json", "stores"]).output().unwrap();
+        let stores: serde_json::Value = serde_json::from_slice(&stores.stdout).unwrap();
+        assert_eq!(stores.as_array().unwrap().len(), 3, "{stores}");
+        let regions = ringraft().args(["ctl", "--pd", &pd, "--json", "regions"]).output().unwrap();
+        let regions: serde_json::Value = serde_json::from_slice(&regions.stdout).unwrap();
+        assert_eq!(regions.as_array().unwrap().len(), 8, "{regions}");
 
         // Ctrl-C: every store stops in order, the temporary directory goes
         // SAFETY: kill(2) on our own child's pid

@@ -1,13 +1,15 @@
-//! A local cluster: `ringraft server` processes of this same binary on
-//! loopback, from a generated cluster spec, in a temporary directory unless
-//! one is given. Behind `ringraft local` and, when no cluster is named,
+//! A local cluster: a placement driver and `ringraft server` processes of
+//! this same binary on loopback, in a temporary directory unless one is
+//! given. Behind `ringraft local` and, when no cluster is named,
 //! `ringraft bench kv`.
 //!
-//! The stores are child processes: they die with the process that started
-//! them (`PR_SET_PDEATHSIG`), are asked to stop with SIGTERM (a store then
-//! stops its shards and exits 0) and killed if they do not within
-//! `STOP_WAIT`. The cluster counts as up once every region has a leader,
-//! read from the stores' own metrics.
+//! PD starts first; the stores register with it (their ids come from PD),
+//! and once enough have registered PD lays out the initial regions, which
+//! the stores fetch and start. The children die with the process that
+//! started them (`PR_SET_PDEATHSIG`), are asked to stop with SIGTERM (a
+//! store then stops its shards and exits 0; PD after the stores) and
+//! killed if they do not within `STOP_WAIT`. The cluster counts as up once
+//! every region has a leader, read from the stores' own metrics.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -41,6 +43,8 @@ pub struct LocalOptions {
     pub snapshot_log_min: Option<u64>,
     /// Stores without batching (`--no-batching`), to measure what it buys.
     pub no_batching: bool,
+    /// PD's address; `None`: the port after the stores' status ports.
+    pub pd_addr: Option<SocketAddr>,
 }
 
 impl Default for LocalOptions {
@@ -53,6 +57,7 @@ impl Default for LocalOptions {
             base_port: 20160,
             snapshot_log_min: None,
             no_batching: false,
+            pd_addr: None,
         }
     }
 }
@@ -65,46 +70,62 @@ pub enum LocalError {
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("port {port} on 127.0.0.1 is in use (another cluster?); choose another --base-port")]
     PortInUse { port: u16 },
-    #[error("store {store} exited at start ({status}); its log: {log}")]
-    StoreExited { store: u64, status: String, log: PathBuf },
+    #[error("{what} exited at start ({status}); its log: {log}")]
+    Exited { what: String, status: String, log: PathBuf },
     #[error("{what} after {waited:?}; the stores' logs are in {dir}")]
     Timeout { what: String, waited: Duration, dir: PathBuf },
 }
 
 /// A running local cluster; stopped (and its temporary directory removed) on drop.
 pub struct LocalCluster {
+    pub pd_addr: SocketAddr,
+    /// The cluster as PD laid it out (stores by the ids PD gave them).
     pub spec: Arc<ClusterSpec>,
-    pub spec_path: PathBuf,
     pub dir: PathBuf,
     /// Each store's metrics address (`GET /metrics`), by store id.
     pub status: BTreeMap<u64, SocketAddr>,
+    regions: u64,
+    /// The stores, by their number in this cluster (1..=stores; not their ids).
     children: BTreeMap<u64, Child>,
+    pd: Option<Child>,
     _temp: Option<tempfile::TempDir>,
 }
 
+/// Store `n`'s (1-based) base peer and client addresses.
+fn store_addrs(base_port: u16, n: u64) -> (SocketAddr, SocketAddr) {
+    let port = u32::from(base_port) + (n as u32 - 1) * 2 * 64;
+    let at = |p: u32| SocketAddr::from(([127, 0, 0, 1], p.min(u32::from(u16::MAX)) as u16));
+    (at(port), at(port + 64))
+}
+
 impl LocalCluster {
-    /// Writes the spec, starts the stores and waits until they serve and
-    /// every region has a leader.
+    /// Starts PD and the stores and waits until they serve and every region has a leader.
     pub fn start(opts: &LocalOptions) -> Result<LocalCluster, LocalError> {
         if opts.stores == 0 || opts.stores > LOCAL_STORES_MAX {
             return Err(LocalError::Options(format!("--stores must be 1..={LOCAL_STORES_MAX}")));
         }
-        let spec = ClusterSpec::local(1, opts.stores, opts.cores, opts.regions, opts.base_port);
-        spec.validate().map_err(|e| LocalError::Options(format!("this layout is not a valid cluster: {e}")))?;
+        if opts.cores == 0 || opts.cores > 64 {
+            return Err(LocalError::Options("--cores must be 1..=64".into()));
+        }
         let status_base = u32::from(opts.base_port) + opts.stores as u32 * 128;
-        if status_base + opts.stores as u32 > u32::from(u16::MAX) {
+        if status_base + opts.stores as u32 + 1 > u32::from(u16::MAX) {
             return Err(LocalError::Options(format!(
-                "--base-port {} leaves no room for the status ports",
+                "--base-port {} leaves no room for the status and PD ports",
                 opts.base_port
             )));
         }
-        let status: BTreeMap<u64, SocketAddr> = (1..=opts.stores)
-            .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], (status_base + id as u32 - 1) as u16))))
-            .collect();
+        let status_of = |n: u64| SocketAddr::from(([127, 0, 0, 1], (status_base + n as u32 - 1) as u16));
+        let pd_addr = opts
+            .pd_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], (status_base + opts.stores as u32) as u16)));
         // a port already answering is another cluster: it would take our clients
-        let mut ports: Vec<SocketAddr> = status.values().copied().collect();
-        for s in &spec.stores {
-            ports.extend((0..s.shards).flat_map(|i| [s.peer_addr_of(i), s.client_addr_of(i)]));
+        let mut ports: Vec<SocketAddr> = vec![pd_addr];
+        for n in 1..=opts.stores {
+            let (peer, client) = store_addrs(opts.base_port, n);
+            ports.push(status_of(n));
+            for i in 0..opts.cores {
+                ports.extend([peer, client].map(|a| SocketAddr::new(a.ip(), a.port() + i)));
+            }
         }
         for p in ports {
             if std::net::TcpListener::bind(p).is_err() {
@@ -122,18 +143,26 @@ impl LocalCluster {
             }
         };
         std::fs::create_dir_all(&dir).map_err(|source| LocalError::Io { op: "create", path: dir.clone(), source })?;
-        let spec_path = dir.join("spec.json");
-        let text = serde_json::to_string_pretty(&spec).expect("a spec encodes");
-        std::fs::write(&spec_path, text).map_err(|source| LocalError::Io {
-            op: "write",
-            path: spec_path.clone(),
-            source,
-        })?;
-        let mut cluster =
-            LocalCluster { spec: Arc::new(spec), spec_path, dir, status, children: BTreeMap::new(), _temp: temp };
-        let started = (1..=opts.stores).try_for_each(|id| cluster.spawn(id, opts));
-        if let Err(e) = started.and_then(|()| cluster.wait_led(START_WAIT)) {
-            // the error names the stores' logs: keep them
+        let mut cluster = LocalCluster {
+            pd_addr,
+            spec: Arc::new(ClusterSpec { cluster_id: 0, stores: vec![], regions: vec![] }),
+            dir,
+            status: BTreeMap::new(),
+            regions: opts.regions,
+            children: BTreeMap::new(),
+            pd: None,
+            _temp: temp,
+        };
+        let started = cluster.spawn_pd(opts).and_then(|()| {
+            (1..=opts.stores).try_for_each(|n| cluster.spawn_store(n, opts, status_of(n)))?;
+            cluster.learn_ids(opts, status_of, START_WAIT)?;
+            cluster.wait_led(START_WAIT)?;
+            let spec = ClusterSpec::from_pd(cluster.pd_addr).map_err(LocalError::Options)?;
+            cluster.spec = Arc::new(spec);
+            Ok(())
+        });
+        if let Err(e) = started {
+            // the error names the logs: keep them
             if let Some(t) = cluster._temp.take() {
                 let _ = t.keep();
             }
@@ -142,33 +171,20 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    fn spawn(&mut self, id: u64, opts: &LocalOptions) -> Result<(), LocalError> {
+    fn command(&self, log_name: &str) -> Result<Command, LocalError> {
         let exe = std::env::current_exe().map_err(|source| LocalError::Io {
             op: "find this binary",
             path: "/proc/self/exe".into(),
             source,
         })?;
-        let log_path = self.dir.join(format!("store-{id}.log"));
+        let log_path = self.dir.join(log_name);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .map_err(|source| LocalError::Io { op: "open", path: log_path.clone(), source })?;
         let mut cmd = Command::new(exe);
-        cmd.args(["server", "--spec"])
-            .arg(&self.spec_path)
-            .args(["--store-id", &id.to_string(), "--data-dir"])
-            .arg(self.dir.join(format!("store-{id}")))
-            .args(["--status-addr", &self.status[&id].to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(b) = opts.snapshot_log_min {
-            cmd.args(["--snapshot-log-min", &b.to_string()]);
-        }
-        if opts.no_batching {
-            cmd.arg("--no-batching");
-        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         // SAFETY: prctl in the child before exec only sets its parent-death signal
         unsafe {
             use std::os::unix::process::CommandExt;
@@ -177,26 +193,99 @@ impl LocalCluster {
                 Ok(())
             });
         }
+        Ok(cmd)
+    }
+
+    fn spawn_pd(&mut self, opts: &LocalOptions) -> Result<(), LocalError> {
+        let mut cmd = self.command("pd.log")?;
+        cmd.args(["pd", "--data-dir"])
+            .arg(self.dir.join("pd"))
+            .args(["--listen", &self.pd_addr.to_string()])
+            .args(["--initial-regions", &opts.regions.to_string()])
+            .args(["--replicas", &opts.stores.min(3).to_string()]);
+        let child =
+            cmd.spawn().map_err(|source| LocalError::Io { op: "start PD in", path: self.dir.clone(), source })?;
+        self.pd = Some(child);
+        Ok(())
+    }
+
+    fn spawn_store(&mut self, n: u64, opts: &LocalOptions, status: SocketAddr) -> Result<(), LocalError> {
+        let (peer, client) = store_addrs(opts.base_port, n);
+        let mut cmd = self.command(&format!("store-{n}.log"))?;
+        cmd.args(["server", "--pd", &self.pd_addr.to_string(), "--data-dir"])
+            .arg(self.dir.join(format!("store-{n}")))
+            .args(["--peer-addr", &peer.to_string(), "--client-addr", &client.to_string()])
+            .args(["--cores", &opts.cores.to_string(), "--status-addr", &status.to_string()])
+            .args(["--store-heartbeat", "1s", "--region-heartbeat", "1s"]);
+        if let Some(b) = opts.snapshot_log_min {
+            cmd.args(["--snapshot-log-min", &b.to_string()]);
+        }
+        if opts.no_batching {
+            cmd.arg("--no-batching");
+        }
         let child = cmd.spawn().map_err(|source| LocalError::Io {
             op: "start a store from",
             path: self.dir.clone(),
             source,
         })?;
-        self.children.insert(id, child);
+        self.children.insert(n, child);
+        Ok(())
+    }
+
+    /// Fails if a child exited.
+    fn check_children(&mut self) -> Result<(), LocalError> {
+        if let Some(Ok(Some(status))) = self.pd.as_mut().map(|c| c.try_wait()) {
+            let log = self.dir.join("pd.log");
+            return Err(LocalError::Exited { what: "PD".into(), status: status.to_string(), log });
+        }
+        for (n, c) in self.children.iter_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                let log = self.dir.join(format!("store-{n}.log"));
+                return Err(LocalError::Exited { what: format!("store {n}"), status: status.to_string(), log });
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every store wrote the id PD gave it, and keys the status addresses by it.
+    fn learn_ids(
+        &mut self,
+        opts: &LocalOptions,
+        status_of: impl Fn(u64) -> SocketAddr,
+        limit: Duration,
+    ) -> Result<(), LocalError> {
+        let deadline = Instant::now() + limit;
+        for n in 1..=opts.stores {
+            let ident = self.dir.join(format!("store-{n}")).join("IDENT");
+            loop {
+                self.check_children()?;
+                let id = std::fs::read_to_string(&ident)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<engine::runtime::store::Ident>(&t).ok())
+                    .map_or(0, |i| i.store_id);
+                if id != 0 {
+                    self.status.insert(id, status_of(n));
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(LocalError::Timeout {
+                        what: format!("store {n} has not registered with PD"),
+                        waited: limit,
+                        dir: self.dir.clone(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         Ok(())
     }
 
     /// Waits until every store answers and every region has a leader.
     pub fn wait_led(&mut self, limit: Duration) -> Result<(), LocalError> {
         let deadline = Instant::now() + limit;
-        let regions = self.spec.regions.len() as f64;
+        let regions = self.regions as f64;
         loop {
-            for (id, c) in self.children.iter_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    let log = self.dir.join(format!("store-{id}.log"));
-                    return Err(LocalError::StoreExited { store: *id, status: status.to_string(), log });
-                }
-            }
+            self.check_children()?;
             let leaders: f64 =
                 self.status.values().filter_map(|a| scrape(*a).ok()).map(|m| metric(&m, "ringraft_leaders")).sum();
             if leaders >= regions {
@@ -220,38 +309,49 @@ impl LocalCluster {
 
     /// Asks every store to stop (SIGTERM), waits for them, kills those that
     /// do not stop in time. Returns the stores that had to be killed.
-    pub fn stop(&mut self) -> Vec<u64> {
-        for c in self.children.values() {
-            // SAFETY: kill(2) on our own child's pid
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + STOP_WAIT;
-        let mut killed = vec![];
-        let asked = Instant::now();
-        for (id, mut c) in std::mem::take(&mut self.children) {
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => {
-                        tracing::debug!(store = id, "stopped {:?} after SIGTERM", asked.elapsed());
-                        break;
-                    }
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                    _ => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        killed.push(id);
-                        break;
-                    }
-                }
-            }
+    pub fn stop(&mut self) -> Vec<String> {
+        let mut killed: Vec<String> =
+            stop_children(std::mem::take(&mut self.children)).into_iter().map(|n| format!("store {n}")).collect();
+        if let Some(pd) = self.pd.take() {
+            killed.extend(stop_children(BTreeMap::from([(0, pd)])).into_iter().map(|_| "PD".to_string()));
         }
         killed
     }
 }
 
+/// SIGTERM to every child, then waits; kills those that do not stop in
+/// `STOP_WAIT`. Returns the keys of the killed ones.
+fn stop_children(children: BTreeMap<u64, Child>) -> Vec<u64> {
+    for c in children.values() {
+        // SAFETY: kill(2) on our own child's pid
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + STOP_WAIT;
+    let mut killed = vec![];
+    let asked = Instant::now();
+    for (id, mut c) in children {
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) => {
+                    tracing::debug!(child = id, "stopped {:?} after SIGTERM", asked.elapsed());
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    killed.push(id);
+                    break;
+                }
+            }
+        }
+    }
+    killed
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for c in self.children.values_mut() {
+        for c in self.children.values_mut().chain(self.pd.as_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }

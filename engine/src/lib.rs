@@ -9,6 +9,7 @@
 //!   disk, network and clock from one seed.
 
 pub mod client;
+pub mod directory;
 pub mod error;
 pub mod kv;
 pub mod region;

@@ -110,6 +110,49 @@ impl ClusterSpec {
             .collect()
     }
 
+    /// The cluster as PD at `pd_addr` sees it now, as a spec: for tools
+    /// that route by a fixed layout (the bench's pipelined driver) in a
+    /// cluster whose regions do not move while they run.
+    pub fn from_pd(pd_addr: SocketAddr) -> Result<ClusterSpec, String> {
+        let mut pd = pd::PdClient::new(pd_addr, 0);
+        let (stores, _) = pd.stores().map_err(|e| e.to_string())?;
+        let regions = pd.all_regions().map_err(|e| e.to_string())?;
+        let key = |k: &[u8]| {
+            String::from_utf8(k.to_vec())
+                .map_err(|_| format!("region boundary {k:?} is not UTF-8 (a spec cannot say it)"))
+        };
+        let spec = ClusterSpec {
+            cluster_id: pd.cluster_id(),
+            stores: stores
+                .iter()
+                .map(|v| StoreSpec {
+                    id: v.store.id,
+                    peer_addr: v.store.peer_addr,
+                    client_addr: v.store.client_addr,
+                    shards: v.store.shards,
+                })
+                .collect(),
+            regions: regions
+                .iter()
+                .map(|v| {
+                    Ok(RegionSpec {
+                        id: v.region.id,
+                        start_key: key(&v.region.start_key)?,
+                        end_key: key(&v.region.end_key)?,
+                        peers: v
+                            .region
+                            .peers
+                            .iter()
+                            .map(|p| PeerSpec { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard })
+                            .collect(),
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        };
+        spec.validate().map_err(|e| format!("PD's view: {e}"))?;
+        Ok(spec)
+    }
+
     /// Checks ids, shards and that the regions tile the key space.
     pub fn validate(&self) -> Result<(), SpecError> {
         let bad = |s: String| Err(SpecError::Invalid(s));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::client::kv_client::KvClient;
-use engine::runtime::store::{run_store, StoreOptions};
+use engine::runtime::store::{run_store, ClusterSource, StoreOptions};
 use engine::spec::ClusterSpec;
 
 /// A base port whose whole range (3 stores × peer and client ports) is free
@@ -40,8 +40,7 @@ fn start(spec: &Arc<ClusterSpec>, root: &Path) -> Cluster {
         .iter()
         .map(|s| {
             let opts = StoreOptions {
-                spec: spec.clone(),
-                store_id: s.id,
+                source: ClusterSource::Spec { spec: spec.clone(), store_id: s.id },
                 data_dir: root.join(format!("store-{}", s.id)),
                 stop: stop.clone(),
                 memory_limit_bytes: None,
@@ -151,8 +150,7 @@ fn a_store_with_a_shard_that_cannot_start_ends_with_an_error() {
         let taken = spec.stores[0].client_addr_of(1);
         let _holder = TcpListener::bind(taken).unwrap();
         let opts = StoreOptions {
-            spec: spec.clone(),
-            store_id: 1,
+            source: ClusterSource::Spec { spec: spec.clone(), store_id: 1 },
             data_dir: dir.path().join("store-1"),
             stop: Arc::new(AtomicBool::new(false)),
             memory_limit_bytes: None,
@@ -253,8 +251,7 @@ fn a_store_serves_its_metrics_in_prometheus_text() {
         let status = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let opts = StoreOptions {
-            spec: spec.clone(),
-            store_id: 1,
+            source: ClusterSource::Spec { spec: spec.clone(), store_id: 1 },
             data_dir: dir.path().join("store-1"),
             stop: stop.clone(),
             memory_limit_bytes: None,
@@ -321,8 +318,7 @@ struct OneStore {
 fn start_one(spec: &Arc<ClusterSpec>, root: &Path, id: u64, status: std::net::SocketAddr) -> OneStore {
     let stop = Arc::new(AtomicBool::new(false));
     let opts = StoreOptions {
-        spec: spec.clone(),
-        store_id: id,
+        source: ClusterSource::Spec { spec: spec.clone(), store_id: id },
         data_dir: root.join(format!("store-{id}")),
         stop: stop.clone(),
         memory_limit_bytes: None,

@@ -36,6 +36,10 @@ pub enum FrameKind {
     ClientRequest = 8,
     /// A shard's answer to a client request.
     ClientResponse = 9,
+    /// A request to the placement driver (the `pd` crate's bincode payload).
+    PdRequest = 10,
+    /// The placement driver's answer.
+    PdResponse = 11,
 }
 
 impl FrameKind {
@@ -50,6 +54,8 @@ impl FrameKind {
             7 => Some(FrameKind::SnapshotAck),
             8 => Some(FrameKind::ClientRequest),
             9 => Some(FrameKind::ClientResponse),
+            10 => Some(FrameKind::PdRequest),
+            11 => Some(FrameKind::PdResponse),
             _ => None,
         }
     }

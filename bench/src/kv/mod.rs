@@ -1,5 +1,5 @@
 //! `ringraft bench kv`: puts (and linearizable gets) against a cluster —
-//! a local one it starts itself unless `--spec` names one — closed loop
+//! a local one it starts itself unless `--pd` (or `--spec`) names one — closed loop
 //! (each client pipelines `--depth` operations per round) or open loop
 //! (`--rate`: every operation is due at its own time and its latency counts
 //! from then, so a stall is never hidden). Prints a progress line each
@@ -31,12 +31,15 @@ pub const DEPTH_MAX: usize = 10_000;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct KvBenchArgs {
-    /// A running cluster's spec (JSON); none: start a local cluster of
-    /// `--stores` stores for the run (and stop it after).
+    /// A running cluster's PD (HOST:PORT); with neither this nor --spec: start
+    /// a local cluster (PD and `--stores` stores) for the run, and stop it after.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "spec")]
+    pub pd: Option<SocketAddr>,
+    /// A running cluster's spec (JSON), for a cluster started from one.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
-    /// Metrics addresses of the cluster's stores (with `--spec`; repeat the
-    /// flag), for the server-side figures.
+    /// Metrics addresses of the cluster's stores (with `--pd` or `--spec`;
+    /// repeat the flag), for the server-side figures.
     #[arg(long = "status", value_name = "HOST:PORT")]
     pub status: Vec<SocketAddr>,
     #[arg(long, default_value_t = 3)]
@@ -93,7 +96,7 @@ pub struct KvBenchArgs {
     pub no_batching: bool,
     /// Run twice on fresh local clusters, with and without batching, and
     /// print what batching buys (the ratio).
-    #[arg(long, conflicts_with_all = ["spec", "no_batching"])]
+    #[arg(long, conflicts_with_all = ["pd", "spec", "no_batching"])]
     pub compare_batching: bool,
 }
 
@@ -102,6 +105,7 @@ impl KvBenchArgs {
     /// 64 regions, 128-byte puts, 10 s after 2 s of warmup.
     pub fn default_run() -> KvBenchArgs {
         KvBenchArgs {
+            pd: None,
             spec: None,
             status: vec![],
             stores: 3,
@@ -210,6 +214,12 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn open(args: &KvBenchArgs) -> Result<Target, String> {
+        if let Some(addr) = args.pd {
+            // the bench routes by the layout PD has when it starts (regions do not move meanwhile)
+            let spec = engine::spec::ClusterSpec::from_pd(addr)?;
+            let what = format!("the cluster of PD {addr}");
+            return Ok(Target { spec: Arc::new(spec), status: args.status.clone(), what, local: None });
+        }
         match &args.spec {
             Some(path) => {
                 let spec = engine::spec::ClusterSpec::load(path).map_err(|e| e.to_string())?;
@@ -241,7 +251,8 @@ impl Target {
             let killed = c.stop();
             if !killed.is_empty() {
                 return Err(format!(
-                    "stores {killed:?} did not stop within {:?} and were killed",
+                    "{} did not stop within {:?} and were killed",
+                    killed.join(", "),
                     crate::local::STOP_WAIT
                 ));
             }

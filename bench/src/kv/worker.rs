@@ -122,6 +122,7 @@ pub fn kind(e: &KvError) -> &'static str {
     match e {
         KvError::Ambiguous(_) => "ambiguous",
         KvError::Unavailable { .. } => "unavailable",
+        KvError::Pd(_) => "routing",
         KvError::Region(r) => match r {
             R::NotLeader { .. } => "not_leader",
             R::StoreNotMatch { .. } => "store_not_match",

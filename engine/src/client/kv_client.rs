@@ -1,6 +1,9 @@
 //! The KV client library (blocking sockets; for tests, tools and the bench
-//! driver). It routes each key to its region by the cluster spec, sends to
-//! the region's leader as it last learned it, follows `NotLeader` hints,
+//! driver). It routes each key to its region by a cache of the regions —
+//! loaded from PD and refreshed from it when a region error says the cache
+//! is stale (`RegionNotFound`, `KeyNotInRegion`, an `EpochNotMatch` after a
+//! split, `StoreNotMatch`), or fixed by a cluster spec — sends to
+//! the region's leader as it last learned it, follows `NotLeader` hints (without asking PD),
 //! retries reads and definite failures with backoff, and never retries a
 //! write whose fate is unknown: that comes back as `KvError::Ambiguous`.
 //! `put_many` pipelines: every request goes out before any reply is read.
@@ -17,6 +20,7 @@ use crate::client::protocol::{
     decode, encode_frame, encoded_len, ClientOp, ClientReply, ClientRequest, ClientResponse, Rows,
     CLIENT_MESSAGE_BYTES_MAX, REQUEST_OVERHEAD_BYTES_MAX, SCAN_ROWS_MAX,
 };
+use crate::directory::{Directory, StoreAddrs};
 use crate::error::RegionError;
 use crate::kv::Command;
 use crate::region::meta::{PeerChange, RegionMeta};
@@ -40,6 +44,9 @@ pub enum KvError {
     Region(RegionError),
     #[error("gave up after {attempts} attempts: {last}")]
     Unavailable { attempts: usize, last: String },
+    /// PD could not be asked, or answered with an error.
+    #[error("routing: {0}")]
+    Pd(#[from] pd::PdClientError),
 }
 
 struct Conn {
@@ -66,7 +73,9 @@ impl Conn {
 }
 
 pub struct KvClient {
-    spec: Arc<ClusterSpec>,
+    /// Where to refresh routes from; None: the spec's are all there is.
+    pd: Option<pd::PdClient>,
+    stores: BTreeMap<u64, StoreAddrs>,
     /// The regions as this client knows them, by id.
     metas: BTreeMap<u64, RegionMeta>,
     leaders: BTreeMap<u64, u64>,
@@ -76,10 +85,12 @@ pub struct KvClient {
 }
 
 impl KvClient {
+    /// A client routing by a fixed cluster spec.
     pub fn new(spec: Arc<ClusterSpec>) -> KvClient {
         let metas = spec.region_metas().into_iter().map(|m| (m.id, m)).collect();
         KvClient {
-            spec,
+            pd: None,
+            stores: Directory::from_spec(&spec).all(),
             metas,
             leaders: BTreeMap::new(),
             conns: BTreeMap::new(),
@@ -88,9 +99,96 @@ impl KvClient {
         }
     }
 
-    /// The region holding `key`.
-    pub fn region_of(&self, key: &[u8]) -> &RegionMeta {
-        self.metas.values().find(|m| m.contains(key)).expect("the spec's regions cover the key space")
+    /// A client routing by PD at `pd_addr`: loads every region and store now.
+    pub fn with_pd(pd_addr: std::net::SocketAddr) -> Result<KvClient, KvError> {
+        let mut client = KvClient {
+            pd: Some(pd::PdClient::new(pd_addr, 0)),
+            stores: BTreeMap::new(),
+            metas: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            next_id: 1,
+            timeout: Duration::from_secs(5),
+        };
+        client.refresh_stores()?;
+        let views = client.pd.as_mut().expect("set above").all_regions()?;
+        for v in views {
+            client.learn(v);
+        }
+        Ok(client)
+    }
+
+    /// Takes a region as PD has it into the cache, dropping what it replaces.
+    fn learn(&mut self, view: pd::protocol::RegionView) {
+        self.learn_meta(RegionMeta::from(&view.region), view.leader.map(|l| l.store_id));
+    }
+
+    /// Takes `meta` into the cache unless the cache knows a newer epoch of
+    /// it; regions it overlaps are dropped (they are older: a split).
+    fn learn_meta(&mut self, meta: RegionMeta, leader_store: Option<u64>) {
+        if let Some(cur) = self.metas.get(&meta.id) {
+            let (ours, theirs) = (cur.epoch(), meta.epoch());
+            if ours.conf_ver > theirs.conf_ver || ours.version > theirs.version {
+                return; // the cache already knows better (PD hears of changes a heartbeat later)
+            }
+        }
+        let overlaps = |m: &RegionMeta| {
+            (meta.end_key.is_empty() || m.start_key < meta.end_key)
+                && (m.end_key.is_empty() || meta.start_key < m.end_key)
+        };
+        let stale: Vec<u64> = self.metas.values().filter(|m| m.id != meta.id && overlaps(m)).map(|m| m.id).collect();
+        for id in stale {
+            self.metas.remove(&id);
+            self.leaders.remove(&id);
+        }
+        if let Some(store) = leader_store {
+            self.leaders.insert(meta.id, store);
+        }
+        self.metas.insert(meta.id, meta);
+    }
+
+    /// Routes an operation again after the cache changed: by its key, or
+    /// (an admin operation) by its region's id.
+    fn reroute(&mut self, item: &mut (RegionMeta, ClientOp)) {
+        let key = item.1.key();
+        let found =
+            if key.is_empty() { self.metas.get(&item.0.id) } else { self.metas.values().find(|m| m.contains(key)) };
+        if let Some(m) = found {
+            item.0 = m.clone();
+        }
+    }
+
+    fn refresh_stores(&mut self) -> Result<(), KvError> {
+        let Some(pd) = self.pd.as_mut() else { return Ok(()) };
+        let (stores, _) = pd.stores()?;
+        self.stores = stores.iter().map(|v| (v.store.id, StoreAddrs::from(&v.store))).collect();
+        Ok(())
+    }
+
+    /// Asks PD again for the region holding `key` (or region `id`, for an
+    /// operation without a key). Without PD: nothing to ask.
+    fn refresh_region(&mut self, key: &[u8], id: u64) -> Result<(), KvError> {
+        let Some(pd) = self.pd.as_mut() else { return Ok(()) };
+        let view = if key.is_empty() { pd.region_by_id(id)? } else { pd.region_by_key(key)? };
+        self.learn(view);
+        Ok(())
+    }
+
+    /// The region holding `key` (asking PD when the cache has none).
+    pub fn region_of(&mut self, key: &[u8]) -> Result<RegionMeta, KvError> {
+        if let Some(m) = self.metas.values().find(|m| m.contains(key)) {
+            return Ok(m.clone());
+        }
+        self.refresh_region(key, 0)?;
+        match self.metas.values().find(|m| m.contains(key)) {
+            Some(m) => Ok(m.clone()),
+            None => Err(KvError::Unavailable { attempts: 1, last: format!("no region holds key {key:?}") }),
+        }
+    }
+
+    /// Every region this client knows, in no particular order.
+    pub fn known_regions(&self) -> impl Iterator<Item = &RegionMeta> {
+        self.metas.values()
     }
 
     fn target(&self, region: &RegionMeta) -> (u64, u16) {
@@ -99,8 +197,11 @@ impl KvClient {
         (peer.store_id, peer.shard)
     }
 
-    /// Region `region_id` as this client knows it (from the spec or since).
-    fn known(&self, region_id: u64) -> Result<RegionMeta, KvError> {
+    /// Region `region_id` as this client knows it (from the spec, PD or since).
+    fn known(&mut self, region_id: u64) -> Result<RegionMeta, KvError> {
+        if !self.metas.contains_key(&region_id) {
+            self.refresh_region(&[], region_id)?;
+        }
         self.metas.get(&region_id).cloned().ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))
     }
 
@@ -124,7 +225,12 @@ impl KvClient {
             self.conns.remove(&target);
         }
         if !self.conns.contains_key(&target) {
-            let store = self.spec.store(target.0).expect("a store of the spec");
+            if !self.stores.contains_key(&target.0) {
+                self.refresh_stores().map_err(std::io::Error::other)?;
+            }
+            let store = self.stores.get(&target.0).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("store {} is not known", target.0))
+            })?;
             let addr = store.client_addr_of(target.1);
             let stream = TcpStream::connect_timeout(&addr, self.timeout)?;
             stream.set_nodelay(true)?;
@@ -173,7 +279,7 @@ impl KvClient {
 
     /// One operation on the region holding its key, with retries as the module doc says.
     pub fn call(&mut self, op: ClientOp) -> Result<ClientReply, KvError> {
-        let region = self.region_of(op.key()).clone();
+        let region = self.region_of(op.key())?;
         self.call_in(region, op)
     }
 
@@ -216,7 +322,7 @@ impl KvClient {
         let mut rows = vec![];
         let mut from = start.to_vec();
         loop {
-            let region = self.region_of(&from).clone();
+            let region = self.region_of(&from)?;
             let want = (limit - rows.len()).min(u32::MAX as usize) as u32;
             let op = ClientOp::Scan { start: from.clone(), end: end.to_vec(), limit: want };
             let got = match self.call_in(region.clone(), op)? {
@@ -304,12 +410,26 @@ impl KvClient {
     /// the next round, and so do reads that got no answer. A write that got no
     /// answer is ambiguous. Returns each operation's outcome, in order.
     pub fn many(&mut self, ops: Vec<ClientOp>) -> Vec<Result<ClientReply, KvError>> {
-        let ops = ops.into_iter().map(|op| (self.region_of(op.key()).clone(), op)).collect();
-        self.many_in(ops)
+        let mut routed = Vec::with_capacity(ops.len());
+        let mut unroutable = BTreeMap::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            match self.region_of(op.key()) {
+                Ok(region) => routed.push((region, op)),
+                Err(e) => {
+                    unroutable.insert(i, e);
+                }
+            }
+        }
+        if unroutable.is_empty() {
+            return self.many_in(routed);
+        }
+        let mut done = self.many_in(routed).into_iter();
+        let n = done.len() + unroutable.len();
+        (0..n).map(|i| unroutable.remove(&i).map_or_else(|| done.next().expect("one per routed op"), Err)).collect()
     }
 
     /// `many`, each operation on the region given with it.
-    fn many_in(&mut self, ops: Vec<(RegionMeta, ClientOp)>) -> Vec<Result<ClientReply, KvError>> {
+    fn many_in(&mut self, mut ops: Vec<(RegionMeta, ClientOp)>) -> Vec<Result<ClientReply, KvError>> {
         let mut results: Vec<Option<Result<ClientReply, KvError>>> = (0..ops.len()).map(|_| None).collect();
         let mut todo: Vec<usize> = vec![];
         for (i, (region, op)) in ops.iter().enumerate() {
@@ -363,8 +483,22 @@ impl KvClient {
                                     self.leaders.insert(region.id, l.store_id);
                                     again.push(i);
                                 }
-                                Err(RegionError::NotLeader { .. } | RegionError::RegionNotFound { .. }) => {
+                                Err(RegionError::NotLeader { .. }) => {
                                     self.rotate(&region);
+                                    again.push(i);
+                                }
+                                Err(RegionError::RegionNotFound { .. }) => {
+                                    // that store no longer has it (moved, removed): ask PD, then others
+                                    if self.refresh_region(&[], region.id).is_ok() {
+                                        self.reroute(&mut ops[i]);
+                                    }
+                                    self.rotate(&self.current(&ops[i].0));
+                                    again.push(i);
+                                }
+                                Err(RegionError::StoreNotMatch { .. }) => {
+                                    // a store now at the address this client had for another
+                                    self.conns.remove(&target);
+                                    let _ = self.refresh_stores();
                                     again.push(i);
                                 }
                                 Err(RegionError::ServerIsBusy { .. }) => again.push(i),
@@ -384,6 +518,23 @@ impl KvClient {
                                         }
                                     }
                                     again.push(i);
+                                }
+                                // the range changed (a split): the key may live in another region now
+                                Err(e @ (RegionError::KeyNotInRegion { .. } | RegionError::EpochNotMatch { .. }))
+                                    if self.pd.is_some()
+                                        && !ops[i].1.key().is_empty()
+                                        && !matches!(ops[i].1, ClientOp::ChangePeer(_)) =>
+                                {
+                                    if let RegionError::EpochNotMatch { current } = &e {
+                                        self.learn_meta((**current).clone(), None);
+                                    }
+                                    match self.refresh_region(ops[i].1.key(), region.id) {
+                                        Ok(()) => {
+                                            self.reroute(&mut ops[i]);
+                                            again.push(i);
+                                        }
+                                        Err(_) => results[i] = Some(Err(KvError::Region(e))),
+                                    }
                                 }
                                 Err(RegionError::Ambiguous { .. }) => {
                                     results[i] = Some(Err(KvError::Ambiguous("the store lost track of it".into())))

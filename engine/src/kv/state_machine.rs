@@ -94,6 +94,15 @@ pub struct MemKv {
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 impl MemKv {
+    /// What the state holds, as the memory accounting counts it.
+    pub fn approximate_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn keys(&self) -> usize {
+        self.map.len()
+    }
+
     fn set(&mut self, key: &[u8], value: &[u8]) {
         let add = value.len();
         let value: Arc<[u8]> = Arc::from(value);

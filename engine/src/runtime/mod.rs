@@ -3,5 +3,6 @@
 
 pub mod client_service;
 pub mod metrics;
+pub mod pd_worker;
 pub mod shard_task;
 pub mod store;

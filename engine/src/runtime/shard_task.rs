@@ -18,13 +18,14 @@ use wal::disk::GlommioDisk;
 use wal::{GroupCommit, Wal, WalOptions};
 
 use crate::client::protocol::{ClientOp, ClientReply, ClientResponse};
+use crate::directory::{Directory, StoreAddrs};
 use crate::error::RegionError;
+use crate::region::meta::RegionMeta;
 use crate::runtime::client_service::{self, ClientQueues};
-use crate::shard::core::{regions_to_compact, RegionInit};
+use crate::shard::core::{regions_to_compact, LeaderReport, RegionInit};
 use crate::shard::recover::{load_regions, load_tombstones};
 use crate::shard::{Input, Output, Response, Shard, ShardLimits};
 use crate::snapshot::files::{self, SnapshotFileError};
-use crate::spec::ClusterSpec;
 use transport::net::Notify;
 
 /// Time between raft ticks (election after 10–20 ticks: 1–2 s).
@@ -36,9 +37,19 @@ const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 pub const RAFT_FRAMES_PER_ITERATION_MAX: usize = 1024;
 
 pub struct ShardConfig {
-    pub spec: Arc<ClusterSpec>,
+    pub cluster_id: u64,
     pub store_id: u64,
     pub shard: u16,
+    /// This store's addresses (the shard listens on base + its index).
+    pub me: StoreAddrs,
+    /// The regions the store was given at its first start (from PD or the
+    /// spec): a shard whose WAL is empty creates those with a peer on it.
+    /// Afterwards its WAL is authoritative.
+    pub initial_regions: Arc<Vec<RegionMeta>>,
+    /// Every store's addresses; read again whenever its version moves.
+    pub directory: Arc<Directory>,
+    /// Where the shard publishes its leaders' reports for PD, and how often.
+    pub leader_reports: Option<(Duration, Arc<std::sync::Mutex<Vec<LeaderReport>>>)>,
     /// This shard's directory (its WAL and snapshots live inside).
     pub dir: PathBuf,
     pub seed: u64,
@@ -54,8 +65,6 @@ pub struct ShardConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
-    #[error("store {0} is not in the cluster spec")]
-    UnknownStore(u64),
     #[error("open the WAL in {dir}: {source}")]
     OpenDisk { dir: String, source: std::io::Error },
     #[error("open the WAL in {dir}: {source}")]
@@ -81,8 +90,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// Runs a shard until `stop` is set.
 pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
-    let spec = cfg.spec.clone();
-    let me = spec.store(cfg.store_id).ok_or(ShardError::UnknownStore(cfg.store_id))?.clone();
+    let me = cfg.me;
     let wal_dir = cfg.dir.join("wal");
     let dir_err = |source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source };
     std::fs::create_dir_all(&wal_dir).map_err(dir_err)?;
@@ -108,10 +116,10 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
         .map_err(|source| ShardError::OpenWal { dir: wal_dir.display().to_string(), source })?;
     let mut shard = Shard::new(cfg.store_id, cfg.shard, cfg.seed, limits);
     if wal.regions().next().is_none() {
-        // first start: the regions of the spec that have a peer on this shard
+        // first start: the store's initial regions that have a peer on this shard
         let shard_dir = cfg.dir.clone();
         blocking(move || files::sweep(&shard_dir, &Default::default())).await.map_err(ShardError::SnapshotDir)?;
-        for m in spec.region_metas() {
+        for m in cfg.initial_regions.iter().cloned() {
             if m.peer_on(cfg.store_id).is_some_and(|p| p.shard == cfg.shard) {
                 // every region starts from the empty snapshot, durable before the WAL names it
                 let (init, snap) = RegionInit::bootstrap(m);
@@ -159,18 +167,14 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     };
 
     let ep_cfg = EndpointConfig::new(
-        spec.cluster_id,
+        cfg.cluster_id,
         cfg.store_id,
         cfg.shard,
         me.peer_addr_of(cfg.shard),
         files::incoming_dir(&cfg.dir),
     );
     let (endpoint, inbox) = Endpoint::start(ep_cfg)?;
-    for s in &spec.stores {
-        for i in 0..s.shards {
-            endpoint.set_address(Destination { store_id: s.id, shard: i }, s.peer_addr_of(i));
-        }
-    }
+    let mut directory_seen = 0;
     let wake = Rc::new(Notify::default());
     let raft_in: Rc<RefCell<Vec<Incoming>>> = Rc::default();
     let raft_in_space = Rc::new(Notify::default());
@@ -202,7 +206,17 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     let mut next_request = 1u64;
     let mut next_tick = Instant::now() + cfg.tick;
     let mut last_publish = Instant::now();
+    let mut last_report = Instant::now();
     while !cfg.stop.load(Ordering::Relaxed) {
+        if cfg.directory.version() != directory_seen {
+            // a store registered or moved (PD): its shards' addresses, before sending anything
+            directory_seen = cfg.directory.version();
+            for (id, s) in cfg.directory.all() {
+                for i in 0..s.shards {
+                    endpoint.set_address(Destination { store_id: id, shard: i }, s.peer_addr_of(i));
+                }
+            }
+        }
         let mut inputs = vec![];
         let now = Instant::now();
         if now >= next_tick {
@@ -363,6 +377,12 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
         if last_publish.elapsed() >= METRICS_PUBLISH_INTERVAL {
             last_publish = Instant::now();
             publish(&cfg.metrics, &shard, &endpoint, &gc);
+        }
+        if let Some((every, slot)) = &cfg.leader_reports {
+            if last_report.elapsed() >= *every {
+                last_report = Instant::now();
+                *slot.lock().expect("not poisoned") = shard.leader_reports();
+            }
         }
         // let the I/O tasks run between iterations
         futures_lite::future::yield_now().await;

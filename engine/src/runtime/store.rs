@@ -1,6 +1,7 @@
 //! A store process: its data directory (an ident file fixing the store id,
 //! the cluster and the shard count at creation; a directory per shard) and
-//! one glommio executor per shard.
+//! one glommio executor per shard. The store learns the cluster from PD
+//! (`runtime::pd_worker`) or, for tests and fixed setups, from a cluster spec.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -9,6 +10,8 @@ use std::sync::Arc;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde::{Deserialize, Serialize};
 
+use crate::directory::{Directory, StoreAddrs};
+use crate::runtime::pd_worker::{self, Heartbeats, PdOptions};
 use crate::runtime::shard_task::{run_shard, ShardConfig, TICK};
 use crate::spec::ClusterSpec;
 
@@ -20,6 +23,10 @@ pub struct Ident {
     pub cluster_id: u64,
     pub store_id: u64,
     pub shards: u16,
+    /// Drawn at a PD store's first start, before it registers: PD knows a
+    /// repeated registration by it. 0: a store of a cluster spec.
+    #[serde(default)]
+    pub token: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,38 +46,64 @@ pub enum StoreError {
     Executor { shard: u16, what: String },
     #[error("shard {shard}: {what}")]
     Shard { shard: u16, what: String },
+    #[error("placement driver: {0}")]
+    Pd(String),
+}
+
+/// Writes `name` in `dir` so that a crash leaves the old file or the new
+/// one: a temporary file, fsync, rename, fsync of the directory.
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let path = dir.join(name);
+    let io = |e: std::io::Error| StoreError::Ident { path: path.display().to_string(), what: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+/// The data directory's ident, if it has one.
+pub fn read_ident(data_dir: &Path) -> Result<Option<Ident>, StoreError> {
+    let path = data_dir.join("IDENT");
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Ident { path: shown, what: format!("not an ident file: {e}") }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Ident { path: shown, what: e.to_string() }),
+    }
+}
+
+pub fn write_ident(data_dir: &Path, ident: &Ident) -> Result<(), StoreError> {
+    write_durably(data_dir, "IDENT", serde_json::to_string_pretty(ident).expect("ident encodes").as_bytes())
 }
 
 /// Creates the ident file on first start, or checks it.
 pub fn check_ident(data_dir: &Path, want: &Ident) -> Result<(), StoreError> {
-    let path = data_dir.join("IDENT");
-    let shown = path.display().to_string();
-    let io = |e: std::io::Error| StoreError::Ident { path: shown.clone(), what: e.to_string() };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let found: Ident = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Ident { path: shown.clone(), what: format!("not an ident file: {e}") })?;
-            if &found != want {
-                return Err(StoreError::IdentMismatch { path: shown, found, want: want.clone() });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(io)?;
-            let tmp = data_dir.join("IDENT.tmp");
-            std::fs::write(&tmp, serde_json::to_string_pretty(want).expect("ident encodes")).map_err(io)?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io)?;
-            Ok(())
-        }
-        Err(e) => Err(io(e)),
+    match read_ident(data_dir)? {
+        Some(found) if &found != want => Err(StoreError::IdentMismatch {
+            path: data_dir.join("IDENT").display().to_string(),
+            found,
+            want: want.clone(),
+        }),
+        Some(_) => Ok(()),
+        None => write_ident(data_dir, want),
     }
 }
 
+/// Where a store learns the cluster from.
+pub enum ClusterSource {
+    /// A fixed cluster spec, and this store's id in it.
+    Spec { spec: Arc<ClusterSpec>, store_id: u64 },
+    /// The placement driver.
+    Pd(PdOptions),
+}
+
 pub struct StoreOptions {
-    pub spec: Arc<ClusterSpec>,
-    pub store_id: u64,
+    pub source: ClusterSource,
     pub data_dir: PathBuf,
     pub stop: Arc<AtomicBool>,
     /// Memory the store's logs and state may use, split evenly over its
@@ -86,14 +119,29 @@ pub struct StoreOptions {
 
 /// Runs every shard of the store until `stop` is set (or the process is killed).
 pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
-    let me = opts.spec.store(opts.store_id).ok_or(StoreError::UnknownStore(opts.store_id))?.clone();
-    let ident = Ident { cluster_id: opts.spec.cluster_id, store_id: opts.store_id, shards: me.shards };
-    check_ident(&opts.data_dir, &ident)?;
+    let (ident, me, initial_regions, directory, pd) = match &opts.source {
+        ClusterSource::Spec { spec, store_id } => {
+            let s = spec.store(*store_id).ok_or(StoreError::UnknownStore(*store_id))?;
+            let ident = Ident { cluster_id: spec.cluster_id, store_id: *store_id, shards: s.shards, token: 0 };
+            check_ident(&opts.data_dir, &ident)?;
+            let me = StoreAddrs { peer_addr: s.peer_addr, client_addr: s.client_addr, shards: s.shards };
+            (ident, me, spec.region_metas(), Arc::new(Directory::from_spec(spec)), None)
+        }
+        ClusterSource::Pd(pd_opts) => {
+            let joined = pd_worker::join(pd_opts, &opts.data_dir, &opts.stop)?;
+            let me =
+                StoreAddrs { peer_addr: pd_opts.peer_addr, client_addr: pd_opts.client_addr, shards: pd_opts.shards };
+            (joined.ident, me, joined.initial_regions, joined.directory, Some((joined.client, pd_opts.clone())))
+        }
+    };
+    let store_id = ident.store_id;
+    let initial_regions = Arc::new(initial_regions);
     let metrics: crate::runtime::metrics::StoreMetrics = Arc::new((0..me.shards).map(|_| Arc::default()).collect());
+    let report_slots: Vec<_> = (0..me.shards).map(|_| Arc::new(std::sync::Mutex::new(vec![]))).collect();
     let status = match opts.status_addr {
         None => None,
         Some(addr) => Some(
-            crate::runtime::metrics::serve(addr, opts.store_id, metrics.clone())
+            crate::runtime::metrics::serve(addr, store_id, metrics.clone())
                 .map_err(|e| StoreError::Status { addr, what: e.to_string() })?,
         ),
     };
@@ -103,9 +151,13 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
         // unpinned: on a small host the stores share the cores (DESIGN.md §8);
         // pinning a shard per core is an operator's choice for later
         let cfg = ShardConfig {
-            spec: opts.spec.clone(),
-            store_id: opts.store_id,
+            cluster_id: ident.cluster_id,
+            store_id,
             shard,
+            me,
+            initial_regions: initial_regions.clone(),
+            directory: directory.clone(),
+            leader_reports: pd.as_ref().map(|(_, o)| (o.region_heartbeat, report_slots[usize::from(shard)].clone())),
             dir: opts.data_dir.join(format!("shard-{shard}")),
             seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
                 ^ (u64::from(shard) << 48),
@@ -118,7 +170,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
         };
         let tx = done_tx.clone();
         let h = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&format!("store{}-shard{shard}", opts.store_id))
+            .name(&format!("store{store_id}-shard{shard}"))
             .io_memory(SHARD_IO_MEMORY_BYTES)
             .spawn(move || async move {
                 let r = run_shard(cfg).await.map_err(|e| e.to_string());
@@ -128,6 +180,24 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
         handles.push((shard, h));
     }
     drop(done_tx);
+    let heartbeats = match pd {
+        None => None,
+        Some((client, o)) => Some(
+            Heartbeats {
+                client,
+                store_id,
+                data_dir: opts.data_dir.clone(),
+                metrics: metrics.clone(),
+                report_slots,
+                directory,
+                store_interval: o.store_heartbeat,
+                region_interval: o.region_heartbeat,
+                stop: opts.stop.clone(),
+            }
+            .spawn()
+            .map_err(|e| StoreError::Pd(format!("start the heartbeat thread: {e}")))?,
+        ),
+    };
     // the first shard to end ends the store: a store with a dead shard must
     // not go on serving the others as if nothing happened
     let mut first_error = None;
@@ -152,6 +222,9 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     }
     if let Some(s) = status {
         s.stop();
+    }
+    if let Some(h) = heartbeats {
+        let _ = h.join();
     }
     if let Some(e) = first_error {
         return Err(e);

@@ -160,6 +160,18 @@ pub struct ShardStats {
 }
 
 /// A region as the shard starts it: from bootstrap (fresh) or as recovery found it.
+/// A leader's account of its region, for PD.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderReport {
+    pub meta: RegionMeta,
+    pub leader: PeerMeta,
+    pub term: u64,
+    pub approximate_bytes: u64,
+    pub approximate_keys: u64,
+    /// Peers the leader has not heard from lately or does not replicate to yet.
+    pub pending_peers: Vec<u64>,
+}
+
 pub struct RegionInit {
     pub meta: RegionMeta,
     pub storage: RegionStorage,
@@ -343,6 +355,26 @@ impl Shard {
 
     pub fn region(&self, id: u64) -> Option<&Region> {
         self.regions.get(&id)
+    }
+
+    /// What this shard's leaders tell PD of their regions.
+    pub fn leader_reports(&self) -> Vec<LeaderReport> {
+        self.regions
+            .values()
+            .filter(|r| r.is_leader())
+            .map(|r| LeaderReport {
+                meta: r.meta.clone(),
+                leader: r.meta.peer(r.peer_id).copied().unwrap_or(PeerMeta {
+                    peer_id: r.peer_id,
+                    store_id: self.store_id,
+                    shard: self.shard,
+                }),
+                term: r.term(),
+                approximate_bytes: r.kv.approximate_bytes() as u64,
+                approximate_keys: r.kv.keys() as u64,
+                pending_peers: r.meta.peers.iter().map(|p| p.peer_id).filter(|id| !is_healthy(r, *id)).collect(),
+            })
+            .collect()
     }
 
     pub fn regions(&self) -> impl Iterator<Item = &Region> {

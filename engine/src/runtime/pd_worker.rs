@@ -1,0 +1,344 @@
+//! A store and its placement driver: joining the cluster at start, and a
+//! thread that heartbeats afterwards.
+//!
+//! **Joining** (before any shard starts): the store registers (PD gives a
+//! new store its id, which goes into the IDENT file; a registration token
+//! drawn at the very first start, and kept in IDENT, makes a repeat after a
+//! crash get the same id). Only at its first bootstrap does it ask PD for
+//! its regions, waiting until PD has laid them out, and it writes them to
+//! its BOOTSTRAP file before using them: once that file exists PD is never
+//! asked again — each shard creates those regions when its WAL is empty,
+//! and after that its WAL is authoritative (a restart must never bring back
+//! a peer that was removed since).
+//!
+//! **Heartbeats**: every store interval, the store's figures (regions,
+//! leaders, capacity, memory used, write rate); every region interval, the
+//! reports the shards published for the regions they lead, in one batch.
+//! When PD's store set changes (its version moves), the directory is
+//! refreshed and every shard picks up the new addresses. PD being down
+//! only delays all this: the store goes on serving.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pd::protocol::{PdResponse, RegionReport};
+use pd::{PdClient, PdError, PdRequest};
+
+use crate::directory::{Directory, StoreAddrs};
+use crate::region::meta::RegionMeta;
+use crate::runtime::metrics::StoreMetrics;
+use crate::runtime::store::{read_ident, write_ident, Ident, StoreError};
+use crate::shard::core::LeaderReport;
+
+/// How long one attempt to reach PD at start may take before it is logged and repeated.
+const JOIN_ATTEMPT: Duration = Duration::from_secs(10);
+/// Between asks while PD waits for enough stores to bootstrap.
+const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
+/// The heartbeat thread's granularity (how soon it sees `stop`).
+const HEARTBEAT_STEP: Duration = Duration::from_millis(20);
+const BOOTSTRAP_FILE: &str = "BOOTSTRAP";
+
+/// How a store finds and reports to PD.
+#[derive(Clone, Debug)]
+pub struct PdOptions {
+    pub addr: SocketAddr,
+    /// Base addresses of this store's shards (registered with PD).
+    pub peer_addr: SocketAddr,
+    pub client_addr: SocketAddr,
+    pub shards: u16,
+    pub store_heartbeat: Duration,
+    pub region_heartbeat: Duration,
+}
+
+/// What joining gave the store.
+pub struct Joined {
+    pub ident: Ident,
+    pub initial_regions: Vec<RegionMeta>,
+    pub directory: Arc<Directory>,
+    pub client: PdClient,
+}
+
+fn pd_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Pd(e.to_string())
+}
+
+/// Repeats `req` until PD answers (logging while it cannot be reached) or `stop`.
+fn call_patiently(client: &mut PdClient, req: PdRequest, stop: &AtomicBool) -> Result<PdResponse, StoreError> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(StoreError::Pd("stopped while waiting for PD".into()));
+        }
+        match client.call_until(req.clone(), Instant::now() + JOIN_ATTEMPT) {
+            Ok(r) => return Ok(r),
+            Err(e) if e.is_transient() => eprintln!("ringraft server: waiting for PD: {e}"),
+            Err(e) => return Err(pd_err(e)),
+        }
+    }
+}
+
+/// A random, non-zero registration token.
+fn new_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
+/// Registers the store with PD and gets what it starts from (see the module doc).
+pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Joined, StoreError> {
+    let mut ident = match read_ident(data_dir)? {
+        Some(found) => {
+            if found.shards != opts.shards {
+                let path = data_dir.join("IDENT").display().to_string();
+                let want = Ident { shards: opts.shards, ..found.clone() };
+                return Err(StoreError::IdentMismatch { path, found, want });
+            }
+            if found.token == 0 {
+                return Err(StoreError::Ident {
+                    path: data_dir.join("IDENT").display().to_string(),
+                    what: "this store was created from a cluster spec (start it with --spec)".into(),
+                });
+            }
+            found
+        }
+        None => {
+            // written before registering, so a crash right after leaves the token to repeat with
+            let ident = Ident { cluster_id: 0, store_id: 0, shards: opts.shards, token: new_token() };
+            write_ident(data_dir, &ident)?;
+            ident
+        }
+    };
+    let mut client = PdClient::new(opts.addr, ident.cluster_id);
+    let capacity_bytes = disk_capacity(data_dir).unwrap_or(0);
+    let req = PdRequest::RegisterStore {
+        store_id: ident.store_id,
+        token: ident.token,
+        shards: opts.shards,
+        peer_addr: opts.peer_addr,
+        client_addr: opts.client_addr,
+        capacity_bytes,
+    };
+    let store_id = match call_patiently(&mut client, req, stop)? {
+        PdResponse::Registered { store_id, .. } => store_id,
+        other => return Err(pd_err(format!("PD answered a registration with {other:?}"))),
+    };
+    if ident.store_id == 0 {
+        ident = Ident { cluster_id: client.cluster_id(), store_id, ..ident };
+        write_ident(data_dir, &ident)?;
+        eprintln!("ringraft server: registered with PD at {} as store {store_id}", opts.addr);
+    } else {
+        assert_eq!(store_id, ident.store_id, "PD answers a known store with its own id");
+    }
+    let initial_regions = match read_bootstrap(data_dir)? {
+        Some(regions) => regions,
+        None => {
+            let regions = fetch_bootstrap(&mut client, store_id, stop)?;
+            write_bootstrap(data_dir, &regions)?;
+            eprintln!("ringraft server: first start: {} regions from PD", regions.len());
+            regions
+        }
+    };
+    let directory = Arc::new(Directory::default());
+    refresh_directory(&mut client, &directory, stop)?;
+    Ok(Joined { ident, initial_regions: initial_regions.iter().map(RegionMeta::from).collect(), directory, client })
+}
+
+fn fetch_bootstrap(client: &mut PdClient, store_id: u64, stop: &AtomicBool) -> Result<Vec<pd::RegionInfo>, StoreError> {
+    let mut told = false;
+    loop {
+        match call_patiently(client, PdRequest::BootstrapRegions { store_id }, stop) {
+            Ok(PdResponse::Regions(views)) => return Ok(views.into_iter().map(|v| v.region).collect()),
+            Ok(other) => return Err(pd_err(format!("PD answered a bootstrap request with {other:?}"))),
+            Err(StoreError::Pd(what)) if what.contains("not bootstrapped") => {
+                if !told {
+                    eprintln!("ringraft server: {what}; waiting");
+                    told = true;
+                }
+                std::thread::sleep(BOOTSTRAP_POLL);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn refresh_directory(client: &mut PdClient, directory: &Directory, stop: &AtomicBool) -> Result<u64, StoreError> {
+    match call_patiently(client, PdRequest::GetStores, stop)? {
+        PdResponse::Stores { stores, stores_version } => {
+            directory.replace(stores.iter().map(|v| (v.store.id, StoreAddrs::from(&v.store))).collect());
+            Ok(stores_version)
+        }
+        other => Err(pd_err(format!("PD answered a store listing with {other:?}"))),
+    }
+}
+
+fn bootstrap_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(BOOTSTRAP_FILE)
+}
+
+fn read_bootstrap(data_dir: &Path) -> Result<Option<Vec<pd::RegionInfo>>, StoreError> {
+    let path = bootstrap_path(data_dir);
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let regions: Vec<pd::RegionInfo> = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Ident { path: shown.clone(), what: format!("not a bootstrap file: {e}") })?;
+            for r in &regions {
+                r.validate().map_err(|what| StoreError::Ident { path: shown.clone(), what })?;
+            }
+            Ok(Some(regions))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Ident { path: shown, what: e.to_string() }),
+    }
+}
+
+fn write_bootstrap(data_dir: &Path, regions: &[pd::RegionInfo]) -> Result<(), StoreError> {
+    let text = serde_json::to_string(regions).expect("regions encode");
+    crate::runtime::store::write_durably(data_dir, BOOTSTRAP_FILE, text.as_bytes())
+}
+
+/// Bytes the file system of `dir` holds in all.
+fn disk_capacity(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes one struct we own; the path is a valid C string
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_blocks * st.f_frsize)
+}
+
+/// The heartbeat thread's inputs.
+pub struct Heartbeats {
+    pub client: PdClient,
+    pub store_id: u64,
+    pub data_dir: PathBuf,
+    pub metrics: StoreMetrics,
+    /// One slot per shard, filled by the shard with its leaders' reports.
+    pub report_slots: Vec<Arc<Mutex<Vec<LeaderReport>>>>,
+    pub directory: Arc<Directory>,
+    pub store_interval: Duration,
+    pub region_interval: Duration,
+    pub stop: Arc<AtomicBool>,
+}
+
+fn report_of(r: LeaderReport) -> RegionReport {
+    RegionReport {
+        region: pd::RegionInfo::from(&r.meta),
+        leader: r.leader.into(),
+        term: r.term,
+        stats: pd::RegionStats {
+            approximate_bytes: r.approximate_bytes,
+            approximate_keys: r.approximate_keys,
+            written_bytes: 0,
+        },
+        pending_peers: r.pending_peers,
+    }
+}
+
+impl Heartbeats {
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name(format!("store{}-pd", self.store_id)).spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let mut next_store = Instant::now();
+        let mut next_region = Instant::now() + self.region_interval;
+        let mut stores_version = None;
+        let mut writes_before = (Instant::now(), self.writes());
+        let mut pd_down = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut outcome = Ok(());
+            if now >= next_store {
+                next_store = now + self.store_interval;
+                let writes = self.writes();
+                let secs = now.duration_since(writes_before.0).as_secs_f64().max(1e-3);
+                let stats = pd::meta::StoreStats {
+                    region_count: self.sum(|m| &m.regions),
+                    leader_count: self.sum(|m| &m.leaders),
+                    capacity_bytes: disk_capacity(&self.data_dir).unwrap_or(0),
+                    used_bytes: self.sum(|m| &m.memory_bytes),
+                    writes_per_sec: ((writes - writes_before.1) as f64 / secs) as u64,
+                };
+                writes_before = (now, writes);
+                outcome = self.store_heartbeat(stats, &mut stores_version);
+            }
+            if outcome.is_ok() && now >= next_region {
+                next_region = now + self.region_interval;
+                outcome = self.region_heartbeats();
+            }
+            match outcome {
+                Err(e) if !pd_down => {
+                    eprintln!("ringraft server: PD heartbeat failed (the store carries on): {e}");
+                    pd_down = true;
+                }
+                Ok(()) if pd_down => {
+                    eprintln!("ringraft server: PD answers again");
+                    pd_down = false;
+                }
+                _ => {}
+            }
+            std::thread::sleep(HEARTBEAT_STEP);
+        }
+    }
+
+    fn sum(&self, f: impl Fn(&crate::runtime::metrics::ShardMetrics) -> &std::sync::atomic::AtomicU64) -> u64 {
+        self.metrics.iter().map(|m| f(m).load(Ordering::Relaxed)).sum()
+    }
+
+    fn writes(&self) -> u64 {
+        self.sum(|m| &m.writes_proposed)
+    }
+
+    fn store_heartbeat(
+        &mut self,
+        stats: pd::meta::StoreStats,
+        seen: &mut Option<u64>,
+    ) -> Result<(), pd::PdClientError> {
+        let version = self.client.store_heartbeat(self.store_id, stats)?;
+        if *seen != Some(version) {
+            let (stores, version) = self.client.stores()?;
+            self.directory.replace(stores.iter().map(|v| (v.store.id, StoreAddrs::from(&v.store))).collect());
+            *seen = Some(version);
+        }
+        Ok(())
+    }
+
+    fn region_heartbeats(&mut self) -> Result<(), pd::PdClientError> {
+        let reports: Vec<RegionReport> = self
+            .report_slots
+            .iter()
+            .flat_map(|slot| std::mem::take(&mut *slot.lock().expect("not poisoned")))
+            .map(report_of)
+            .collect();
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<u64> = reports.iter().map(|r| r.region.id).collect();
+        let (outcomes, directives) = self.client.region_heartbeats(self.store_id, reports)?;
+        let mut refused: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (id, o) in ids.into_iter().zip(outcomes) {
+            if let Err(e) = o {
+                let kind = match e {
+                    PdError::StaleEpoch { .. } => "stale epoch".to_string(),
+                    other => other.to_string(),
+                };
+                refused.entry(kind).or_default().push(id);
+            }
+        }
+        for (why, regions) in refused {
+            tracing::warn!(?regions, "PD refused region reports: {why}");
+        }
+        if !directives.is_empty() {
+            // no scheduler hands these out yet; they will go through the
+            // regions' leaders as admin requests at the directive's epoch
+            tracing::info!(count = directives.len(), "PD directives received");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,482 @@
+//! PD's logic without I/O: a request and the time go in, an answer comes
+//! out, and every change is made durable through the [`MetaStore`] before
+//! the answer is returned (the server sends nothing it has not saved).
+//!
+//! Durable: the cluster id, the bootstrap, stores, region descriptions and
+//! the id allocator's reservation. Soft (refilled by heartbeats after a
+//! restart): leaders and their terms, region and store statistics.
+
+pub mod bootstrap;
+pub mod regions;
+
+use std::collections::BTreeMap;
+
+use crate::meta::{PeerInfo, RegionInfo, RegionStats, StoreInfo, StoreStats};
+use crate::protocol::{
+    ClusterView, Directive, PdError, PdRequest, PdResponse, RegionReport, RegionView, StoreView, ALLOC_IDS_MAX,
+    REGION_REPORTS_MAX, SCAN_REGIONS_MAX,
+};
+use crate::storage::{ClusterState, MetaStore, StorageError};
+use bootstrap::INITIAL_REGIONS_MAX;
+use regions::RegionIndex;
+
+/// Ids reserved (made durable) ahead of use, so allocating is not a write each time.
+pub const ID_RESERVE_BATCH: u64 = 10_000;
+/// Most stores a cluster may have.
+pub const STORES_MAX: usize = 4096;
+/// Most regions PD keeps.
+pub const REGIONS_MAX: usize = 1 << 20;
+/// Most directives waiting for their regions' leaders.
+pub const DIRECTIVES_MAX: usize = 65_536;
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The id a new cluster gets (an existing one keeps its own).
+    pub new_cluster_id: u64,
+    pub replicas: u32,
+    pub initial_regions: u32,
+    /// A store silent this long is shown as down.
+    pub store_down_after_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Config(String),
+    #[error("the saved state breaks an invariant: {0}")]
+    Invalid(String),
+}
+
+#[derive(Default, Clone)]
+struct RegionSoft {
+    leader: Option<PeerInfo>,
+    term: u64,
+    stats: RegionStats,
+    pending_peers: Vec<u64>,
+}
+
+pub struct Cluster<S: MetaStore> {
+    storage: S,
+    cluster_id: u64,
+    replicas: u32,
+    initial_regions: u32,
+    bootstrapped: bool,
+    ids_reserved_until: u64,
+    next_id: u64,
+    stores_version: u64,
+    stores: BTreeMap<u64, StoreInfo>,
+    regions: RegionIndex,
+    soft: BTreeMap<u64, RegionSoft>,
+    /// store → (time of its last heartbeat, what it said).
+    heartbeats: BTreeMap<u64, (u64, StoreStats)>,
+    directives: BTreeMap<u64, Directive>,
+    store_down_after_ms: u64,
+}
+
+impl<S: MetaStore> Cluster<S> {
+    /// Loads the saved state, or creates (and saves) a new cluster.
+    pub fn open(mut storage: S, config: &ClusterConfig) -> Result<Cluster<S>, OpenError> {
+        if config.replicas == 0 || config.replicas as usize > crate::meta::PEERS_MAX {
+            return Err(OpenError::Config(format!(
+                "--replicas {} (1..={} allowed)",
+                config.replicas,
+                crate::meta::PEERS_MAX
+            )));
+        }
+        if !(1..=INITIAL_REGIONS_MAX).contains(&config.initial_regions) {
+            return Err(OpenError::Config(format!(
+                "--initial-regions {} (1..={INITIAL_REGIONS_MAX} allowed)",
+                config.initial_regions
+            )));
+        }
+        let saved = storage.load()?;
+        let fresh = saved.is_none();
+        let state = saved.unwrap_or(ClusterState {
+            cluster_id: config.new_cluster_id,
+            replicas: config.replicas,
+            initial_regions: config.initial_regions,
+            bootstrapped: false,
+            ids_reserved_until: 1,
+            stores_version: 0,
+            stores: vec![],
+            regions: vec![],
+        });
+        assert_ne!(state.cluster_id, 0, "cluster id 0 means 'not known yet' on the wire");
+        let mut c = Cluster {
+            storage,
+            cluster_id: state.cluster_id,
+            replicas: state.replicas,
+            initial_regions: state.initial_regions,
+            bootstrapped: state.bootstrapped,
+            // ids under the old reservation may have been handed out: never again
+            next_id: state.ids_reserved_until,
+            ids_reserved_until: state.ids_reserved_until,
+            stores_version: state.stores_version,
+            stores: BTreeMap::new(),
+            regions: RegionIndex::default(),
+            soft: BTreeMap::new(),
+            heartbeats: BTreeMap::new(),
+            directives: BTreeMap::new(),
+            store_down_after_ms: config.store_down_after_ms,
+        };
+        for s in state.stores {
+            s.validate().map_err(|e| OpenError::Invalid(format!("store {}: {e}", s.id)))?;
+            if s.id == 0 || s.id >= c.ids_reserved_until || c.stores.insert(s.id, s.clone()).is_some() {
+                return Err(OpenError::Invalid(format!("store id {} is 0, repeated or never allocated", s.id)));
+            }
+        }
+        for r in state.regions {
+            r.validate().map_err(OpenError::Invalid)?;
+            if r.id >= c.ids_reserved_until || r.max_peer_id >= c.ids_reserved_until {
+                return Err(OpenError::Invalid(format!("region {} uses ids never allocated", r.id)));
+            }
+            if c.regions.get(r.id).is_some() || !c.regions.overlapping(&r).is_empty() {
+                return Err(OpenError::Invalid(format!("region {} is repeated or overlaps another", r.id)));
+            }
+            c.regions.put(r);
+        }
+        if !c.bootstrapped && (c.replicas != config.replicas || c.initial_regions != config.initial_regions) {
+            // nothing was laid out yet: this start's flags decide
+            c.replicas = config.replicas;
+            c.initial_regions = config.initial_regions;
+            c.save().map_err(OpenError::Storage)?;
+        } else if fresh {
+            c.save().map_err(OpenError::Storage)?;
+        }
+        Ok(c)
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    fn state(&self) -> ClusterState {
+        ClusterState {
+            cluster_id: self.cluster_id,
+            replicas: self.replicas,
+            initial_regions: self.initial_regions,
+            bootstrapped: self.bootstrapped,
+            ids_reserved_until: self.ids_reserved_until,
+            stores_version: self.stores_version,
+            stores: self.stores.values().cloned().collect(),
+            regions: self.regions.iter().cloned().collect(),
+        }
+    }
+
+    fn save(&mut self) -> Result<(), StorageError> {
+        let state = self.state();
+        self.storage.save(&state)
+    }
+
+    fn save_or_fail(&mut self) -> Result<(), PdError> {
+        self.save().map_err(|e| PdError::Storage(e.to_string()))
+    }
+
+    /// `count` fresh ids; the reservation grows (unsaved) when it runs out:
+    /// the caller saves before answering.
+    fn take_ids(&mut self, count: u64) -> u64 {
+        let first = self.next_id;
+        self.next_id += count;
+        if self.next_id > self.ids_reserved_until {
+            self.ids_reserved_until = self.next_id + ID_RESERVE_BATCH;
+        }
+        first
+    }
+
+    /// Queues work for a region's leader (schedulers and operators); handed
+    /// out with the next report of the region at `directive.epoch`.
+    pub fn add_directive(&mut self, directive: Directive) -> Result<(), PdError> {
+        let Some(r) = self.regions.get(directive.region_id) else {
+            return Err(PdError::UnknownRegion { region_id: directive.region_id });
+        };
+        if directive.epoch != r.epoch {
+            return Err(PdError::StaleEpoch {
+                region_id: r.id,
+                reported: directive.epoch,
+                current: Box::new(r.clone()),
+            });
+        }
+        if self.directives.len() >= DIRECTIVES_MAX && !self.directives.contains_key(&directive.region_id) {
+            return Err(PdError::Invalid(format!("{DIRECTIVES_MAX} directives already wait")));
+        }
+        self.directives.insert(directive.region_id, directive);
+        Ok(())
+    }
+
+    pub fn handle(&mut self, req: PdRequest, now_ms: u64) -> Result<PdResponse, PdError> {
+        match req {
+            PdRequest::RegisterStore { store_id, token, shards, peer_addr, client_addr, capacity_bytes } => {
+                let info = StoreInfo { id: store_id, peer_addr, client_addr, shards, capacity_bytes, token };
+                self.register(info)
+            }
+            PdRequest::BootstrapRegions { store_id } => {
+                self.known_store(store_id)?;
+                self.check_bootstrapped()?;
+                // only regions still as laid out: a peer added or moved since is
+                // created by its leader's messages, not from PD's description
+                let first = crate::meta::Epoch { conf_ver: 1, version: 1 };
+                let mine = self.regions.iter().filter(|r| r.epoch == first && r.peer_on(store_id).is_some());
+                Ok(PdResponse::Regions(mine.map(|r| self.view(r)).collect()))
+            }
+            PdRequest::StoreHeartbeat { store_id, stats } => {
+                self.known_store(store_id)?;
+                self.heartbeats.insert(store_id, (now_ms, stats));
+                Ok(PdResponse::Heartbeat { stores_version: self.stores_version })
+            }
+            PdRequest::RegionHeartbeats { store_id, reports } => self.region_heartbeats(store_id, reports),
+            PdRequest::AllocIds { count } => {
+                if count == 0 || count > ALLOC_IDS_MAX {
+                    return Err(PdError::Invalid(format!("ask for 1..={ALLOC_IDS_MAX} ids, not {count}")));
+                }
+                let reserved = self.ids_reserved_until;
+                let first = self.take_ids(u64::from(count));
+                if self.ids_reserved_until != reserved {
+                    self.save_or_fail()?;
+                }
+                Ok(PdResponse::Ids { first, count })
+            }
+            PdRequest::GetCluster => Ok(PdResponse::Cluster(ClusterView {
+                cluster_id: self.cluster_id,
+                bootstrapped: self.bootstrapped,
+                replicas: self.replicas,
+                initial_regions: self.initial_regions,
+                stores: self.stores.len() as u32,
+                regions: self.regions.len() as u32,
+            })),
+            PdRequest::GetStores => Ok(PdResponse::Stores {
+                stores: self.stores.values().map(|s| self.store_view(s, now_ms)).collect(),
+                stores_version: self.stores_version,
+            }),
+            PdRequest::GetStore { store_id } => {
+                let s = self.known_store(store_id)?;
+                Ok(PdResponse::Store(self.store_view(s, now_ms)))
+            }
+            PdRequest::GetRegionByKey { key } => {
+                self.check_bootstrapped()?;
+                match self.regions.by_key(&key) {
+                    Some(r) => Ok(PdResponse::Region(self.view(r))),
+                    None => Err(PdError::KeyNotInAnyRegion { key }),
+                }
+            }
+            PdRequest::GetRegionById { region_id } => match self.regions.get(region_id) {
+                Some(r) => Ok(PdResponse::Region(self.view(r))),
+                None => Err(PdError::UnknownRegion { region_id }),
+            },
+            PdRequest::ScanRegions { start_key, limit } => {
+                let limit = limit.clamp(1, SCAN_REGIONS_MAX) as usize;
+                Ok(PdResponse::Regions(
+                    self.regions.scan(&start_key, limit).into_iter().map(|r| self.view(r)).collect(),
+                ))
+            }
+        }
+    }
+
+    fn check_bootstrapped(&self) -> Result<(), PdError> {
+        if self.bootstrapped {
+            return Ok(());
+        }
+        Err(PdError::NotBootstrapped { registered: self.stores.len() as u32, needed: self.replicas })
+    }
+
+    fn known_store(&self, store_id: u64) -> Result<&StoreInfo, PdError> {
+        self.stores.get(&store_id).ok_or(PdError::UnknownStore { store_id })
+    }
+
+    fn view(&self, r: &RegionInfo) -> RegionView {
+        let soft = self.soft.get(&r.id).cloned().unwrap_or_default();
+        RegionView {
+            region: r.clone(),
+            leader: soft.leader,
+            term: soft.term,
+            stats: soft.stats,
+            pending_peers: soft.pending_peers,
+        }
+    }
+
+    fn store_view(&self, s: &StoreInfo, now_ms: u64) -> StoreView {
+        let hb = self.heartbeats.get(&s.id);
+        let ago = hb.map(|(at, _)| now_ms.saturating_sub(*at));
+        StoreView {
+            store: s.clone(),
+            last_heartbeat_ms_ago: ago,
+            up: ago.is_some_and(|a| a <= self.store_down_after_ms),
+            stats: hb.map(|(_, st)| *st).unwrap_or_default(),
+        }
+    }
+
+    fn register(&mut self, mut info: StoreInfo) -> Result<PdResponse, PdError> {
+        info.validate().map_err(|e| PdError::Invalid(format!("store registration: {e}")))?;
+        let existing = if info.id == 0 {
+            // a first start, or its repeat after a crash before the store wrote its id down
+            self.stores.values().find(|s| s.token == info.token).map(|s| s.id)
+        } else {
+            let s = self.known_store(info.id)?;
+            if s.token != info.token {
+                return Err(PdError::StoreMismatch {
+                    store_id: info.id,
+                    reason: "its registration token differs: another data directory claims this store id".into(),
+                });
+            }
+            Some(info.id)
+        };
+        if let Some(id) = existing {
+            let s = &self.stores[&id];
+            if s.shards != info.shards {
+                return Err(PdError::StoreMismatch {
+                    store_id: id,
+                    reason: format!("registered with {} shard(s), now {} (fixed at creation)", s.shards, info.shards),
+                });
+            }
+            info.id = id;
+        }
+        if let Some(other) = self.stores.values().find(|s| s.id != info.id && s.shares_an_address(&info)) {
+            return Err(PdError::DuplicateStoreAddress { addr: info.peer_addr, store_id: other.id });
+        }
+        let mut changed = false;
+        match existing {
+            Some(id) if self.stores[&id] == info => {}
+            Some(_) => {
+                self.stores.insert(info.id, info.clone());
+                self.stores_version += 1;
+                changed = true;
+            }
+            None => {
+                if self.stores.len() >= STORES_MAX {
+                    return Err(PdError::Invalid(format!("the cluster has STORES_MAX ({STORES_MAX}) stores")));
+                }
+                info.id = self.take_ids(1);
+                self.stores.insert(info.id, info.clone());
+                self.stores_version += 1;
+                changed = true;
+                tracing::info!(store = info.id, addr = %info.peer_addr, shards = info.shards, "store registered");
+            }
+        }
+        if !self.bootstrapped && self.stores.len() >= self.replicas as usize {
+            self.bootstrap();
+            changed = true;
+        }
+        if changed {
+            self.save_or_fail()?;
+        }
+        Ok(PdResponse::Registered { store_id: info.id, bootstrapped: self.bootstrapped })
+    }
+
+    fn bootstrap(&mut self) {
+        let stores: Vec<StoreInfo> = self.stores.values().cloned().collect();
+        let (n, replicas) = (self.initial_regions, self.replicas);
+        let ids_needed = u64::from(n) * (1 + u64::from(replicas));
+        let mut next = self.take_ids(ids_needed);
+        let regions = bootstrap::initial_regions(n, replicas, &stores, || {
+            next += 1;
+            next - 1
+        });
+        for r in regions {
+            r.validate().expect("the layout is valid");
+            self.regions.put(r);
+        }
+        self.bootstrapped = true;
+        tracing::info!(regions = n, replicas, stores = stores.len(), "cluster bootstrapped");
+    }
+
+    fn region_heartbeats(&mut self, store_id: u64, reports: Vec<RegionReport>) -> Result<PdResponse, PdError> {
+        self.known_store(store_id)?;
+        if reports.len() > REGION_REPORTS_MAX {
+            return Err(PdError::Invalid(format!("{} reports, over {REGION_REPORTS_MAX}", reports.len())));
+        }
+        let mut changed = false;
+        let mut outcomes = Vec::with_capacity(reports.len());
+        let mut directives = vec![];
+        for report in reports {
+            let id = report.region.id;
+            let epoch = report.region.epoch;
+            let outcome = self.accept(store_id, report);
+            if let Ok(durable) = &outcome {
+                changed |= *durable;
+                // a directive for this epoch goes to this leader; one for an older one is dropped
+                match self.directives.get(&id) {
+                    Some(d) if d.epoch == epoch => directives.extend(self.directives.remove(&id)),
+                    Some(d) if d.epoch.is_behind(&epoch) => {
+                        self.directives.remove(&id);
+                    }
+                    _ => {}
+                }
+            }
+            outcomes.push(outcome.map(|_| ()));
+        }
+        if changed {
+            self.save_or_fail()?;
+        }
+        Ok(PdResponse::RegionHeartbeats { outcomes, directives })
+    }
+
+    /// Takes one leader's report in; whether the durable state changed.
+    fn accept(&mut self, store_id: u64, rep: RegionReport) -> Result<bool, PdError> {
+        let r = &rep.region;
+        r.validate().map_err(PdError::Invalid)?;
+        if rep.leader.store_id != store_id || r.peers.iter().all(|p| *p != rep.leader) {
+            return Err(PdError::Invalid(format!(
+                "region {}: the reported leader {:?} is not a peer on the reporting store {store_id}",
+                r.id, rep.leader
+            )));
+        }
+        for p in &r.peers {
+            let Some(s) = self.stores.get(&p.store_id) else {
+                return Err(PdError::Invalid(format!(
+                    "region {}: peer {} on unknown store {}",
+                    r.id, p.peer_id, p.store_id
+                )));
+            };
+            if p.shard >= s.shards {
+                return Err(PdError::Invalid(format!("region {}: store {} has no shard {}", r.id, s.id, p.shard)));
+            }
+        }
+        if r.id >= self.next_id || r.max_peer_id >= self.next_id {
+            return Err(PdError::Invalid(format!("region {}: uses ids PD never handed out", r.id)));
+        }
+        let stale = |cur: &RegionInfo| PdError::StaleEpoch {
+            region_id: r.id,
+            reported: r.epoch,
+            current: Box::new(cur.clone()),
+        };
+        let current = self.regions.get(r.id);
+        if let Some(cur) = current.filter(|cur| r.epoch.is_behind(&cur.epoch)) {
+            return Err(stale(cur));
+        }
+        let overlapped = self.regions.overlapping(r);
+        for o in &overlapped {
+            let o = self.regions.get(*o).expect("listed by the index");
+            if o.epoch.version >= r.epoch.version {
+                // the report predates the split that made `o`
+                return Err(stale(o));
+            }
+        }
+        let durable = match current {
+            None => true,
+            Some(cur) => r.epoch.is_ahead(&cur.epoch) || !overlapped.is_empty(),
+        };
+        if durable {
+            if self.regions.len() >= REGIONS_MAX && current.is_none() {
+                return Err(PdError::Invalid(format!("PD holds REGIONS_MAX ({REGIONS_MAX}) regions")));
+            }
+            for o in overlapped {
+                tracing::info!(replaced = o, by = r.id, "a newer region report replaces an overlapping region");
+                self.regions.remove(o);
+                self.soft.remove(&o);
+            }
+            self.regions.put(rep.region.clone());
+        }
+        let soft = self.soft.entry(rep.region.id).or_default();
+        if rep.term >= soft.term {
+            soft.leader = Some(rep.leader);
+            soft.term = rep.term;
+            soft.stats = rep.stats;
+            soft.pending_peers = rep.pending_peers;
+        }
+        Ok(durable)
+    }
+}
+
+#[cfg(test)]
+mod tests;

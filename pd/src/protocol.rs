@@ -1,0 +1,249 @@
+//! PD's wire protocol: transport frames (kind `PdRequest` / `PdResponse`,
+//! length + CRC32C like every frame) carrying bincode 2 messages. A caller
+//! may keep many requests in flight on one connection; each answer names
+//! its request's id. Every request carries the cluster id the caller
+//! believes in (0: "not known yet", accepted, and learned from the answer);
+//! a different one is answered with `ClusterMismatch` and the connection
+//! closed. Bytes that are not frames, or frames that are not requests,
+//! close the connection and are counted.
+
+use std::net::SocketAddr;
+
+use bincode::{Decode, Encode};
+
+use crate::meta::{Epoch, PeerInfo, RegionInfo, RegionStats, StoreInfo, StoreStats};
+
+/// Largest request or answer payload.
+pub const PD_MESSAGE_BYTES_MAX: usize = 8 << 20;
+/// Most regions one scan answers with.
+pub const SCAN_REGIONS_MAX: u32 = 4096;
+/// Most region reports in one `RegionHeartbeats`.
+pub const REGION_REPORTS_MAX: usize = 65_536;
+/// Most ids one `AllocIds` hands out.
+pub const ALLOC_IDS_MAX: u32 = 1 << 20;
+
+const _: () = assert!(PD_MESSAGE_BYTES_MAX <= transport::FRAME_BYTES_MAX);
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RequestFrame {
+    pub id: u64,
+    /// The cluster the caller belongs to; 0 while it does not know yet.
+    pub cluster_id: u64,
+    pub body: PdRequest,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ResponseFrame {
+    pub id: u64,
+    pub cluster_id: u64,
+    pub result: Result<PdResponse, PdError>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum PdRequest {
+    /// A store introduces itself: `store_id` 0 on its first start (PD
+    /// assigns one), its own id afterwards.
+    RegisterStore {
+        store_id: u64,
+        token: u64,
+        shards: u16,
+        peer_addr: SocketAddr,
+        client_addr: SocketAddr,
+        capacity_bytes: u64,
+    },
+    /// The regions a store starts with at its first bootstrap (only then).
+    BootstrapRegions {
+        store_id: u64,
+    },
+    StoreHeartbeat {
+        store_id: u64,
+        stats: StoreStats,
+    },
+    /// Reports of the regions the store leads, batched.
+    RegionHeartbeats {
+        store_id: u64,
+        reports: Vec<RegionReport>,
+    },
+    AllocIds {
+        count: u32,
+    },
+    GetCluster,
+    GetStores,
+    GetStore {
+        store_id: u64,
+    },
+    GetRegionByKey {
+        key: Vec<u8>,
+    },
+    GetRegionById {
+        region_id: u64,
+    },
+    /// Regions in key order from the one holding `start_key`, at most `limit`.
+    ScanRegions {
+        start_key: Vec<u8>,
+        limit: u32,
+    },
+}
+
+/// What a leader tells PD of its region.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RegionReport {
+    pub region: RegionInfo,
+    pub leader: PeerInfo,
+    pub term: u64,
+    pub stats: RegionStats,
+    /// Peers the leader has not heard from lately, or that are still catching up.
+    pub pending_peers: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum PdResponse {
+    Registered {
+        store_id: u64,
+        bootstrapped: bool,
+    },
+    Regions(Vec<RegionView>),
+    Heartbeat {
+        /// Bumped whenever a store registers or changes address: refresh the directory then.
+        stores_version: u64,
+    },
+    RegionHeartbeats {
+        /// One per report, in order: accepted, or why not.
+        outcomes: Vec<Result<(), PdError>>,
+        directives: Vec<Directive>,
+    },
+    Ids {
+        first: u64,
+        count: u32,
+    },
+    Cluster(ClusterView),
+    Stores {
+        stores: Vec<StoreView>,
+        stores_version: u64,
+    },
+    Store(StoreView),
+    Region(RegionView),
+}
+
+/// A region as PD sees it: its durable description and the latest report.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RegionView {
+    pub region: RegionInfo,
+    /// None until a leader reports (after a PD restart, until the next heartbeat).
+    pub leader: Option<PeerInfo>,
+    pub term: u64,
+    pub stats: RegionStats,
+    pub pending_peers: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct StoreView {
+    pub store: StoreInfo,
+    /// Milliseconds since its last heartbeat; None: none since PD started.
+    pub last_heartbeat_ms_ago: Option<u64>,
+    pub up: bool,
+    pub stats: StoreStats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ClusterView {
+    pub cluster_id: u64,
+    pub bootstrapped: bool,
+    pub replicas: u32,
+    pub initial_regions: u32,
+    pub stores: u32,
+    pub regions: u32,
+}
+
+/// Work PD asks a region's leader to do, valid only at `epoch`: a store
+/// that has moved past it ignores the directive.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Directive {
+    pub region_id: u64,
+    pub epoch: Epoch,
+    pub action: DirectiveAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum DirectiveAction {
+    TransferLeader { to_store: u64 },
+    AddPeer(PeerInfo),
+    RemovePeer(PeerInfo),
+}
+
+/// PD's errors, each with what a caller needs to act on it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Encode, Decode)]
+pub enum PdError {
+    #[error("this PD serves cluster {ours}; the request was for cluster {theirs}")]
+    ClusterMismatch { theirs: u64, ours: u64 },
+    #[error("the cluster is not bootstrapped yet: {registered} of the {needed} stores it needs have registered")]
+    NotBootstrapped { registered: u32, needed: u32 },
+    #[error("store {store_id} is not registered")]
+    UnknownStore { store_id: u64 },
+    #[error("address {addr} is already used by store {store_id}")]
+    DuplicateStoreAddress { addr: SocketAddr, store_id: u64 },
+    #[error("store {store_id}: {reason}")]
+    StoreMismatch { store_id: u64, reason: String },
+    #[error("region {region_id} is not known")]
+    UnknownRegion { region_id: u64 },
+    #[error("key {key:?} is in no known region")]
+    KeyNotInAnyRegion { key: Vec<u8> },
+    /// The report is older than what PD holds (`current`, possibly one of
+    /// several regions overlapping it).
+    #[error("region {region_id}: reported epoch {reported:?} is stale (PD has region {} at {:?})", .current.id, .current.epoch)]
+    StaleEpoch { region_id: u64, reported: Epoch, current: Box<RegionInfo> },
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// PD could not make the change durable (it stops: nothing was answered as done).
+    #[error("PD storage: {0}")]
+    Storage(String),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_little_endian().with_variable_int_encoding()
+}
+
+/// Why a frame's payload is not a PD message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PD message: {0}")]
+pub struct ProtocolError(pub String);
+
+/// Appends `m` as one frame of `kind`.
+pub fn encode_frame<T: Encode>(out: &mut Vec<u8>, kind: transport::FrameKind, m: &T) {
+    let at = transport::frame::begin_frame(out);
+    bincode::encode_into_std_write(m, out, config()).expect("PD messages always encode");
+    transport::frame::finish_frame(out, at, kind);
+}
+
+pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, ProtocolError> {
+    if payload.len() > PD_MESSAGE_BYTES_MAX {
+        return Err(ProtocolError(format!("{} bytes, over {PD_MESSAGE_BYTES_MAX}", payload.len())));
+    }
+    let (m, used) = bincode::decode_from_slice(payload, config()).map_err(|e| ProtocolError(e.to_string()))?;
+    if used != payload.len() {
+        return Err(ProtocolError(format!("{} trailing bytes", payload.len() - used)));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_an_error() {
+        let q = RequestFrame { id: 3, cluster_id: 9, body: PdRequest::GetRegionByKey { key: b"k".to_vec() } };
+        let mut out = vec![];
+        encode_frame(&mut out, transport::FrameKind::PdRequest, &q);
+        let mut d = transport::FrameDecoder::new();
+        d.push(&out);
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(f.kind, transport::FrameKind::PdRequest);
+        assert_eq!(decode::<RequestFrame>(&f.payload), Ok(q));
+        let r = ResponseFrame { id: 3, cluster_id: 9, result: Err(PdError::KeyNotInAnyRegion { key: b"k".to_vec() }) };
+        let mut out = vec![];
+        encode_frame(&mut out, transport::FrameKind::PdResponse, &r);
+        assert_eq!(decode::<ResponseFrame>(&out[transport::FRAME_HEADER_BYTES..]), Ok(r));
+        assert!(decode::<RequestFrame>(&[0xff; 40]).is_err());
+    }
+}

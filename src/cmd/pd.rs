@@ -1,0 +1,58 @@
+//! `ringraft pd`: the placement driver.
+
+#[derive(clap::Args)]
+pub struct PdArgs {
+    /// PD's data directory: its state (cluster id, stores, regions, id
+    /// allocator) is one file there, replaced atomically on every change.
+    #[arg(long, value_name = "DIR")]
+    data_dir: std::path::PathBuf,
+    /// Where stores and clients reach PD.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:2379")]
+    listen: std::net::SocketAddr,
+    /// Regions the cluster starts with, splitting the key space (at
+    /// four-digit decimal prefixes); laid out once enough stores registered.
+    #[arg(long, default_value_t = 64)]
+    initial_regions: u32,
+    /// Replicas per region, each on a distinct store (the cluster
+    /// bootstraps when this many stores have registered).
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    /// A store silent for this long is shown as down.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::parse_duration)]
+    store_down_after: std::time::Duration,
+    /// The id of a new cluster [default: random]; an existing one keeps its own.
+    #[arg(long)]
+    cluster_id: Option<u64>,
+}
+
+/// A random non-zero cluster id.
+fn random_cluster_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish() | 1
+}
+
+pub fn pd(args: PdArgs) -> Result<(), String> {
+    if args.cluster_id == Some(0) {
+        return Err("--cluster-id 0 is reserved (it means 'not known yet' on the wire)".into());
+    }
+    let config = pd::cluster::ClusterConfig {
+        new_cluster_id: args.cluster_id.unwrap_or_else(random_cluster_id),
+        replicas: args.replicas,
+        initial_regions: args.initial_regions,
+        store_down_after_ms: args.store_down_after.as_millis() as u64,
+    };
+    let storage = pd::storage::FileMetaStore::open(&args.data_dir).map_err(|e| e.to_string())?;
+    let cluster = pd::Cluster::open(storage, &config).map_err(|e| e.to_string())?;
+    let cluster_id = cluster.cluster_id();
+    // (before any thread starts, so that only the wait below sees the signals)
+    bench::signals::block();
+    let server =
+        pd::server::PdServer::start(cluster, args.listen).map_err(|e| format!("listen on {}: {e}", args.listen))?;
+    println!("ringraft pd: cluster {cluster_id}, listening on {}, state in {}", server.addr(), args.data_dir.display());
+    let sig = bench::signals::wait();
+    eprintln!("ringraft pd: {sig}: stopping");
+    server.stop();
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `ringraft ctl --pd … stores|store|regions|region`: the cluster as PD
+//! sees it, as a table or (`--json`) one JSON document for scripts.
+
+use pd::protocol::{RegionView, StoreView};
+use serde_json::{json, Value};
+
+use super::ctl::Target;
+
+fn pd_client(target: &Target) -> Result<pd::PdClient, String> {
+    match target {
+        Target::Pd(addr) => Ok(pd::PdClient::new(*addr, 0)),
+        Target::Spec(_) => Err("this asks PD: give --pd HOST:PORT".into()),
+    }
+}
+
+/// A key as text: printable ASCII as is, other bytes escaped (`\\xNN`).
+fn key_text(k: &[u8]) -> String {
+    k.escape_ascii().to_string()
+}
+
+fn region_json(v: &RegionView) -> Value {
+    let r = &v.region;
+    json!({
+        "id": r.id,
+        "start_key": key_text(&r.start_key),
+        "end_key": key_text(&r.end_key),
+        "conf_ver": r.epoch.conf_ver,
+        "version": r.epoch.version,
+        "peers": r.peers.iter().map(|p| json!({"peer_id": p.peer_id, "store_id": p.store_id, "shard": p.shard})).collect::<Vec<_>>(),
+        "leader": v.leader.map(|l| l.store_id),
+        "leader_peer": v.leader.map(|l| l.peer_id),
+        "term": v.term,
+        "approximate_bytes": v.stats.approximate_bytes,
+        "approximate_keys": v.stats.approximate_keys,
+        "pending_peers": v.pending_peers,
+    })
+}
+
+fn store_json(v: &StoreView) -> Value {
+    let s = &v.store;
+    json!({
+        "id": s.id,
+        "peer_addr": s.peer_addr.to_string(),
+        "client_addr": s.client_addr.to_string(),
+        "shards": s.shards,
+        "capacity_bytes": s.capacity_bytes,
+        "up": v.up,
+        "last_heartbeat_ms_ago": v.last_heartbeat_ms_ago,
+        "region_count": v.stats.region_count,
+        "leader_count": v.stats.leader_count,
+        "used_bytes": v.stats.used_bytes,
+        "writes_per_sec": v.stats.writes_per_sec,
+    })
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("JSON values print"));
+}
+
+fn bound(k: &[u8]) -> String {
+    if k.is_empty() {
+        "-".into()
+    } else {
+        key_text(k)
+    }
+}
+
+fn print_regions(views: &[RegionView]) {
+    println!(
+        "{:>8}  {:<12} {:<12} {:>8} {:>7}  {:<10} {:>10} {:>10}  peers",
+        "region", "start", "end", "conf_ver", "version", "leader", "keys", "bytes"
+    );
+    for v in views {
+        let r = &v.region;
+        let leader = v.leader.map_or("-".to_string(), |l| format!("store {}", l.store_id));
+        let peers: Vec<String> = r.peers.iter().map(|p| format!("{}@{}/{}", p.peer_id, p.store_id, p.shard)).collect();
+        println!(
+            "{:>8}  {:<12} {:<12} {:>8} {:>7}  {:<10} {:>10} {:>10}  {}",
+            r.id,
+            bound(&r.start_key),
+            bound(&r.end_key),
+            r.epoch.conf_ver,
+            r.epoch.version,
+            leader,
+            v.stats.approximate_keys,
+            v.stats.approximate_bytes,
+            peers.join(" ")
+        );
+    }
+}
+
+fn print_stores(views: &[StoreView]) {
+    println!(
+        "{:>6}  {:<22} {:<22} {:>6} {:<5} {:>8} {:>8} {:>10}",
+        "store", "peer addr", "client addr", "shards", "state", "regions", "leaders", "writes/s"
+    );
+    for v in views {
+        let s = &v.store;
+        println!(
+            "{:>6}  {:<22} {:<22} {:>6} {:<5} {:>8} {:>8} {:>10}",
+            s.id,
+            s.peer_addr.to_string(),
+            s.client_addr.to_string(),
+            s.shards,
+            if v.up { "up" } else { "down" },
+            v.stats.region_count,
+            v.stats.leader_count,
+            v.stats.writes_per_sec
+        );
+    }
+}
+
+pub fn stores(target: &Target, json: bool) -> Result<(), String> {
+    let (views, _) = pd_client(target)?.stores().map_err(|e| e.to_string())?;
+    if json {
+        print_json(&Value::Array(views.iter().map(store_json).collect()));
+    } else {
+        print_stores(&views);
+    }
+    Ok(())
+}
+
+pub fn store(target: &Target, id: u64, json: bool) -> Result<(), String> {
+    let v = pd_client(target)?.store(id).map_err(|e| e.to_string())?;
+    if json {
+        print_json(&store_json(&v));
+    } else {
+        print_stores(&[v]);
+    }
+    Ok(())
+}
+
+pub fn regions(target: &Target, json: bool) -> Result<(), String> {
+    let views = pd_client(target)?.all_regions().map_err(|e| e.to_string())?;
+    if json {
+        print_json(&Value::Array(views.iter().map(region_json).collect()));
+    } else {
+        print_regions(&views);
+    }
+    Ok(())
+}
+
+fn print_region(v: RegionView, json: bool) {
+    if json {
+        print_json(&region_json(&v));
+    } else {
+        print_regions(&[v]);
+    }
+}
+
+pub fn region_by_key(target: &Target, key: &str, json: bool) -> Result<(), String> {
+    let v = pd_client(target)?.region_by_key(key.as_bytes()).map_err(|e| e.to_string())?;
+    print_region(v, json);
+    Ok(())
+}
+
+pub fn region_by_id(target: &Target, id: u64, json: bool) -> Result<(), String> {
+    let v = pd_client(target)?.region_by_id(id).map_err(|e| e.to_string())?;
+    print_region(v, json);
+    Ok(())
+}
