@@ -80,9 +80,15 @@ impl PdClient {
         move |source| PdClientError::Io { op, addr, source }
     }
 
-    /// One request, one answer (no retry).
+    /// One request, one answer. A connection kept from earlier that turns
+    /// out broken (PD restarted, or closed it as idle) is replaced once.
     pub fn call(&mut self, body: PdRequest) -> Result<PdResponse, PdClientError> {
-        let r = self.call_once(body);
+        let reused = self.conn.is_some();
+        let mut r = self.call_once(body.clone());
+        if reused && matches!(r, Err(PdClientError::Io { .. })) {
+            self.conn = None;
+            r = self.call_once(body);
+        }
         if matches!(r, Err(PdClientError::Io { .. } | PdClientError::Protocol { .. })) {
             self.conn = None;
         }
@@ -196,11 +202,11 @@ impl PdClient {
                 PdResponse::Regions(v) => v,
                 r => return Err(self.unexpected(r)),
             };
-            let full = page.len() as u32 >= SCAN_REGIONS_MAX;
+            // a page ends where PD's count or byte bound did; the key space ends at an empty end key
             let last_end = page.last().map(|v| v.region.end_key.clone());
             all.extend(page);
             match last_end {
-                Some(end) if full && !end.is_empty() => from = end,
+                Some(end) if !end.is_empty() => from = end,
                 _ => return Ok(all),
             }
         }

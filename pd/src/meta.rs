@@ -157,13 +157,13 @@ impl StoreInfo {
         Ok(())
     }
 
-    /// Whether any of `self`'s listening ports is also one of `other`'s.
-    pub fn shares_an_address(&self, other: &StoreInfo) -> bool {
+    /// An address `self` and `other` would both listen on, if any.
+    pub fn shared_address(&self, other: &StoreInfo) -> Option<SocketAddr> {
         let ports = |s: &StoreInfo| {
             (0..s.shards).flat_map(move |i| [s.peer_addr_of(i), s.client_addr_of(i)]).collect::<Vec<_>>()
         };
         let mine = ports(self);
-        ports(other).iter().any(|a| mine.contains(a))
+        ports(other).into_iter().find(|a| mine.contains(a))
     }
 }
 

@@ -17,8 +17,11 @@ use crate::meta::{Epoch, PeerInfo, RegionInfo, RegionStats, StoreInfo, StoreStat
 pub const PD_MESSAGE_BYTES_MAX: usize = 8 << 20;
 /// Most regions one scan answers with.
 pub const SCAN_REGIONS_MAX: u32 = 4096;
-/// Most region reports in one `RegionHeartbeats`.
-pub const REGION_REPORTS_MAX: usize = 65_536;
+/// Most region reports in one `RegionHeartbeats` (a store sends more in several).
+pub const REGION_REPORTS_MAX: usize = 1024;
+/// Bytes of regions one scan answers with, about (keys and peers; it stops
+/// after the region that passes this, so an answer stays far below the limit).
+pub const SCAN_BYTES_MAX: usize = 1 << 20;
 /// Most ids one `AllocIds` hands out.
 pub const ALLOC_IDS_MAX: u32 = 1 << 20;
 
@@ -207,6 +210,11 @@ fn config() -> impl bincode::config::Config {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("PD message: {0}")]
 pub struct ProtocolError(pub String);
+
+/// `m`'s bytes on the wire (a frame's payload).
+pub fn encode<T: Encode>(m: &T) -> Vec<u8> {
+    bincode::encode_to_vec(m, config()).expect("PD messages always encode")
+}
 
 /// Appends `m` as one frame of `kind`.
 pub fn encode_frame<T: Encode>(out: &mut Vec<u8>, kind: transport::FrameKind, m: &T) {

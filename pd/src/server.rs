@@ -18,13 +18,16 @@ use std::time::Instant;
 use transport::{FrameDecoder, FrameKind};
 
 use crate::cluster::Cluster;
-use crate::protocol::{decode, encode_frame, PdError, RequestFrame, ResponseFrame, PD_MESSAGE_BYTES_MAX};
+use crate::protocol::{decode, encode, PdError, RequestFrame, ResponseFrame, PD_MESSAGE_BYTES_MAX};
 use crate::storage::MetaStore;
 
 /// Connections served at once; more are closed at accept.
 pub const CONNECTIONS_MAX: usize = 512;
 /// Bytes read from a connection at a time.
 const READ_BYTES: usize = 64 << 10;
+/// A connection silent this long is closed (its slot freed); a client's
+/// next request reconnects. Stores heartbeat far more often.
+pub const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What the server counts (tests and logs read them).
 #[derive(Default, Debug)]
@@ -149,6 +152,7 @@ fn accept_loop<S: MetaStore + 'static>(listener: TcpListener, shared: Arc<Shared
 /// Serves one connection until it closes or misbehaves.
 fn serve<S: MetaStore>(mut stream: TcpStream, shared: &Shared<S>) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(IDLE_CONNECTION_TIMEOUT)).map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::with_limit(PD_MESSAGE_BYTES_MAX);
     let mut buf = vec![0u8; READ_BYTES];
     let malformed = |why: String| {
@@ -196,7 +200,12 @@ fn serve<S: MetaStore>(mut stream: TcpStream, shared: &Shared<S>) -> Result<(), 
 }
 
 fn reply(stream: &mut TcpStream, resp: &ResponseFrame) -> std::io::Result<()> {
+    let mut payload = encode(resp);
+    if payload.len() > PD_MESSAGE_BYTES_MAX {
+        let why = format!("the answer would be {} bytes, over {PD_MESSAGE_BYTES_MAX}: ask for less", payload.len());
+        payload = encode(&ResponseFrame { result: Err(PdError::Invalid(why)), ..resp.clone() });
+    }
     let mut out = vec![];
-    encode_frame(&mut out, FrameKind::PdResponse, resp);
+    transport::frame::encode_frame(&mut out, FrameKind::PdResponse, &[&payload]);
     stream.write_all(&out)
 }

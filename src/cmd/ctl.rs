@@ -15,7 +15,7 @@ pub struct CtlArgs {
     #[arg(long, value_name = "FILE")]
     spec: Option<std::path::PathBuf>,
     /// Print `stores`, `store`, `regions` and `region` as JSON (for scripts).
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     op: CtlOp,
@@ -140,12 +140,14 @@ fn load(
     if threads == 0 || batch == 0 || threads > 256 || batch > 10_000 {
         return Err("--threads in 1..=256 and --batch in 1..=10000".into());
     }
+    // (made here, so that a cluster that cannot be reached is an error, not a run of zeros)
+    let clients = (0..threads).map(|_| target.client()).collect::<Result<Vec<_>, _>>()?;
     let start = std::time::Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|t| {
-            let target = target.clone();
+    let workers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(t, mut client)| {
             std::thread::spawn(move || {
-                let Ok(mut client) = target.client() else { return (0, 0, Default::default()) };
                 let mut rounds_us = vec![];
                 let (mut ok, mut failed, mut n) = (0u64, 0u64, 0u64);
                 while start.elapsed() < duration {
@@ -207,13 +209,15 @@ fn load_open(
     if threads == 0 || batch == 0 || threads > 256 || batch > 10_000 || rate == 0 || rate > 10_000_000 {
         return Err("--threads in 1..=256, --batch in 1..=10000, --rate in 1..=10000000".into());
     }
-    let start = std::time::Instant::now();
     let per_thread = rate as f64 / threads as f64;
-    let workers: Vec<_> = (0..threads)
-        .map(|t| {
-            let target = target.clone();
+    // (made here, so that a cluster that cannot be reached is an error, not a run of zeros)
+    let clients = (0..threads).map(|_| target.client()).collect::<Result<Vec<_>, _>>()?;
+    let start = std::time::Instant::now();
+    let workers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(t, mut client)| {
             std::thread::spawn(move || {
-                let Ok(mut client) = target.client() else { return (0, 0, Default::default()) };
                 let mut latency = bench::latency::Latency::default();
                 let (mut ok, mut failed, mut next) = (0u64, 0u64, 0u64);
                 // put n of this client is due at start + offset + n / per_thread
@@ -335,8 +339,21 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
         }
         CtlOp::AddPeer { region, store, peer_id, shard } => {
             let peer_id = match (peer_id, &target) {
-                (Some(id), _) => id,
-                (None, Target::Pd(addr)) => pd::PdClient::new(*addr, 0).alloc_ids(1).map_err(|e| e.to_string())?,
+                (Some(id), Target::Spec(_)) => id,
+                (given, Target::Pd(addr)) => {
+                    let mut pd = pd::PdClient::new(*addr, 0);
+                    let s = pd.store(store).map_err(|e| e.to_string())?;
+                    if shard >= s.store.shards {
+                        return Err(format!(
+                            "store {store} has {} shard(s); there is no shard {shard}",
+                            s.store.shards
+                        ));
+                    }
+                    match given {
+                        Some(id) => id,
+                        None => pd.alloc_ids(1).map_err(|e| e.to_string())?,
+                    }
+                }
                 (None, Target::Spec(_)) => return Err("with --spec, give the new peer's id (--peer-id)".into()),
             };
             let peer = engine::region::meta::PeerMeta { peer_id, store_id: store, shard };

@@ -46,6 +46,18 @@ pub fn pd(args: PdArgs) -> Result<(), String> {
     let storage = pd::storage::FileMetaStore::open(&args.data_dir).map_err(|e| e.to_string())?;
     let cluster = pd::Cluster::open(storage, &config).map_err(|e| e.to_string())?;
     let cluster_id = cluster.cluster_id();
+    let view = cluster.cluster_view();
+    if view.bootstrapped && (view.replicas != args.replicas || view.initial_regions != args.initial_regions) {
+        eprintln!(
+            "ringraft pd: the cluster was laid out with --replicas {} --initial-regions {}; this start's flags change nothing",
+            view.replicas, view.initial_regions
+        );
+    }
+    if args.cluster_id.is_some_and(|id| id != cluster_id) {
+        eprintln!(
+            "ringraft pd: this data directory holds cluster {cluster_id}; --cluster-id applies to a new cluster only"
+        );
+    }
     // (before any thread starts, so that only the wait below sees the signals)
     bench::signals::block();
     let server =

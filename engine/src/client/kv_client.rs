@@ -150,9 +150,10 @@ impl KvClient {
     /// Routes an operation again after the cache changed: by its key, or
     /// (an admin operation) by its region's id.
     fn reroute(&mut self, item: &mut (RegionMeta, ClientOp)) {
-        let key = item.1.key();
-        let found =
-            if key.is_empty() { self.metas.get(&item.0.id) } else { self.metas.values().find(|m| m.contains(key)) };
+        let found = match Self::route_key(&item.1) {
+            None => self.metas.get(&item.0.id),
+            Some(key) => self.metas.values().find(|m| m.contains(key)),
+        };
         if let Some(m) = found {
             item.0 = m.clone();
         }
@@ -165,13 +166,21 @@ impl KvClient {
         Ok(())
     }
 
-    /// Asks PD again for the region holding `key` (or region `id`, for an
-    /// operation without a key). Without PD: nothing to ask.
-    fn refresh_region(&mut self, key: &[u8], id: u64) -> Result<(), KvError> {
+    /// Asks PD again for the region holding `key`, or (`None`) region `id`.
+    /// Without PD: nothing to ask.
+    fn refresh_region(&mut self, key: Option<&[u8]>, id: u64) -> Result<(), KvError> {
         let Some(pd) = self.pd.as_mut() else { return Ok(()) };
-        let view = if key.is_empty() { pd.region_by_id(id)? } else { pd.region_by_key(key)? };
+        let view = match key {
+            Some(k) => pd.region_by_key(k)?,
+            None => pd.region_by_id(id)?,
+        };
         self.learn(view);
         Ok(())
+    }
+
+    /// What an operation is routed by: its key, or (`None`, admin) its region.
+    fn route_key(op: &ClientOp) -> Option<&[u8]> {
+        op.routes_by_key().then(|| op.key())
     }
 
     /// The region holding `key` (asking PD when the cache has none).
@@ -179,7 +188,7 @@ impl KvClient {
         if let Some(m) = self.metas.values().find(|m| m.contains(key)) {
             return Ok(m.clone());
         }
-        self.refresh_region(key, 0)?;
+        self.refresh_region(Some(key), 0)?;
         match self.metas.values().find(|m| m.contains(key)) {
             Some(m) => Ok(m.clone()),
             None => Err(KvError::Unavailable { attempts: 1, last: format!("no region holds key {key:?}") }),
@@ -200,7 +209,7 @@ impl KvClient {
     /// Region `region_id` as this client knows it (from the spec, PD or since).
     fn known(&mut self, region_id: u64) -> Result<RegionMeta, KvError> {
         if !self.metas.contains_key(&region_id) {
-            self.refresh_region(&[], region_id)?;
+            self.refresh_region(None, region_id)?;
         }
         self.metas.get(&region_id).cloned().ok_or(KvError::Region(RegionError::RegionNotFound { region: region_id }))
     }
@@ -489,7 +498,7 @@ impl KvClient {
                                 }
                                 Err(RegionError::RegionNotFound { .. }) => {
                                     // that store no longer has it (moved, removed): ask PD, then others
-                                    if self.refresh_region(&[], region.id).is_ok() {
+                                    if self.refresh_region(Self::route_key(&ops[i].1), region.id).is_ok() {
                                         self.reroute(&mut ops[i]);
                                     }
                                     self.rotate(&self.current(&ops[i].0));
@@ -521,14 +530,12 @@ impl KvClient {
                                 }
                                 // the range changed (a split): the key may live in another region now
                                 Err(e @ (RegionError::KeyNotInRegion { .. } | RegionError::EpochNotMatch { .. }))
-                                    if self.pd.is_some()
-                                        && !ops[i].1.key().is_empty()
-                                        && !matches!(ops[i].1, ClientOp::ChangePeer(_)) =>
+                                    if self.pd.is_some() && ops[i].1.routes_by_key() =>
                                 {
                                     if let RegionError::EpochNotMatch { current } = &e {
                                         self.learn_meta((**current).clone(), None);
                                     }
-                                    match self.refresh_region(ops[i].1.key(), region.id) {
+                                    match self.refresh_region(Some(ops[i].1.key()), region.id) {
                                         Ok(()) => {
                                             self.reroute(&mut ops[i]);
                                             again.push(i);

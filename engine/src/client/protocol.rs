@@ -39,6 +39,12 @@ pub enum ClientOp {
 }
 
 impl ClientOp {
+    /// Whether the operation goes to the region holding its key (else it
+    /// names its region: admin operations).
+    pub fn routes_by_key(&self) -> bool {
+        !matches!(self, ClientOp::TransferLeader { .. } | ClientOp::ChangePeer(_) | ClientOp::DescribeRegion)
+    }
+
     pub fn key(&self) -> &[u8] {
         match self {
             ClientOp::Get { key } => key,

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pd::protocol::{PdResponse, RegionReport};
-use pd::{PdClient, PdError, PdRequest};
+use pd::{PdClient, PdClientError, PdError, PdRequest};
 
 use crate::directory::{Directory, StoreAddrs};
 use crate::region::meta::RegionMeta;
@@ -151,17 +151,21 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
 fn fetch_bootstrap(client: &mut PdClient, store_id: u64, stop: &AtomicBool) -> Result<Vec<pd::RegionInfo>, StoreError> {
     let mut told = false;
     loop {
-        match call_patiently(client, PdRequest::BootstrapRegions { store_id }, stop) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(StoreError::Pd("stopped while waiting for PD to bootstrap the cluster".into()));
+        }
+        match client.call_until(PdRequest::BootstrapRegions { store_id }, Instant::now() + JOIN_ATTEMPT) {
             Ok(PdResponse::Regions(views)) => return Ok(views.into_iter().map(|v| v.region).collect()),
             Ok(other) => return Err(pd_err(format!("PD answered a bootstrap request with {other:?}"))),
-            Err(StoreError::Pd(what)) if what.contains("not bootstrapped") => {
+            Err(PdClientError::Pd(e @ PdError::NotBootstrapped { .. })) => {
                 if !told {
-                    eprintln!("ringraft server: {what}; waiting");
+                    eprintln!("ringraft server: {e}; waiting");
                     told = true;
                 }
                 std::thread::sleep(BOOTSTRAP_POLL);
             }
-            Err(e) => return Err(e),
+            Err(e) if e.is_transient() => eprintln!("ringraft server: waiting for PD: {e}"),
+            Err(e) => return Err(pd_err(e)),
         }
     }
 }
@@ -319,16 +323,20 @@ impl Heartbeats {
         if reports.is_empty() {
             return Ok(());
         }
-        let ids: Vec<u64> = reports.iter().map(|r| r.region.id).collect();
-        let (outcomes, directives) = self.client.region_heartbeats(self.store_id, reports)?;
         let mut refused: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (id, o) in ids.into_iter().zip(outcomes) {
-            if let Err(e) = o {
-                let kind = match e {
-                    PdError::StaleEpoch { .. } => "stale epoch".to_string(),
-                    other => other.to_string(),
-                };
-                refused.entry(kind).or_default().push(id);
+        let mut directives = vec![];
+        for batch in reports.chunks(pd::protocol::REGION_REPORTS_MAX) {
+            let ids: Vec<u64> = batch.iter().map(|r| r.region.id).collect();
+            let (outcomes, mut given) = self.client.region_heartbeats(self.store_id, batch.to_vec())?;
+            directives.append(&mut given);
+            for (id, o) in ids.into_iter().zip(outcomes) {
+                if let Err(e) = o {
+                    let kind = match e {
+                        PdError::StaleEpoch { .. } => "stale epoch".to_string(),
+                        other => other.to_string(),
+                    };
+                    refused.entry(kind).or_default().push(id);
+                }
             }
         }
         for (why, regions) in refused {

@@ -84,6 +84,10 @@ pub fn write_ident(data_dir: &Path, ident: &Ident) -> Result<(), StoreError> {
 /// Creates the ident file on first start, or checks it.
 pub fn check_ident(data_dir: &Path, want: &Ident) -> Result<(), StoreError> {
     match read_ident(data_dir)? {
+        Some(found) if found.token != 0 && want.token == 0 => Err(StoreError::Ident {
+            path: data_dir.join("IDENT").display().to_string(),
+            what: format!("store {} of a cluster run by PD: start it with --pd", found.store_id),
+        }),
         Some(found) if &found != want => Err(StoreError::IdentMismatch {
             path: data_dir.join("IDENT").display().to_string(),
             found,

@@ -159,7 +159,6 @@ pub struct ShardStats {
     pub regions_removed: u64,
 }
 
-/// A region as the shard starts it: from bootstrap (fresh) or as recovery found it.
 /// A leader's account of its region, for PD.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderReport {
@@ -172,6 +171,7 @@ pub struct LeaderReport {
     pub pending_peers: Vec<u64>,
 }
 
+/// A region as the shard starts it: from bootstrap (fresh) or as recovery found it.
 pub struct RegionInit {
     pub meta: RegionMeta,
     pub storage: RegionStorage,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::meta::{PeerInfo, RegionInfo, RegionStats, StoreInfo, StoreStats};
 use crate::protocol::{
     ClusterView, Directive, PdError, PdRequest, PdResponse, RegionReport, RegionView, StoreView, ALLOC_IDS_MAX,
-    REGION_REPORTS_MAX, SCAN_REGIONS_MAX,
+    REGION_REPORTS_MAX, SCAN_BYTES_MAX, SCAN_REGIONS_MAX,
 };
 use crate::storage::{ClusterState, MetaStore, StorageError};
 use bootstrap::INITIAL_REGIONS_MAX;
@@ -141,6 +141,10 @@ impl<S: MetaStore> Cluster<S> {
             // nothing was laid out yet: this start's flags decide
             c.replicas = config.replicas;
             c.initial_regions = config.initial_regions;
+            if c.stores.len() >= c.replicas as usize {
+                // (fewer replicas now: the stores already registered are enough)
+                c.bootstrap();
+            }
             c.save().map_err(OpenError::Storage)?;
         } else if fresh {
             c.save().map_err(OpenError::Storage)?;
@@ -150,6 +154,17 @@ impl<S: MetaStore> Cluster<S> {
 
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id
+    }
+
+    pub fn cluster_view(&self) -> ClusterView {
+        ClusterView {
+            cluster_id: self.cluster_id,
+            bootstrapped: self.bootstrapped,
+            replicas: self.replicas,
+            initial_regions: self.initial_regions,
+            stores: self.stores.len() as u32,
+            regions: self.regions.len() as u32,
+        }
     }
 
     fn state(&self) -> ClusterState {
@@ -237,14 +252,7 @@ impl<S: MetaStore> Cluster<S> {
                 }
                 Ok(PdResponse::Ids { first, count })
             }
-            PdRequest::GetCluster => Ok(PdResponse::Cluster(ClusterView {
-                cluster_id: self.cluster_id,
-                bootstrapped: self.bootstrapped,
-                replicas: self.replicas,
-                initial_regions: self.initial_regions,
-                stores: self.stores.len() as u32,
-                regions: self.regions.len() as u32,
-            })),
+            PdRequest::GetCluster => Ok(PdResponse::Cluster(self.cluster_view())),
             PdRequest::GetStores => Ok(PdResponse::Stores {
                 stores: self.stores.values().map(|s| self.store_view(s, now_ms)).collect(),
                 stores_version: self.stores_version,
@@ -266,9 +274,13 @@ impl<S: MetaStore> Cluster<S> {
             },
             PdRequest::ScanRegions { start_key, limit } => {
                 let limit = limit.clamp(1, SCAN_REGIONS_MAX) as usize;
-                Ok(PdResponse::Regions(
-                    self.regions.scan(&start_key, limit).into_iter().map(|r| self.view(r)).collect(),
-                ))
+                let mut bytes = 0;
+                let page = self.regions.scan(&start_key, limit).into_iter().take_while(|r| {
+                    let fits = bytes < SCAN_BYTES_MAX; // (the first region always goes)
+                    bytes += r.start_key.len() + r.end_key.len() + 64 * (1 + r.peers.len());
+                    fits
+                });
+                Ok(PdResponse::Regions(page.map(|r| self.view(r)).collect()))
             }
         }
     }
@@ -331,8 +343,10 @@ impl<S: MetaStore> Cluster<S> {
             }
             info.id = id;
         }
-        if let Some(other) = self.stores.values().find(|s| s.id != info.id && s.shares_an_address(&info)) {
-            return Err(PdError::DuplicateStoreAddress { addr: info.peer_addr, store_id: other.id });
+        let clash =
+            self.stores.values().filter(|s| s.id != info.id).find_map(|s| Some((s.id, s.shared_address(&info)?)));
+        if let Some((store_id, addr)) = clash {
+            return Err(PdError::DuplicateStoreAddress { addr, store_id });
         }
         let mut changed = false;
         match existing {
@@ -391,12 +405,16 @@ impl<S: MetaStore> Cluster<S> {
         for report in reports {
             let id = report.region.id;
             let epoch = report.region.epoch;
+            let (leader, term) = (report.leader, report.term);
             let outcome = self.accept(store_id, report);
             if let Ok(durable) = &outcome {
                 changed |= *durable;
-                // a directive for this epoch goes to this leader; one for an older one is dropped
+                // a directive for this epoch goes to this leader (if PD takes it as
+                // the leader: not a deposed one reporting late); one for an older epoch is dropped
+                let soft = self.soft.get(&id);
+                let is_leader = soft.is_some_and(|s| s.leader == Some(leader) && s.term == term);
                 match self.directives.get(&id) {
-                    Some(d) if d.epoch == epoch => directives.extend(self.directives.remove(&id)),
+                    Some(d) if d.epoch == epoch && is_leader => directives.extend(self.directives.remove(&id)),
                     Some(d) if d.epoch.is_behind(&epoch) => {
                         self.directives.remove(&id);
                     }
