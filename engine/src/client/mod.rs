@@ -2,4 +2,5 @@
 //! the KV client library that routes, retries and reports outcomes.
 
 pub mod kv_client;
+pub mod one_shot;
 pub mod protocol;

@@ -78,6 +78,8 @@ pub struct Region {
     pub snapshot_retry_tick: u64,
     /// Entry bytes applied since the last snapshot (the trigger's measure).
     pub applied_bytes_since_snapshot: usize,
+    /// Entry bytes this peer applied in its life (its write rate, for PD).
+    pub applied_bytes_total: u64,
     /// The WAL's purge named this region as holding old segments: snapshot
     /// and compact as soon as possible.
     pub compact_wanted: bool,
@@ -136,6 +138,7 @@ impl Region {
             snapshot_taking: None,
             snapshot_retry_tick: 0,
             applied_bytes_since_snapshot: 0,
+            applied_bytes_total: 0,
             compact_wanted: false,
             receiving: None,
         })

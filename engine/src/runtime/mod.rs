@@ -2,6 +2,7 @@
 //! each driving its `Shard` with the WAL, the transport and the client port.
 
 pub mod client_service;
+pub mod directives;
 pub mod metrics;
 pub mod pd_worker;
 pub mod shard_task;

@@ -15,8 +15,9 @@
 //! leaders, capacity, memory used, write rate); every region interval, the
 //! reports the shards published for the regions they lead, in one batch.
 //! When PD's store set changes (its version moves), the directory is
-//! refreshed and every shard picks up the new addresses. PD being down
-//! only delays all this: the store goes on serving.
+//! refreshed and every shard picks up the new addresses. Directives in the
+//! answers go to `runtime::directives`. PD being down only delays all
+//! this: the store goes on serving.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use pd::{PdClient, PdClientError, PdError, PdRequest};
 
 use crate::directory::{Directory, StoreAddrs};
 use crate::region::meta::RegionMeta;
+use crate::runtime::directives::DirectiveRunner;
 use crate::runtime::metrics::StoreMetrics;
 use crate::runtime::store::{read_ident, write_ident, Ident, StoreError};
 use crate::shard::core::LeaderReport;
@@ -216,6 +218,15 @@ fn disk_capacity(dir: &Path) -> Option<u64> {
     (rc == 0).then(|| st.f_blocks * st.f_frsize)
 }
 
+/// What the heartbeat thread remembers of the regions it reported.
+#[derive(Default)]
+struct RegionsSeen {
+    /// Applied bytes at the last report, by region (the write rate's base).
+    applied: BTreeMap<u64, u64>,
+    /// The last reports' metas and leader shards: what directives are checked against.
+    metas: BTreeMap<u64, (RegionMeta, u16)>,
+}
+
 /// The heartbeat thread's inputs.
 pub struct Heartbeats {
     pub client: PdClient,
@@ -228,9 +239,13 @@ pub struct Heartbeats {
     pub store_interval: Duration,
     pub region_interval: Duration,
     pub stop: Arc<AtomicBool>,
+    /// This store's addresses (directives go to its own shards' client ports).
+    pub me: StoreAddrs,
+    pub directives: DirectiveRunner,
 }
 
-fn report_of(r: LeaderReport) -> RegionReport {
+/// `r` in PD's terms; `written_bytes`: what it applied since the last report.
+fn report_of(r: LeaderReport, written_bytes: u64) -> RegionReport {
     RegionReport {
         region: pd::RegionInfo::from(&r.meta),
         leader: r.leader.into(),
@@ -238,7 +253,7 @@ fn report_of(r: LeaderReport) -> RegionReport {
         stats: pd::RegionStats {
             approximate_bytes: r.approximate_bytes,
             approximate_keys: r.approximate_keys,
-            written_bytes: 0,
+            written_bytes,
         },
         pending_peers: r.pending_peers,
     }
@@ -250,6 +265,7 @@ impl Heartbeats {
     }
 
     fn run(mut self) {
+        let mut regions = RegionsSeen::default();
         let mut next_store = Instant::now();
         let mut next_region = Instant::now() + self.region_interval;
         let mut stores_version = None;
@@ -274,7 +290,7 @@ impl Heartbeats {
             }
             if outcome.is_ok() && now >= next_region {
                 next_region = now + self.region_interval;
-                outcome = self.region_heartbeats();
+                outcome = self.region_heartbeats(&mut regions);
             }
             match outcome {
                 Err(e) if !pd_down => {
@@ -313,16 +329,25 @@ impl Heartbeats {
         Ok(())
     }
 
-    fn region_heartbeats(&mut self) -> Result<(), pd::PdClientError> {
-        let reports: Vec<RegionReport> = self
+    fn region_heartbeats(&mut self, seen: &mut RegionsSeen) -> Result<(), pd::PdClientError> {
+        let led: Vec<LeaderReport> = self
             .report_slots
             .iter()
             .flat_map(|slot| std::mem::take(&mut *slot.lock().expect("not poisoned")))
-            .map(report_of)
             .collect();
-        if reports.is_empty() {
+        if led.is_empty() {
             return Ok(());
         }
+        let mut reports = Vec::with_capacity(led.len());
+        seen.metas.clear();
+        for r in led {
+            let before = seen.applied.insert(r.meta.id, r.applied_bytes_total);
+            // (a new leader's count starts anew: no rate until its second report)
+            let written = before.filter(|b| *b <= r.applied_bytes_total).map_or(0, |b| r.applied_bytes_total - b);
+            seen.metas.insert(r.meta.id, (r.meta.clone(), r.leader.shard));
+            reports.push(report_of(r, written));
+        }
+        seen.applied.retain(|id, _| seen.metas.contains_key(id));
         let mut refused: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut directives = vec![];
         for batch in reports.chunks(pd::protocol::REGION_REPORTS_MAX) {
@@ -342,11 +367,14 @@ impl Heartbeats {
         for (why, regions) in refused {
             tracing::warn!(?regions, "PD refused region reports: {why}");
         }
-        if !directives.is_empty() {
-            // no scheduler hands these out yet; they will go through the
-            // regions' leaders as admin requests at the directive's epoch
-            tracing::info!(count = directives.len(), "PD directives received");
-        }
+        let work = directives
+            .into_iter()
+            .filter_map(|d| {
+                let (meta, shard) = seen.metas.get(&d.region_id)?;
+                Some((d, meta.clone(), self.me.client_addr_of(*shard)))
+            })
+            .collect();
+        self.directives.run(self.store_id, work);
         Ok(())
     }
 }

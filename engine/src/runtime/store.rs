@@ -197,6 +197,8 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
                 store_interval: o.store_heartbeat,
                 region_interval: o.region_heartbeat,
                 stop: opts.stop.clone(),
+                me,
+                directives: Default::default(),
             }
             .spawn()
             .map_err(|e| StoreError::Pd(format!("start the heartbeat thread: {e}")))?,

@@ -167,6 +167,8 @@ pub struct LeaderReport {
     pub term: u64,
     pub approximate_bytes: u64,
     pub approximate_keys: u64,
+    /// Entry bytes the leader's peer applied in its life (PD's write rate comes from its growth).
+    pub applied_bytes_total: u64,
     /// Peers the leader has not heard from lately or does not replicate to yet.
     pub pending_peers: Vec<u64>,
 }
@@ -372,6 +374,7 @@ impl Shard {
                 term: r.term(),
                 approximate_bytes: r.kv.approximate_bytes() as u64,
                 approximate_keys: r.kv.keys() as u64,
+                applied_bytes_total: r.applied_bytes_total,
                 pending_peers: r.meta.peers.iter().map(|p| p.peer_id).filter(|id| !is_healthy(r, *id)).collect(),
             })
             .collect()
@@ -1335,6 +1338,7 @@ impl Shard {
                 EntryType::EntryNormal if e.data.is_empty() => vec![], // a new leader's empty entry
                 EntryType::EntryNormal => {
                     r.applied_bytes_since_snapshot += e.data.len();
+                    r.applied_bytes_total += e.data.len() as u64;
                     apply_batch(r, &e.data)
                 }
                 EntryType::EntryConfChange => {
