@@ -68,6 +68,9 @@ pub struct KvBenchArgs {
     /// Time the load runs before measuring starts.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// An operation unanswered this long counts as failed ("timeout").
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Client threads, each with its own connections.
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
@@ -117,6 +120,7 @@ impl KvBenchArgs {
             write_ratio: 1.0,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
+            request_timeout: pipeline::REQUEST_TIMEOUT,
             clients: 8,
             depth: 256,
             rate: None,

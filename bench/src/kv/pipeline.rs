@@ -2,8 +2,11 @@
 //! answered on its own (matched by id), so an operation's latency is its own
 //! and not its batch's — what an open-loop measurement needs. It routes by
 //! the cluster's regions, follows `NotLeader` hints, sends definite failures
-//! again (bounded), and counts a put whose connection died unanswered as
-//! ambiguous; a get is simply sent again. (The library client,
+//! again (bounded; after a wait that doubles with each attempt when there is
+//! no hint to follow, and after the store's own `backoff_ms` when it is
+//! busy), counts a put whose connection died unanswered as ambiguous (a get
+//! is simply sent again), and gives up on an operation unanswered for
+//! `REQUEST_TIMEOUT` ("timeout"). (The library client,
 //! `engine::client::kv_client`, waits for a whole round instead.)
 
 use std::collections::BTreeMap;
@@ -26,6 +29,14 @@ pub const ATTEMPTS_MAX: u32 = 50;
 const READ_BYTES: usize = 256 << 10;
 /// Time to connect to a store before the operation is tried elsewhere.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// An operation unanswered this long is given up ("timeout"; a put's fate is then unknown).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often unanswered operations are checked against `REQUEST_TIMEOUT`.
+const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Wait before sending again without a hint (no leader known, region not
+/// there): doubles from the first to the last with each attempt.
+const RETRY_WAIT_FIRST: Duration = Duration::from_millis(1);
+const RETRY_WAIT_LAST: Duration = Duration::from_millis(200);
 
 /// One operation, as the bench made it.
 #[derive(Clone, Debug)]
@@ -35,6 +46,8 @@ pub struct Op {
     /// Where its latency counts from: its due time (open loop) or its first send.
     pub from: Instant,
     pub attempts: u32,
+    /// When it was last sent (its timeout counts from then).
+    pub sent: Instant,
 }
 
 pub enum Outcome {
@@ -87,6 +100,11 @@ pub struct Pipeline {
     in_flight: usize,
     /// Outcomes decided while sending (a store that cannot be reached).
     ready: Vec<Outcome>,
+    /// Operations waiting to be sent again, by when (a busy store, an election).
+    delayed: BTreeMap<(Instant, u64), Op>,
+    delayed_seq: u64,
+    last_timeout_check: Instant,
+    request_timeout: Duration,
 }
 
 impl Pipeline {
@@ -106,6 +124,45 @@ impl Pipeline {
             value,
             in_flight: 0,
             ready: vec![],
+            delayed: BTreeMap::new(),
+            delayed_seq: 0,
+            last_timeout_check: Instant::now(),
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    /// Gives up on an operation unanswered for `timeout` (default `REQUEST_TIMEOUT`).
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        self.request_timeout = timeout;
+    }
+
+    /// Sends `op` again after `wait`.
+    fn later(&mut self, op: Op, wait: Duration) {
+        self.delayed_seq += 1;
+        self.delayed.insert((Instant::now() + wait, self.delayed_seq), op);
+    }
+
+    /// The wait before attempt `attempts + 1` when there is no hint to follow.
+    fn retry_wait(attempts: u32) -> Duration {
+        (RETRY_WAIT_FIRST * 2u32.saturating_pow(attempts.saturating_sub(1).min(16))).min(RETRY_WAIT_LAST)
+    }
+
+    /// Gives up on operations unanswered for `REQUEST_TIMEOUT`.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_timeout_check) < TIMEOUT_CHECK_INTERVAL {
+            return;
+        }
+        self.last_timeout_check = now;
+        let mut expired = 0;
+        for conn in self.conns.values() {
+            let mut p = conn.pending.lock().expect("a reader panicked");
+            let before = p.ops.len();
+            p.ops.retain(|_, op| now.duration_since(op.sent) < self.request_timeout);
+            expired += before - p.ops.len();
+        }
+        for _ in 0..expired {
+            self.decide(Outcome::Failed { kind: "timeout" });
         }
     }
 
@@ -122,6 +179,7 @@ impl Pipeline {
 
     fn dispatch(&mut self, mut op: Op) {
         op.attempts += 1;
+        op.sent = Instant::now();
         if op.attempts > ATTEMPTS_MAX {
             return self.decide(Outcome::Failed { kind: "unavailable" });
         }
@@ -224,9 +282,26 @@ impl Pipeline {
 
     /// Outcomes decided since the last call, waiting up to `timeout` for the first.
     pub fn poll(&mut self, timeout: Duration) -> Vec<Outcome> {
+        let now = Instant::now();
+        let mut resent = false;
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let op = entry.remove();
+            self.dispatch(op);
+            resent = true;
+        }
+        if resent {
+            self.flush();
+        }
+        self.expire();
         let mut events = vec![];
         if self.ready.is_empty() {
-            match self.rx.recv_timeout(timeout) {
+            // (woken for the next delayed operation, or to check timeouts)
+            let next_delayed = self.delayed.keys().next().map(|(at, _)| at.saturating_duration_since(now));
+            let wait = timeout.min(next_delayed.unwrap_or(timeout)).min(TIMEOUT_CHECK_INTERVAL);
+            match self.rx.recv_timeout(wait) {
                 Ok(e) => events.push(e),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => unreachable!("the pipeline holds a sender"),
@@ -254,9 +329,13 @@ impl Pipeline {
                     let at = self.leaders.get(&region).copied().unwrap_or(m.peers[0].store_id);
                     self.rotate(&m, at);
                 }
-                self.dispatch(op)
+                // (an election takes a while: no point asking the next peer at once, again and again)
+                let wait = Self::retry_wait(op.attempts);
+                self.later(op, wait)
             }
-            RegionError::ServerIsBusy { .. } => self.dispatch(op),
+            RegionError::ServerIsBusy { backoff_ms, .. } => {
+                self.later(op, Duration::from_millis(backoff_ms.clamp(1, 1000)))
+            }
             RegionError::EpochNotMatch { current } if current.conf_ver > 0 => {
                 if let Some(m) = self.metas.iter_mut().find(|m| m.id == current.id && m.version == current.version) {
                     if current.conf_ver > m.conf_ver {
@@ -306,5 +385,90 @@ fn read(mut stream: TcpStream, pending: Arc<Mutex<Pending>>, tx: Sender<Event>) 
     };
     for op in lost.into_values() {
         let _ = tx.send(Event::Lost(op));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::client::protocol::encode_frame as encode_response;
+    use engine::spec::{PeerSpec, RegionSpec, StoreSpec};
+
+    /// A store that answers the first request busy, the second done, and never the third.
+    fn fake_store() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut decoder = FrameDecoder::new();
+            let mut buf = vec![0u8; 4096];
+            let mut seen = 0;
+            loop {
+                while let Ok(Some(f)) = decoder.next_frame() {
+                    let req: ClientRequest = decode(&f.payload).unwrap();
+                    seen += 1;
+                    let result = match seen {
+                        1 => Err(RegionError::ServerIsBusy { region: req.region, backoff_ms: 30 }),
+                        2 => Ok(ClientReply::Done),
+                        _ => continue, // never answered
+                    };
+                    let mut out = vec![];
+                    encode_response(&mut out, FrameKind::ClientResponse, &ClientResponse { id: req.id, result });
+                    s.write_all(&out).unwrap();
+                }
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => decoder.push(&buf[..n]),
+                }
+            }
+        });
+        addr
+    }
+
+    use std::net::SocketAddr;
+
+    #[test]
+    fn a_busy_store_is_asked_again_after_its_backoff_and_a_silent_one_times_out() {
+        let addr = fake_store();
+        let spec = ClusterSpec {
+            cluster_id: 1,
+            stores: vec![StoreSpec { id: 1, peer_addr: "127.0.0.1:1".parse().unwrap(), client_addr: addr, shards: 1 }],
+            regions: vec![RegionSpec {
+                id: 1,
+                start_key: String::new(),
+                end_key: String::new(),
+                peers: vec![PeerSpec { peer_id: 1, store_id: 1, shard: 0 }],
+            }],
+        };
+        let mut pipe = Pipeline::new(Arc::new(spec), b"v".to_vec());
+        pipe.set_request_timeout(Duration::from_millis(300));
+        let op = |key: &str| Op { key: key.into(), put: true, from: Instant::now(), attempts: 0, sent: Instant::now() };
+        let t0 = Instant::now();
+        pipe.send(op("a"));
+        pipe.flush();
+        let mut outcomes = vec![];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while outcomes.is_empty() {
+            assert!(Instant::now() < deadline, "no outcome for the busy put");
+            outcomes.extend(pipe.poll(Duration::from_millis(50)));
+        }
+        match &outcomes[0] {
+            Outcome::Done { op, reply: ClientReply::Done } => assert_eq!(op.attempts, 2, "sent again once"),
+            Outcome::Failed { kind } => panic!("the busy put was not retried to success: {kind}"),
+            Outcome::Done { reply, .. } => panic!("the busy put answered {reply:?}"),
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(30), "retried only after the store's backoff");
+
+        let t1 = Instant::now();
+        pipe.send(op("b"));
+        pipe.flush();
+        let mut outcomes = vec![];
+        while outcomes.is_empty() {
+            assert!(Instant::now() < deadline, "the unanswered put never timed out");
+            outcomes.extend(pipe.poll(Duration::from_millis(50)));
+        }
+        assert!(matches!(outcomes[0], Outcome::Failed { kind: "timeout" }));
+        assert!(t1.elapsed() >= Duration::from_millis(300));
+        assert_eq!(pipe.in_flight(), 0);
     }
 }

@@ -147,6 +147,7 @@ pub fn run(
     start: Instant,
 ) -> Totals {
     let mut pipe = Pipeline::new(spec, vec![b'v'; args.value_bytes]);
+    pipe.set_request_timeout(args.request_timeout);
     let mut rng = SeededRng::new(0x6b76_0000 + client_no as u64);
     let mut totals = Totals::default();
     let writes_per_million = (args.write_ratio * 1e6) as u32;
@@ -157,8 +158,13 @@ pub fn run(
         start + Duration::from_secs_f64((client_no as f64 / args.clients as f64 + n as f64) / per)
     };
     let mut next = 0u64;
-    let mut make =
-        |from: Instant| Op { key: keys.random(&mut rng), put: rng.chance(writes_per_million), from, attempts: 0 };
+    let mut make = |from: Instant| Op {
+        key: keys.random(&mut rng),
+        put: rng.chance(writes_per_million),
+        from,
+        attempts: 0,
+        sent: from,
+    };
     while !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         // keep `depth` in flight (closed loop), or send what fell due (open

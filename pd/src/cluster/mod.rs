@@ -351,9 +351,14 @@ impl<S: MetaStore> Cluster<S> {
         let mut changed = false;
         match existing {
             Some(id) if self.stores[&id] == info => {}
-            Some(_) => {
+            Some(id) => {
+                let old = &self.stores[&id];
+                let moved = (old.peer_addr, old.client_addr) != (info.peer_addr, info.client_addr);
                 self.stores.insert(info.id, info.clone());
-                self.stores_version += 1;
+                if moved {
+                    // (what the directory's readers care about: a new capacity is not news to them)
+                    self.stores_version += 1;
+                }
                 changed = true;
             }
             None => {
@@ -482,6 +487,7 @@ impl<S: MetaStore> Cluster<S> {
                 tracing::info!(replaced = o, by = r.id, "a newer region report replaces an overlapping region");
                 self.regions.remove(o);
                 self.soft.remove(&o);
+                self.directives.remove(&o);
             }
             self.regions.put(rep.region.clone());
         }

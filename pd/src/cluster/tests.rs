@@ -346,7 +346,8 @@ fn an_address_change_bumps_stores_version_and_frees_the_old_addresses() {
 }
 
 /// `DuplicateStoreAddress { addr }` reads "address {addr} is already used
-/// by store {store_id}"; `addr` should be an address the other store uses.
+/// by store {store_id}"; `addr` must be an address the other store uses
+/// (it once named the newcomer's peer address whatever collided).
 #[test]
 fn a_duplicate_address_error_names_the_address_in_use() {
     let store = MemMetaStore::default();
@@ -578,7 +579,8 @@ fn a_restart_before_bootstrap_takes_the_new_flags_and_after_it_keeps_the_saved_o
 
 /// Stores poll `BootstrapRegions` without registering again, so a PD
 /// restarted with `--replicas` lowered to the stores already registered
-/// leaves them waiting on "2 of the 2 stores it needs have registered".
+/// must bootstrap when it opens (it once answered "2 of the 2 stores it
+/// needs have registered" forever).
 #[test]
 fn a_restart_lowering_replicas_to_the_registered_stores_bootstraps() {
     let store = MemMetaStore::default();
@@ -619,7 +621,8 @@ fn open_refuses_bad_flags_and_a_saved_state_that_breaks_an_invariant() {
         store
     };
     assert!(Cluster::open(with(&|_| {}), &config()).is_ok());
-    let broken: [(&str, &dyn Fn(&mut ClusterState)); 5] = [
+    type Breaks<'a> = (&'a str, &'a dyn Fn(&mut ClusterState));
+    let broken: [Breaks; 5] = [
         ("a store id at the reservation", &|st| st.stores[0].id = st.ids_reserved_until),
         ("a repeated store", &|st| st.stores[1].id = st.stores[0].id),
         ("a region id never allocated", &|st| st.regions[0].id = st.ids_reserved_until + 5),
@@ -1001,6 +1004,38 @@ fn a_scan_from_inside_a_region_starts_at_that_region_and_honours_the_limit() {
 }
 
 #[test]
+fn a_scan_answer_stays_under_scan_bytes_max_and_pages_through_every_region() {
+    let (_store, mut c, _) = bootstrapped(INITIAL_REGIONS_MAX);
+    let mut seen: Vec<RegionInfo> = vec![];
+    let mut from: Vec<u8> = vec![];
+    let mut pages = 0;
+    loop {
+        let page = scan(&mut c, &from, SCAN_REGIONS_MAX);
+        pages += 1;
+        assert!(!page.is_empty(), "a scan answers with at least one region");
+        if pages == 1 {
+            assert!(page.len() < SCAN_REGIONS_MAX as usize, "the bytes, not the count, end the first page");
+        }
+        let bytes = crate::protocol::encode(&PdResponse::Regions(page.clone())).len();
+        assert!(bytes <= 2 * SCAN_BYTES_MAX, "a page of {} regions is {bytes} bytes", page.len());
+        assert!(bytes < crate::protocol::PD_MESSAGE_BYTES_MAX);
+        let last = page.last().unwrap().region.end_key.clone();
+        seen.extend(page.into_iter().map(|v| v.region));
+        if last.is_empty() {
+            break;
+        }
+        from = last;
+        assert!(pages < 100, "the scan makes no progress");
+    }
+    assert!(pages > 1, "{INITIAL_REGIONS_MAX} regions of 3 peers take more than SCAN_BYTES_MAX");
+    assert_eq!(seen.len(), INITIAL_REGIONS_MAX as usize);
+    assert!(seen[0].start_key.is_empty());
+    for w in seen.windows(2) {
+        assert_eq!(w[0].end_key, w[1].start_key, "pages are contiguous");
+    }
+}
+
+#[test]
 fn an_unknown_region_id_is_unknown_region() {
     let (_store, mut c, _) = bootstrapped(4);
     assert_eq!(region(&mut c, 987_654), Err(PdError::UnknownRegion { region_id: 987_654 }));
@@ -1095,7 +1130,7 @@ fn a_directive_is_dropped_when_its_region_reports_a_newer_epoch() {
 
 /// PD keeps the leader of the highest term; a report from an older term
 /// comes from a leader that has been deposed (it has not heard yet), and a
-/// directive handed to it is lost: the real leader never sees it.
+/// directive handed to it would be lost: the real leader would never see it.
 #[test]
 fn a_directive_goes_to_the_current_leader_not_to_a_deposed_one() {
     let (_store, mut c, _) = bootstrapped(2);
@@ -1191,7 +1226,8 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        2 => (any::<usize>(), 0u64..1000, any::<bool>()).prop_map(|(region, at, keep_left)| Step::Split { region, at, keep_left }),
+        2 => (any::<usize>(), 0u64..1000, any::<bool>())
+            .prop_map(|(region, at, keep_left)| Step::Split { region, at, keep_left }),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(region, peer)| Step::ConfChange { region, peer }),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(region, peer)| Step::NewLeader { region, peer }),
         6 => (any::<usize>(), proptest::option::of(any::<usize>())).prop_map(|(pick, old)| Step::Report { pick, old }),
