@@ -94,11 +94,6 @@ pub struct MemKv {
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 impl MemKv {
-    /// What the state holds, as the memory accounting counts it.
-    pub fn approximate_bytes(&self) -> usize {
-        self.bytes
-    }
-
     pub fn keys(&self) -> usize {
         self.map.len()
     }

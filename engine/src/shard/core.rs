@@ -372,7 +372,7 @@ impl Shard {
                     shard: self.shard,
                 }),
                 term: r.term(),
-                approximate_bytes: r.kv.approximate_bytes() as u64,
+                approximate_bytes: r.kv.bytes() as u64,
                 approximate_keys: r.kv.keys() as u64,
                 applied_bytes_total: r.applied_bytes_total,
                 pending_peers: r.meta.peers.iter().map(|p| p.peer_id).filter(|id| !is_healthy(r, *id)).collect(),
@@ -1025,7 +1025,19 @@ impl Shard {
         let mut replies = vec![];
         for id in walk {
             let Some(r) = self.regions.get_mut(id) else { continue };
-            if !r.pending_writes.is_empty() {
+            // A leader with a proposal of its term still uncommitted holds new
+            // writes until it commits: what arrives meanwhile goes into the
+            // next entry together. Below load nothing waits (no proposal is
+            // out); under load a region proposes about one entry per commit
+            // round trip, and entries carry many writes instead of one each
+            // (the per-entry cost — readies, messages, acks — is what grows
+            // with the number of active regions).
+            let holding = self.limits.batching
+                && r.is_leader()
+                && r.proposals
+                    .last_key_value()
+                    .is_some_and(|(index, p)| *index > r.raw.raft.raft_log.committed && p.term == r.raw.raft.term);
+            if !r.pending_writes.is_empty() && !holding {
                 let writes = std::mem::take(&mut r.pending_writes);
                 r.pending_write_bytes = 0;
                 let (requests, commands): (Vec<u64>, Vec<Command>) = writes.into_iter().unzip();
