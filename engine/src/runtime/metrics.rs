@@ -37,6 +37,8 @@ pub struct ShardMetrics {
     pub snapshots_sent: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub wal_segments_purged: AtomicU64,
+    /// Loop iterations (each steps the shard once with what arrived).
+    pub iterations: AtomicU64,
 }
 
 /// The store's shards, by index.
@@ -48,7 +50,7 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 20] = [
+    let metrics: [Metric; 21] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
         ("ringraft_proposals_total", "counter", "raft proposals (one entry each)", |m| &m.proposals),
@@ -92,6 +94,12 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
         ("ringraft_wal_segments_purged_total", "counter", "WAL segments recycled or removed", |m| {
             &m.wal_segments_purged
         }),
+        (
+            "ringraft_loop_iterations_total",
+            "counter",
+            "shard loop iterations (writes per iteration: / writes proposed)",
+            |m| &m.iterations,
+        ),
     ];
     for (name, kind, help, get) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));

@@ -418,6 +418,7 @@ fn publish(
     m.regions.store(shard.regions().count() as u64, r);
     m.leaders.store(shard.regions().filter(|g| g.is_leader()).count() as u64, r);
     m.proposals.store(st.proposals, r);
+    m.iterations.store(st.iterations, r);
     m.writes_proposed.store(st.writes_proposed, r);
     m.persist_batches.store(st.persist_batches, r);
     m.region_writes_persisted.store(st.region_writes_persisted, r);
