@@ -37,7 +37,7 @@ fn a_local_cluster_serves_ctl_and_stops_cleanly_on_ctrl_c() {
         let text = out.join("\n");
         assert!(text.contains("every region led") && text.contains("store 3:"), "{text}");
         let dir = text.split("data in ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
-        let pd = text.split("pd: ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
+        let pd = text.split("pd: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
         let put = ringraft().args(["ctl", "--pd", &pd, "put", "hello", "world"]).output().unwrap();
         assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
         let get = ringraft().args(["ctl", "--pd", &pd, "get", "hello"]).output().unwrap();
@@ -49,6 +49,16 @@ fn a_local_cluster_serves_ctl_and_stops_cleanly_on_ctrl_c() {
         let regions = ringraft().args(["ctl", "--pd", &pd, "--json", "regions"]).output().unwrap();
         let regions: serde_json::Value = serde_json::from_slice(&regions.stdout).unwrap();
         assert_eq!(regions.as_array().unwrap().len(), 8, "{regions}");
+        // PD serves its metrics too
+        let pd_line = text.lines().find(|l| l.trim_start().starts_with("pd: ")).unwrap();
+        let status = pd_line.split("http://").nth(1).unwrap().split('/').next().unwrap();
+        let mut conn = std::net::TcpStream::connect(status).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut metrics = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut metrics).unwrap();
+        assert!(metrics.lines().any(|l| l == "ringraft_pd_regions 8"), "{metrics}");
+        assert!(metrics.lines().any(|l| l == "ringraft_pd_stores_up 3"), "{metrics}");
 
         // Ctrl-C: every store stops in order, the temporary directory goes
         // SAFETY: kill(2) on our own child's pid

@@ -108,7 +108,7 @@ impl LocalCluster {
             return Err(LocalError::Options("--cores must be 1..=64".into()));
         }
         let status_base = u32::from(opts.base_port) + opts.stores as u32 * 128;
-        if status_base + opts.stores as u32 + 1 > u32::from(u16::MAX) {
+        if status_base + opts.stores as u32 + 2 > u32::from(u16::MAX) {
             return Err(LocalError::Options(format!(
                 "--base-port {} leaves no room for the status and PD ports",
                 opts.base_port
@@ -119,7 +119,8 @@ impl LocalCluster {
             .pd_addr
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], (status_base + opts.stores as u32) as u16)));
         // a port already answering is another cluster: it would take our clients
-        let mut ports: Vec<SocketAddr> = vec![pd_addr];
+        let pd_status = SocketAddr::new(pd_addr.ip(), pd_addr.port().wrapping_add(1));
+        let mut ports: Vec<SocketAddr> = vec![pd_addr, pd_status];
         for n in 1..=opts.stores {
             let (peer, client) = store_addrs(opts.base_port, n);
             ports.push(status_of(n));
@@ -196,11 +197,17 @@ impl LocalCluster {
         Ok(cmd)
     }
 
+    /// PD's metrics address: the port after PD's.
+    pub fn pd_status_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.pd_addr.ip(), self.pd_addr.port().wrapping_add(1))
+    }
+
     fn spawn_pd(&mut self, opts: &LocalOptions) -> Result<(), LocalError> {
         let mut cmd = self.command("pd.log")?;
         cmd.args(["pd", "--data-dir"])
             .arg(self.dir.join("pd"))
             .args(["--listen", &self.pd_addr.to_string()])
+            .args(["--status-addr", &self.pd_status_addr().to_string()])
             .args(["--initial-regions", &opts.regions.to_string()])
             .args(["--replicas", &opts.stores.min(3).to_string()]);
         let child =

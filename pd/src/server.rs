@@ -85,6 +85,47 @@ impl<S: MetaStore + 'static> PdServer<S> {
         &self.shared.stats
     }
 
+    /// Renders PD's metrics (Prometheus text): the server's counters and
+    /// the cluster's gauges, on each call.
+    pub fn metrics_renderer(&self) -> impl Fn() -> String + Send + 'static {
+        let shared = self.shared.clone();
+        move || {
+            let mut out = String::new();
+            let mut put = |name: &str, kind: &str, help: &str, v: u64| {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+            };
+            let s = &shared.stats;
+            let counters: [(&str, &str, &AtomicU64); 5] = [
+                ("ringraft_pd_requests_total", "requests answered or refused", &s.requests),
+                ("ringraft_pd_connections_accepted_total", "connections accepted", &s.connections_accepted),
+                (
+                    "ringraft_pd_connections_refused_total",
+                    "connections closed at accept (over CONNECTIONS_MAX)",
+                    &s.connections_refused_over_limit,
+                ),
+                (
+                    "ringraft_pd_connections_malformed_total",
+                    "connections closed for bytes that are not PD requests",
+                    &s.connections_closed_malformed,
+                ),
+                (
+                    "ringraft_pd_connections_cluster_mismatch_total",
+                    "connections closed for another cluster's request",
+                    &s.connections_closed_cluster_mismatch,
+                ),
+            ];
+            for (name, help, c) in counters {
+                put(name, "counter", help, c.load(Ordering::Relaxed));
+            }
+            let now_ms = shared.started.elapsed().as_millis() as u64;
+            let gauges = shared.cluster.lock().map(|c| c.gauges(now_ms)).unwrap_or_default();
+            for (name, help, v) in gauges {
+                put(name, "gauge", help, v);
+            }
+            out
+        }
+    }
+
     /// Runs `f` on the cluster under the server's lock (operators, tests).
     pub fn with_cluster<T>(&self, f: impl FnOnce(&mut Cluster<S>) -> T) -> T {
         f(&mut self.shared.cluster.lock().expect("a PD thread panicked"))

@@ -123,6 +123,15 @@ fn bad_bytes_and_another_cluster_close_only_their_connection() {
     let stats = server.stats();
     assert_eq!(stats.connections_closed_malformed.load(Ordering::Relaxed), 2);
     assert_eq!(stats.connections_closed_cluster_mismatch.load(Ordering::Relaxed), 2);
+    let metrics = server.metrics_renderer()();
+    for line in [
+        "ringraft_pd_connections_malformed_total 2",
+        "ringraft_pd_connections_cluster_mismatch_total 2",
+        "ringraft_pd_stores 0",
+        "ringraft_pd_bootstrapped 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line:?} missing from:\n{metrics}");
+    }
     assert_eq!(good.cluster().unwrap().cluster_id, 4242, "PD serves the others on");
     server.stop();
 }

@@ -58,7 +58,7 @@ pub fn local(args: LocalArgs) -> Result<(), String> {
         opts.regions,
         cluster.dir.display()
     );
-    println!("  pd: {}", cluster.pd_addr);
+    println!("  pd: {} (metrics http://{}/metrics)", cluster.pd_addr, cluster.pd_status_addr());
     for s in &cluster.spec.stores {
         println!(
             "  store {}: peers {}, clients {} ({} shard{}), metrics http://{}/metrics",

@@ -23,6 +23,9 @@ pub struct PdArgs {
     /// The id of a new cluster [default: random]; an existing one keeps its own.
     #[arg(long)]
     cluster_id: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    status_addr: Option<std::net::SocketAddr>,
 }
 
 /// A random non-zero cluster id.
@@ -62,9 +65,19 @@ pub fn pd(args: PdArgs) -> Result<(), String> {
     bench::signals::block();
     let server =
         pd::server::PdServer::start(cluster, args.listen).map_err(|e| format!("listen on {}: {e}", args.listen))?;
+    let status = match args.status_addr {
+        None => None,
+        Some(addr) => Some(
+            transport::status::serve_metrics(addr, "pd-status".into(), server.metrics_renderer())
+                .map_err(|e| format!("status address {addr}: {e}"))?,
+        ),
+    };
     println!("ringraft pd: cluster {cluster_id}, listening on {}, state in {}", server.addr(), args.data_dir.display());
     let sig = bench::signals::wait();
     eprintln!("ringraft pd: {sig}: stopping");
+    if let Some(s) = status {
+        s.stop();
+    }
     server.stop();
     Ok(())
 }

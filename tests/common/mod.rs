@@ -14,7 +14,7 @@ pub fn free_base_port(salt: u32) -> u16 {
         let base = 10_000 + ((std::process::id() % 89) * 211 + (salt * 50 + attempt) * 1_009) % 20_000;
         let ports: Vec<u32> = (0..3u32)
             .flat_map(|s| [base + s * 128, base + s * 128 + 64])
-            .chain((0..3).map(|i| base + 384 + i))
+            .chain((0..5).map(|i| base + 384 + i)) // metrics ports, PD and PD's metrics
             .collect();
         if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok()) {
             return base as u16;

@@ -29,6 +29,7 @@ pub mod outbox;
 pub mod rate_limit;
 mod seeded;
 pub mod snapshot;
+pub mod status;
 
 pub use envelope::{decode_raft_batch, encode_raft_batch, Envelope, EnvelopeRef, Epoch, Peer, RaftBatch, Target};
 pub use faults::{FaultConfig, FaultStats, Faults};

@@ -4,13 +4,11 @@
 //! (writes per entry, regions per fsync, messages per frame) are for the
 //! scraper to derive from the counters.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-/// Longest request line read (the rest of a request is ignored).
-const STATUS_REQUEST_BYTES_MAX: usize = 8 << 10;
+pub use transport::status::StatusServer;
 
 /// One shard's published figures.
 #[derive(Default)]
@@ -110,51 +108,7 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     out
 }
 
-/// The status endpoint's thread; `stop` closes its port and joins it.
-pub struct StatusServer {
-    addr: SocketAddr,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl StatusServer {
-    pub fn stop(self) {
-        self.stopping.store(true, Relaxed);
-        // wake the blocking accept; it sees the flag and ends, closing the port
-        let _ = std::net::TcpStream::connect_timeout(&self.addr, std::time::Duration::from_secs(1));
-        let _ = self.thread.join();
-    }
-}
-
-/// Serves `GET /metrics` on `addr` from a thread of its own until stopped.
+/// Serves the store's metrics on `addr` (`GET /metrics`) until stopped.
 pub fn serve(addr: SocketAddr, store_id: u64, shards: StoreMetrics) -> std::io::Result<StatusServer> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stopping.clone();
-    let thread = std::thread::Builder::new().name(format!("store{store_id}-status")).spawn(move || {
-        for stream in listener.incoming() {
-            if flag.load(Relaxed) {
-                return;
-            }
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let mut line = String::new();
-            let mut reader = BufReader::new(&stream).take(STATUS_REQUEST_BYTES_MAX as u64);
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let (status, body) = if line.starts_with("GET /metrics") {
-                ("200 OK", render(store_id, &shards))
-            } else {
-                ("404 Not Found", "try GET /metrics\n".to_string())
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    })?;
-    Ok(StatusServer { addr: bound, stopping, thread })
+    transport::status::serve_metrics(addr, format!("store{store_id}-status"), move || render(store_id, &shards))
 }

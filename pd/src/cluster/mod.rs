@@ -167,6 +167,21 @@ impl<S: MetaStore> Cluster<S> {
         }
     }
 
+    /// PD's figures for its metrics: (name, help, value).
+    pub fn gauges(&self, now_ms: u64) -> Vec<(&'static str, &'static str, u64)> {
+        let up = self.stores.values().filter(|s| self.store_view(s, now_ms).up).count();
+        let led = self.soft.values().filter(|s| s.leader.is_some()).count();
+        vec![
+            ("ringraft_pd_stores", "stores registered", self.stores.len() as u64),
+            ("ringraft_pd_stores_up", "stores heard from within --store-down-after", up as u64),
+            ("ringraft_pd_regions", "regions known", self.regions.len() as u64),
+            ("ringraft_pd_regions_led", "regions whose leader reported since PD started", led as u64),
+            ("ringraft_pd_directives_waiting", "directives waiting for their leaders", self.directives.len() as u64),
+            ("ringraft_pd_ids_reserved_until", "ids below this may have been handed out", self.ids_reserved_until),
+            ("ringraft_pd_bootstrapped", "1 once the initial regions are laid out", u64::from(self.bootstrapped)),
+        ]
+    }
+
     fn state(&self) -> ClusterState {
         ClusterState {
             cluster_id: self.cluster_id,
