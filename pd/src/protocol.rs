@@ -202,36 +202,15 @@ pub enum PdError {
     Storage(String),
 }
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_little_endian().with_variable_int_encoding()
-}
-
 /// Why a frame's payload is not a PD message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("PD message: {0}")]
 pub struct ProtocolError(pub String);
 
-/// `m`'s bytes on the wire (a frame's payload).
-pub fn encode<T: Encode>(m: &T) -> Vec<u8> {
-    bincode::encode_to_vec(m, config()).expect("PD messages always encode")
-}
-
-/// Appends `m` as one frame of `kind`.
-pub fn encode_frame<T: Encode>(out: &mut Vec<u8>, kind: transport::FrameKind, m: &T) {
-    let at = transport::frame::begin_frame(out);
-    bincode::encode_into_std_write(m, out, config()).expect("PD messages always encode");
-    transport::frame::finish_frame(out, at, kind);
-}
+pub use transport::message::{encode, encode_frame};
 
 pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, ProtocolError> {
-    if payload.len() > PD_MESSAGE_BYTES_MAX {
-        return Err(ProtocolError(format!("{} bytes, over {PD_MESSAGE_BYTES_MAX}", payload.len())));
-    }
-    let (m, used) = bincode::decode_from_slice(payload, config()).map_err(|e| ProtocolError(e.to_string()))?;
-    if used != payload.len() {
-        return Err(ProtocolError(format!("{} trailing bytes", payload.len() - used)));
-    }
-    Ok(m)
+    transport::message::decode_exact(payload, PD_MESSAGE_BYTES_MAX).map_err(ProtocolError)
 }
 
 #[cfg(test)]

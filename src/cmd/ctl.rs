@@ -29,6 +29,12 @@ pub enum Target {
 }
 
 impl Target {
+    /// `n` clients, made before any load starts: a cluster that cannot be
+    /// reached is an error, not a run of zeros.
+    fn clients(&self, n: usize) -> Result<Vec<KvClient>, String> {
+        (0..n).map(|_| self.client()).collect()
+    }
+
     pub fn client(&self) -> Result<KvClient, String> {
         match self {
             Target::Spec(spec) => Ok(KvClient::new(spec.clone())),
@@ -140,8 +146,7 @@ fn load(
     if threads == 0 || batch == 0 || threads > 256 || batch > 10_000 {
         return Err("--threads in 1..=256 and --batch in 1..=10000".into());
     }
-    // (made here, so that a cluster that cannot be reached is an error, not a run of zeros)
-    let clients = (0..threads).map(|_| target.client()).collect::<Result<Vec<_>, _>>()?;
+    let clients = target.clients(threads)?;
     let start = std::time::Instant::now();
     let workers: Vec<_> = clients
         .into_iter()
@@ -210,8 +215,7 @@ fn load_open(
         return Err("--threads in 1..=256, --batch in 1..=10000, --rate in 1..=10000000".into());
     }
     let per_thread = rate as f64 / threads as f64;
-    // (made here, so that a cluster that cannot be reached is an error, not a run of zeros)
-    let clients = (0..threads).map(|_| target.client()).collect::<Result<Vec<_>, _>>()?;
+    let clients = target.clients(threads)?;
     let start = std::time::Instant::now();
     let workers: Vec<_> = clients
         .into_iter()

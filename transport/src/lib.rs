@@ -24,6 +24,7 @@ pub mod envelope;
 pub mod faults;
 pub mod frame;
 pub mod handshake;
+pub mod message;
 pub mod net;
 pub mod outbox;
 pub mod rate_limit;

@@ -93,45 +93,18 @@ pub struct ClientResponse {
     pub result: Result<ClientReply, RegionError>,
 }
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_little_endian().with_variable_int_encoding()
-}
-
 /// Why a client frame's payload is not a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("client message: {0}")]
 pub struct ProtocolError(pub String);
 
-pub fn encode<T: Encode>(m: &T) -> Vec<u8> {
-    bincode::encode_to_vec(m, config()).expect("client messages always encode")
-}
-
-/// Appends `m` to `out` as one frame of `kind`, encoded in place.
-pub fn encode_frame<T: Encode>(out: &mut Vec<u8>, kind: transport::FrameKind, m: &T) {
-    let at = transport::frame::begin_frame(out);
-    bincode::encode_into_std_write(m, out, config()).expect("client messages always encode");
-    transport::frame::finish_frame(out, at, kind);
-}
-
-/// Bytes `m` encodes to, without encoding it anywhere.
-pub fn encoded_len<T: Encode>(m: &T) -> usize {
-    let mut w = bincode::enc::write::SizeWriter::default();
-    bincode::encode_into_writer(m, &mut w, config()).expect("client messages always encode");
-    w.bytes_written
-}
+pub use transport::message::{encode, encode_frame, encoded_len};
 
 /// Bytes a request adds around its op, at most (id, store, region and epoch varints).
 pub const REQUEST_OVERHEAD_BYTES_MAX: usize = 5 * 9;
 
 pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, ProtocolError> {
-    if payload.len() > CLIENT_MESSAGE_BYTES_MAX {
-        return Err(ProtocolError(format!("{} bytes, over {CLIENT_MESSAGE_BYTES_MAX}", payload.len())));
-    }
-    let (m, used) = bincode::decode_from_slice(payload, config()).map_err(|e| ProtocolError(e.to_string()))?;
-    if used != payload.len() {
-        return Err(ProtocolError(format!("{} trailing bytes", payload.len() - used)));
-    }
-    Ok(m)
+    transport::message::decode_exact(payload, CLIENT_MESSAGE_BYTES_MAX).map_err(ProtocolError)
 }
 
 #[cfg(test)]
