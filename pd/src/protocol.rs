@@ -14,7 +14,7 @@ use bincode::{Decode, Encode};
 use crate::meta::{Epoch, PeerInfo, RegionInfo, RegionStats, StoreInfo, StoreStats};
 
 /// Largest request or answer payload.
-pub const PD_MESSAGE_BYTES_MAX: usize = 8 << 20;
+pub const PD_MESSAGE_BYTES_MAX: usize = transport::message::MESSAGE_BYTES_MAX;
 /// Most regions one scan answers with.
 pub const SCAN_REGIONS_MAX: u32 = 4096;
 /// Most region reports in one `RegionHeartbeats` (a store sends more in several).

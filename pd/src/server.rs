@@ -177,16 +177,31 @@ fn accept_loop<S: MetaStore + 'static>(listener: TcpListener, shared: Arc<Shared
         }
         let s = shared.clone();
         let spawned = std::thread::Builder::new().name("pd-conn".into()).spawn(move || {
+            // the slot is given back however the connection ends (a panic included)
+            let _slot = Slot { shared: &s, conn_id };
             let peer = stream.peer_addr().ok();
             if let Err(why) = serve(stream, &s) {
                 tracing::debug!(?peer, "PD connection closed: {why}");
             }
-            s.conns.lock().expect("not poisoned").retain(|(id, _)| *id != conn_id);
-            s.open.fetch_sub(1, Ordering::SeqCst);
         });
         if spawned.is_err() {
             shared.open.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// A connection's place among the open ones, released when it ends.
+struct Slot<'a, S: MetaStore> {
+    shared: &'a Shared<S>,
+    conn_id: u64,
+}
+
+impl<S: MetaStore> Drop for Slot<'_, S> {
+    fn drop(&mut self) {
+        if let Ok(mut conns) = self.shared.conns.lock() {
+            conns.retain(|(id, _)| *id != self.conn_id);
+        }
+        self.shared.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

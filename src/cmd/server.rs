@@ -30,8 +30,9 @@ pub struct ServerArgs {
     /// with a "memory limit reached" error ("8GiB", "512MiB") [default: 4 GiB per shard].
     #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
     memory_limit: Option<u64>,
-    /// Shards (one per core) this store runs [default with --pd: 1]; with
-    /// --spec, checked against it; after the first start, against IDENT.
+    /// Shards (one per core) this store runs [default with --pd: what its
+    /// IDENT says, or 1 at the first start]; with --spec, checked against
+    /// it; after the first start, against IDENT.
     #[arg(long, value_name = "S")]
     cores: Option<u16>,
     /// Base peer address (shard i listens on PORT + i) [required with --pd;
@@ -75,7 +76,13 @@ fn source(args: &ServerArgs) -> Result<ClusterSource, String> {
             addr,
             peer_addr,
             client_addr,
-            shards: args.cores.unwrap_or(1),
+            // (a store restarted without --cores keeps what its IDENT says)
+            shards: match args.cores {
+                Some(c) => c,
+                None => engine::runtime::store::read_ident(&args.data_dir)
+                    .map_err(|e| e.to_string())?
+                    .map_or(1, |i| i.shards),
+            },
             store_heartbeat: args.store_heartbeat,
             region_heartbeat: args.region_heartbeat,
         }));

@@ -241,7 +241,19 @@ impl KvClient {
                 std::io::Error::new(std::io::ErrorKind::NotFound, format!("store {} is not known", target.0))
             })?;
             let addr = store.client_addr_of(target.1);
-            let stream = TcpStream::connect_timeout(&addr, self.timeout)?;
+            let stream = match TcpStream::connect_timeout(&addr, self.timeout) {
+                Ok(s) => s,
+                // it may have moved (restarted elsewhere): PD knows its address now
+                Err(e) if self.pd.is_some() => {
+                    let _ = self.refresh_stores();
+                    let moved = self.stores.get(&target.0).map(|s| s.client_addr_of(target.1)).filter(|a| *a != addr);
+                    match moved {
+                        Some(new) => TcpStream::connect_timeout(&new, self.timeout)?,
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(self.timeout))?;
             self.conns.insert(
@@ -454,6 +466,7 @@ impl KvClient {
         // (a membership change unanswered may be applied: never blindly sent again)
         let is_write = |(_, op): &(RegionMeta, ClientOp)| matches!(op, ClientOp::Write(_) | ClientOp::ChangePeer(_));
         let mut backoff = BACKOFF_FIRST;
+        let mut misaddressed = std::collections::BTreeSet::new();
         for _ in 0..ATTEMPTS_MAX {
             if todo.is_empty() {
                 break;
@@ -505,9 +518,9 @@ impl KvClient {
                                     again.push(i);
                                 }
                                 Err(RegionError::StoreNotMatch { .. }) => {
-                                    // a store now at the address this client had for another
-                                    self.conns.remove(&target);
-                                    let _ = self.refresh_stores();
+                                    // a store now at the address this client had for another: its
+                                    // connection goes after this round (other answers are on it)
+                                    misaddressed.insert(target);
                                     again.push(i);
                                 }
                                 Err(RegionError::ServerIsBusy { .. }) => again.push(i),
@@ -564,6 +577,12 @@ impl KvClient {
                         }
                     }
                 }
+            }
+            if !misaddressed.is_empty() {
+                for t in std::mem::take(&mut misaddressed) {
+                    self.conns.remove(&t);
+                }
+                let _ = self.refresh_stores();
             }
             if !again.is_empty() {
                 std::thread::sleep(backoff);

@@ -13,7 +13,7 @@ use crate::region::meta::{Epoch, PeerChange, RegionMeta};
 pub const SCAN_ROWS_MAX: usize = 10_000;
 
 /// Largest client frame payload.
-pub const CLIENT_MESSAGE_BYTES_MAX: usize = 8 << 20;
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = transport::message::MESSAGE_BYTES_MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum ClientOp {

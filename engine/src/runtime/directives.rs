@@ -3,13 +3,13 @@
 //! in the same heartbeat and ignores it if the region has moved past it.
 //! What remains goes to the region's leader as the admin request an
 //! operator would send (the shard checks the epoch again when it proposes a
-//! membership change), on a thread of its own so heartbeats never wait for
-//! a change to be applied. One batch at a time: PD hands out again what a
-//! store did not do.
+//! membership change), from a worker thread of its own so heartbeats never
+//! wait for a change to be applied. The worker's queue is bounded; a
+//! directive that does not fit, or that fails, is dropped (logged): PD
+//! hands each out once, and a scheduler issues again what did not happen.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::time::Duration;
 
 use pd::protocol::{Directive, DirectiveAction};
@@ -18,6 +18,8 @@ use crate::client::one_shot::call_once;
 use crate::client::protocol::{ClientOp, ClientRequest};
 use crate::region::meta::{PeerChange, PeerMeta, RegionMeta};
 
+/// Directives waiting for the worker.
+pub const DIRECTIVES_QUEUED_MAX: usize = 1024;
 /// How long one directive's request may take.
 const DIRECTIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,42 +48,19 @@ pub fn directive_op(d: &Directive, meta: &RegionMeta) -> Result<ClientOp, String
     })
 }
 
-/// Runs directives on this store's region leaders, one batch at a time.
+/// Carries out directives on this store's region leaders, one at a time.
 pub struct DirectiveRunner {
-    busy: Arc<AtomicBool>,
+    store_id: u64,
+    /// To the worker; dropping it ends the worker after its current request.
+    queue: Option<SyncSender<(SocketAddr, ClientRequest)>>,
     next_id: u64,
 }
 
 impl DirectiveRunner {
-    pub fn new() -> DirectiveRunner {
-        DirectiveRunner { busy: Arc::new(AtomicBool::new(false)), next_id: 1 }
-    }
-
-    /// Starts carrying out `work` (each directive with its region's reported
-    /// meta and the leader's client address); false if a batch still runs.
-    pub fn run(&mut self, store_id: u64, work: Vec<(Directive, RegionMeta, SocketAddr)>) -> bool {
-        if work.is_empty() {
-            return true;
-        }
-        if self.busy.swap(true, Ordering::AcqRel) {
-            tracing::info!(count = work.len(), "PD directives left for later: the last batch still runs");
-            return false;
-        }
-        let mut requests = vec![];
-        for (d, meta, addr) in work {
-            match directive_op(&d, &meta) {
-                Ok(op) => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    let (conf_ver, version) = (d.epoch.conf_ver, d.epoch.version);
-                    requests.push((addr, ClientRequest { id, store_id, region: meta.id, conf_ver, version, op }));
-                }
-                Err(why) => tracing::info!("PD directive ignored: {why}"),
-            }
-        }
-        let busy = self.busy.clone();
-        let spawned = std::thread::Builder::new().name(format!("store{store_id}-directives")).spawn(move || {
-            for (addr, req) in requests {
+    pub fn new(store_id: u64) -> DirectiveRunner {
+        let (tx, rx) = sync_channel::<(SocketAddr, ClientRequest)>(DIRECTIVES_QUEUED_MAX);
+        let worker = std::thread::Builder::new().name(format!("store{store_id}-directives")).spawn(move || {
+            for (addr, req) in rx {
                 match call_once(addr, &req, DIRECTIVE_TIMEOUT) {
                     Ok(resp) => match resp.result {
                         Ok(_) => tracing::info!(region = req.region, op = ?req.op, "PD directive carried out"),
@@ -90,19 +69,48 @@ impl DirectiveRunner {
                     Err(e) => tracing::warn!(region = req.region, "PD directive not delivered: {e}"),
                 }
             }
-            busy.store(false, Ordering::Release);
         });
-        if spawned.is_err() {
-            self.busy.store(false, Ordering::Release);
-            return false;
-        }
-        true
+        let queue = match worker {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!("no directive worker ({e}): PD's directives will be ignored");
+                None
+            }
+        };
+        DirectiveRunner { store_id, queue, next_id: 1 }
     }
-}
 
-impl Default for DirectiveRunner {
-    fn default() -> Self {
-        DirectiveRunner::new()
+    /// Queues `work`: each directive with its region's reported meta and the
+    /// leader's client address. Returns how many were queued.
+    pub fn run(&mut self, work: Vec<(Directive, RegionMeta, SocketAddr)>) -> usize {
+        let mut queued = 0;
+        for (d, meta, addr) in work {
+            let op = match directive_op(&d, &meta) {
+                Ok(op) => op,
+                Err(why) => {
+                    tracing::info!("PD directive ignored: {why}");
+                    continue;
+                }
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            let (conf_ver, version) = (d.epoch.conf_ver, d.epoch.version);
+            let req = ClientRequest { id, store_id: self.store_id, region: meta.id, conf_ver, version, op };
+            let Some(queue) = self.queue.as_ref() else {
+                tracing::warn!(region = meta.id, "PD directive dropped: no worker");
+                continue;
+            };
+            match queue.try_send((addr, req)) {
+                Ok(()) => queued += 1,
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!(region = meta.id, "PD directive dropped: {DIRECTIVES_QUEUED_MAX} already wait")
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    tracing::warn!(region = meta.id, "PD directive dropped: no worker")
+                }
+            }
+        }
+        queued
     }
 }
 

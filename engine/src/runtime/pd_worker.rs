@@ -16,8 +16,10 @@
 //! reports the shards published for the regions they lead, in one batch.
 //! When PD's store set changes (its version moves), the directory is
 //! refreshed and every shard picks up the new addresses. Directives in the
-//! answers go to `runtime::directives`. PD being down only delays all
-//! this: the store goes on serving.
+//! answers go to `runtime::directives`. Once a store runs, PD being down
+//! only delays all this: the store goes on serving. A store *starting*
+//! waits for PD (as TiKV's does): it registers and learns the other stores'
+//! addresses from it before its shards start.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,6 +84,12 @@ fn call_patiently(client: &mut PdClient, req: PdRequest, stop: &AtomicBool) -> R
     }
 }
 
+/// Whether `data_dir` holds a shard's directory (a store lived here).
+fn has_shard_data(data_dir: &Path) -> bool {
+    std::fs::read_dir(data_dir)
+        .is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("shard-")))
+}
+
 /// A random, non-zero registration token.
 fn new_token() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -107,6 +115,12 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
                 });
             }
             found
+        }
+        None if has_shard_data(data_dir) => {
+            return Err(StoreError::Ident {
+                path: data_dir.join("IDENT").display().to_string(),
+                what: "missing, but the directory holds shard data: refusing to start it as a new store".into(),
+            });
         }
         None => {
             // written before registering, so a crash right after leaves the token to repeat with
@@ -350,9 +364,17 @@ impl Heartbeats {
         seen.applied.retain(|id, _| seen.metas.contains_key(id));
         let mut refused: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut directives = vec![];
-        for batch in reports.chunks(pd::protocol::REGION_REPORTS_MAX) {
+        let mut sent = Ok(());
+        for batch in report_batches(reports) {
             let ids: Vec<u64> = batch.iter().map(|r| r.region.id).collect();
-            let (outcomes, mut given) = self.client.region_heartbeats(self.store_id, batch.to_vec())?;
+            let (outcomes, mut given) = match self.client.region_heartbeats(self.store_id, batch) {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // (what earlier batches brought back is still carried out)
+                    sent = Err(e);
+                    break;
+                }
+            };
             directives.append(&mut given);
             for (id, o) in ids.into_iter().zip(outcomes) {
                 if let Err(e) = o {
@@ -374,7 +396,71 @@ impl Heartbeats {
                 Some((d, meta.clone(), self.me.client_addr_of(*shard)))
             })
             .collect();
-        self.directives.run(self.store_id, work);
-        Ok(())
+        self.directives.run(work);
+        sent
+    }
+}
+
+/// Bytes of a report, about (its keys, peers and fixed fields encoded).
+fn report_bytes(r: &RegionReport) -> usize {
+    r.region.start_key.len() + r.region.end_key.len() + 32 * r.region.peers.len() + 128
+}
+
+/// The reports in requests of at most `REGION_REPORTS_MAX` reports and
+/// about a quarter of PD's message limit (an answer may carry a region per report).
+fn report_batches(reports: Vec<RegionReport>) -> Vec<Vec<RegionReport>> {
+    let bytes_max = pd::protocol::PD_MESSAGE_BYTES_MAX / 4;
+    let mut batches: Vec<Vec<RegionReport>> = vec![];
+    let mut bytes = 0;
+    for r in reports {
+        let b = report_bytes(&r);
+        let full =
+            batches.last().is_none_or(|last| last.len() >= pd::protocol::REGION_REPORTS_MAX || bytes + b > bytes_max);
+        if full {
+            batches.push(vec![]);
+            bytes = 0;
+        }
+        bytes += b;
+        batches.last_mut().expect("pushed above").push(r);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(id: u64, key_bytes: usize) -> RegionReport {
+        let peer = pd::PeerInfo { peer_id: id + 1, store_id: 1, shard: 0 };
+        RegionReport {
+            region: pd::RegionInfo {
+                id,
+                start_key: vec![b'a'; key_bytes],
+                end_key: vec![],
+                epoch: pd::Epoch { conf_ver: 1, version: 1 },
+                peers: vec![peer],
+                max_peer_id: id + 1,
+            },
+            leader: peer,
+            term: 1,
+            stats: Default::default(),
+            pending_peers: vec![],
+        }
+    }
+
+    #[test]
+    fn reports_go_in_batches_bounded_by_count_and_bytes_and_keep_their_order() {
+        let many: Vec<_> = (0..2500).map(|i| report(i, 4)).collect();
+        let batches = report_batches(many);
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![1024, 1024, 452]);
+        let big: Vec<_> = (0..100).map(|i| report(i, 60 << 10)).collect();
+        let batches = report_batches(big);
+        assert!(batches.len() > 1);
+        for b in &batches {
+            assert!(b.iter().map(report_bytes).sum::<usize>() <= pd::protocol::PD_MESSAGE_BYTES_MAX / 4);
+        }
+        let ids: Vec<u64> = batches.iter().flatten().map(|r| r.region.id).collect();
+        assert_eq!(ids, (0..100).collect::<Vec<_>>());
+        assert!(report_batches(vec![]).is_empty());
     }
 }

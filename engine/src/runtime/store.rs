@@ -11,6 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use serde::{Deserialize, Serialize};
 
 use crate::directory::{Directory, StoreAddrs};
+use crate::runtime::directives::DirectiveRunner;
 use crate::runtime::pd_worker::{self, Heartbeats, PdOptions};
 use crate::runtime::shard_task::{run_shard, ShardConfig, TICK};
 use crate::spec::ClusterSpec;
@@ -198,7 +199,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
                 region_interval: o.region_heartbeat,
                 stop: opts.stop.clone(),
                 me,
-                directives: Default::default(),
+                directives: DirectiveRunner::new(store_id),
             }
             .spawn()
             .map_err(|e| StoreError::Pd(format!("start the heartbeat thread: {e}")))?,

@@ -1472,10 +1472,19 @@ fn compact_point(r: &mut Region, index: u64) -> u64 {
 }
 
 /// Whether the leader `r` sees peer `id` as up and keeping up: itself, or a
-/// follower it heard from within an election timeout and replicates to.
+/// follower it heard from within an election timeout that it replicates
+/// to or that has every entry. (A follower back from a restart or a broken
+/// link is probed, and raft-rs moves it back to replicating only on an
+/// append's answer: in an idle region, one that already has everything
+/// would stay "probed" until the next write.)
 fn is_healthy(r: &Region, id: u64) -> bool {
+    let last = r.raw.raft.raft_log.last_index();
     id == r.peer_id
-        || r.raw.raft.prs().get(id).is_some_and(|p| p.recent_active && p.state == raft::ProgressState::Replicate)
+        || r.raw.raft.prs().get(id).is_some_and(|p| {
+            p.recent_active
+                && (p.state == raft::ProgressState::Replicate
+                    || (p.state == raft::ProgressState::Probe && p.matched >= last))
+        })
 }
 
 /// What the WAL's meta bytes hold for `r` now.
