@@ -84,7 +84,8 @@ pub struct LocalCluster {
     pub dir: PathBuf,
     /// Each store's metrics address (`GET /metrics`), by store id.
     pub status: BTreeMap<u64, SocketAddr>,
-    regions: u64,
+    /// Regions the cluster has (PD's count once it started).
+    pub regions: u64,
     /// The stores, by their number in this cluster (1..=stores; not their ids).
     children: BTreeMap<u64, Child>,
     pd: Option<Child>,
@@ -157,6 +158,11 @@ impl LocalCluster {
         let started = cluster.spawn_pd(opts).and_then(|()| {
             (1..=opts.stores).try_for_each(|n| cluster.spawn_store(n, opts, status_of(n)))?;
             cluster.learn_ids(opts, status_of, START_WAIT)?;
+            // (a cluster started again from its --data-dir has the regions PD laid out
+            // then, whatever this start's --initial-regions says)
+            let mut pd = pd::PdClient::new(cluster.pd_addr, 0);
+            let view = pd.cluster().map_err(|e| LocalError::Options(format!("asking PD: {e}")))?;
+            cluster.regions = u64::from(view.regions);
             cluster.wait_led(START_WAIT)?;
             let spec = ClusterSpec::from_pd(cluster.pd_addr).map_err(LocalError::Options)?;
             cluster.spec = Arc::new(spec);

@@ -55,7 +55,7 @@ pub fn local(args: LocalArgs) -> Result<(), String> {
     println!(
         "ringraft local: {} stores, {} regions, every region led; data in {}",
         opts.stores,
-        opts.regions,
+        cluster.regions,
         cluster.dir.display()
     );
     println!("  pd: {} (metrics http://{}/metrics)", cluster.pd_addr, cluster.pd_status_addr());
