@@ -689,3 +689,63 @@ fn a_removed_peer_stays_removed_and_a_re_added_one_catches_up_by_snapshot() {
         assert_state(&sim, seed, &expected);
     });
 }
+
+/// A leader with an entry of its term out holds new writes until it
+/// commits: what arrives meanwhile goes into one next entry. And held
+/// writes of a leader cut off from its followers are answered definitely
+/// (never proposed: NotLeader once it steps down), never left hanging.
+#[test]
+fn writes_arriving_while_an_entry_is_out_go_together_and_a_cut_off_leader_answers_its_held_ones() {
+    for_seeds(3, |seed| {
+        let mut opts = SimOptions::new(seed);
+        opts.regions = 1;
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leaders");
+        let (leader, meta) = leader_meta(&sim, meta_id(&sim));
+        let region = meta.id;
+        let stats = |s: &Sim| s.stores[&leader].node.as_ref().unwrap().shard.stats().clone();
+        let put = |sim: &mut Sim, n: u64| {
+            let command = Command::Put { key: key(0, n), value: b"v".to_vec() };
+            sim.submit(leader, |request| Input::Write { request, region, epoch: meta.epoch(), command })
+        };
+
+        // one write goes out as an entry; fifty arrive before it commits
+        let before = stats(&sim);
+        let first = put(&mut sim, 0);
+        assert!(sim.run_until(Duration::from_secs(1), |s| stats(s).proposals > before.proposals), "seed {seed}");
+        assert!(!sim.has_reply(first), "seed {seed}: committed within one step");
+        let rest: Vec<u64> = (1..=50).map(|n| put(&mut sim, n)).collect();
+        assert!(sim.run_until(Duration::from_secs(10), |s| rest.iter().all(|r| s.has_reply(*r))), "seed {seed}");
+        for r in std::iter::once(first).chain(rest) {
+            assert_eq!(sim.take_reply(r), Some(Ok(Response::Done)), "seed {seed}");
+        }
+        let after = stats(&sim);
+        assert_eq!(after.writes_proposed - before.writes_proposed, 51, "seed {seed}");
+        assert_eq!(after.proposals - before.proposals, 2, "seed {seed}: the fifty went into one entry");
+
+        // cut off: the entry out cannot commit, the writes behind it are held,
+        // and once the leader steps down they are refused, never lost
+        let first = put(&mut sim, 100);
+        let proposed = stats(&sim).proposals;
+        assert!(sim.run_until(Duration::from_secs(1), |s| stats(s).proposals > proposed), "seed {seed}");
+        for other in meta.peers.iter().map(|p| p.store_id).filter(|s| *s != leader) {
+            sim.partition(leader, other);
+        }
+        let held: Vec<u64> = (101..=110).map(|n| put(&mut sim, n)).collect();
+        let answered = |s: &Sim| held.iter().all(|r| s.has_reply(*r));
+        assert!(sim.run_until(Duration::from_secs(20), answered), "seed {seed}: held writes never answered");
+        for r in held {
+            assert!(
+                matches!(sim.take_reply(r), Some(Err(engine::RegionError::NotLeader { .. }))),
+                "seed {seed}: a held write must be refused definitely"
+            );
+        }
+        // (the entry that was out learns its fate once the leader hears from the others again)
+        sim.heal_all();
+        assert!(sim.run_until(Duration::from_secs(20), |s| s.has_reply(first)), "seed {seed}: the entry out");
+    });
+}
+
+fn meta_id(sim: &Sim) -> u64 {
+    sim.metas[0].id
+}
