@@ -3,8 +3,9 @@
 //! leader and PD's view matches the stores'; keys in every region (and at
 //! every boundary) are written through a client routing by PD; PD killed
 //! with SIGKILL and restarted keeps its state and its ids increasing while
-//! stores and clients carry on; a store restarted keeps its id and regions
-//! without asking PD for them; a client's stale cache is corrected by the
+//! stores and clients carry on (a store restarted while PD is down starts
+//! from what it cached, and registers when PD is back); a store restarted
+//! keeps its id and regions without asking PD for them; a client's stale cache is corrected by the
 //! region errors; stale reports are refused; garbage and another cluster's
 //! requests close the connection and leave PD serving. Children are killed
 //! when the test ends; every wait has a deadline.
@@ -188,7 +189,21 @@ fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
             client.put(&key_in(v, "b"), b"2").unwrap();
         }
         c.assert_running();
+        // a store restarted meanwhile starts from its own regions and the
+        // addresses it cached, and serves; it registers once PD is back
+        Cluster::kill(&mut c.stores[2]);
+        c.start_store(3);
+        // (a put sent just as its store died may come back ambiguous: the same
+        // put again is harmless, and must succeed once the store is back)
+        for v in &views {
+            wait_for("a put through the restarted store", || client.put(&key_in(v, "b3"), b"3").is_ok());
+        }
+        c.assert_running();
+        assert!(c.read_log("store-3.log").contains("PD does not answer"), "{}", c.read_log("store-3.log"));
         c.start_pd();
+        wait_for("store 3 to register with PD again", || {
+            c.read_log("store-3.log").contains("registered with PD again")
+        });
         let mut pd = PdClient::new(c.pd_addr, 0);
         assert_eq!(durable(&pd.all_regions().unwrap()), durable(&views), "PD's regions after its restart");
         let (stores_after, _) = pd.stores().unwrap();
@@ -216,6 +231,7 @@ fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
         for v in &views {
             assert_eq!(client.get(&key_in(v, "a")).unwrap().as_deref(), Some(&b"1"[..]));
             assert_eq!(client.get(&key_in(v, "b")).unwrap().as_deref(), Some(&b"2"[..]));
+            assert_eq!(client.get(&key_in(v, "b3")).unwrap().as_deref(), Some(&b"3"[..]));
             assert_eq!(client.get(&v.region.start_key).unwrap().as_deref(), Some(&b"edge"[..]));
         }
 

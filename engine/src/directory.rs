@@ -11,7 +11,7 @@ use std::sync::RwLock;
 use crate::spec::ClusterSpec;
 
 /// A store's base addresses: shard i listens on port + i.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreAddrs {
     pub peer_addr: SocketAddr,
     pub client_addr: SocketAddr,

@@ -17,9 +17,14 @@
 //! When PD's store set changes (its version moves), the directory is
 //! refreshed and every shard picks up the new addresses. Directives in the
 //! answers go to `runtime::directives`. Once a store runs, PD being down
-//! only delays all this: the store goes on serving. A store *starting*
-//! waits for PD (as TiKV's does): it registers and learns the other stores'
-//! addresses from it before its shards start.
+//! only delays all this: the store goes on serving.
+//!
+//! **Restarting with PD down**: every directory the store learns is kept in
+//! its STORES file. A store that has its id, its BOOTSTRAP file and that
+//! cache starts from them when PD does not answer within `RESTART_PD_WAIT`
+//! (its own WAL holds its regions); it registers with PD once PD answers
+//! (the heartbeat thread tries before every heartbeat). A store without
+//! them (its first start) waits for PD.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +45,9 @@ use crate::shard::core::LeaderReport;
 
 /// How long one attempt to reach PD at start may take before it is logged and repeated.
 const JOIN_ATTEMPT: Duration = Duration::from_secs(10);
+/// How long a restarting store that can start without PD waits for it first.
+const RESTART_PD_WAIT: Duration = Duration::from_secs(3);
+const DIRECTORY_FILE: &str = "STORES";
 /// Between asks while PD waits for enough stores to bootstrap.
 const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
 /// The heartbeat thread's granularity (how soon it sees `stop`).
@@ -64,6 +72,8 @@ pub struct Joined {
     pub initial_regions: Vec<RegionMeta>,
     pub directory: Arc<Directory>,
     pub client: PdClient,
+    /// The registration still to make, when the store started without PD.
+    pub registration: Option<PdRequest>,
 }
 
 fn pd_err(e: impl std::fmt::Display) -> StoreError {
@@ -139,7 +149,36 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
         client_addr: opts.client_addr,
         capacity_bytes,
     };
-    let store_id = match call_patiently(&mut client, req, stop)? {
+    // a store that can start on its own (its id, regions and a cached directory
+    // are here) does not wait long for PD
+    let cached = read_directory(data_dir)?;
+    let bootstrapped = bootstrap_path(data_dir).exists();
+    let mut answer = None;
+    if let (true, true, Some(stores)) = (ident.store_id != 0, bootstrapped, &cached) {
+        match client.call_until(req.clone(), Instant::now() + RESTART_PD_WAIT) {
+            Ok(r) => answer = Some(r),
+            Err(e) if e.is_transient() => {
+                eprintln!(
+                    "ringraft server: PD does not answer ({e}); starting from this store's own regions and the {} store addresses it last knew; registering once PD answers",
+                    stores.len()
+                );
+                let initial_regions = read_bootstrap(data_dir)?.unwrap_or_default();
+                return Ok(Joined {
+                    ident,
+                    initial_regions: initial_regions.iter().map(RegionMeta::from).collect(),
+                    directory: Arc::new(Directory::new(stores.clone())),
+                    client,
+                    registration: Some(req),
+                });
+            }
+            Err(e) => return Err(pd_err(e)),
+        }
+    }
+    let answer = match answer {
+        Some(r) => r,
+        None => call_patiently(&mut client, req, stop)?,
+    };
+    let store_id = match answer {
         PdResponse::Registered { store_id, .. } => store_id,
         other => return Err(pd_err(format!("PD answered a registration with {other:?}"))),
     };
@@ -161,7 +200,32 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
     };
     let directory = Arc::new(Directory::default());
     refresh_directory(&mut client, &directory, stop)?;
-    Ok(Joined { ident, initial_regions: initial_regions.iter().map(RegionMeta::from).collect(), directory, client })
+    write_directory(data_dir, &directory.all())?;
+    Ok(Joined {
+        ident,
+        initial_regions: initial_regions.iter().map(RegionMeta::from).collect(),
+        directory,
+        client,
+        registration: None,
+    })
+}
+
+/// The store addresses cached at the last refresh, if any.
+fn read_directory(data_dir: &Path) -> Result<Option<BTreeMap<u64, StoreAddrs>>, StoreError> {
+    let path = data_dir.join(DIRECTORY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Ident {
+            path: path.display().to_string(),
+            what: format!("not a store directory: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Ident { path: path.display().to_string(), what: e.to_string() }),
+    }
+}
+
+fn write_directory(data_dir: &Path, stores: &BTreeMap<u64, StoreAddrs>) -> Result<(), StoreError> {
+    let text = serde_json::to_string_pretty(stores).expect("addresses encode");
+    crate::runtime::store::write_durably(data_dir, DIRECTORY_FILE, text.as_bytes())
 }
 
 fn fetch_bootstrap(client: &mut PdClient, store_id: u64, stop: &AtomicBool) -> Result<Vec<pd::RegionInfo>, StoreError> {
@@ -256,6 +320,8 @@ pub struct Heartbeats {
     /// This store's addresses (directives go to its own shards' client ports).
     pub me: StoreAddrs,
     pub directives: DirectiveRunner,
+    /// A registration still to make (the store started while PD was down).
+    pub registration: Option<PdRequest>,
 }
 
 /// `r` in PD's terms; `written_bytes`: what it applied since the last report.
@@ -288,6 +354,21 @@ impl Heartbeats {
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut outcome = Ok(());
+            if let Some(req) = self.registration.clone().filter(|_| now >= next_store) {
+                // (nothing else until PD knows this store again)
+                next_store = now + self.store_interval;
+                match self.client.call(req) {
+                    Ok(_) => {
+                        eprintln!("ringraft server: registered with PD again");
+                        self.registration = None;
+                        next_store = now;
+                    }
+                    Err(e) if e.is_transient() => {}
+                    Err(e) => eprintln!("ringraft server: PD refuses this store's registration: {e}"),
+                }
+                std::thread::sleep(HEARTBEAT_STEP);
+                continue;
+            }
             if now >= next_store {
                 next_store = now + self.store_interval;
                 let writes = self.writes();
@@ -337,7 +418,13 @@ impl Heartbeats {
         let version = self.client.store_heartbeat(self.store_id, stats)?;
         if *seen != Some(version) {
             let (stores, version) = self.client.stores()?;
-            self.directory.replace(stores.iter().map(|v| (v.store.id, StoreAddrs::from(&v.store))).collect());
+            let stores: BTreeMap<u64, StoreAddrs> =
+                stores.iter().map(|v| (v.store.id, StoreAddrs::from(&v.store))).collect();
+            // (kept for a restart while PD is down; a failure only costs that)
+            if let Err(e) = write_directory(&self.data_dir, &stores) {
+                tracing::warn!("caching the store directory: {e}");
+            }
+            self.directory.replace(stores);
             *seen = Some(version);
         }
         Ok(())

@@ -136,7 +136,8 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             let joined = pd_worker::join(pd_opts, &opts.data_dir, &opts.stop)?;
             let me =
                 StoreAddrs { peer_addr: pd_opts.peer_addr, client_addr: pd_opts.client_addr, shards: pd_opts.shards };
-            (joined.ident, me, joined.initial_regions, joined.directory, Some((joined.client, pd_opts.clone())))
+            let pd = Some((joined.client, pd_opts.clone(), joined.registration));
+            (joined.ident, me, joined.initial_regions, joined.directory, pd)
         }
     };
     let store_id = ident.store_id;
@@ -162,7 +163,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             me,
             initial_regions: initial_regions.clone(),
             directory: directory.clone(),
-            leader_reports: pd.as_ref().map(|(_, o)| (o.region_heartbeat, report_slots[usize::from(shard)].clone())),
+            leader_reports: pd.as_ref().map(|(_, o, _)| (o.region_heartbeat, report_slots[usize::from(shard)].clone())),
             dir: opts.data_dir.join(format!("shard-{shard}")),
             seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
                 ^ (u64::from(shard) << 48),
@@ -187,7 +188,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     drop(done_tx);
     let heartbeats = match pd {
         None => None,
-        Some((client, o)) => Some(
+        Some((client, o, registration)) => Some(
             Heartbeats {
                 client,
                 store_id,
@@ -200,6 +201,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
                 stop: opts.stop.clone(),
                 me,
                 directives: DirectiveRunner::new(store_id),
+                registration,
             }
             .spawn()
             .map_err(|e| StoreError::Pd(format!("start the heartbeat thread: {e}")))?,
