@@ -29,7 +29,7 @@ enum Command {
         #[command(subcommand)]
         which: Option<BenchCommand>,
     },
-    /// Start a local cluster: stores of this binary on loopback, in a
+    /// Start a local cluster: PD and stores of this binary on loopback, in a
     /// temporary directory unless --data-dir is given; prints the addresses
     /// and waits; Ctrl-C stops everything (and removes the temporary directory).
     Local(LocalArgs),
@@ -47,7 +47,8 @@ enum Command {
     Pd(PdArgs),
     /// Write a cluster spec for stores on loopback (JSON, to stdout).
     Spec(SpecArgs),
-    /// Talk to a running cluster: get, put, delete, cas.
+    /// Talk to a running cluster: get, put, delete, cas, scan, admin, and
+    /// the cluster as PD sees it (stores, regions).
     Ctl(CtlArgs),
 }
 

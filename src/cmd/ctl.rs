@@ -46,22 +46,13 @@ impl Target {
 #[derive(Subcommand)]
 pub enum CtlOp {
     /// Print a key's value (linearizable read).
-    Get {
-        key: String,
-    },
-    Put {
-        key: String,
-        value: String,
-    },
-    Delete {
-        key: String,
-    },
+    Get { key: String },
+    /// Set KEY to VALUE (acknowledged once a quorum holds it).
+    Put { key: String, value: String },
+    /// Remove KEY.
+    Delete { key: String },
     /// Set KEY to NEW if it holds EXPECT ("-" means absent, for either).
-    Cas {
-        key: String,
-        expect: String,
-        new: String,
-    },
+    Cas { key: String, expect: String, new: String },
     /// Print the rows of [START, END) ("" for either end: unbounded), in key order.
     Scan {
         start: String,
@@ -70,10 +61,7 @@ pub enum CtlOp {
         limit: usize,
     },
     /// Ask region REGION's leader to hand leadership to its peer on STORE.
-    TransferLeader {
-        region: u64,
-        store: u64,
-    },
+    TransferLeader { region: u64, store: u64 },
     /// A region. With --pd: the one holding KEY (or region --id N) as PD
     /// sees it, with its leader. With --spec: region --id N as its leader has it.
     Region {
@@ -86,9 +74,7 @@ pub enum CtlOp {
     /// Every store as PD sees it: addresses, up or down, figures (needs --pd).
     Stores,
     /// Store STORE as PD sees it (needs --pd).
-    Store {
-        store: u64,
-    },
+    Store { store: u64 },
     /// Add a voter of region REGION on STORE (and its SHARD), as peer PEER_ID
     /// (a new id, larger than any the region had; with --pd, PD hands one
     /// out when none is given). It starts empty and its leader sends it a snapshot.
@@ -102,11 +88,8 @@ pub enum CtlOp {
     },
     /// Remove region REGION's peer on STORE (not its leader: transfer
     /// leadership first). The removed peer leaves a tombstone.
-    RemovePeer {
-        region: u64,
-        store: u64,
-    },
-    /// A simple write load (until `ringraft bench kv` exists): THREADS clients,
+    RemovePeer { region: u64, store: u64 },
+    /// A simple write load (`ringraft bench kv` is the full benchmark): THREADS clients,
     /// each sending BATCH puts at a time (pipelined, each acknowledged on
     /// its own) for DURATION; prints writes/s and the batch round-trip times.
     /// With --rate, open loop instead: RATE puts/s in all, each due at its
