@@ -350,6 +350,9 @@ impl KvClient {
                 ClientReply::Rows(r) => r,
                 other => panic!("a scan answered {other:?}"),
             };
+            // the region that answered: the one routed by, unless an error on the
+            // way taught the cache another (a split): then the one holding `from` now
+            let region = self.metas.values().find(|m| m.contains(&from)).cloned().unwrap_or(region);
             // a full answer may have left rows in this region: go on right after the last
             let full = !got.is_empty() && got.len() >= (want as usize).min(SCAN_ROWS_MAX);
             let next_in_region = got.last().map(|(k, _)| [k.as_slice(), &[0]].concat());
