@@ -18,17 +18,13 @@ pub struct StoreAddrs {
     pub shards: u16,
 }
 
-fn offset(addr: SocketAddr, shard: u16) -> SocketAddr {
-    SocketAddr::new(addr.ip(), addr.port().saturating_add(shard))
-}
-
 impl StoreAddrs {
     pub fn peer_addr_of(&self, shard: u16) -> SocketAddr {
-        offset(self.peer_addr, shard)
+        pd::meta::shard_addr(self.peer_addr, shard)
     }
 
     pub fn client_addr_of(&self, shard: u16) -> SocketAddr {
-        offset(self.client_addr, shard)
+        pd::meta::shard_addr(self.client_addr, shard)
     }
 }
 

@@ -61,18 +61,13 @@ pub enum SpecError {
     Invalid(String),
 }
 
-fn offset(addr: SocketAddr, shard: u16) -> SocketAddr {
-    let port = addr.port().checked_add(shard).expect("validated specs keep every shard's port in range");
-    SocketAddr::new(addr.ip(), port)
-}
-
 impl StoreSpec {
     pub fn peer_addr_of(&self, shard: u16) -> SocketAddr {
-        offset(self.peer_addr, shard)
+        pd::meta::shard_addr(self.peer_addr, shard)
     }
 
     pub fn client_addr_of(&self, shard: u16) -> SocketAddr {
-        offset(self.client_addr, shard)
+        pd::meta::shard_addr(self.client_addr, shard)
     }
 }
 

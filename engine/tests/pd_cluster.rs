@@ -18,6 +18,9 @@ use pd::server::PdServer;
 use pd::storage::MemMetaStore;
 use pd::PdClient;
 
+mod common;
+use common::with_deadline;
+
 const REGIONS: usize = 8;
 
 /// Two free loopback ports, far apart (a store's peer and client port).
@@ -42,15 +45,7 @@ fn all_led(pd: &mut PdClient) -> Option<Vec<RegionView>> {
 
 #[test]
 fn stores_join_through_pd_report_their_regions_and_carry_out_a_directive() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(run));
-    });
-    match rx.recv_timeout(Duration::from_secs(180)) {
-        Ok(Ok(())) => {}
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("still running after 180 s"),
-    }
+    with_deadline(Duration::from_secs(180), run);
 }
 
 fn run() {
@@ -63,22 +58,15 @@ fn run() {
     let stores: Vec<_> = (1..=3)
         .map(|n| {
             let (peer_addr, client_addr) = free_ports();
-            let opts = StoreOptions {
-                source: ClusterSource::Pd(PdOptions {
-                    addr: server.addr(),
-                    peer_addr,
-                    client_addr,
-                    shards: 1,
-                    store_heartbeat: Duration::from_millis(100),
-                    region_heartbeat: Duration::from_millis(100),
-                }),
-                data_dir: dir.path().join(format!("store-{n}")),
-                stop: stop.clone(),
-                memory_limit_bytes: None,
-                status_addr: None,
-                snapshot_log_bytes_min: None,
-                no_batching: false,
-            };
+            let source = ClusterSource::Pd(PdOptions {
+                addr: server.addr(),
+                peer_addr,
+                client_addr,
+                shards: 1,
+                store_heartbeat: Duration::from_millis(100),
+                region_heartbeat: Duration::from_millis(100),
+            });
+            let opts = StoreOptions::new(source, dir.path().join(format!("store-{n}")), stop.clone());
             std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string()))
         })
         .collect();

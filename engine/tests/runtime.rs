@@ -12,6 +12,9 @@ use engine::client::kv_client::KvClient;
 use engine::runtime::store::{run_store, ClusterSource, StoreOptions};
 use engine::spec::ClusterSpec;
 
+mod common;
+use common::with_deadline;
+
 /// A base port whose whole range (3 stores × peer and client ports) is free
 /// now, below the kernel's ephemeral ports.
 fn free_base_port() -> u16 {
@@ -39,15 +42,8 @@ fn start(spec: &Arc<ClusterSpec>, root: &Path) -> Cluster {
         .stores
         .iter()
         .map(|s| {
-            let opts = StoreOptions {
-                source: ClusterSource::Spec { spec: spec.clone(), store_id: s.id },
-                data_dir: root.join(format!("store-{}", s.id)),
-                stop: stop.clone(),
-                memory_limit_bytes: None,
-                status_addr: None,
-                snapshot_log_bytes_min: None,
-                no_batching: false,
-            };
+            let source = ClusterSource::Spec { spec: spec.clone(), store_id: s.id };
+            let opts = StoreOptions::new(source, root.join(format!("store-{}", s.id)), stop.clone());
             std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string()))
         })
         .collect();
@@ -60,28 +56,6 @@ impl Cluster {
         for t in self.threads {
             t.join().expect("store thread").expect("store ran cleanly");
         }
-    }
-}
-
-/// Fails the test (instead of hanging CI) if `f` takes longer than `limit`;
-/// a panic inside `f` fails it at once, with its own message.
-fn with_deadline<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    // RUST_LOG=engine=debug,transport=debug shows what the stores did
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it ends"),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("still running after {limit:?}"),
     }
 }
 
@@ -149,15 +123,8 @@ fn a_store_with_a_shard_that_cannot_start_ends_with_an_error() {
         let spec = Arc::new(ClusterSpec::local(9, 1, 2, 2, free_base_port()));
         let taken = spec.stores[0].client_addr_of(1);
         let _holder = TcpListener::bind(taken).unwrap();
-        let opts = StoreOptions {
-            source: ClusterSource::Spec { spec: spec.clone(), store_id: 1 },
-            data_dir: dir.path().join("store-1"),
-            stop: Arc::new(AtomicBool::new(false)),
-            memory_limit_bytes: None,
-            status_addr: None,
-            snapshot_log_bytes_min: None,
-            no_batching: false,
-        };
+        let source = ClusterSource::Spec { spec: spec.clone(), store_id: 1 };
+        let opts = StoreOptions::new(source, dir.path().join("store-1"), Arc::new(AtomicBool::new(false)));
         let err = run_store(opts).expect_err("the store must not run with a dead shard").to_string();
         assert!(err.contains(&taken.to_string()), "{err}");
     });
@@ -250,14 +217,10 @@ fn a_store_serves_its_metrics_in_prometheus_text() {
         let spec = Arc::new(ClusterSpec::local(9, 1, 1, 2, free_base_port()));
         let status = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let source = ClusterSource::Spec { spec: spec.clone(), store_id: 1 };
         let opts = StoreOptions {
-            source: ClusterSource::Spec { spec: spec.clone(), store_id: 1 },
-            data_dir: dir.path().join("store-1"),
-            stop: stop.clone(),
-            memory_limit_bytes: None,
             status_addr: Some(status),
-            snapshot_log_bytes_min: None,
-            no_batching: false,
+            ..StoreOptions::new(source, dir.path().join("store-1"), stop.clone())
         };
         let store = std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string()));
         let mut client = KvClient::new(spec);
@@ -317,15 +280,12 @@ struct OneStore {
 
 fn start_one(spec: &Arc<ClusterSpec>, root: &Path, id: u64, status: std::net::SocketAddr) -> OneStore {
     let stop = Arc::new(AtomicBool::new(false));
+    let source = ClusterSource::Spec { spec: spec.clone(), store_id: id };
     let opts = StoreOptions {
-        source: ClusterSource::Spec { spec: spec.clone(), store_id: id },
-        data_dir: root.join(format!("store-{id}")),
-        stop: stop.clone(),
-        memory_limit_bytes: None,
         status_addr: Some(status),
         // snapshot often: a few KiB of log per region
         snapshot_log_bytes_min: Some(8 << 10),
-        no_batching: false,
+        ..StoreOptions::new(source, root.join(format!("store-{id}")), stop.clone())
     };
     OneStore { stop, thread: std::thread::spawn(move || run_store(opts).map_err(|e| e.to_string())) }
 }

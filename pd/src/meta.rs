@@ -127,17 +127,18 @@ pub struct StoreInfo {
     pub token: u64,
 }
 
-fn offset(addr: SocketAddr, shard: u16) -> SocketAddr {
-    SocketAddr::new(addr.ip(), addr.port().saturating_add(shard))
+/// Shard `shard`'s address of a store whose shards listen from `base` on.
+pub fn shard_addr(base: SocketAddr, shard: u16) -> SocketAddr {
+    SocketAddr::new(base.ip(), base.port().saturating_add(shard))
 }
 
 impl StoreInfo {
     pub fn peer_addr_of(&self, shard: u16) -> SocketAddr {
-        offset(self.peer_addr, shard)
+        shard_addr(self.peer_addr, shard)
     }
 
     pub fn client_addr_of(&self, shard: u16) -> SocketAddr {
-        offset(self.client_addr, shard)
+        shard_addr(self.client_addr, shard)
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -122,6 +122,22 @@ pub struct StoreOptions {
     pub no_batching: bool,
 }
 
+impl StoreOptions {
+    /// A store of `source` in `data_dir`, stopped by `stop`, with every
+    /// other option at its default.
+    pub fn new(source: ClusterSource, data_dir: PathBuf, stop: Arc<AtomicBool>) -> StoreOptions {
+        StoreOptions {
+            source,
+            data_dir,
+            stop,
+            memory_limit_bytes: None,
+            status_addr: None,
+            snapshot_log_bytes_min: None,
+            no_batching: false,
+        }
+    }
+}
+
 /// Runs every shard of the store until `stop` is set (or the process is killed).
 pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     let (ident, me, initial_regions, directory, pd) = match &opts.source {
