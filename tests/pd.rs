@@ -19,7 +19,10 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::client::kv_client::KvClient;
+use engine::client::one_shot::call_once;
+use engine::client::protocol::{ClientOp, ClientReply, ClientRequest};
 use engine::region::meta::{PeerChange, RegionMeta};
+use engine::RegionError;
 use pd::protocol::RegionView;
 use pd::{PdClient, PdClientError, PdError};
 
@@ -87,6 +90,21 @@ impl Cluster {
     fn store_id(&self, n: usize) -> u64 {
         let text = std::fs::read_to_string(self.store_dir(n).join("IDENT")).unwrap();
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["store_id"].as_u64().unwrap()
+    }
+
+    /// Region `r` as store `n` (id `store_id`) describes it: `Ok` only where
+    /// that store leads it; `None` while the store does not answer.
+    fn describe_on(&self, n: usize, store_id: u64, r: &RegionView) -> Option<Result<ClientReply, RegionError>> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.base + (n as u16 - 1) * 128 + 64));
+        let req = ClientRequest {
+            id: 1,
+            store_id,
+            region: r.region.id,
+            conf_ver: r.region.epoch.conf_ver,
+            version: r.region.epoch.version,
+            op: ClientOp::DescribeRegion,
+        };
+        call_once(addr, &req, Duration::from_secs(2)).ok().map(|resp| resp.result)
     }
 
     fn assert_running(&mut self) {
@@ -191,15 +209,24 @@ fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
         c.assert_running();
         // a store restarted meanwhile starts from its own regions and the
         // addresses it cached, and serves; it registers once PD is back
+        let id3 = c.store_id(3);
         Cluster::kill(&mut c.stores[2]);
         c.start_store(3);
+        wait_for("store 3 to start without PD", || c.read_log("store-3.log").contains("PD does not answer"));
+        // it serves: it takes the lead of a region and replicates a put to the
+        // stores it knows only from its cache
+        let led = &views[0];
+        wait_for("store 3 to lead a region", || {
+            let _ = client.transfer_leader(led.region.id, id3);
+            c.describe_on(3, id3, led).is_some_and(|r| r.is_ok())
+        });
+        client.put(&key_in(led, "led-by-3"), b"3").unwrap();
         // (a put sent just as its store died may come back ambiguous: the same
         // put again is harmless, and must succeed once the store is back)
         for v in &views {
             wait_for("a put through the restarted store", || client.put(&key_in(v, "b3"), b"3").is_ok());
         }
         c.assert_running();
-        assert!(c.read_log("store-3.log").contains("PD does not answer"), "{}", c.read_log("store-3.log"));
         c.start_pd();
         wait_for("store 3 to register with PD again", || {
             c.read_log("store-3.log").contains("registered with PD again")
@@ -234,6 +261,7 @@ fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
             assert_eq!(client.get(&key_in(v, "b3")).unwrap().as_deref(), Some(&b"3"[..]));
             assert_eq!(client.get(&v.region.start_key).unwrap().as_deref(), Some(&b"edge"[..]));
         }
+        assert_eq!(client.get(&key_in(&views[0], "led-by-3")).unwrap().as_deref(), Some(&b"3"[..]));
 
         // a stale cache is corrected: another client removes a peer of a region
         // this client knows with its old membership
