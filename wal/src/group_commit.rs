@@ -256,7 +256,18 @@ impl<D: Disk> GroupCommit<D> {
             }
             let job = s.wal.borrow_mut().spare_job();
             if let Some(job) = job {
-                let r = job.run().await;
+                // Once the writer has returned nobody will write to this spare:
+                // its zero-fill (a write and an fdatasync per MiB of segment) is
+                // abandoned rather than finished — on a disk in a slow spell it
+                // held a stopping store for tens of seconds. The `.tmp` file it
+                // leaves is deleted at the next open. (Purges already planned
+                // still run: they are a few renames.)
+                let finished = futures_lite::future::or(async { Some(job.run().await) }, async {
+                    s.maintainer.wait_until(|| s.writer_done.get()).await;
+                    None
+                })
+                .await;
+                let Some(r) = finished else { continue };
                 if let Err(e) = s.wal.borrow_mut().add_spare(r) {
                     tracing::warn!(error = %e, "preparing a WAL segment failed; will retry");
                 }

@@ -64,12 +64,12 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         match measure(&kv, &target) {
             Ok(r) => rows.push((*load, r)),
             Err(e) => {
-                let _ = target.close();
+                target.close();
                 return Err(e);
             }
         }
     }
-    target.close()?;
+    target.close();
     println!(
         "\n{:<8} {:>12} {:>14} {:>9} {:>11} {:>13} {:>7}  verdict",
         "load", "target/s", "sustained/s", "p99 ms", "p99 max ms", "fsync p99 ms", "errors"

@@ -248,27 +248,30 @@ impl Target {
         }
     }
 
-    /// Stops a local cluster (and removes its temporary directory).
-    pub(crate) fn close(&self) -> Result<(), String> {
-        if let Some(c) = &self.local {
-            let mut c = c.borrow_mut();
-            let killed = c.stop();
-            if !killed.is_empty() {
-                return Err(format!(
-                    "{} did not stop within {:?} and were killed",
-                    killed.join(", "),
-                    crate::local::STOP_WAIT
-                ));
-            }
+    /// Stops a local cluster (and removes its temporary directory); returns
+    /// the processes that had to be killed, after saying so.
+    pub(crate) fn close(&self) -> Vec<String> {
+        let Some(c) = &self.local else { return vec![] };
+        let killed = c.borrow_mut().stop();
+        if !killed.is_empty() {
+            let verb = if killed.len() == 1 { "was" } else { "were" };
+            eprintln!(
+                "ringraft bench: warning: {} did not stop within {:?} of SIGTERM and {verb} killed",
+                killed.join(", "),
+                crate::local::STOP_WAIT
+            );
         }
-        Ok(())
+        killed
     }
 }
 
 fn run_once(args: &KvBenchArgs) -> Result<KvReport, String> {
     let target = Target::open(args)?;
-    let report = measure(args, &target);
-    target.close()?;
+    let mut report = measure(args, &target);
+    let killed = target.close();
+    if let Ok(r) = &mut report {
+        r.killed_at_stop = killed;
+    }
     if INTERRUPTED.load(Ordering::Relaxed) {
         return Err("interrupted: the figures above cover only part of the window".into());
     }

@@ -39,6 +39,9 @@ pub struct KvReport {
     pub keys: u64,
     pub value_bytes: usize,
     pub write_ratio: f64,
+    /// Processes of the local cluster that did not stop on SIGTERM within
+    /// the wait and were killed (the figures stand; the stop is a finding).
+    pub killed_at_stop: Vec<String>,
 }
 
 impl KvReport {
@@ -82,6 +85,7 @@ impl KvReport {
             keys: args.keys,
             value_bytes: args.value_bytes,
             write_ratio: args.write_ratio,
+            killed_at_stop: vec![],
         }
     }
 }

@@ -28,6 +28,9 @@ struct State {
     durable_names: BTreeMap<String, Rc<RefCell<FileData>>>,
     last_written: Option<Rc<RefCell<FileData>>>,
     fail_sync: bool,
+    /// fdatasync calls wait (pending) until `release_syncs`.
+    hold_syncs: bool,
+    held: Vec<std::task::Waker>,
     nonces: u64,
     syncs: u64,
     writes: u64,
@@ -113,6 +116,22 @@ impl MemDisk {
     /// Makes every following fdatasync fail.
     pub fn fail_syncs(&self) {
         self.0.borrow_mut().fail_sync = true;
+    }
+
+    /// Makes every following fdatasync wait until `release_syncs`: a disk in
+    /// one of its slow spells.
+    pub fn hold_syncs(&self) {
+        self.0.borrow_mut().hold_syncs = true;
+    }
+
+    /// Lets held and later fdatasyncs complete.
+    pub fn release_syncs(&self) {
+        let held = {
+            let mut st = self.0.borrow_mut();
+            st.hold_syncs = false;
+            std::mem::take(&mut st.held)
+        };
+        held.into_iter().for_each(|w| w.wake());
     }
 
     pub fn file_names(&self) -> Vec<String> {
@@ -209,6 +228,16 @@ impl DiskFile for MemFile {
         Ok(())
     }
     async fn sync_data(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.disk.0.borrow_mut();
+            if st.hold_syncs {
+                st.held.push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
         let mut st = self.disk.0.borrow_mut();
         if st.fail_sync {
             return Err(io::Error::other("mem: injected fdatasync failure"));
