@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use transport::envelope::MESSAGE_BYTES_MAX;
-use transport::outbox::OUTBOX_MESSAGES_MAX;
+use transport::outbox::{OUTBOX_MESSAGES_MAX, SPARE_BUFFERS_MAX};
 use transport::*;
 
 fn envelope(region: u64, msg: Vec<u8>, key: u8) -> Envelope {
@@ -65,6 +65,8 @@ proptest! {
             prop_assert_eq!(frames.len(), destinations.len(), "one frame per destination per flush");
             for f in frames {
                 streams.entry(f.to).or_default().extend_from_slice(&f.bytes);
+                // the transport hands written buffers back, bytes and all
+                outboxes.recycle(f.bytes);
             }
         }
         for (to, stream) in &streams {
@@ -113,6 +115,43 @@ fn ten_thousand_regions_make_one_frame_per_destination() {
     assert_eq!(frames.iter().map(|f| f.messages).sum::<usize>(), 10_000);
     assert_eq!(outboxes.stats().messages_per_frame(), 5_000.0);
     assert!(outboxes.flush().is_empty(), "a flush empties the outboxes");
+}
+
+#[test]
+fn written_frames_buffers_are_reused_for_later_frames_and_only_a_few_are_kept() {
+    let mut outboxes = Outboxes::new();
+    let to = Destination { store_id: 2, shard: 0 };
+    outboxes.push(to, &envelope(1, vec![7; 3000], 1)).unwrap();
+    let first = outboxes.flush().pop().unwrap();
+    let (ptr, capacity) = (first.bytes.as_ptr(), first.bytes.capacity());
+    outboxes.recycle(first.bytes);
+    // the frame after next is built in it (the next one was set up at the flush)
+    outboxes.push(to, &envelope(2, vec![8; 10], 1)).unwrap();
+    let second = outboxes.flush().pop().unwrap();
+    outboxes.push(to, &envelope(3, vec![9; 10], 1)).unwrap();
+    let third = outboxes.flush().pop().unwrap();
+    assert_eq!((third.bytes.as_ptr(), third.bytes.capacity()), (ptr, capacity), "built in the recycled buffer");
+    assert_eq!(decode_stream(&third.bytes, &[third.bytes.len()]), vec![envelope(3, vec![9; 10], 1)]);
+    assert_ne!(second.bytes.as_ptr(), ptr);
+
+    // a burst of returned buffers: only SPARE_BUFFERS_MAX stay, so the next
+    // flushes get that many reused buffers and fresh ones after
+    let kept: Vec<*const u8> = (0..SPARE_BUFFERS_MAX + 5)
+        .map(|_| {
+            let b = Vec::with_capacity(4096);
+            let p = b.as_ptr();
+            outboxes.recycle(b);
+            p
+        })
+        .collect();
+    let mut reused = 0;
+    for r in 0..(SPARE_BUFFERS_MAX + 5) as u64 {
+        outboxes.push(to, &envelope(r, vec![1; 10], 1)).unwrap();
+        let f = outboxes.flush().pop().unwrap();
+        reused += usize::from(kept.contains(&f.bytes.as_ptr()));
+        std::mem::forget(f); // keep its address from being handed out again
+    }
+    assert_eq!(reused, SPARE_BUFFERS_MAX);
 }
 
 #[test]

@@ -35,6 +35,9 @@ pub struct ShardMetrics {
     pub snapshots_sent: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub wal_segments_purged: AtomicU64,
+    /// Spare segments made by zero-filling a new file, and by reusing a purged one.
+    pub wal_spares_created: AtomicU64,
+    pub wal_spares_recycled: AtomicU64,
     /// Loop iterations (each steps the shard once with what arrived).
     pub iterations: AtomicU64,
 }
@@ -48,7 +51,7 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 21] = [
+    let metrics: [Metric; 23] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
         ("ringraft_proposals_total", "counter", "raft proposals (one entry each)", |m| &m.proposals),
@@ -91,6 +94,15 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
         }),
         ("ringraft_wal_segments_purged_total", "counter", "WAL segments recycled or removed", |m| {
             &m.wal_segments_purged
+        }),
+        (
+            "ringraft_wal_spares_created_total",
+            "counter",
+            "WAL segments made by zero-filling a new file (a write and an fdatasync per MiB)",
+            |m| &m.wal_spares_created,
+        ),
+        ("ringraft_wal_spares_recycled_total", "counter", "WAL segments made by reusing a purged one", |m| {
+            &m.wal_spares_recycled
         }),
         (
             "ringraft_loop_iterations_total",

@@ -207,6 +207,8 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     let mut next_tick = Instant::now() + cfg.tick;
     let mut last_publish = Instant::now();
     let mut last_report = Instant::now();
+    // (kept across iterations: their memory is reused, not faulted in afresh)
+    let mut inputs: Vec<Input> = vec![];
     while !cfg.stop.load(Ordering::Relaxed) {
         if cfg.directory.version() != directory_seen {
             // a store registered or moved (PD): its shards' addresses, before sending anything
@@ -217,7 +219,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                 }
             }
         }
-        let mut inputs = vec![];
+        inputs.clear();
         let now = Instant::now();
         if now >= next_tick {
             inputs.push(Input::Tick);
@@ -297,7 +299,9 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
             futures_lite::future::or(wake.wait(), glommio::timer::sleep(wait)).await;
             continue;
         }
-        for out in shard.step(inputs) {
+        shard.recycle_frame_buffers(endpoint.take_spent_buffers());
+        let mut outputs = shard.step(inputs.drain(..));
+        for out in outputs.drain(..) {
             match out {
                 Output::Persist { batch, writes, installs } => {
                     let (gc, persisted, wake) = (gc.clone(), persisted.clone(), wake.clone());
@@ -374,6 +378,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
                 }
             }
         }
+        shard.recycle_outputs(outputs);
         if last_publish.elapsed() >= METRICS_PUBLISH_INTERVAL {
             last_publish = Instant::now();
             publish(&cfg.metrics, &shard, &endpoint, &gc);
@@ -435,7 +440,10 @@ fn publish(
     m.raft_messages_sent.store(t.messages_sent, r);
     m.raft_frames_dropped.store(t.frames_dropped_total(), r);
     let wal = gc.wal();
-    m.wal_segments_purged.store(wal.stats().segments_recycled + wal.stats().segments_removed, r);
+    let ws = wal.stats();
+    m.wal_segments_purged.store(ws.segments_recycled + ws.segments_removed, r);
+    m.wal_spares_created.store(ws.spares_created, r);
+    m.wal_spares_recycled.store(ws.spares_recycled, r);
     let h = wal.flush_latency_us();
     if !h.is_empty() {
         m.fsync_latency_us_p50.store(h.value_at_quantile(0.5), r);

@@ -44,6 +44,8 @@ const BUSY_BACKOFF_MS: u64 = 10;
 /// Bytes staged for the next persist batch past which client writes are
 /// refused (ServerIsBusy) until the disk catches up.
 pub const STAGED_BYTES_MAX: usize = 64 << 20;
+/// Outputs' capacity a shard keeps between iterations (`recycle_outputs`).
+const OUTPUTS_KEPT_MAX: usize = 64 << 10;
 /// Ticks a ReadIndex may stay unanswered before its reads are failed (the
 /// leader may have lost its lease of the term without noticing yet).
 pub const READ_TIMEOUT_TICKS: u64 = 2 * ELECTION_TICKS as u64;
@@ -467,8 +469,25 @@ impl Shard {
         out
     }
 
+    /// Takes back the outputs of the last `step`, emptied by the caller, so
+    /// the next step fills the same memory (thousands of replies an iteration
+    /// would otherwise grow a fresh vector, page by page, every time).
+    pub fn recycle_outputs(&mut self, mut outputs: Vec<Output>) {
+        outputs.clear();
+        if self.outputs.is_empty() && outputs.capacity() > self.outputs.capacity() {
+            outputs.shrink_to(OUTPUTS_KEPT_MAX);
+            self.outputs = outputs;
+        }
+    }
+
+    /// Takes back buffers of frames the transport wrote: the next frames are
+    /// built in them.
+    pub fn recycle_frame_buffers(&mut self, buffers: Vec<Vec<u8>>) {
+        buffers.into_iter().for_each(|b| self.outboxes.recycle(b));
+    }
+
     /// One loop iteration.
-    pub fn step(&mut self, inputs: Vec<Input>) -> Vec<Output> {
+    pub fn step(&mut self, inputs: impl IntoIterator<Item = Input>) -> Vec<Output> {
         self.stats.iterations += 1;
         let mut persisted = None;
         for input in inputs {

@@ -89,9 +89,19 @@ pub(crate) struct Inner {
     pub snapshots_sending: Cell<usize>,
     pub snapshots_receiving: Cell<usize>,
     pub connections: Cell<usize>,
+    /// Buffers of frames written since the shard last took them (bounded).
+    pub spent: RefCell<Vec<Vec<u8>>>,
 }
 
 impl Inner {
+    /// Keeps a written frame's buffer for the shard to reuse.
+    pub fn spend(&self, frame: FlushedFrame) {
+        let mut spent = self.spent.borrow_mut();
+        if spent.len() < crate::outbox::SPARE_BUFFERS_MAX {
+            spent.push(frame.bytes);
+        }
+    }
+
     /// Drops a frame that will not be sent and remembers its regions.
     pub fn drop_frame(&self, frame: &FlushedFrame, why: &'static str) {
         let mut s = self.stats.borrow_mut();
@@ -174,6 +184,7 @@ impl Endpoint {
             snapshots_sending: Cell::new(0),
             snapshots_receiving: Cell::new(0),
             connections: Cell::new(0),
+            spent: RefCell::default(),
             config,
         });
         glommio::spawn_local(accept::run(inner.clone(), listener)).detach();
@@ -210,6 +221,12 @@ impl Endpoint {
                 self.inner.faults_notify.notify();
             }
         }
+    }
+
+    /// Buffers of frames written since the last call: the shard builds its
+    /// next frames in them (`Outboxes::recycle`) instead of in fresh memory.
+    pub fn take_spent_buffers(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.inner.spent.borrow_mut())
     }
 
     /// Regions whose messages were dropped since the last call, by destination.

@@ -211,6 +211,8 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
                     s.messages_sent += f.messages as u64;
                     s.bytes_sent += f.bytes.len() as u64;
                 }
+                drop(s);
+                batch.into_iter().for_each(|f| inner.spend(f));
             }
             Err(e) => {
                 conn = None;
