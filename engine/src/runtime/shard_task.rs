@@ -35,6 +35,9 @@ const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// Peer frames the loop takes per iteration; more wait in the transport's
 /// bounded inbox (and TCP pushes back on their senders).
 pub const RAFT_FRAMES_PER_ITERATION_MAX: usize = 1024;
+/// Inputs' capacity the loop keeps between iterations (what a burst grew
+/// beyond it is given back).
+const INPUTS_KEPT_MAX: usize = 64 << 10;
 
 pub struct ShardConfig {
     pub cluster_id: u64,
@@ -379,6 +382,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
             }
         }
         shard.recycle_outputs(outputs);
+        inputs.shrink_to(INPUTS_KEPT_MAX);
         if last_publish.elapsed() >= METRICS_PUBLISH_INTERVAL {
             last_publish = Instant::now();
             publish(&cfg.metrics, &shard, &endpoint, &gc);
