@@ -107,6 +107,7 @@ fn the_kv_bench_runs_against_its_own_cluster_and_writes_its_json() {
             assert!(report.get(field).is_some_and(|v| !v.is_null()), "{field} missing: {report}");
         }
         assert_eq!(report["errors"], 0, "{report}");
+        assert_eq!(report["killed_at_stop"], serde_json::json!([]), "every store stopped on SIGTERM: {report}");
         assert!(report["ops_per_sec"].as_f64().unwrap() > 0.0 && report["p99_us"].as_u64().unwrap() > 0, "{report}");
         assert!(report["regions_per_fsync"].as_f64().unwrap() >= 1.0, "{report}");
         let hist = std::fs::read_to_string(&hist).unwrap();

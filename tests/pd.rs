@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use engine::client::kv_client::KvClient;
 use engine::client::one_shot::call_once;
 use engine::client::protocol::{ClientOp, ClientReply, ClientRequest};
+use engine::kv::Command;
 use engine::region::meta::{PeerChange, RegionMeta};
 use engine::RegionError;
 use pd::protocol::RegionView;
@@ -92,9 +93,15 @@ impl Cluster {
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["store_id"].as_u64().unwrap()
     }
 
-    /// Region `r` as store `n` (id `store_id`) describes it: `Ok` only where
-    /// that store leads it; `None` while the store does not answer.
-    fn describe_on(&self, n: usize, store_id: u64, r: &RegionView) -> Option<Result<ClientReply, RegionError>> {
+    /// `op` in region `r`, sent to store `n` (id `store_id`) itself: `Ok` only
+    /// where that store leads the region; `None` while it does not answer.
+    fn call_on(
+        &self,
+        n: usize,
+        store_id: u64,
+        r: &RegionView,
+        op: ClientOp,
+    ) -> Option<Result<ClientReply, RegionError>> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.base + (n as u16 - 1) * 128 + 64));
         let req = ClientRequest {
             id: 1,
@@ -102,7 +109,7 @@ impl Cluster {
             region: r.region.id,
             conf_ver: r.region.epoch.conf_ver,
             version: r.region.epoch.version,
-            op: ClientOp::DescribeRegion,
+            op,
         };
         call_once(addr, &req, Duration::from_secs(2)).ok().map(|resp| resp.result)
     }
@@ -213,14 +220,14 @@ fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
         Cluster::kill(&mut c.stores[2]);
         c.start_store(3);
         wait_for("store 3 to start without PD", || c.read_log("store-3.log").contains("PD does not answer"));
-        // it serves: it takes the lead of a region and replicates a put to the
-        // stores it knows only from its cache
+        // it serves: it takes the lead of a region and commits a put sent to it
+        // (replicated to the stores it knows only from its cache)
         let led = &views[0];
-        wait_for("store 3 to lead a region", || {
+        wait_for("store 3 to lead a region and commit a put sent to it", || {
             let _ = client.transfer_leader(led.region.id, id3);
-            c.describe_on(3, id3, led).is_some_and(|r| r.is_ok())
+            let put = ClientOp::Write(Command::Put { key: key_in(led, "led-by-3"), value: b"3".to_vec() });
+            c.call_on(3, id3, led, put).is_some_and(|r| r.is_ok())
         });
-        client.put(&key_in(led, "led-by-3"), b"3").unwrap();
         // (a put sent just as its store died may come back ambiguous: the same
         // put again is harmless, and must succeed once the store is back)
         for v in &views {

@@ -106,6 +106,11 @@ impl Outboxes {
             return Err(PushError::Full(to));
         }
         if b.messages == 0 {
+            if b.frame.capacity() == 0 {
+                // (a spare goes to a destination with something to send; an
+                // idle outbox holds no memory)
+                b.frame = self.spare.pop().unwrap_or_default();
+            }
             b.frame.clear();
             b.frame.reserve(b.last_bytes);
             let at = begin_frame(&mut b.frame);
@@ -132,9 +137,8 @@ impl Outboxes {
     /// One frame per destination with messages, in destination order.
     pub fn flush(&mut self) -> Vec<FlushedFrame> {
         let mut out = vec![];
-        let spare = &mut self.spare;
         for (&to, b) in self.boxes.iter_mut().filter(|(_, b)| b.messages > 0) {
-            let mut bytes = std::mem::replace(&mut b.frame, spare.pop().unwrap_or_default());
+            let mut bytes = std::mem::take(&mut b.frame);
             bytes[COUNT_AT..COUNT_AT + 4].copy_from_slice(&(b.messages as u32).to_le_bytes());
             finish_frame(&mut bytes, 0, FrameKind::Raft);
             let mut regions = std::mem::take(&mut b.regions);

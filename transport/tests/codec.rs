@@ -125,17 +125,14 @@ fn written_frames_buffers_are_reused_for_later_frames_and_only_a_few_are_kept() 
     let first = outboxes.flush().pop().unwrap();
     let (ptr, capacity) = (first.bytes.as_ptr(), first.bytes.capacity());
     outboxes.recycle(first.bytes);
-    // the frame after next is built in it (the next one was set up at the flush)
+    // the next frame is built in it, and carries only its own message
     outboxes.push(to, &envelope(2, vec![8; 10], 1)).unwrap();
     let second = outboxes.flush().pop().unwrap();
-    outboxes.push(to, &envelope(3, vec![9; 10], 1)).unwrap();
-    let third = outboxes.flush().pop().unwrap();
-    assert_eq!((third.bytes.as_ptr(), third.bytes.capacity()), (ptr, capacity), "built in the recycled buffer");
-    assert_eq!(decode_stream(&third.bytes, &[third.bytes.len()]), vec![envelope(3, vec![9; 10], 1)]);
-    assert_ne!(second.bytes.as_ptr(), ptr);
+    assert_eq!((second.bytes.as_ptr(), second.bytes.capacity()), (ptr, capacity), "built in the recycled buffer");
+    assert_eq!(decode_stream(&second.bytes, &[second.bytes.len()]), vec![envelope(2, vec![8; 10], 1)]);
 
     // a burst of returned buffers: only SPARE_BUFFERS_MAX stay, so the next
-    // flushes get that many reused buffers and fresh ones after
+    // frames get that many reused buffers and fresh ones after
     let kept: Vec<*const u8> = (0..SPARE_BUFFERS_MAX + 5)
         .map(|_| {
             let b = Vec::with_capacity(4096);
@@ -144,6 +141,9 @@ fn written_frames_buffers_are_reused_for_later_frames_and_only_a_few_are_kept() 
             p
         })
         .collect();
+    // (only the first SPARE_BUFFERS_MAX are kept: the others were freed, and
+    // the allocator may hand their addresses out again)
+    let kept = &kept[..SPARE_BUFFERS_MAX];
     let mut reused = 0;
     for r in 0..(SPARE_BUFFERS_MAX + 5) as u64 {
         outboxes.push(to, &envelope(r, vec![1; 10], 1)).unwrap();

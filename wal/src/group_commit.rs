@@ -259,9 +259,11 @@ impl<D: Disk> GroupCommit<D> {
                 // Once the writer has returned nobody will write to this spare:
                 // its zero-fill (a write and an fdatasync per MiB of segment) is
                 // abandoned rather than finished — on a disk in a slow spell it
-                // held a stopping store for tens of seconds. The `.tmp` file it
-                // leaves is deleted at the next open. (Purges already planned
-                // still run: they are a few renames.)
+                // held a stopping store for tens of seconds. What it leaves — a
+                // half-filled `.tmp`, a recycled `.free` with a new header, or a
+                // header-only segment if its rename was already running — is
+                // what a crash at that point leaves, and the next open deals
+                // with each. (Purges already planned still run: a few renames.)
                 let finished = futures_lite::future::or(async { Some(job.run().await) }, async {
                     s.maintainer.wait_until(|| s.writer_done.get()).await;
                     None

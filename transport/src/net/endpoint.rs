@@ -97,7 +97,9 @@ impl Inner {
     /// Keeps a written frame's buffer for the shard to reuse.
     pub fn spend(&self, frame: FlushedFrame) {
         let mut spent = self.spent.borrow_mut();
-        if spent.len() < crate::outbox::SPARE_BUFFERS_MAX {
+        if spent.len() < crate::outbox::SPARE_BUFFERS_MAX
+            && frame.bytes.capacity() <= crate::outbox::SPARE_BUFFER_BYTES_MAX
+        {
             spent.push(frame.bytes);
         }
     }
