@@ -231,7 +231,9 @@ impl DiskFile for MemFile {
         std::future::poll_fn(|cx| {
             let mut st = self.disk.0.borrow_mut();
             if st.hold_syncs {
-                st.held.push(cx.waker().clone());
+                if !st.held.iter().any(|w| w.will_wake(cx.waker())) {
+                    st.held.push(cx.waker().clone());
+                }
                 std::task::Poll::Pending
             } else {
                 std::task::Poll::Ready(())
