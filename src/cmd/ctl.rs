@@ -129,43 +129,29 @@ fn load(
     if threads == 0 || batch == 0 || threads > 256 || batch > 10_000 {
         return Err("--threads in 1..=256 and --batch in 1..=10000".into());
     }
-    let clients = target.clients(threads)?;
-    let start = std::time::Instant::now();
-    let workers: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(t, mut client)| {
-            std::thread::spawn(move || {
-                let mut rounds_us = vec![];
-                let (mut ok, mut failed, mut n) = (0u64, 0u64, 0u64);
-                while start.elapsed() < duration {
-                    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..batch)
-                        .map(|_| {
-                            n += 1;
-                            (load_key(t, n), vec![b'v'; value_bytes])
-                        })
-                        .collect();
-                    let t0 = std::time::Instant::now();
-                    for r in client.put_many(&items) {
-                        if r.is_ok() {
-                            ok += 1
-                        } else {
-                            failed += 1
-                        }
-                    }
-                    rounds_us.push(t0.elapsed().as_micros() as u64);
+    let (ok, failed, per_client, start) = run_clients(&target, threads, move |t, mut client, start| {
+        let mut rounds_us = vec![];
+        let (mut ok, mut failed, mut n) = (0u64, 0u64, 0u64);
+        while start.elapsed() < duration {
+            let items: Vec<(Vec<u8>, Vec<u8>)> = (0..batch)
+                .map(|_| {
+                    n += 1;
+                    (load_key(t, n), vec![b'v'; value_bytes])
+                })
+                .collect();
+            let t0 = std::time::Instant::now();
+            for r in client.put_many(&items) {
+                if r.is_ok() {
+                    ok += 1
+                } else {
+                    failed += 1
                 }
-                (ok, failed, rounds_us)
-            })
-        })
-        .collect();
-    let (mut ok, mut failed, mut rounds) = (0, 0, vec![]);
-    for w in workers {
-        let (o, f, r) = w.join().map_err(|_| "a load thread panicked".to_string())?;
-        ok += o;
-        failed += f;
-        rounds.extend(r);
-    }
+            }
+            rounds_us.push(t0.elapsed().as_micros() as u64);
+        }
+        (ok, failed, rounds_us)
+    })?;
+    let mut rounds: Vec<u64> = per_client.into_iter().flatten().collect();
     let secs = start.elapsed().as_secs_f64();
     rounds.sort_unstable();
     let pct = |p: f64| rounds.get(((rounds.len() as f64 * p) as usize).min(rounds.len().saturating_sub(1))).copied();
@@ -183,6 +169,35 @@ fn load_key(t: usize, n: u64) -> Vec<u8> {
     format!("{:04}-{t}-{n}", (n * 7919 + t as u64 * 104_729) % 10_000).into_bytes()
 }
 
+/// Runs `work(t, client, start)` on `threads` threads, a client each, all
+/// from one start; returns the acknowledged and failed puts summed, each
+/// thread's own figures, and the start.
+fn run_clients<R: Send + 'static>(
+    target: &Target,
+    threads: usize,
+    work: impl Fn(usize, KvClient, std::time::Instant) -> (u64, u64, R) + Send + Sync + 'static,
+) -> Result<(u64, u64, Vec<R>, std::time::Instant), String> {
+    let clients = target.clients(threads)?;
+    let work = std::sync::Arc::new(work);
+    let start = std::time::Instant::now();
+    let workers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(t, client)| {
+            let work = work.clone();
+            std::thread::spawn(move || work(t, client, start))
+        })
+        .collect();
+    let (mut ok, mut failed, mut each) = (0, 0, vec![]);
+    for w in workers {
+        let (o, f, r) = w.join().map_err(|_| "a load thread panicked".to_string())?;
+        ok += o;
+        failed += f;
+        each.push(r);
+    }
+    Ok((ok, failed, each, start))
+}
+
 /// Open loop: every put is due at its own time (RATE/s in all, spread over
 /// the clients) and its latency counts from then (coordinated omission
 /// corrected).
@@ -198,54 +213,41 @@ fn load_open(
         return Err("--threads in 1..=256, --batch in 1..=10000, --rate in 1..=10000000".into());
     }
     let per_thread = rate as f64 / threads as f64;
-    let clients = target.clients(threads)?;
-    let start = std::time::Instant::now();
-    let workers: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(t, mut client)| {
-            std::thread::spawn(move || {
-                let mut latency = bench::latency::Latency::default();
-                let (mut ok, mut failed, mut next) = (0u64, 0u64, 0u64);
-                // put n of this client is due at start + offset + n / per_thread
-                let offset = t as f64 / rate as f64;
-                let due = |n: u64| start + std::time::Duration::from_secs_f64(offset + n as f64 / per_thread);
-                while due(next) < start + duration {
-                    let now = std::time::Instant::now();
-                    if due(next) > now {
-                        std::thread::sleep(due(next) - now);
-                        continue;
+    let (ok, failed, per_client, start) = run_clients(&target, threads, move |t, mut client, start| {
+        let mut latency = bench::latency::Latency::default();
+        let (mut ok, mut failed, mut next) = (0u64, 0u64, 0u64);
+        // put n of this client is due at start + offset + n / per_thread
+        let offset = t as f64 / rate as f64;
+        let due = |n: u64| start + std::time::Duration::from_secs_f64(offset + n as f64 / per_thread);
+        while due(next) < start + duration {
+            let now = std::time::Instant::now();
+            if due(next) > now {
+                std::thread::sleep(due(next) - now);
+                continue;
+            }
+            let mut items = vec![];
+            let mut dues = vec![];
+            while items.len() < batch && due(next) <= now && due(next) < start + duration {
+                items.push((load_key(t, next), vec![b'v'; value_bytes]));
+                dues.push(due(next));
+                next += 1;
+            }
+            let results = client.put_many(&items);
+            let done = std::time::Instant::now();
+            for (r, d) in results.into_iter().zip(dues) {
+                match r {
+                    Ok(()) => {
+                        ok += 1;
+                        latency.record(done - d);
                     }
-                    let mut items = vec![];
-                    let mut dues = vec![];
-                    while items.len() < batch && due(next) <= now && due(next) < start + duration {
-                        items.push((load_key(t, next), vec![b'v'; value_bytes]));
-                        dues.push(due(next));
-                        next += 1;
-                    }
-                    let results = client.put_many(&items);
-                    let done = std::time::Instant::now();
-                    for (r, d) in results.into_iter().zip(dues) {
-                        match r {
-                            Ok(()) => {
-                                ok += 1;
-                                latency.record(done - d);
-                            }
-                            Err(_) => failed += 1,
-                        }
-                    }
+                    Err(_) => failed += 1,
                 }
-                (ok, failed, latency)
-            })
-        })
-        .collect();
-    let (mut ok, mut failed, mut latency) = (0, 0, bench::latency::Latency::default());
-    for w in workers {
-        let (o, f, l) = w.join().map_err(|_| "a load thread panicked".to_string())?;
-        ok += o;
-        failed += f;
-        latency.add(&l);
-    }
+            }
+        }
+        (ok, failed, latency)
+    })?;
+    let mut latency = bench::latency::Latency::default();
+    per_client.iter().for_each(|l| latency.add(l));
     let secs = start.elapsed().as_secs_f64();
     let s = latency.summary();
     println!(
