@@ -4,8 +4,11 @@
 //!
 //! There is no timer: a flush starts as soon as the previous one completes
 //! and takes whatever was staged meanwhile, so batches grow with the load.
-//! The engine's shard loop drives `Wal` itself (it has its own loop); this
-//! driver serves the WAL benchmark, tools and tests.
+//! Nothing here polls on a period either: an appender waiting for room, a
+//! waiter for durability, the writer for a spare segment are each woken by
+//! the event they wait for. The engine's shards persist through it (under
+//! the glommio runtime and under the simulator alike), as do the WAL
+//! benchmark and the tests.
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::collections::{BTreeMap, VecDeque};
@@ -57,6 +60,9 @@ struct Shared<D: Disk> {
     wal: RefCell<Wal<D>>,
     /// Something was staged, a spare arrived, or stop was asked.
     writer: Event,
+    /// A flush took staged bytes (appenders refused as `Busy` may fit now),
+    /// or the log failed.
+    room: Event,
     /// Appenders waiting for their ticket, by ticket: a flush wakes only the
     /// ones it made durable.
     /// Keyed by (ticket, waiter): one entry per waiting call, replaced when
@@ -90,6 +96,7 @@ impl<D: Disk> GroupCommit<D> {
         GroupCommit(Rc::new(Shared {
             wal: RefCell::new(wal),
             writer: Event::default(),
+            room: Event::default(),
             durable_waiters: RefCell::new(BTreeMap::new()),
             next_waiter: Cell::new(0),
             maintainer: Event::default(),
@@ -103,7 +110,7 @@ impl<D: Disk> GroupCommit<D> {
 
     /// The regions the last purge found pinning old segments, as (region,
     /// segment it pins), and the segment being written then; taken once.
-    /// The owner of the regions asks them to compact (DESIGN.md §4).
+    /// The owner of the regions asks them to compact (docs/design.md, "The write-ahead log").
     pub fn take_blocking(&self) -> (Vec<(RegionId, u64)>, u64) {
         std::mem::take(&mut *self.0.blocking.borrow_mut())
     }
@@ -113,6 +120,20 @@ impl<D: Disk> GroupCommit<D> {
         let t = self.0.wal.borrow_mut().append(region, write)?;
         self.0.writer.notify();
         Ok(t)
+    }
+
+    /// Stages a write as `append` does, first waiting — without a timer —
+    /// until the bytes already staged leave it room (a flush took them).
+    /// Any other refusal is returned at once.
+    pub async fn append_when_room(&self, region: RegionId, write: RegionWrite) -> Result<Ticket, AppendError> {
+        let s = &self.0;
+        s.room
+            .wait_until(|| {
+                let w = s.wal.borrow();
+                w.has_room_for(&write) || w.fatal().is_some()
+            })
+            .await;
+        self.append(region, write)
     }
 
     /// Waits until `ticket` is durable.
@@ -200,11 +221,14 @@ impl<D: Disk> GroupCommit<D> {
                     s.writer.wait_until(|| s.wal.borrow().has_spare() || s.wal.borrow().fatal().is_some()).await;
                 }
                 FlushStart::Flush(f) => {
+                    s.room.notify(); // the flush took what was staged
                     let rolled = f.offset == crate::format::SEGMENT_HEADER_BYTES as u64;
                     let r = f.execute().await;
                     let r = s.wal.borrow_mut().finish_flush(r);
                     self.wake_durable();
                     if let Err(e) = r {
+                        s.room.notify(); // appenders waiting for room learn of the failure
+
                         break Err(e);
                     }
                     if rolled {

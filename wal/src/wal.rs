@@ -559,6 +559,13 @@ impl<D: Disk> Wal<D> {
         Ok(ticket)
     }
 
+    /// Whether `write` fits beside what is already staged (else `append`
+    /// answers `Busy` until a flush takes the staged bytes). With nothing
+    /// staged there is always room: `append` then judges the write alone.
+    pub fn has_room_for(&self, write: &RegionWrite) -> bool {
+        self.staged_bytes == 0 || self.staged_bytes + section_bytes(write) <= self.opts.staged_bytes_max
+    }
+
     fn check_limits(&self, region: RegionId, write: &RegionWrite) -> Result<(), AppendError> {
         let bytes = section_bytes(write);
         let max = self.opts.batch_bytes_max;
