@@ -1,5 +1,6 @@
 //! `ringraft`: one multi-call binary for the engine, its benchmarks and its tools.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -98,6 +99,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RINGRAFT_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        // a store's log is usually its stderr redirected to a file: colour only on a terminal
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

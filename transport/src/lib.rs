@@ -1,5 +1,5 @@
 //! ringraft's transport: how raft messages travel between shards of
-//! different stores (DESIGN.md §5).
+//! different stores (docs/design.md, "The transport").
 //!
 //! Sans-IO (bytes in, frames out; no sockets, clocks or files):
 //! - [`frame`]: length, CRC32C, kind, payload; a streaming decoder that
@@ -13,6 +13,8 @@
 //! - [`snapshot`]: the frames of a snapshot stream and the receiver's checks.
 //! - [`backoff`], [`rate_limit`], [`faults`]: reconnect pacing, the snapshot
 //!   token bucket, and seeded fault injection for tests and simulations.
+//! - [`down_log`]: when a peer that is down is worth a log line (its state
+//!   changes, then a reminder per interval, not every reconnect attempt).
 //!
 //! The runtime, [`net`]: glommio TCP tasks around the above — one
 //! [`net::Endpoint`] per shard. Over a bound, messages are dropped and the
@@ -20,6 +22,7 @@
 //! waits on the network.
 
 pub mod backoff;
+pub mod down_log;
 pub mod envelope;
 pub mod faults;
 pub mod frame;

@@ -1,5 +1,6 @@
 //! What the engine's runtime tests share.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 /// Fails the test (instead of hanging CI) if `f` takes longer than `limit`;
@@ -9,6 +10,7 @@ pub fn with_deadline<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T +
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let (tx, rx) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {

@@ -3,7 +3,10 @@
 //! when they piled up during a write), and on any failure drops what it
 //! held, reports those regions unreachable and backs off before the next
 //! attempt. While it backs off, `Endpoint::send` drops new frames for that
-//! destination at once rather than queueing them into a dead link.
+//! destination at once rather than queueing them into a dead link. A
+//! destination that is down is logged when it goes down and comes back,
+//! and in between at most every `DOWN_LOG_INTERVAL` (`crate::down_log`),
+//! not at every attempt.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +17,7 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use crate::backoff::Backoff;
+use crate::down_log::{DownLog, DownNote, PeerEvent, DOWN_LOG_INTERVAL};
 use crate::frame::FrameKind;
 use crate::handshake::{Handshake, HandshakeReply, Purpose};
 use crate::net::config::WRITE_BATCH_BYTES_MAX;
@@ -128,6 +132,7 @@ async fn fail(inner: &Inner, to: Destination, held: Vec<FlushedFrame>, why: &'st
 pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
     let salt = to.store_id.rotate_left(16) ^ u64::from(to.shard) ^ inner.config.store_id.rotate_left(40);
     let mut backoff = Backoff::new(inner.config.backoff_min, inner.config.backoff_max, salt);
+    let mut down_log = DownLog::default();
     let mut conn: Option<(FrameReader<TcpStream>, SocketAddr)> = None;
     let mut buf = Vec::new();
     // set when the link waited for work: only then can the peer have closed an idle connection
@@ -165,6 +170,17 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
                     continue;
                 }
                 Some(Ok(c)) => {
+                    if let Some(DownNote::CameBack { failures, down_for }) =
+                        down_log.on(Instant::now(), PeerEvent::Connected)
+                    {
+                        tracing::info!(
+                            store = to.store_id,
+                            shard = to.shard,
+                            failures,
+                            ?down_for,
+                            "peer reachable again"
+                        );
+                    }
                     backoff.succeeded();
                     inner.stats.borrow_mut().connects += 1;
                     conn = Some(c);
@@ -172,7 +188,7 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
                 Some(Err(e)) => {
                     inner.stats.borrow_mut().connect_failures += 1;
                     let wait = backoff.failed();
-                    tracing::warn!(store = to.store_id, shard = to.shard, failures = backoff.failures(), ?wait, "{e}");
+                    log_failure(to, down_log.on(Instant::now(), PeerEvent::Failed), &e);
                     fail(&inner, to, batch, "link_down", wait).await;
                     continue;
                 }
@@ -217,13 +233,30 @@ pub(crate) async fn run(inner: Rc<Inner>, to: Destination, notify: Rc<Notify>) {
             Err(e) => {
                 conn = None;
                 let wait = backoff.failed();
-                tracing::warn!(store = to.store_id, shard = to.shard, ?wait, "write failed: {e}");
+                log_failure(to, down_log.on(Instant::now(), PeerEvent::Failed), &format_args!("write failed: {e}"));
                 fail(&inner, to, batch, "write_failed", wait).await;
             }
         }
         if buf.capacity() > WRITE_BATCH_BYTES_MAX * 2 {
             buf = Vec::new();
         }
+    }
+}
+
+/// Logs a failure if `DownLog` found it worth a line; `what`: the failure.
+fn log_failure(to: Destination, note: Option<DownNote>, what: &dyn std::fmt::Display) {
+    let (store, shard) = (to.store_id, to.shard);
+    match note {
+        Some(DownNote::WentDown) => tracing::warn!(
+            store,
+            shard,
+            "peer down: {what} (retrying with backoff; logged again every {DOWN_LOG_INTERVAL:?} while it stays down)"
+        ),
+        Some(DownNote::StillDown { failures, down_for }) => {
+            tracing::warn!(store, shard, failures, ?down_for, "peer still down: {what}")
+        }
+        // (a failure never brings a peer back)
+        Some(DownNote::CameBack { .. }) | None => {}
     }
 }
 
