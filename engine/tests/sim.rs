@@ -280,7 +280,7 @@ fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
 /// ReadIndex fails seed 0.)
 #[test]
 fn under_loss_delay_reordering_partitions_and_crashes_every_history_is_linearizable() {
-    use engine::sim::linearizability::{check, Outcome, Verdict};
+    use history::{check, Outcome, Verdict};
 
     for_seeds(6, |seed| {
         let mut run = chaos_run(seed);
@@ -324,7 +324,7 @@ fn under_loss_delay_reordering_partitions_and_crashes_every_history_is_lineariza
 /// exists to measure what batching buys; it must be just as correct.
 #[test]
 fn without_batching_every_history_is_still_linearizable() {
-    use engine::sim::linearizability::{check, Verdict};
+    use history::{check, Verdict};
     for_seeds(2, |seed| {
         let mut run = chaos_run_with(seed, false);
         match check(&run.work.history) {

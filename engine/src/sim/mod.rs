@@ -9,7 +9,6 @@
 //! partitioned or the destination is down (the sender then hears of the
 //! failure, as from the transport's snapshot stream).
 
-pub mod linearizability;
 pub mod store;
 pub mod workload;
 

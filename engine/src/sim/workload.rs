@@ -2,19 +2,20 @@
 //! simulated cluster (get, put, compare-and-swap on a small set of keys, so
 //! operations collide), follows `NotLeader` hints, gives up on a request
 //! after a deadline, and records every operation with its call and return
-//! times for the linearizability checker. Outcomes are recorded as a client
-//! would know them: a definite error means the write did not happen, a
-//! timeout or a crashed store means it may or may not have.
+//! times for the linearizability checker (the `history` crate). Outcomes
+//! are recorded as a client would know them: a definite error means the
+//! write did not happen, a timeout or a crashed store means it may or may
+//! not have.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use history::{Event, Op, Outcome};
 use transport::SeededRng;
 
 use crate::error::RegionError;
 use crate::kv::Command;
 use crate::shard::{Input, Response};
-use crate::sim::linearizability::{Event, Op, Outcome};
 use crate::sim::Sim;
 
 /// How long a client waits for a reply before it calls the outcome unknown.

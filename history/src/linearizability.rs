@@ -1,8 +1,9 @@
-//! Linearizability checker for the client histories the simulator records.
+//! Linearizability checker for client histories: the simulator's, recorded
+//! in memory, and real clients', read from JSON lines ([`crate::read_history`]).
 //!
-//! The simulator's clients log every request as an [`Event`]: who asked, which
-//! key, what operation, the logical time it was called and returned, and what
-//! it answered. [`check`] decides whether some total order of those operations
+//! Clients log every request as an [`Event`]: who asked, which key, what
+//! operation, the time it was called and returned, and what it answered.
+//! [`check`] decides whether some total order of those operations
 //! (a *linearization*) exists that (1) respects real time: if `a` returned
 //! before `b` was called (`a.ret < b.call`; equal times count as concurrent),
 //! `a` comes first; and (2) replayed against a plain map, starting empty,
@@ -86,55 +87,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use crate::event::{Event, Op, Outcome};
+
 /// Most steps (one operation tried against one value) the search takes for one key before answering
 /// [`Verdict::Unknown`]. Also bounds the memo cache: at most one node entered per step.
 pub const CHECK_STEPS_MAX: u64 = 1 << 21;
 
 /// Most operations an explanation lists in each of its parts (the placed prefix, the operations that would not fit).
 const EXPLAIN_OPS_MAX: usize = 8;
-
-/// What a client asked for. Every operation touches exactly one key (the [`Event`]'s).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    Get,
-    Put(Vec<u8>),
-    Delete,
-    /// Sets the key to `new` (None: deletes it) iff its value is `expect` (None: absent).
-    Cas {
-        expect: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
-    },
-}
-
-/// What the client was told.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answers [`Op::Get`]: the value, None when absent.
-    Get(Option<Vec<u8>>),
-    /// Answers [`Op::Put`]: it took effect.
-    Put,
-    /// Answers [`Op::Delete`]: it took effect.
-    Delete,
-    /// Answers [`Op::Cas`]: whether it matched (and so wrote).
-    Cas(bool),
-    /// A write whose fate is unknown: it may or may not have taken effect, at any time after its call. Its `ret` is
-    /// ignored (treated as +∞). An ambiguous read carries no information and is dropped.
-    Ambiguous,
-    /// Definitely not applied: dropped from the history.
-    Failed,
-}
-
-/// One client request, with logical times.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub client: u64,
-    pub key: Vec<u8>,
-    pub op: Op,
-    pub call: u64,
-    /// When the answer arrived; must be ≥ `call` unless the outcome is [`Outcome::Ambiguous`].
-    pub ret: u64,
-    pub outcome: Outcome,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -153,7 +113,8 @@ pub enum Verdict {
 }
 
 /// Whether `history` is linearizable as a map from keys to values that starts empty. Panics on malformed events
-/// (an outcome that does not answer its op, a completed op that returned before its call): those are simulator bugs.
+/// (an outcome that does not answer its op, a completed op that returned before its call): those are bugs of the
+/// recorder that built them. [`crate::read_history`] rejects such lines, so a history read never panics here.
 pub fn check(history: &[Event]) -> Verdict {
     check_with_steps_max(history, CHECK_STEPS_MAX)
 }
