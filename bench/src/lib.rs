@@ -6,7 +6,8 @@
 //! prints the disk's own figures beside ours so a slow disk is not mistaken
 //! for a slow engine, and bounds every loop in time and count.
 //!
-//! - [`kv`]: puts and gets against a cluster (a local one by default).
+//! - [`kv`]: puts and gets against a cluster (a local one by default); also
+//!   `ringraft ctl load`'s simpler write load ([`kv::load`]).
 //! - [`local`]: a local cluster of `ringraft server` processes.
 //! - [`wal`]: one shard's WAL with many regions appending at once.
 //! - [`transport`]: one shard's batched raft traffic over loopback, against a raw TCP pump.

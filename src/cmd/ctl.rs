@@ -29,12 +29,6 @@ pub enum Target {
 }
 
 impl Target {
-    /// `n` clients, made before any load starts: a cluster that cannot be
-    /// reached is an error, not a run of zeros.
-    fn clients(&self, n: usize) -> Result<Vec<KvClient>, String> {
-        (0..n).map(|_| self.client()).collect()
-    }
-
     pub fn client(&self) -> Result<KvClient, String> {
         match self {
             Target::Spec(spec) => Ok(KvClient::new(spec.clone())),
@@ -96,169 +90,7 @@ pub enum CtlOp {
     /// own time and its latency measured from then (a stall is not hidden:
     /// what fell due meanwhile goes out at once, up to BATCH per client,
     /// and counts from when it was due); prints per-put percentiles.
-    Load {
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        #[arg(long, default_value_t = 128)]
-        value_bytes: usize,
-        #[arg(long, default_value = "10s", value_parser = parse_secs)]
-        duration: std::time::Duration,
-        /// Puts per second in all (open loop); none: as fast as answered.
-        #[arg(long)]
-        rate: Option<u64>,
-    },
-}
-
-fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
-    let n: f64 = s.trim_end_matches('s').parse().map_err(|_| format!("{s:?}: a duration in seconds, like 10s"))?;
-    if !(0.1..=3600.0).contains(&n) {
-        return Err(format!("{s:?}: between 0.1s and 3600s"));
-    }
-    Ok(std::time::Duration::from_secs_f64(n))
-}
-
-fn load(
-    target: Target,
-    threads: usize,
-    batch: usize,
-    value_bytes: usize,
-    duration: std::time::Duration,
-) -> Result<(), String> {
-    if threads == 0 || batch == 0 || threads > 256 || batch > 10_000 {
-        return Err("--threads in 1..=256 and --batch in 1..=10000".into());
-    }
-    let (ok, failed, per_client, start) = run_clients(&target, threads, move |t, mut client, start| {
-        let mut rounds_us = vec![];
-        let (mut ok, mut failed, mut n) = (0u64, 0u64, 0u64);
-        while start.elapsed() < duration {
-            let items: Vec<(Vec<u8>, Vec<u8>)> = (0..batch)
-                .map(|_| {
-                    n += 1;
-                    (load_key(t, n), vec![b'v'; value_bytes])
-                })
-                .collect();
-            let t0 = std::time::Instant::now();
-            for r in client.put_many(&items) {
-                if r.is_ok() {
-                    ok += 1
-                } else {
-                    failed += 1
-                }
-            }
-            rounds_us.push(t0.elapsed().as_micros() as u64);
-        }
-        (ok, failed, rounds_us)
-    })?;
-    let mut rounds: Vec<u64> = per_client.into_iter().flatten().collect();
-    let secs = start.elapsed().as_secs_f64();
-    rounds.sort_unstable();
-    let pct = |p: f64| rounds.get(((rounds.len() as f64 * p) as usize).min(rounds.len().saturating_sub(1))).copied();
-    println!(
-        "{ok} writes acknowledged, {failed} failed, in {secs:.1}s: {:.0} writes/s; a round of {batch} pipelined puts: p50 {} us, p99 {} us ({threads} clients)",
-        ok as f64 / secs,
-        pct(0.5).unwrap_or(0),
-        pct(0.99).unwrap_or(0)
-    );
-    Ok(())
-}
-
-/// The load's key for put `n` of client `t` (spread over the regions).
-fn load_key(t: usize, n: u64) -> Vec<u8> {
-    format!("{:04}-{t}-{n}", (n * 7919 + t as u64 * 104_729) % 10_000).into_bytes()
-}
-
-/// Runs `work(t, client, start)` on `threads` threads, a client each, all
-/// from one start; returns the acknowledged and failed puts summed, each
-/// thread's own figures, and the start.
-fn run_clients<R: Send + 'static>(
-    target: &Target,
-    threads: usize,
-    work: impl Fn(usize, KvClient, std::time::Instant) -> (u64, u64, R) + Send + Sync + 'static,
-) -> Result<(u64, u64, Vec<R>, std::time::Instant), String> {
-    let clients = target.clients(threads)?;
-    let work = std::sync::Arc::new(work);
-    let start = std::time::Instant::now();
-    let workers: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(t, client)| {
-            let work = work.clone();
-            std::thread::spawn(move || work(t, client, start))
-        })
-        .collect();
-    let (mut ok, mut failed, mut each) = (0, 0, vec![]);
-    for w in workers {
-        let (o, f, r) = w.join().map_err(|_| "a load thread panicked".to_string())?;
-        ok += o;
-        failed += f;
-        each.push(r);
-    }
-    Ok((ok, failed, each, start))
-}
-
-/// Open loop: every put is due at its own time (RATE/s in all, spread over
-/// the clients) and its latency counts from then (coordinated omission
-/// corrected).
-fn load_open(
-    target: Target,
-    threads: usize,
-    batch: usize,
-    value_bytes: usize,
-    duration: std::time::Duration,
-    rate: u64,
-) -> Result<(), String> {
-    if threads == 0 || batch == 0 || threads > 256 || batch > 10_000 || rate == 0 || rate > 10_000_000 {
-        return Err("--threads in 1..=256, --batch in 1..=10000, --rate in 1..=10000000".into());
-    }
-    let per_thread = rate as f64 / threads as f64;
-    let (ok, failed, per_client, start) = run_clients(&target, threads, move |t, mut client, start| {
-        let mut latency = bench::latency::Latency::default();
-        let (mut ok, mut failed, mut next) = (0u64, 0u64, 0u64);
-        // put n of this client is due at start + offset + n / per_thread
-        let offset = t as f64 / rate as f64;
-        let due = |n: u64| start + std::time::Duration::from_secs_f64(offset + n as f64 / per_thread);
-        while due(next) < start + duration {
-            let now = std::time::Instant::now();
-            if due(next) > now {
-                std::thread::sleep(due(next) - now);
-                continue;
-            }
-            let mut items = vec![];
-            let mut dues = vec![];
-            while items.len() < batch && due(next) <= now && due(next) < start + duration {
-                items.push((load_key(t, next), vec![b'v'; value_bytes]));
-                dues.push(due(next));
-                next += 1;
-            }
-            let results = client.put_many(&items);
-            let done = std::time::Instant::now();
-            for (r, d) in results.into_iter().zip(dues) {
-                match r {
-                    Ok(()) => {
-                        ok += 1;
-                        latency.record(done - d);
-                    }
-                    Err(_) => failed += 1,
-                }
-            }
-        }
-        (ok, failed, latency)
-    })?;
-    let mut latency = bench::latency::Latency::default();
-    per_client.iter().for_each(|l| latency.add(l));
-    let secs = start.elapsed().as_secs_f64();
-    let s = latency.summary();
-    println!(
-        "open loop at {rate} puts/s: {ok} acknowledged, {failed} failed, in {secs:.1}s ({:.0}/s); per put from its due time: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({threads} clients)",
-        ok as f64 / secs,
-        s.p50_us,
-        s.p99_us,
-        s.p999_us,
-        s.max_us
-    );
-    Ok(())
+    Load(bench::kv::load::LoadArgs),
 }
 
 pub fn ctl(args: CtlArgs) -> Result<(), String> {
@@ -280,16 +112,13 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
         }
         _ => {}
     }
+    if let CtlOp::Load(load) = &args.op {
+        return bench::kv::load::run(load, || target.client());
+    }
     let mut client = target.client()?;
     let opt = |s: &str| if s == "-" { None } else { Some(s.as_bytes().to_vec()) };
-    if let CtlOp::Load { threads, batch, value_bytes, duration, rate: Some(rate) } = args.op {
-        return load_open(target, threads, batch, value_bytes, duration, rate);
-    }
-    if let CtlOp::Load { threads, batch, value_bytes, duration, rate: None } = args.op {
-        return load(target, threads, batch, value_bytes, duration);
-    }
     match args.op {
-        CtlOp::Load { .. } => unreachable!("handled above"),
+        CtlOp::Load(_) => unreachable!("handled above"),
         CtlOp::Get { key } => match client.get(key.as_bytes()).map_err(|e| e.to_string())? {
             Some(v) => println!("{}", String::from_utf8_lossy(&v)),
             None => println!("(absent)"),

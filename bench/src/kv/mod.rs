@@ -5,8 +5,10 @@
 //! from then, so a stall is never hidden). Prints a progress line each
 //! second, then throughput, latency percentiles, errors by kind, and the
 //! stores' own batching figures and fsync p99 over the measured window.
+//! [`load`] is the simpler write load behind `ringraft ctl load`.
 
 pub mod check;
+pub mod load;
 mod pipeline;
 mod plot;
 mod report;
@@ -134,9 +136,9 @@ impl KvBenchArgs {
     }
 
     fn check(&self) -> Result<(), String> {
-        crate::units::check_range("--clients", self.clients, 1, CLIENTS_MAX)?;
-        crate::units::check_range("--depth", self.depth, 1, DEPTH_MAX)?;
-        crate::units::check_range("--value-bytes", self.value_bytes, 0, 1 << 20)?;
+        crate::units::check_range("clients", self.clients, 1, CLIENTS_MAX)?;
+        crate::units::check_range("depth", self.depth, 1, DEPTH_MAX)?;
+        crate::units::check_range("value-bytes", self.value_bytes, 0, 1 << 20)?;
         if self.keys == 0 {
             return Err("--keys must be at least 1".into());
         }

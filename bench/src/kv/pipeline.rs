@@ -1,13 +1,17 @@
 //! The bench's client: many requests in flight on each connection, each
 //! answered on its own (matched by id), so an operation's latency is its own
 //! and not its batch's — what an open-loop measurement needs. It routes by
-//! the cluster's regions, follows `NotLeader` hints, sends definite failures
-//! again (bounded; after a wait that doubles with each attempt when there is
-//! no hint to follow, and after the store's own `backoff_ms` when it is
-//! busy), counts a put whose connection died unanswered as ambiguous (a get
-//! is simply sent again), and gives up on an operation unanswered for
-//! `REQUEST_TIMEOUT` ("timeout"). (The library client,
-//! `engine::client::kv_client`, waits for a whole round instead.)
+//! the cluster's regions (fixed for the run) and, when a send fails, does
+//! what the KV clients' shared policy (`engine::client::policy`) decides:
+//! follow a `NotLeader` hint at once, take a newer membership from an
+//! answer, send again after a wait that grows with each attempt (or after a
+//! busy store's own `backoff_ms`), or stop — a put whose connection died
+//! unanswered counts as ambiguous (a get is sent again), a refusal that
+//! sending again cannot change counts by its kind. Apart from the policy,
+//! the bench gives up on an operation unanswered for `REQUEST_TIMEOUT`
+//! ("timeout"; a put's fate is then unknown, and it is never sent again).
+//! (The library client, `engine::client::kv_client`, follows the same
+//! policy but waits for a whole pass of replies instead.)
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -16,6 +20,8 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use engine::client::kv_client::KvError;
+use engine::client::policy::{self, Decision, Failure, GiveUp, OpKind, Route};
 use engine::client::protocol::{decode, encode_frame, ClientOp, ClientReply, ClientRequest, ClientResponse};
 use engine::kv::Command;
 use engine::region::meta::RegionMeta;
@@ -23,8 +29,6 @@ use engine::spec::ClusterSpec;
 use engine::RegionError;
 use transport::{FrameDecoder, FrameKind};
 
-/// Sends of one operation before it counts as failed ("unavailable").
-pub const ATTEMPTS_MAX: u32 = 50;
 /// Bytes read from a connection at once.
 const READ_BYTES: usize = 256 << 10;
 /// Time to connect to a store before the operation is tried elsewhere.
@@ -33,10 +37,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often unanswered operations are checked against `REQUEST_TIMEOUT`.
 const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// Wait before sending again without a hint (no leader known, region not
-/// there): doubles from the first to the last with each attempt.
-const RETRY_WAIT_FIRST: Duration = Duration::from_millis(1);
-const RETRY_WAIT_LAST: Duration = Duration::from_millis(200);
 
 /// One operation, as the bench made it.
 #[derive(Clone, Debug)]
@@ -45,9 +45,21 @@ pub struct Op {
     pub put: bool,
     /// Where its latency counts from: its due time (open loop) or its first send.
     pub from: Instant,
+    /// Sends so far (a send that could not go out included).
     pub attempts: u32,
+    /// When it was first tried (the policy's time budget counts from then).
+    first_tried: Option<Instant>,
     /// When it was last sent (its timeout counts from then).
-    pub sent: Instant,
+    sent: Instant,
+    /// The store it was last sent to.
+    store_id: u64,
+}
+
+impl Op {
+    /// An operation not sent yet; its latency counts from `from`.
+    pub fn new(key: Vec<u8>, put: bool, from: Instant) -> Op {
+        Op { key, put, from, attempts: 0, first_tried: None, sent: from, store_id: 0 }
+    }
 }
 
 pub enum Outcome {
@@ -142,11 +154,6 @@ impl Pipeline {
         self.delayed.insert((Instant::now() + wait, self.delayed_seq), op);
     }
 
-    /// The wait before attempt `attempts + 1` when there is no hint to follow.
-    fn retry_wait(attempts: u32) -> Duration {
-        (RETRY_WAIT_FIRST * 2u32.saturating_pow(attempts.saturating_sub(1).min(16))).min(RETRY_WAIT_LAST)
-    }
-
     /// Gives up on operations unanswered for `REQUEST_TIMEOUT`.
     fn expire(&mut self) {
         let now = Instant::now();
@@ -177,19 +184,24 @@ impl Pipeline {
         self.dispatch(op);
     }
 
-    fn dispatch(&mut self, mut op: Op) {
-        op.attempts += 1;
-        op.sent = Instant::now();
-        if op.attempts > ATTEMPTS_MAX {
-            return self.decide(Outcome::Failed { kind: "unavailable" });
-        }
-        let bound = (std::ops::Bound::Unbounded, std::ops::Bound::Included(op.key.as_slice()));
+    /// The region holding `key`, as the spec (and answers since) have it.
+    fn region_of(&self, key: &[u8]) -> Option<&RegionMeta> {
+        let bound = (std::ops::Bound::Unbounded, std::ops::Bound::Included(key));
         let found = self.by_start.range::<[u8], _>(bound).next_back().map(|(_, i)| &self.metas[*i]);
-        let Some(region) = found.filter(|m| m.contains(&op.key)).cloned() else {
+        found.filter(|m| m.contains(key))
+    }
+
+    fn dispatch(&mut self, mut op: Op) {
+        let now = Instant::now();
+        op.attempts += 1;
+        op.sent = now;
+        op.first_tried.get_or_insert(now);
+        let Some(region) = self.region_of(&op.key).cloned() else {
             return self.decide(Outcome::Failed { kind: "key_not_in_region" });
         };
         let peer = self.leaders.get(&region.id).and_then(|s| region.peer_on(*s)).unwrap_or(&region.peers[0]);
         let target = (peer.store_id, peer.shard);
+        op.store_id = target.0;
         let id = self.next_id;
         self.next_id += 1;
         let command = if op.put {
@@ -206,20 +218,66 @@ impl Pipeline {
             op: command,
         };
         let Ok(conn) = self.conn(target) else {
-            // not reachable: try the region's next peer
-            self.rotate(&region, target.0);
-            return self.dispatch(op);
+            return self.settle(op, Failure::NotSent);
         };
         // pending before the write: the answer may come before the write returns
         let mut pending = conn.pending.lock().expect("a reader panicked");
         if pending.closed {
             drop(pending);
-            self.conns.remove(&target); // the store closed it: connect again (counted as an attempt)
-            return self.dispatch(op);
+            self.conns.remove(&target); // the store closed it: the next send connects again
+            return self.settle(op, Failure::NotSent);
         }
         pending.ops.insert(id, op);
         drop(pending);
         encode_frame(&mut conn.out, FrameKind::ClientRequest, &req);
+    }
+
+    /// Carries out what the policy decides after `failure` of `op`'s last send.
+    fn settle(&mut self, op: Op, failure: Failure) {
+        let Some(region) = self.region_of(&op.key).cloned() else {
+            return self.decide(Outcome::Failed { kind: "key_not_in_region" });
+        };
+        let req = policy::Request {
+            kind: if op.put { OpKind::PUT } else { OpKind::GET },
+            attempts: op.attempts,
+            elapsed: op.first_tried.map_or(Duration::ZERO, |t| t.elapsed()),
+            region: &region,
+            store_id: op.store_id,
+            // the bench routes by the layout the run started with
+            can_refresh: false,
+        };
+        let (route, wait) = match policy::decide(&req, failure) {
+            Decision::Retry { route, wait } => (route, wait),
+            Decision::Ambiguous => return self.decide(Outcome::Failed { kind: "ambiguous" }),
+            Decision::GiveUp(GiveUp::Unavailable { .. }) => {
+                return self.decide(Outcome::Failed { kind: "unavailable" })
+            }
+            Decision::GiveUp(GiveUp::Refused(e)) => {
+                let kind = crate::kv::worker::kind(&KvError::Region(e));
+                return self.decide(Outcome::Failed { kind });
+            }
+        };
+        match route {
+            Route::Same => {}
+            Route::Leader { store_id } => {
+                self.leaders.insert(region.id, store_id);
+            }
+            Route::NextPeer => self.rotate(&region, op.store_id),
+            // (the same range: `by_start` still holds)
+            Route::Membership { current } => {
+                if let Some(m) = self.metas.iter_mut().find(|m| m.id == current.id && m.conf_ver < current.conf_ver) {
+                    *m = *current;
+                }
+            }
+            Route::RefreshRegion | Route::RefreshRange { .. } | Route::RefreshStores => {
+                unreachable!("the policy asks a client without a route source to refresh nothing")
+            }
+        }
+        if wait.is_zero() {
+            self.dispatch(op)
+        } else {
+            self.later(op, wait)
+        }
     }
 
     /// Writes what was sent since the last flush: one write per connection.
@@ -271,15 +329,6 @@ impl Pipeline {
         self.ready.push(outcome);
     }
 
-    /// An operation whose connection died: a put may have happened, a get is sent again.
-    fn lost(&mut self, op: Op) {
-        if op.put {
-            self.decide(Outcome::Failed { kind: "ambiguous" });
-        } else {
-            self.dispatch(op);
-        }
-    }
-
     /// Outcomes decided since the last call, waiting up to `timeout` for the first.
     pub fn poll(&mut self, timeout: Duration) -> Vec<Outcome> {
         let now = Instant::now();
@@ -310,45 +359,13 @@ impl Pipeline {
         events.extend(self.rx.try_iter());
         for e in events {
             match e {
-                Event::Lost(op) => self.lost(op),
+                // (a put may have happened: the policy says ambiguous; a get goes again)
+                Event::Lost(op) => self.settle(op, Failure::Lost),
                 Event::Reply(op, Ok(reply)) => self.decide(Outcome::Done { op, reply }),
-                Event::Reply(op, Err(err)) => self.on_error(op, err),
+                Event::Reply(op, Err(err)) => self.settle(op, Failure::Refused(err)),
             }
         }
         std::mem::take(&mut self.ready)
-    }
-
-    fn on_error(&mut self, op: Op, err: RegionError) {
-        match err {
-            RegionError::NotLeader { region, leader: Some(l) } => {
-                self.leaders.insert(region, l.store_id);
-                self.dispatch(op)
-            }
-            RegionError::NotLeader { region, leader: None } | RegionError::RegionNotFound { region } => {
-                if let Some(m) = self.metas.iter().find(|m| m.id == region).cloned() {
-                    let at = self.leaders.get(&region).copied().unwrap_or(m.peers[0].store_id);
-                    self.rotate(&m, at);
-                }
-                // (an election takes a while: no point asking the next peer at once, again and again)
-                let wait = Self::retry_wait(op.attempts);
-                self.later(op, wait)
-            }
-            RegionError::ServerIsBusy { backoff_ms, .. } => {
-                self.later(op, Duration::from_millis(backoff_ms.clamp(1, 1000)))
-            }
-            RegionError::EpochNotMatch { current } if current.conf_ver > 0 => {
-                if let Some(m) = self.metas.iter_mut().find(|m| m.id == current.id && m.version == current.version) {
-                    if current.conf_ver > m.conf_ver {
-                        *m = *current;
-                    }
-                }
-                self.dispatch(op)
-            }
-            e => {
-                let kind = crate::kv::worker::kind(&engine::client::kv_client::KvError::Region(e));
-                self.decide(Outcome::Failed { kind })
-            }
-        }
     }
 }
 
@@ -427,10 +444,39 @@ mod tests {
 
     use std::net::SocketAddr;
 
-    #[test]
-    fn a_busy_store_is_asked_again_after_its_backoff_and_a_silent_one_times_out() {
-        let addr = fake_store();
-        let spec = ClusterSpec {
+    /// A store that answers gets and, on a put, closes the connection with
+    /// everything on it unanswered.
+    fn store_closing_on_puts() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { return };
+                let mut decoder = FrameDecoder::new();
+                let mut buf = vec![0u8; 4096];
+                'conn: loop {
+                    while let Ok(Some(f)) = decoder.next_frame() {
+                        let req: ClientRequest = decode(&f.payload).unwrap();
+                        let result = match req.op {
+                            ClientOp::Get { .. } => Ok(ClientReply::Value(None)),
+                            _ => break 'conn,
+                        };
+                        let mut out = vec![];
+                        encode_response(&mut out, FrameKind::ClientResponse, &ClientResponse { id: req.id, result });
+                        s.write_all(&out).unwrap();
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => decoder.push(&buf[..n]),
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn one_store_spec(addr: SocketAddr) -> ClusterSpec {
+        ClusterSpec {
             cluster_id: 1,
             stores: vec![StoreSpec { id: 1, peer_addr: "127.0.0.1:1".parse().unwrap(), client_addr: addr, shards: 1 }],
             regions: vec![RegionSpec {
@@ -439,10 +485,37 @@ mod tests {
                 end_key: String::new(),
                 peers: vec![PeerSpec { peer_id: 1, store_id: 1, shard: 0 }],
             }],
-        };
-        let mut pipe = Pipeline::new(Arc::new(spec), b"v".to_vec());
+        }
+    }
+
+    #[test]
+    fn a_put_whose_connection_dies_unanswered_is_ambiguous_and_a_get_on_it_is_sent_again() {
+        let mut pipe = Pipeline::new(Arc::new(one_store_spec(store_closing_on_puts())), b"v".to_vec());
+        // one write: the put closes the connection before the get is answered
+        pipe.send(Op::new(b"p".to_vec(), true, Instant::now()));
+        pipe.send(Op::new(b"g".to_vec(), false, Instant::now()));
+        pipe.flush();
+        let mut outcomes = vec![];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pipe.in_flight() > 0 {
+            assert!(Instant::now() < deadline, "still in flight: {}", pipe.in_flight());
+            outcomes.extend(pipe.poll(Duration::from_millis(50)));
+        }
+        let ambiguous = outcomes.iter().filter(|o| matches!(o, Outcome::Failed { kind: "ambiguous" })).count();
+        let gets = outcomes.iter().filter_map(|o| match o {
+            Outcome::Done { op, reply: ClientReply::Value(None) } if !op.put => Some(op.attempts),
+            _ => None,
+        });
+        let gets: Vec<u32> = gets.collect();
+        assert_eq!((outcomes.len(), ambiguous), (2, 1), "the put is ambiguous, never sent again");
+        assert!(matches!(gets[..], [attempts] if attempts >= 2), "the get was sent again: {gets:?}");
+    }
+
+    #[test]
+    fn a_busy_store_is_asked_again_after_its_backoff_and_a_silent_one_times_out() {
+        let mut pipe = Pipeline::new(Arc::new(one_store_spec(fake_store())), b"v".to_vec());
         pipe.set_request_timeout(Duration::from_millis(300));
-        let op = |key: &str| Op { key: key.into(), put: true, from: Instant::now(), attempts: 0, sent: Instant::now() };
+        let op = |key: &str| Op::new(key.into(), true, Instant::now());
         let t0 = Instant::now();
         pipe.send(op("a"));
         pipe.flush();

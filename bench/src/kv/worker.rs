@@ -158,12 +158,9 @@ pub fn run(
         start + Duration::from_secs_f64((client_no as f64 / args.clients as f64 + n as f64) / per)
     };
     let mut next = 0u64;
-    let mut make = |from: Instant| Op {
-        key: keys.random(&mut rng),
-        put: rng.chance(writes_per_million),
-        from,
-        attempts: 0,
-        sent: from,
+    let mut make = |from: Instant| {
+        let key = keys.random(&mut rng);
+        Op::new(key, rng.chance(writes_per_million), from)
     };
     while !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();

@@ -2,20 +2,25 @@
 //! driver). It routes each key to its region by a cache of the regions —
 //! loaded from PD and refreshed from it when a region error says the cache
 //! is stale (`RegionNotFound`, `KeyNotInRegion`, an `EpochNotMatch` after a
-//! split, `StoreNotMatch`), or fixed by a cluster spec — sends to
-//! the region's leader as it last learned it, follows `NotLeader` hints (without asking PD),
-//! retries reads and definite failures with backoff, and never retries a
-//! write whose fate is unknown: that comes back as `KvError::Ambiguous`.
-//! `put_many` pipelines: every request goes out before any reply is read.
+//! split, `StoreNotMatch`), or fixed by a cluster spec — and sends to the
+//! region's leader as it last learned it. What it does when a send fails is
+//! not decided here but by the clients' shared policy
+//! ([`crate::client::policy`]): follow a `NotLeader` hint at once (without
+//! asking PD), fix the route and send again, wait and send again, or stop;
+//! reads and definite failures are sent again, a write whose fate is unknown
+//! never is: that comes back as `KvError::Ambiguous`. This file carries the
+//! decisions out (sockets, sleeps, the route cache). `put_many` pipelines:
+//! every request of a pass goes out before any reply is read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use transport::{FrameDecoder, FrameKind};
 
+use crate::client::policy::{self, Decision, Failure, GiveUp, OpKind, Route};
 use crate::client::protocol::{
     decode, encode_frame, encoded_len, ClientOp, ClientReply, ClientRequest, ClientResponse, Rows,
     CLIENT_MESSAGE_BYTES_MAX, REQUEST_OVERHEAD_BYTES_MAX, SCAN_ROWS_MAX,
@@ -28,11 +33,6 @@ use crate::spec::ClusterSpec;
 
 /// Bytes read from a connection at a time.
 const READ_BYTES: usize = 64 << 10;
-/// Attempts per request before the client gives up.
-pub const ATTEMPTS_MAX: usize = 40;
-/// Wait between attempts: doubles from the first to the last.
-const BACKOFF_FIRST: Duration = Duration::from_millis(20);
-const BACKOFF_LAST: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -220,10 +220,9 @@ impl KvClient {
         self.metas.get(&region.id).unwrap_or(region).clone()
     }
 
-    /// Moves to the next peer of a region (no leader known).
-    fn rotate(&mut self, region: &RegionMeta) {
-        let cur = self.target(region).0;
-        let i = region.peers.iter().position(|p| p.store_id == cur).unwrap_or(0);
+    /// Moves to the peer of a region after the one on `from_store` (no leader known).
+    fn rotate(&mut self, region: &RegionMeta, from_store: u64) {
+        let i = region.peers.iter().position(|p| p.store_id == from_store).unwrap_or(0);
         self.leaders.insert(region.id, region.peers[(i + 1) % region.peers.len()].store_id);
     }
 
@@ -429,10 +428,11 @@ impl KvClient {
             .collect()
     }
 
-    /// Many operations, pipelined: every request of a round goes out before
-    /// any reply is read; definite failures (not the leader, busy) go again in
-    /// the next round, and so do reads that got no answer. A write that got no
-    /// answer is ambiguous. Returns each operation's outcome, in order.
+    /// Many operations, pipelined: every request of a pass goes out before
+    /// any reply is read; definite failures (not the leader, busy) and reads
+    /// that got no answer go again in a later pass, when the policy says. A
+    /// write that got no answer is ambiguous. Returns each operation's
+    /// outcome, in order.
     pub fn many(&mut self, ops: Vec<ClientOp>) -> Vec<Result<ClientReply, KvError>> {
         let mut routed = Vec::with_capacity(ops.len());
         let mut unroutable = BTreeMap::new();
@@ -452,9 +452,13 @@ impl KvClient {
         (0..n).map(|i| unroutable.remove(&i).map_or_else(|| done.next().expect("one per routed op"), Err)).collect()
     }
 
-    /// `many`, each operation on the region given with it.
+    /// `many`, each operation on the region given with it. Each operation
+    /// goes again when the policy says and not before; a pass sends every
+    /// operation that is due, then reads every answer of the pass.
     fn many_in(&mut self, mut ops: Vec<(RegionMeta, ClientOp)>) -> Vec<Result<ClientReply, KvError>> {
         let mut results: Vec<Option<Result<ClientReply, KvError>>> = (0..ops.len()).map(|_| None).collect();
+        let start = Instant::now();
+        let mut tries = vec![Tries { attempts: 0, first: None, due: start }; ops.len()];
         let mut todo: Vec<usize> = vec![];
         for (i, (region, op)) in ops.iter().enumerate() {
             // never sent if it cannot fit a frame: definitely not applied
@@ -466,17 +470,22 @@ impl KvClient {
                 todo.push(i);
             }
         }
-        // (a membership change unanswered may be applied: never blindly sent again)
-        let is_write = |(_, op): &(RegionMeta, ClientOp)| matches!(op, ClientOp::Write(_) | ClientOp::ChangePeer(_));
-        let mut backoff = BACKOFF_FIRST;
-        let mut misaddressed = std::collections::BTreeSet::new();
-        for _ in 0..ATTEMPTS_MAX {
-            if todo.is_empty() {
-                break;
+        let mut misaddressed = BTreeSet::new();
+        // each pass sends at least one operation or sleeps until one is due,
+        // and the policy allows an operation ATTEMPTS_MAX sends: this ends
+        while !todo.is_empty() {
+            let now = Instant::now();
+            let (ready, mut again): (Vec<usize>, Vec<usize>) = todo.iter().partition(|&&i| tries[i].due <= now);
+            if ready.is_empty() {
+                let next = again.iter().map(|&i| tries[i].due).min().expect("something is still to do");
+                std::thread::sleep(next.saturating_duration_since(now));
+                continue;
             }
-            // send the round: (item, target, request id)
+            // send the pass: (item, target, request id)
             let mut sent: Vec<(usize, (u64, u16), u64)> = vec![];
-            for &i in &todo {
+            for i in ready {
+                tries[i].attempts += 1;
+                tries[i].first.get_or_insert(now);
                 let region = self.current(&ops[i].0);
                 let target = self.target(&region);
                 let req = self.request(&region, target.0, ops[i].1.clone());
@@ -484,13 +493,14 @@ impl KvClient {
                     Ok(()) => sent.push((i, target, req.id)),
                     Err(_) => {
                         self.conns.remove(&target);
-                        self.rotate(&region);
+                        let failure = Failure::NotSent;
+                        match self.follow(&mut ops[i], &mut tries[i], target, failure, "", &mut misaddressed) {
+                            Some(outcome) => results[i] = Some(outcome),
+                            None => again.push(i),
+                        }
                     }
                 }
             }
-            let mut again = vec![];
-            let sent_ids: std::collections::BTreeSet<usize> = sent.iter().map(|s| s.0).collect();
-            again.extend(todo.iter().copied().filter(|i| !sent_ids.contains(i)));
             // replies come back per connection in any order
             let mut by_target: BTreeMap<(u64, u16), BTreeMap<u64, usize>> = BTreeMap::new();
             for (i, t, id) in sent {
@@ -501,80 +511,27 @@ impl KvClient {
                     match self.receive(target) {
                         Ok(resp) => {
                             let Some(i) = waiting.remove(&resp.id) else { continue };
-                            let region = self.current(&ops[i].0);
-                            match resp.result {
-                                Ok(reply) => results[i] = Some(Ok(reply)),
-                                Err(RegionError::NotLeader { leader: Some(l), .. }) => {
-                                    self.leaders.insert(region.id, l.store_id);
-                                    again.push(i);
+                            let failure = match resp.result {
+                                Ok(reply) => {
+                                    results[i] = Some(Ok(reply));
+                                    continue;
                                 }
-                                Err(RegionError::NotLeader { .. }) => {
-                                    self.rotate(&region);
-                                    again.push(i);
-                                }
-                                Err(RegionError::RegionNotFound { .. }) => {
-                                    // that store no longer has it (moved, removed): ask PD, then others
-                                    if self.refresh_region(Self::route_key(&ops[i].1), region.id).is_ok() {
-                                        self.reroute(&mut ops[i]);
-                                    }
-                                    self.rotate(&self.current(&ops[i].0));
-                                    again.push(i);
-                                }
-                                Err(RegionError::StoreNotMatch { .. }) => {
-                                    // a store now at the address this client had for another: its
-                                    // connection goes after this round (other answers are on it)
-                                    misaddressed.insert(target);
-                                    again.push(i);
-                                }
-                                Err(RegionError::ServerIsBusy { .. }) => again.push(i),
-                                // a membership change since (the same range, other peers):
-                                // route by it and send again — except a membership change,
-                                // which was made against the old membership and is refused
-                                Err(RegionError::EpochNotMatch { current })
-                                    if current.id == region.id
-                                        && current.version == region.version
-                                        && current.conf_ver != region.conf_ver
-                                        && !matches!(ops[i].1, ClientOp::ChangePeer(_)) =>
-                                {
-                                    // (an older one: a new leader that has not applied it yet)
-                                    if current.conf_ver > region.conf_ver {
-                                        if let Some(m) = self.metas.get_mut(&current.id) {
-                                            *m = *current;
-                                        }
-                                    }
-                                    again.push(i);
-                                }
-                                // the range changed (a split): the key may live in another region now
-                                Err(e @ (RegionError::KeyNotInRegion { .. } | RegionError::EpochNotMatch { .. }))
-                                    if self.pd.is_some() && ops[i].1.routes_by_key() =>
-                                {
-                                    if let RegionError::EpochNotMatch { current } = &e {
-                                        self.learn_meta((**current).clone(), None);
-                                    }
-                                    match self.refresh_region(Some(ops[i].1.key()), region.id) {
-                                        Ok(()) => {
-                                            self.reroute(&mut ops[i]);
-                                            again.push(i);
-                                        }
-                                        Err(_) => results[i] = Some(Err(KvError::Region(e))),
-                                    }
-                                }
-                                Err(RegionError::Ambiguous { .. }) => {
-                                    results[i] = Some(Err(KvError::Ambiguous("the store lost track of it".into())))
-                                }
-                                Err(e) => results[i] = Some(Err(KvError::Region(e))),
+                                Err(e) => Failure::Refused(e),
+                            };
+                            match self.follow(&mut ops[i], &mut tries[i], target, failure, "", &mut misaddressed) {
+                                Some(outcome) => results[i] = Some(outcome),
+                                None => again.push(i),
                             }
                         }
                         Err(e) => {
                             self.conns.remove(&target);
+                            let why = format!("store {} did not answer: {e}", target.0);
                             for (_, i) in std::mem::take(&mut waiting) {
-                                if is_write(&ops[i]) {
-                                    let why = format!("store {} did not answer: {e}", target.0);
-                                    results[i] = Some(Err(KvError::Ambiguous(why)));
-                                } else {
-                                    let region = self.current(&ops[i].0);
-                                    self.rotate(&region);
-                                    again.push(i);
+                                let failure = Failure::Lost;
+                                match self.follow(&mut ops[i], &mut tries[i], target, failure, &why, &mut misaddressed)
+                                {
+                                    Some(outcome) => results[i] = Some(outcome),
+                                    None => again.push(i),
                                 }
                             }
                         }
@@ -582,21 +539,175 @@ impl KvClient {
                 }
             }
             if !misaddressed.is_empty() {
+                // (after the pass: other answers were still to come on those connections)
                 for t in std::mem::take(&mut misaddressed) {
                     self.conns.remove(&t);
                 }
                 let _ = self.refresh_stores();
             }
-            if !again.is_empty() {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_LAST);
-            }
             again.sort_unstable();
             todo = again;
         }
-        for i in todo {
-            results[i] = Some(Err(KvError::Unavailable { attempts: ATTEMPTS_MAX, last: "still failing".into() }));
-        }
         results.into_iter().map(|r| r.expect("every item has an outcome")).collect()
+    }
+
+    /// Carries out what the policy decides after `failure` of a send of
+    /// `item` to `target`: its outcome, or `None` and `tries.due` set when
+    /// it goes again. `lost_why`: what broke, when the connection did.
+    fn follow(
+        &mut self,
+        item: &mut (RegionMeta, ClientOp),
+        tries: &mut Tries,
+        target: (u64, u16),
+        failure: Failure,
+        lost_why: &str,
+        misaddressed: &mut BTreeSet<(u64, u16)>,
+    ) -> Option<Result<ClientReply, KvError>> {
+        let lost = matches!(failure, Failure::Lost);
+        let region = self.current(&item.0);
+        let req = policy::Request {
+            kind: OpKind::of(&item.1),
+            attempts: tries.attempts,
+            elapsed: tries.first.map_or(Duration::ZERO, |f| f.elapsed()),
+            region: &region,
+            store_id: target.0,
+            can_refresh: self.pd.is_some(),
+        };
+        let (route, wait) = match policy::decide(&req, failure) {
+            Decision::Retry { route, wait } => (route, wait),
+            Decision::Ambiguous => {
+                let why = if lost { lost_why.to_string() } else { "the store lost track of it".to_string() };
+                return Some(Err(KvError::Ambiguous(why)));
+            }
+            Decision::GiveUp(GiveUp::Refused(e)) => return Some(Err(KvError::Region(e))),
+            Decision::GiveUp(GiveUp::Unavailable { attempts, last }) => {
+                return Some(Err(KvError::Unavailable { attempts: attempts as usize, last }))
+            }
+        };
+        match route {
+            Route::Same => {}
+            Route::Leader { store_id } => {
+                self.leaders.insert(region.id, store_id);
+            }
+            Route::NextPeer => self.rotate(&region, target.0),
+            Route::Membership { current } => {
+                if let Some(m) = self.metas.get_mut(&current.id).filter(|m| m.conf_ver < current.conf_ver) {
+                    *m = *current;
+                }
+            }
+            Route::RefreshRegion => {
+                if self.refresh_region(Self::route_key(&item.1), region.id).is_ok() {
+                    self.reroute(item);
+                }
+                // (unless PD named another leader: not the store that just said it has no such region)
+                let region = self.current(&item.0);
+                if self.target(&region).0 == target.0 {
+                    self.rotate(&region, target.0);
+                }
+            }
+            Route::RefreshRange { refused } => {
+                if let RegionError::EpochNotMatch { current } = &refused {
+                    self.learn_meta((**current).clone(), None);
+                }
+                if self.refresh_region(Some(item.1.key()), region.id).is_err() {
+                    return Some(Err(KvError::Region(refused)));
+                }
+                self.reroute(item);
+            }
+            // its connection goes after the pass (other answers are on it)
+            Route::RefreshStores => {
+                misaddressed.insert(target);
+            }
+        }
+        tries.due = Instant::now() + wait;
+        None
+    }
+}
+
+/// One operation's sends so far, when it was first tried, and when it may go again.
+#[derive(Clone, Copy)]
+struct Tries {
+    attempts: u32,
+    first: Option<Instant>,
+    due: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::spec::{PeerSpec, RegionSpec, StoreSpec};
+
+    /// A one-store cluster whose store answers request `n` (counted from 1
+    /// over every connection) as `script` says; `None`: it closes the
+    /// connection unanswered. Returns the spec and the count of requests seen.
+    fn scripted_store(
+        script: impl Fn(usize, &ClientRequest) -> Option<Result<ClientReply, RegionError>> + Send + 'static,
+    ) -> (Arc<ClusterSpec>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { return };
+                let mut decoder = FrameDecoder::new();
+                let mut buf = vec![0u8; 4096];
+                'conn: loop {
+                    while let Ok(Some(f)) = decoder.next_frame() {
+                        let req: ClientRequest = decode(&f.payload).unwrap();
+                        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                        let Some(result) = script(n, &req) else { break 'conn };
+                        let mut out = vec![];
+                        encode_frame(&mut out, FrameKind::ClientResponse, &ClientResponse { id: req.id, result });
+                        s.write_all(&out).unwrap();
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => decoder.push(&buf[..n]),
+                    }
+                }
+            }
+        });
+        let spec = ClusterSpec {
+            cluster_id: 1,
+            stores: vec![StoreSpec { id: 1, peer_addr: "127.0.0.1:1".parse().unwrap(), client_addr: addr, shards: 1 }],
+            regions: vec![RegionSpec {
+                id: 1,
+                start_key: String::new(),
+                end_key: String::new(),
+                peers: vec![PeerSpec { peer_id: 1, store_id: 1, shard: 0 }],
+            }],
+        };
+        (Arc::new(spec), seen)
+    }
+
+    #[test]
+    fn a_busy_store_is_asked_again_after_its_backoff_and_a_write_lost_with_its_connection_is_ambiguous() {
+        let (spec, seen) = scripted_store(|n, req| match n {
+            1 => Some(Err(RegionError::ServerIsBusy { region: req.region, backoff_ms: 20 })),
+            2 => Some(Ok(ClientReply::Done)),
+            3 => None, // the put of "b": the connection dies with it unanswered
+            4 => None, // the get of "c", the first time
+            _ => Some(Ok(ClientReply::Value(Some(b"x".to_vec())))),
+        });
+        let mut client = KvClient::new(spec);
+        let t0 = std::time::Instant::now();
+        client.put(b"a", b"1").expect("the busy store takes it the second time");
+        assert!(t0.elapsed() >= Duration::from_millis(20), "sent again only after the store's backoff");
+        assert!(matches!(client.put(b"b", b"2"), Err(KvError::Ambiguous(_))));
+        assert_eq!(client.get(b"c").expect("a read is sent again"), Some(b"x".to_vec()));
+        assert_eq!(seen.load(Ordering::SeqCst), 5, "the ambiguous put was never sent again");
+    }
+
+    #[test]
+    fn a_refusal_sending_again_cannot_change_comes_back_at_once() {
+        let (spec, seen) =
+            scripted_store(|_, req| Some(Err(RegionError::Refused { region: req.region, reason: "no".into() })));
+        let mut client = KvClient::new(spec);
+        assert!(matches!(client.put(b"a", b"1"), Err(KvError::Region(RegionError::Refused { .. }))));
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
     }
 }
