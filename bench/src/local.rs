@@ -274,7 +274,7 @@ impl LocalCluster {
                 self.check_children()?;
                 let id = std::fs::read_to_string(&ident)
                     .ok()
-                    .and_then(|t| serde_json::from_str::<engine::runtime::store::Ident>(&t).ok())
+                    .and_then(|t| serde_json::from_str::<engine::runtime::data_dir::Ident>(&t).ok())
                     .map_or(0, |i| i.store_id);
                 if id != 0 {
                     self.status.insert(id, status_of(n));

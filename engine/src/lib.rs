@@ -3,13 +3,14 @@
 //!
 //! - [`region`]: a region's meta, raft-rs's view of its log, and its peer.
 //! - [`kv`]: client writes as log entries, and the state machine.
-//! - [`shard`]: the sans-IO loop iteration of DESIGN.md §3 for all regions of a core.
+//! - [`shard`]: the sans-IO loop iteration (docs/design.md, "The shard loop") for all regions of a core.
 //! - [`snapshot`]: state-machine snapshots, their files and their format.
 //! - [`sim`]: a deterministic simulator running real shards with a fake
 //!   disk, network and clock from one seed.
 
 pub mod client;
 pub mod directory;
+pub mod driver;
 pub mod error;
 pub mod kv;
 pub mod region;

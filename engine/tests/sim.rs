@@ -533,7 +533,7 @@ fn a_follower_down_while_the_log_was_compacted_catches_up_by_snapshot() {
             "seed {seed}: the live stores did not snapshot and compact"
         );
         let purged = |sim: &Sim, id: u64| {
-            let w = sim.stores[&id].node.as_ref().unwrap().wal.stats().clone();
+            let w = sim.stores[&id].node.as_ref().unwrap().gc.wal().stats().clone();
             w.segments_recycled + w.segments_removed
         };
         assert!(purged(&sim, 1) > 0, "seed {seed}: the WAL of store 1 was never purged");

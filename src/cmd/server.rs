@@ -79,7 +79,7 @@ fn source(args: &ServerArgs) -> Result<ClusterSource, String> {
             // (a store restarted without --cores keeps what its IDENT says)
             shards: match args.cores {
                 Some(c) => c,
-                None => engine::runtime::store::read_ident(&args.data_dir)
+                None => engine::runtime::data_dir::read_ident(&args.data_dir)
                     .map_err(|e| e.to_string())?
                     .map_or(1, |i| i.shards),
             },

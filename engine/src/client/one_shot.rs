@@ -1,6 +1,8 @@
-//! One request on a fresh connection, and its answer: for admin paths that
-//! are rare and must not share a pipelined client (a store carrying out
-//! PD's directives on its own shards).
+//! One request on a fresh connection to one shard's client port, and its
+//! answer, without routing or retries: for tests and tools that must ask a
+//! given store (the process tests ask a restarted store itself). A store
+//! never calls itself with it: PD's directives reach its shards in-process
+//! (`runtime::control`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

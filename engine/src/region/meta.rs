@@ -153,6 +153,46 @@ impl RegionLocalState {
     }
 }
 
+// PD knows nothing of the engine: regions cross to it and back in its own types.
+impl From<pd::PeerInfo> for PeerMeta {
+    fn from(p: pd::PeerInfo) -> PeerMeta {
+        PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard }
+    }
+}
+
+impl From<PeerMeta> for pd::PeerInfo {
+    fn from(p: PeerMeta) -> pd::PeerInfo {
+        pd::PeerInfo { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard }
+    }
+}
+
+impl From<&pd::RegionInfo> for RegionMeta {
+    fn from(r: &pd::RegionInfo) -> RegionMeta {
+        RegionMeta {
+            id: r.id,
+            start_key: r.start_key.clone(),
+            end_key: r.end_key.clone(),
+            conf_ver: r.epoch.conf_ver,
+            version: r.epoch.version,
+            peers: r.peers.iter().map(|p| PeerMeta::from(*p)).collect(),
+            max_peer_id: r.max_peer_id,
+        }
+    }
+}
+
+impl From<&RegionMeta> for pd::RegionInfo {
+    fn from(m: &RegionMeta) -> pd::RegionInfo {
+        pd::RegionInfo {
+            id: m.id,
+            start_key: m.start_key.clone(),
+            end_key: m.end_key.clone(),
+            epoch: pd::Epoch { conf_ver: m.conf_ver, version: m.version },
+            peers: m.peers.iter().map(|p| pd::PeerInfo::from(*p)).collect(),
+            max_peer_id: m.max_peer_id,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,45 +238,5 @@ mod tests {
         assert!(m.changed(PeerChange::RemoveVoter(p(12, 9))).is_err(), "a peer as it is not");
         let alone = RegionMeta { peers: vec![p(11, 1)], ..m };
         assert!(alone.changed(PeerChange::RemoveVoter(p(11, 1))).is_err(), "the last peer stays");
-    }
-}
-
-// PD knows nothing of the engine: regions cross to it and back in its own types.
-impl From<pd::PeerInfo> for PeerMeta {
-    fn from(p: pd::PeerInfo) -> PeerMeta {
-        PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard }
-    }
-}
-
-impl From<PeerMeta> for pd::PeerInfo {
-    fn from(p: PeerMeta) -> pd::PeerInfo {
-        pd::PeerInfo { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard }
-    }
-}
-
-impl From<&pd::RegionInfo> for RegionMeta {
-    fn from(r: &pd::RegionInfo) -> RegionMeta {
-        RegionMeta {
-            id: r.id,
-            start_key: r.start_key.clone(),
-            end_key: r.end_key.clone(),
-            conf_ver: r.epoch.conf_ver,
-            version: r.epoch.version,
-            peers: r.peers.iter().map(|p| PeerMeta::from(*p)).collect(),
-            max_peer_id: r.max_peer_id,
-        }
-    }
-}
-
-impl From<&RegionMeta> for pd::RegionInfo {
-    fn from(m: &RegionMeta) -> pd::RegionInfo {
-        pd::RegionInfo {
-            id: m.id,
-            start_key: m.start_key.clone(),
-            end_key: m.end_key.clone(),
-            epoch: pd::Epoch { conf_ver: m.conf_ver, version: m.version },
-            peers: m.peers.iter().map(|p| pd::PeerInfo::from(*p)).collect(),
-            max_peer_id: m.max_peer_id,
-        }
     }
 }

@@ -1,31 +1,46 @@
 //! Carrying out PD's directives. A directive names the region epoch it was
 //! computed for; the store checks it against the meta its leader reported
 //! in the same heartbeat and ignores it if the region has moved past it.
-//! What remains goes to the region's leader as the admin request an
-//! operator would send (the shard checks the epoch again when it proposes a
-//! membership change), from a worker thread of its own so heartbeats never
-//! wait for a change to be applied. The worker's queue is bounded; a
-//! directive that does not fit, or that fails, is dropped (logged): PD
-//! hands each out once, and a scheduler issues again what did not happen.
+//! What remains enters the shard hosting that leader as the input an
+//! operator's admin request would become (`Input::TransferLeader`, or
+//! `Input::ChangePeer` with the directive's epoch, which the shard checks
+//! again when it proposes), through that shard's bounded directive channel
+//! (`runtime::control`) and with an internal request id: the shard task
+//! logs the outcome (`log_outcome`). Handing a directive over never waits,
+//! so a heartbeat never waits for a change to be applied; a directive that
+//! does not fit is dropped (logged): PD hands each out once, and a
+//! scheduler issues again what did not happen.
 
-use std::net::SocketAddr;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::time::Duration;
-
+use crossbeam_channel::TrySendError;
 use pd::protocol::{Directive, DirectiveAction};
 
-use crate::client::one_shot::call_once;
-use crate::client::protocol::{ClientOp, ClientRequest};
+use crate::error::RegionError;
 use crate::region::meta::{PeerChange, PeerMeta, RegionMeta};
+use crate::runtime::control::{DirectiveSender, DIRECTIVES_QUEUED_MAX, INTERNAL_REQUEST_MIN};
+use crate::shard::{Input, Response};
 
-/// Directives waiting for the worker.
-pub const DIRECTIVES_QUEUED_MAX: usize = 1024;
-/// How long one directive's request may take.
-const DIRECTIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a directive asks of a region's leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirectiveOp {
+    TransferLeader { to_peer: u64 },
+    ChangePeer(PeerChange),
+}
 
-/// The admin request carrying `d` out on `meta` (as its leader reported
-/// it), or why the directive is ignored.
-pub fn directive_op(d: &Directive, meta: &RegionMeta) -> Result<ClientOp, String> {
+impl DirectiveOp {
+    /// The shard input carrying it out on `meta`'s region, as request `request`.
+    pub fn into_input(self, request: u64, meta: &RegionMeta) -> Input {
+        match self {
+            DirectiveOp::TransferLeader { to_peer } => Input::TransferLeader { request, region: meta.id, to_peer },
+            DirectiveOp::ChangePeer(change) => {
+                Input::ChangePeer { request, region: meta.id, epoch: meta.epoch(), change }
+            }
+        }
+    }
+}
+
+/// What `d` asks of `meta`'s leader (`meta` as the leader reported it), or
+/// why the directive is ignored.
+pub fn directive_op(d: &Directive, meta: &RegionMeta) -> Result<DirectiveOp, String> {
     if meta.id != d.region_id {
         return Err(format!("a directive for region {} checked against region {}", d.region_id, meta.id));
     }
@@ -41,50 +56,31 @@ pub fn directive_op(d: &Directive, meta: &RegionMeta) -> Result<ClientOp, String
             let to = meta
                 .peer_on(*to_store)
                 .ok_or_else(|| format!("region {}: no peer on store {to_store} to hand leadership to", meta.id))?;
-            ClientOp::TransferLeader { to_peer: to.peer_id }
+            DirectiveOp::TransferLeader { to_peer: to.peer_id }
         }
-        DirectiveAction::AddPeer(p) => ClientOp::ChangePeer(PeerChange::AddVoter(PeerMeta::from(*p))),
-        DirectiveAction::RemovePeer(p) => ClientOp::ChangePeer(PeerChange::RemoveVoter(PeerMeta::from(*p))),
+        DirectiveAction::AddPeer(p) => DirectiveOp::ChangePeer(PeerChange::AddVoter(PeerMeta::from(*p))),
+        DirectiveAction::RemovePeer(p) => DirectiveOp::ChangePeer(PeerChange::RemoveVoter(PeerMeta::from(*p))),
     })
 }
 
-/// Carries out directives on this store's region leaders, one at a time.
+/// Hands directives to this store's shards.
 pub struct DirectiveRunner {
-    store_id: u64,
-    /// To the worker; dropping it ends the worker after its current request.
-    queue: Option<SyncSender<(SocketAddr, ClientRequest)>>,
-    next_id: u64,
+    /// By shard index.
+    shards: Vec<DirectiveSender>,
+    /// The number of the next directive (its request id is `INTERNAL_REQUEST_MIN` + it).
+    next: u64,
 }
 
 impl DirectiveRunner {
-    pub fn new(store_id: u64) -> DirectiveRunner {
-        let (tx, rx) = sync_channel::<(SocketAddr, ClientRequest)>(DIRECTIVES_QUEUED_MAX);
-        let worker = std::thread::Builder::new().name(format!("store{store_id}-directives")).spawn(move || {
-            for (addr, req) in rx {
-                match call_once(addr, &req, DIRECTIVE_TIMEOUT) {
-                    Ok(resp) => match resp.result {
-                        Ok(_) => tracing::info!(region = req.region, op = ?req.op, "PD directive carried out"),
-                        Err(e) => tracing::warn!(region = req.region, op = ?req.op, "PD directive refused: {e}"),
-                    },
-                    Err(e) => tracing::warn!(region = req.region, "PD directive not delivered: {e}"),
-                }
-            }
-        });
-        let queue = match worker {
-            Ok(_) => Some(tx),
-            Err(e) => {
-                tracing::warn!("no directive worker ({e}): PD's directives will be ignored");
-                None
-            }
-        };
-        DirectiveRunner { store_id, queue, next_id: 1 }
+    pub fn new(shards: Vec<DirectiveSender>) -> DirectiveRunner {
+        DirectiveRunner { shards, next: 1 }
     }
 
-    /// Queues `work`: each directive with its region's reported meta and the
-    /// leader's client address. Returns how many were queued.
-    pub fn run(&mut self, work: Vec<(Directive, RegionMeta, SocketAddr)>) -> usize {
-        let mut queued = 0;
-        for (d, meta, addr) in work {
+    /// Hands over `work`: each directive with its region's reported meta and
+    /// the shard of the leader that reported it. Returns how many were handed over.
+    pub fn run(&mut self, work: Vec<(Directive, RegionMeta, u16)>) -> usize {
+        let mut handed = 0;
+        for (d, meta, shard) in work {
             let op = match directive_op(&d, &meta) {
                 Ok(op) => op,
                 Err(why) => {
@@ -92,31 +88,56 @@ impl DirectiveRunner {
                     continue;
                 }
             };
-            let id = self.next_id;
-            self.next_id += 1;
-            let (conf_ver, version) = (d.epoch.conf_ver, d.epoch.version);
-            let req = ClientRequest { id, store_id: self.store_id, region: meta.id, conf_ver, version, op };
-            let Some(queue) = self.queue.as_ref() else {
-                tracing::warn!(region = meta.id, "PD directive dropped: no worker");
+            let Some(queue) = self.shards.get(usize::from(shard)) else {
+                tracing::warn!(
+                    region = meta.id,
+                    shard,
+                    "PD directive dropped: the leader's shard is not on this store"
+                );
                 continue;
             };
-            match queue.try_send((addr, req)) {
-                Ok(()) => queued += 1,
-                Err(TrySendError::Full(_)) => {
-                    tracing::warn!(region = meta.id, "PD directive dropped: {DIRECTIVES_QUEUED_MAX} already wait")
+            let directive = self.next;
+            self.next += 1;
+            let described = format!("{op:?}");
+            match queue.try_send(op.into_input(INTERNAL_REQUEST_MIN + directive, &meta)) {
+                Ok(()) => {
+                    handed += 1;
+                    tracing::info!(
+                        region = meta.id,
+                        shard,
+                        directive,
+                        op = described,
+                        "PD directive handed to the leader's shard"
+                    );
                 }
+                Err(TrySendError::Full(_)) => tracing::warn!(
+                    region = meta.id,
+                    shard,
+                    "PD directive dropped: {DIRECTIVES_QUEUED_MAX} already wait for the shard"
+                ),
                 Err(TrySendError::Disconnected(_)) => {
-                    tracing::warn!(region = meta.id, "PD directive dropped: no worker")
+                    tracing::warn!(region = meta.id, shard, "PD directive dropped: the shard has stopped")
                 }
             }
         }
-        queued
+        handed
+    }
+}
+
+/// Logs how a directive ended; `request`: its internal request id. The
+/// shard task calls it for each reply to an internal request.
+pub fn log_outcome(shard: u16, request: u64, result: &Result<Response, RegionError>) {
+    let directive = request - INTERNAL_REQUEST_MIN;
+    match result {
+        Ok(_) => tracing::info!(shard, directive, "PD directive carried out"),
+        Err(e) => tracing::warn!(shard, directive, "PD directive refused: {e}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::control::{channels, is_internal};
 
     fn meta() -> RegionMeta {
         RegionMeta {
@@ -138,10 +159,10 @@ mod tests {
     }
 
     #[test]
-    fn a_directive_for_the_current_epoch_becomes_the_admin_request_and_a_stale_one_is_ignored() {
+    fn a_directive_for_the_current_epoch_becomes_the_admin_op_and_a_stale_one_is_ignored() {
         let m = meta();
         let to2 = DirectiveAction::TransferLeader { to_store: 2 };
-        assert_eq!(directive_op(&directive(3, 2, to2.clone()), &m), Ok(ClientOp::TransferLeader { to_peer: 11 }));
+        assert_eq!(directive_op(&directive(3, 2, to2.clone()), &m), Ok(DirectiveOp::TransferLeader { to_peer: 11 }));
         assert!(directive_op(&directive(2, 2, to2.clone()), &m).unwrap_err().contains("epoch 2/2"));
         assert!(directive_op(&directive(3, 1, to2), &m).is_err(), "an older version: before a split");
         let nowhere = DirectiveAction::TransferLeader { to_store: 9 };
@@ -149,7 +170,35 @@ mod tests {
         let p = pd::PeerInfo { peer_id: 12, store_id: 3, shard: 1 };
         assert_eq!(
             directive_op(&directive(3, 2, DirectiveAction::AddPeer(p)), &m),
-            Ok(ClientOp::ChangePeer(PeerChange::AddVoter(PeerMeta { peer_id: 12, store_id: 3, shard: 1 })))
+            Ok(DirectiveOp::ChangePeer(PeerChange::AddVoter(PeerMeta { peer_id: 12, store_id: 3, shard: 1 })))
         );
+    }
+
+    #[test]
+    fn a_directive_enters_the_leaders_shard_as_an_internal_input_and_a_full_queue_drops_without_waiting() {
+        let (pd, shards) = channels(2);
+        let mut runner = DirectiveRunner::new(pd.directives);
+        let p = pd::PeerInfo { peer_id: 12, store_id: 3, shard: 1 };
+        let work = vec![
+            (directive(3, 2, DirectiveAction::TransferLeader { to_store: 2 }), meta(), 1),
+            (directive(3, 2, DirectiveAction::AddPeer(p)), meta(), 1),
+            (directive(2, 2, DirectiveAction::TransferLeader { to_store: 2 }), meta(), 1), // stale
+            (directive(3, 2, DirectiveAction::TransferLeader { to_store: 2 }), meta(), 5), // no such shard
+        ];
+        assert_eq!(runner.run(work), 2);
+        assert!(shards[0].directives.is_empty());
+        let got: Vec<Input> = shards[1].directives.try_iter().collect();
+        match &got[..] {
+            [Input::TransferLeader { request: a, region: 7, to_peer: 11 }, Input::ChangePeer { request: b, region: 7, epoch, change: PeerChange::AddVoter(added) }] =>
+            {
+                assert!(is_internal(*a) && is_internal(*b) && a != b);
+                assert_eq!((epoch.conf_ver, epoch.version, added.peer_id), (3, 2, 12));
+            }
+            _ => panic!("{} inputs, not the two directives", got.len()),
+        }
+        let fill = (0..DIRECTIVES_QUEUED_MAX + 5)
+            .map(|_| (directive(3, 2, DirectiveAction::TransferLeader { to_store: 2 }), meta(), 0))
+            .collect();
+        assert_eq!(runner.run(fill), DIRECTIVES_QUEUED_MAX, "the rest dropped, not waited for");
     }
 }

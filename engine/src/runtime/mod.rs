@@ -2,8 +2,11 @@
 //! each driving its `Shard` with the WAL, the transport and the client port.
 
 pub mod client_service;
+pub mod control;
+pub mod data_dir;
 pub mod directives;
 pub mod metrics;
 pub mod pd_worker;
 pub mod shard_task;
+pub mod snapshot_files;
 pub mod store;

@@ -13,16 +13,18 @@
 //!
 //! **Heartbeats**: every store interval, the store's figures (regions,
 //! leaders, capacity, memory used, write rate); every region interval, the
-//! reports the shards published for the regions they lead, in one batch.
+//! reports the shards published for the regions they lead (the newest of
+//! each shard, taken from its channel: `runtime::control`), in one batch.
 //! When PD's store set changes (its version moves), the directory is
 //! refreshed and every shard picks up the new addresses. Directives in the
-//! answers go to `runtime::directives`. Once a store runs, PD being down
-//! only delays all this: the store goes on serving.
+//! answers go to the leaders' shards (`runtime::directives`). Once a store
+//! runs, PD being down only delays all this: the store goes on serving.
 //!
 //! **Restarting with PD down**: every directory the store learns is kept in
-//! its STORES file. A store that has its id, its BOOTSTRAP file and that
-//! cache starts from them when PD does not answer within `RESTART_PD_WAIT`
-//! (its own WAL holds its regions); it registers with PD once PD answers
+//! its STORES file (the data directory's files: `runtime::data_dir`). A
+//! store that has its id, its BOOTSTRAP file and that cache starts from
+//! them when PD does not answer within `RESTART_PD_WAIT` (its own WAL
+//! holds its regions); it registers with PD once PD answers
 //! (the heartbeat thread tries before every heartbeat). A store without
 //! them (its first start) waits for PD.
 
@@ -30,7 +32,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pd::protocol::{PdResponse, RegionReport};
@@ -38,21 +40,20 @@ use pd::{PdClient, PdClientError, PdError, PdRequest};
 
 use crate::directory::{Directory, StoreAddrs};
 use crate::region::meta::RegionMeta;
+use crate::runtime::control::LeaderReportReceiver;
+use crate::runtime::data_dir::{self, DataDirError, Ident};
 use crate::runtime::directives::DirectiveRunner;
 use crate::runtime::metrics::StoreMetrics;
-use crate::runtime::store::{read_ident, write_ident, Ident, StoreError};
-use crate::shard::core::LeaderReport;
+use crate::shard::LeaderReport;
 
 /// How long one attempt to reach PD at start may take before it is logged and repeated.
 const JOIN_ATTEMPT: Duration = Duration::from_secs(10);
 /// How long a restarting store that can start without PD waits for it first.
 const RESTART_PD_WAIT: Duration = Duration::from_secs(3);
-const DIRECTORY_FILE: &str = "STORES";
 /// Between asks while PD waits for enough stores to bootstrap.
 const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
 /// The heartbeat thread's granularity (how soon it sees `stop`).
 const HEARTBEAT_STEP: Duration = Duration::from_millis(20);
-const BOOTSTRAP_FILE: &str = "BOOTSTRAP";
 
 /// How a store finds and reports to PD.
 #[derive(Clone, Debug)]
@@ -76,15 +77,32 @@ pub struct Joined {
     pub registration: Option<PdRequest>,
 }
 
-fn pd_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Pd(e.to_string())
+/// Why a store could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(
+        "{} was created for store {} of cluster {} with {} shard(s); this start asks for {} shard(s) (the shard count is fixed when a store is created)",
+        .path.display(), .found.store_id, .found.cluster_id, .found.shards, .shards
+    )]
+    ShardsMismatch { path: PathBuf, found: Ident, shards: u16 },
+    /// The data directory cannot join a cluster this way.
+    #[error("{}: {what}", .path.display())]
+    Refused { path: PathBuf, what: String },
+    #[error("placement driver: {0}")]
+    Pd(String),
+}
+
+fn pd_err(e: impl std::fmt::Display) -> JoinError {
+    JoinError::Pd(e.to_string())
 }
 
 /// Repeats `req` until PD answers (logging while it cannot be reached) or `stop`.
-fn call_patiently(client: &mut PdClient, req: PdRequest, stop: &AtomicBool) -> Result<PdResponse, StoreError> {
+fn call_patiently(client: &mut PdClient, req: PdRequest, stop: &AtomicBool) -> Result<PdResponse, JoinError> {
     loop {
         if stop.load(Ordering::Relaxed) {
-            return Err(StoreError::Pd("stopped while waiting for PD".into()));
+            return Err(JoinError::Pd("stopped while waiting for PD".into()));
         }
         match client.call_until(req.clone(), Instant::now() + JOIN_ATTEMPT) {
             Ok(r) => return Ok(r),
@@ -92,12 +110,6 @@ fn call_patiently(client: &mut PdClient, req: PdRequest, stop: &AtomicBool) -> R
             Err(e) => return Err(pd_err(e)),
         }
     }
-}
-
-/// Whether `data_dir` holds a shard's directory (a store lived here).
-fn has_shard_data(data_dir: &Path) -> bool {
-    std::fs::read_dir(data_dir)
-        .is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("shard-")))
 }
 
 /// A random, non-zero registration token.
@@ -110,32 +122,27 @@ fn new_token() -> u64 {
 }
 
 /// Registers the store with PD and gets what it starts from (see the module doc).
-pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Joined, StoreError> {
-    let mut ident = match read_ident(data_dir)? {
+pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Joined, JoinError> {
+    let path = data_dir::ident_path(data_dir);
+    let mut ident = match data_dir::read_ident(data_dir)? {
         Some(found) => {
             if found.shards != opts.shards {
-                let path = data_dir.join("IDENT").display().to_string();
-                let want = Ident { shards: opts.shards, ..found.clone() };
-                return Err(StoreError::IdentMismatch { path, found, want });
+                return Err(JoinError::ShardsMismatch { path, found, shards: opts.shards });
             }
             if found.token == 0 {
-                return Err(StoreError::Ident {
-                    path: data_dir.join("IDENT").display().to_string(),
-                    what: "this store was created from a cluster spec (start it with --spec)".into(),
-                });
+                let what = "this store was created from a cluster spec (start it with --spec)".into();
+                return Err(JoinError::Refused { path, what });
             }
             found
         }
-        None if has_shard_data(data_dir) => {
-            return Err(StoreError::Ident {
-                path: data_dir.join("IDENT").display().to_string(),
-                what: "missing, but the directory holds shard data: refusing to start it as a new store".into(),
-            });
+        None if data_dir::has_shard_data(data_dir) => {
+            let what = "missing, but the directory holds shard data: refusing to start it as a new store".into();
+            return Err(JoinError::Refused { path, what });
         }
         None => {
             // written before registering, so a crash right after leaves the token to repeat with
             let ident = Ident { cluster_id: 0, store_id: 0, shards: opts.shards, token: new_token() };
-            write_ident(data_dir, &ident)?;
+            data_dir::write_ident(data_dir, &ident)?;
             ident
         }
     };
@@ -151,8 +158,8 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
     };
     // a store that can start on its own (its id, regions and a cached directory
     // are here) does not wait long for PD
-    let cached = read_directory(data_dir)?;
-    let bootstrapped = bootstrap_path(data_dir).exists();
+    let cached = data_dir::read_stores(data_dir)?;
+    let bootstrapped = data_dir::has_bootstrap(data_dir);
     let mut answer = None;
     if let (true, true, Some(stores)) = (ident.store_id != 0, bootstrapped, &cached) {
         match client.call_until(req.clone(), Instant::now() + RESTART_PD_WAIT) {
@@ -162,7 +169,7 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
                     "ringraft server: PD does not answer ({e}); starting from this store's own regions and the {} store addresses it last knew; registering once PD answers",
                     stores.len()
                 );
-                let initial_regions = read_bootstrap(data_dir)?.unwrap_or_default();
+                let initial_regions = data_dir::read_bootstrap(data_dir)?.unwrap_or_default();
                 return Ok(Joined {
                     ident,
                     initial_regions: initial_regions.iter().map(RegionMeta::from).collect(),
@@ -184,23 +191,23 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
     };
     if ident.store_id == 0 {
         ident = Ident { cluster_id: client.cluster_id(), store_id, ..ident };
-        write_ident(data_dir, &ident)?;
+        data_dir::write_ident(data_dir, &ident)?;
         eprintln!("ringraft server: registered with PD at {} as store {store_id}", opts.addr);
     } else {
         assert_eq!(store_id, ident.store_id, "PD answers a known store with its own id");
     }
-    let initial_regions = match read_bootstrap(data_dir)? {
+    let initial_regions = match data_dir::read_bootstrap(data_dir)? {
         Some(regions) => regions,
         None => {
             let regions = fetch_bootstrap(&mut client, store_id, stop)?;
-            write_bootstrap(data_dir, &regions)?;
+            data_dir::write_bootstrap(data_dir, &regions)?;
             eprintln!("ringraft server: first start: {} regions from PD", regions.len());
             regions
         }
     };
     let directory = Arc::new(Directory::default());
     refresh_directory(&mut client, &directory, stop)?;
-    write_directory(data_dir, &directory.all())?;
+    data_dir::write_stores(data_dir, &directory.all())?;
     Ok(Joined {
         ident,
         initial_regions: initial_regions.iter().map(RegionMeta::from).collect(),
@@ -210,29 +217,11 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
     })
 }
 
-/// The store addresses cached at the last refresh, if any.
-fn read_directory(data_dir: &Path) -> Result<Option<BTreeMap<u64, StoreAddrs>>, StoreError> {
-    let path = data_dir.join(DIRECTORY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Ident {
-            path: path.display().to_string(),
-            what: format!("not a store directory: {e}"),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Ident { path: path.display().to_string(), what: e.to_string() }),
-    }
-}
-
-fn write_directory(data_dir: &Path, stores: &BTreeMap<u64, StoreAddrs>) -> Result<(), StoreError> {
-    let text = serde_json::to_string_pretty(stores).expect("addresses encode");
-    crate::runtime::store::write_durably(data_dir, DIRECTORY_FILE, text.as_bytes())
-}
-
-fn fetch_bootstrap(client: &mut PdClient, store_id: u64, stop: &AtomicBool) -> Result<Vec<pd::RegionInfo>, StoreError> {
+fn fetch_bootstrap(client: &mut PdClient, store_id: u64, stop: &AtomicBool) -> Result<Vec<pd::RegionInfo>, JoinError> {
     let mut told = false;
     loop {
         if stop.load(Ordering::Relaxed) {
-            return Err(StoreError::Pd("stopped while waiting for PD to bootstrap the cluster".into()));
+            return Err(JoinError::Pd("stopped while waiting for PD to bootstrap the cluster".into()));
         }
         match client.call_until(PdRequest::BootstrapRegions { store_id }, Instant::now() + JOIN_ATTEMPT) {
             Ok(PdResponse::Regions(views)) => return Ok(views.into_iter().map(|v| v.region).collect()),
@@ -250,7 +239,7 @@ fn fetch_bootstrap(client: &mut PdClient, store_id: u64, stop: &AtomicBool) -> R
     }
 }
 
-fn refresh_directory(client: &mut PdClient, directory: &Directory, stop: &AtomicBool) -> Result<u64, StoreError> {
+fn refresh_directory(client: &mut PdClient, directory: &Directory, stop: &AtomicBool) -> Result<u64, JoinError> {
     match call_patiently(client, PdRequest::GetStores, stop)? {
         PdResponse::Stores { stores, stores_version } => {
             directory.replace(stores.iter().map(|v| (v.store.id, StoreAddrs::from(&v.store))).collect());
@@ -258,32 +247,6 @@ fn refresh_directory(client: &mut PdClient, directory: &Directory, stop: &Atomic
         }
         other => Err(pd_err(format!("PD answered a store listing with {other:?}"))),
     }
-}
-
-fn bootstrap_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(BOOTSTRAP_FILE)
-}
-
-fn read_bootstrap(data_dir: &Path) -> Result<Option<Vec<pd::RegionInfo>>, StoreError> {
-    let path = bootstrap_path(data_dir);
-    let shown = path.display().to_string();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let regions: Vec<pd::RegionInfo> = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Ident { path: shown.clone(), what: format!("not a bootstrap file: {e}") })?;
-            for r in &regions {
-                r.validate().map_err(|what| StoreError::Ident { path: shown.clone(), what })?;
-            }
-            Ok(Some(regions))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Ident { path: shown, what: e.to_string() }),
-    }
-}
-
-fn write_bootstrap(data_dir: &Path, regions: &[pd::RegionInfo]) -> Result<(), StoreError> {
-    let text = serde_json::to_string(regions).expect("regions encode");
-    crate::runtime::store::write_durably(data_dir, BOOTSTRAP_FILE, text.as_bytes())
 }
 
 /// Bytes the file system of `dir` holds in all.
@@ -311,14 +274,13 @@ pub struct Heartbeats {
     pub store_id: u64,
     pub data_dir: PathBuf,
     pub metrics: StoreMetrics,
-    /// One slot per shard, filled by the shard with its leaders' reports.
-    pub report_slots: Vec<Arc<Mutex<Vec<LeaderReport>>>>,
+    /// By shard index: the reports each shard publishes for the regions it leads.
+    pub leader_reports: Vec<LeaderReportReceiver>,
     pub directory: Arc<Directory>,
     pub store_interval: Duration,
     pub region_interval: Duration,
     pub stop: Arc<AtomicBool>,
-    /// This store's addresses (directives go to its own shards' client ports).
-    pub me: StoreAddrs,
+    /// Hands directives to the shards of the leaders they are for.
     pub directives: DirectiveRunner,
     /// A registration still to make (the store started while PD was down).
     pub registration: Option<PdRequest>,
@@ -421,7 +383,7 @@ impl Heartbeats {
             let stores: BTreeMap<u64, StoreAddrs> =
                 stores.iter().map(|v| (v.store.id, StoreAddrs::from(&v.store))).collect();
             // (kept for a restart while PD is down; a failure only costs that)
-            if let Err(e) = write_directory(&self.data_dir, &stores) {
+            if let Err(e) = data_dir::write_stores(&self.data_dir, &stores) {
                 tracing::warn!("caching the store directory: {e}");
             }
             self.directory.replace(stores);
@@ -431,11 +393,8 @@ impl Heartbeats {
     }
 
     fn region_heartbeats(&mut self, seen: &mut RegionsSeen) -> Result<(), pd::PdClientError> {
-        let led: Vec<LeaderReport> = self
-            .report_slots
-            .iter()
-            .flat_map(|slot| std::mem::take(&mut *slot.lock().expect("not poisoned")))
-            .collect();
+        let led: Vec<LeaderReport> =
+            self.leader_reports.iter().filter_map(LeaderReportReceiver::take_newest).flatten().collect();
         if led.is_empty() {
             return Ok(());
         }
@@ -480,7 +439,7 @@ impl Heartbeats {
             .into_iter()
             .filter_map(|d| {
                 let (meta, shard) = seen.metas.get(&d.region_id)?;
-                Some((d, meta.clone(), self.me.client_addr_of(*shard)))
+                Some((d, meta.clone(), *shard))
             })
             .collect();
         self.directives.run(work);

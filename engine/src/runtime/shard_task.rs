@@ -17,15 +17,19 @@ use transport::{Destination, Endpoint, EndpointConfig, Incoming};
 use wal::disk::GlommioDisk;
 use wal::{GroupCommit, Wal, WalOptions};
 
-use crate::client::protocol::{ClientOp, ClientReply, ClientResponse};
+use crate::client::protocol::{ClientReply, ClientResponse};
 use crate::directory::{Directory, StoreAddrs};
-use crate::error::RegionError;
+use crate::driver::persist_batch;
 use crate::region::meta::RegionMeta;
 use crate::runtime::client_service::{self, ClientQueues};
-use crate::shard::core::{regions_to_compact, LeaderReport, RegionInit};
-use crate::shard::recover::{load_regions, load_tombstones};
+use crate::runtime::control::{self, DirectiveReceiver, LeaderReportSender};
+use crate::runtime::directives;
+use crate::runtime::snapshot_files::{blocking, ShardFiles};
+use crate::shard::boot::{boot, BootError, BootOptions, BootReport};
+use crate::shard::regions_to_compact;
 use crate::shard::{Input, Output, Response, Shard, ShardLimits};
-use crate::snapshot::files::{self, SnapshotFileError};
+use crate::snapshot::files;
+use crate::snapshot::SnapshotStore;
 use transport::net::Notify;
 
 /// Time between raft ticks (election after 10–20 ticks: 1–2 s).
@@ -51,8 +55,12 @@ pub struct ShardConfig {
     pub initial_regions: Arc<Vec<RegionMeta>>,
     /// Every store's addresses; read again whenever its version moves.
     pub directory: Arc<Directory>,
-    /// Where the shard publishes its leaders' reports for PD, and how often.
-    pub leader_reports: Option<(Duration, Arc<std::sync::Mutex<Vec<LeaderReport>>>)>,
+    /// Where the shard publishes its leaders' reports for PD, and how often
+    /// (`runtime::control`).
+    pub leader_reports: Option<(Duration, LeaderReportSender)>,
+    /// PD's directives for this shard's leaders, as inputs with internal
+    /// request ids (`runtime::control`).
+    pub directives: Option<DirectiveReceiver>,
     /// This shard's directory (its WAL and snapshots live inside).
     pub dir: PathBuf,
     pub seed: u64,
@@ -74,89 +82,17 @@ pub enum ShardError {
     OpenWal { dir: String, source: wal::OpenError },
     #[error("the WAL in {dir} lost records in a tolerant recovery; this store cannot vote safely until caught up (not supported yet)")]
     NeedsCatchUp { dir: String },
-    #[error("load regions: {0}")]
-    Load(#[from] crate::shard::recover::LoadError),
+    #[error("{0}")]
+    Boot(#[from] BootError),
     #[error("transport: {0}")]
     Transport(#[from] transport::net::StartError),
     #[error("client port {addr}: {source}")]
     ClientPort { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("region {region}: loading its snapshot: {source}")]
-    LoadSnapshot { region: u64, source: SnapshotFileError },
-    #[error("snapshot directory: {0}")]
-    SnapshotDir(SnapshotFileError),
-}
-
-/// Runs blocking file work on glommio's blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    glommio::executor().spawn_blocking(f).await
 }
 
 /// Runs a shard until `stop` is set.
 pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
-    let me = cfg.me;
-    let wal_dir = cfg.dir.join("wal");
-    let dir_err = |source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source };
-    std::fs::create_dir_all(&wal_dir).map_err(dir_err)?;
-    // the directories themselves must survive a crash, or a store could come back empty
-    for d in [cfg.dir.as_path(), cfg.dir.parent().unwrap_or(&cfg.dir)] {
-        std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(dir_err)?;
-    }
-    let disk = GlommioDisk::open(&wal_dir)
-        .await
-        .map_err(|source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source })?;
-    let opts = WalOptions::default();
-    let mut limits = ShardLimits::for_wal(&opts);
-    if let Some(m) = cfg.memory_bytes_max {
-        limits = limits.with_memory_limit(m);
-    }
-    if let Some(b) = cfg.snapshot_log_bytes_min {
-        limits = limits.with_snapshot_log_min(b);
-    }
-    limits = limits.with_batching(!cfg.no_batching);
-    let snap_dir = files::snapshot_dir(&cfg.dir);
-    let (wal, _report) = Wal::open(disk, opts)
-        .await
-        .map_err(|source| ShardError::OpenWal { dir: wal_dir.display().to_string(), source })?;
-    let mut shard = Shard::new(cfg.store_id, cfg.shard, cfg.seed, limits);
-    if wal.regions().next().is_none() {
-        // first start: the store's initial regions that have a peer on this shard
-        let shard_dir = cfg.dir.clone();
-        blocking(move || files::sweep(&shard_dir, &Default::default())).await.map_err(ShardError::SnapshotDir)?;
-        for m in cfg.initial_regions.iter().cloned() {
-            if m.peer_on(cfg.store_id).is_some_and(|p| p.shard == cfg.shard) {
-                // every region starts from the empty snapshot, durable before the WAL names it
-                let (init, snap) = RegionInit::bootstrap(m);
-                let dir = snap_dir.clone();
-                blocking(move || files::write(&dir, &snap)).await.map_err(ShardError::SnapshotDir)?;
-                shard.create_region(init);
-            }
-        }
-    } else {
-        let loaded = load_regions(&wal).await?;
-        for (region, removed_peer) in load_tombstones(&wal)? {
-            shard.add_tombstone(region, removed_peer);
-        }
-        // what the WAL does not name is a leftover of a crash
-        let named: std::collections::BTreeSet<_> = loaded.iter().filter_map(|r| r.snapshot).collect();
-        let shard_dir = cfg.dir.clone();
-        let swept = blocking(move || files::sweep(&shard_dir, &named)).await.map_err(ShardError::SnapshotDir)?;
-        if swept > 0 {
-            tracing::info!(shard = cfg.shard, "removed {swept} snapshot files no region needs");
-        }
-        for r in loaded {
-            let snapshot = match r.snapshot {
-                None => None,
-                Some(id) => {
-                    let dir = snap_dir.clone();
-                    let snap = blocking(move || files::read(&dir, id))
-                        .await
-                        .map_err(|source| ShardError::LoadSnapshot { region: id.region, source })?;
-                    Some(snap)
-                }
-            };
-            shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: false });
-        }
-    }
+    let (shard, wal, snapshots) = open_shard(&cfg).await?;
     let gc = GroupCommit::new(wal);
     let gc_task = {
         let gc = gc.clone();
@@ -168,239 +104,317 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
             }
         })
     };
-
-    let ep_cfg = EndpointConfig::new(
-        cfg.cluster_id,
-        cfg.store_id,
-        cfg.shard,
-        me.peer_addr_of(cfg.shard),
-        files::incoming_dir(&cfg.dir),
-    );
-    let (endpoint, inbox) = Endpoint::start(ep_cfg)?;
-    let mut directory_seen = 0;
-    let wake = Rc::new(Notify::default());
-    let raft_in: Rc<RefCell<Vec<Incoming>>> = Rc::default();
-    let raft_in_space = Rc::new(Notify::default());
-    let forward = {
-        let (raft_in, wake, space) = (raft_in.clone(), wake.clone(), raft_in_space.clone());
-        glommio::spawn_local(async move {
-            loop {
-                // keep the inbox's bound: take more only when the loop took the last
-                while raft_in.borrow().len() >= RAFT_FRAMES_PER_ITERATION_MAX {
-                    space.wait().await;
-                }
-                let Some(item) = inbox.recv().await else { return };
-                raft_in.borrow_mut().push(item);
-                wake.notify();
-            }
-        })
-    };
-    let client_addr = me.client_addr_of(cfg.shard);
-    let listener =
-        transport::net::listen(client_addr).map_err(|source| ShardError::ClientPort { addr: client_addr, source })?;
-    let queues = Rc::new(ClientQueues::default());
-    let clients = glommio::spawn_local(client_service::serve(listener, queues.clone(), wake.clone()));
-
-    let persisted: Rc<Cell<Option<u64>>> = Rc::default();
-    // inputs produced by background file work (snapshots written or read)
-    let file_inputs: Rc<RefCell<Vec<Input>>> = Rc::default();
-    // request id in the shard → (connection, the client's id)
-    let mut routes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    let mut next_request = 1u64;
-    let mut next_tick = Instant::now() + cfg.tick;
-    let mut last_publish = Instant::now();
-    let mut last_report = Instant::now();
-    // (kept across iterations: their memory is reused, not faulted in afresh)
-    let mut inputs: Vec<Input> = vec![];
-    while !cfg.stop.load(Ordering::Relaxed) {
-        if cfg.directory.version() != directory_seen {
-            // a store registered or moved (PD): its shards' addresses, before sending anything
-            directory_seen = cfg.directory.version();
-            for (id, s) in cfg.directory.all() {
-                for i in 0..s.shards {
-                    endpoint.set_address(Destination { store_id: id, shard: i }, s.peer_addr_of(i));
-                }
-            }
-        }
-        inputs.clear();
-        let now = Instant::now();
-        if now >= next_tick {
-            inputs.push(Input::Tick);
-            next_tick += cfg.tick;
-            if next_tick < now {
-                next_tick = now + cfg.tick; // the loop fell behind: do not tick in a burst
-            }
-        }
-        let frames = std::mem::take(&mut *raft_in.borrow_mut());
-        raft_in_space.notify();
-        for item in frames {
-            match item {
-                Incoming::Raft { batch, .. } => inputs.extend(batch.iter().map(|e| Input::Raft(e.to_envelope()))),
-                Incoming::Snapshot { envelope, path, .. } => {
-                    // read and check it off the loop; the shard steps it once it is whole
-                    let (file_inputs, wake) = (file_inputs.clone(), wake.clone());
-                    glommio::spawn_local(async move {
-                        let p = path.clone();
-                        match blocking(move || files::read_path(&p)).await {
-                            Ok(snap) => {
-                                let snapshot = Box::new(snap);
-                                file_inputs.borrow_mut().push(Input::Snapshot { envelope, snapshot, file: path });
-                                wake.notify();
-                            }
-                            Err(e) => {
-                                // the leader sees no progress and sends another
-                                tracing::warn!(region = envelope.region_id, "received snapshot refused: {e}");
-                                remove_in_background(path);
-                            }
-                        }
-                    })
-                    .detach();
-                }
-            }
-        }
-        inputs.append(&mut file_inputs.borrow_mut());
-        for r in endpoint.take_snapshot_reports() {
-            inputs.push(Input::SnapshotSent { region: r.region_id, to_peer: r.to_peer, ok: r.outcome.is_ok() });
-        }
-        let (blocking_regions, active_seq) = gc.take_blocking();
-        let compact = regions_to_compact(&blocking_regions, active_seq);
-        if !compact.is_empty() {
-            inputs.push(Input::CompactRequested { regions: compact });
-        }
-        let requests = std::mem::take(&mut *queues.requests.borrow_mut());
-        cfg.metrics.client_requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
-        for (conn, req) in requests {
-            if req.store_id != cfg.store_id {
-                let result =
-                    Err(RegionError::StoreNotMatch { request_store: req.store_id, actual_store: cfg.store_id });
-                queues.reply(conn, &ClientResponse { id: req.id, result });
-                continue;
-            }
-            let request = next_request;
-            next_request += 1;
-            routes.insert(request, (conn, req.id));
-            let (region, epoch) = (req.region, req.epoch());
-            inputs.push(match req.op {
-                ClientOp::Get { key } => Input::Read { request, region, key },
-                ClientOp::Scan { start, end, limit } => {
-                    Input::Scan { request, region, start, end, limit: limit as usize }
-                }
-                ClientOp::TransferLeader { to_peer } => Input::TransferLeader { request, region, to_peer },
-                ClientOp::ChangePeer(change) => Input::ChangePeer { request, region, epoch, change },
-                ClientOp::DescribeRegion => Input::DescribeRegion { request, region },
-                ClientOp::Write(command) => Input::Write { request, region, epoch, command },
-            });
-        }
-        if let Some(batch) = persisted.take() {
-            inputs.push(Input::Persisted { batch });
-        }
-        for (dest, regions) in endpoint.take_unreachable() {
-            inputs.push(Input::Unreachable { regions: regions.into_iter().collect(), store_id: dest.store_id });
-        }
-        if inputs.is_empty() && !shard.has_ready() {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            futures_lite::future::or(wake.wait(), glommio::timer::sleep(wait)).await;
-            continue;
-        }
-        shard.recycle_frame_buffers(endpoint.take_spent_buffers());
-        let mut outputs = shard.step(inputs.drain(..));
-        for out in outputs.drain(..) {
-            match out {
-                Output::Persist { batch, writes, installs } => {
-                    let (gc, persisted, wake) = (gc.clone(), persisted.clone(), wake.clone());
-                    let dir = snap_dir.clone();
-                    glommio::spawn_local(async move {
-                        // received snapshots go into place before the writes that record them
-                        for (from, id) in installs {
-                            let dir = dir.clone();
-                            if let Err(e) = blocking(move || files::install(&from, &dir, id)).await {
-                                eprintln!(
-                                    "ringraft: region {}: installing a received snapshot failed, stopping: {e}",
-                                    id.region
-                                );
-                                std::process::abort();
-                            }
-                        }
-                        let mut last = 0;
-                        for (region, write) in writes {
-                            last = loop {
-                                match gc.append(region, write.clone()) {
-                                    Ok(t) => break t,
-                                    Err(wal::AppendError::Busy { .. }) => {
-                                        glommio::timer::sleep(Duration::from_millis(1)).await;
-                                    }
-                                    Err(e) => {
-                                        // the shard's state and its log would part ways: stop the process
-                                        eprintln!(
-                                            "ringraft: region {region}: the WAL refused a shard write, stopping: {e}"
-                                        );
-                                        std::process::abort();
-                                    }
-                                }
-                            };
-                        }
-                        if let Err(e) = gc.wait(last).await {
-                            eprintln!("ringraft: fatal WAL error, stopping: {e}");
-                            std::process::abort();
-                        }
-                        persisted.set(Some(batch));
-                        wake.notify();
-                    })
-                    .detach();
-                }
-                Output::Frames(frames) => endpoint.send(frames),
-                Output::WriteSnapshot(snap) => {
-                    let (file_inputs, wake, dir) = (file_inputs.clone(), wake.clone(), snap_dir.clone());
-                    glommio::spawn_local(async move {
-                        let id = snap.id();
-                        let result = blocking(move || files::write(&dir, &snap)).await.map_err(|e| e.to_string());
-                        file_inputs.borrow_mut().push(Input::SnapshotWritten { id, result });
-                        wake.notify();
-                    })
-                    .detach();
-                }
-                Output::SendSnapshot { to, envelope, id } => {
-                    endpoint.send_snapshot(to, envelope, files::path_of(&snap_dir, id));
-                }
-                Output::RemoveSnapshot(id) => {
-                    let path = files::path_of(&snap_dir, id);
-                    remove_in_background(path);
-                }
-                Output::DiscardIncoming(path) => remove_in_background(path),
-                Output::Reply { request, result } => {
-                    if let Some((conn, id)) = routes.remove(&request) {
-                        let result = result.map(|r| match r {
-                            Response::Done => ClientReply::Done,
-                            Response::Cas(ok) => ClientReply::Cas(ok),
-                            Response::Value(v) => ClientReply::Value(v),
-                            Response::Rows(rows) => ClientReply::Rows(rows),
-                            Response::Region(meta) => ClientReply::Region(meta),
-                        });
-                        queues.reply(conn, &ClientResponse { id, result });
-                    }
-                }
-            }
-        }
-        shard.recycle_outputs(outputs);
-        inputs.shrink_to(INPUTS_KEPT_MAX);
-        if last_publish.elapsed() >= METRICS_PUBLISH_INTERVAL {
-            last_publish = Instant::now();
-            publish(&cfg.metrics, &shard, &endpoint, &gc);
-        }
-        if let Some((every, slot)) = &cfg.leader_reports {
-            if last_report.elapsed() >= *every {
-                last_report = Instant::now();
-                *slot.lock().expect("not poisoned") = shard.leader_reports();
-            }
-        }
-        // let the I/O tasks run between iterations
-        futures_lite::future::yield_now().await;
-    }
+    let mut task = ShardTask::start(&cfg, shard, gc.clone(), snapshots)?;
+    task.run(&cfg).await;
+    let ShardTask { endpoint, _forward: forward, _clients: clients, .. } = task;
     endpoint.shutdown();
     gc.stop();
     drop((forward, clients));
     gc_task.await;
     Ok(())
+}
+
+/// Opens the shard's directory and WAL and boots the shard from them
+/// (`shard::boot`, the path the simulator runs too).
+async fn open_shard(cfg: &ShardConfig) -> Result<(Shard, Wal<GlommioDisk>, ShardFiles), ShardError> {
+    let wal_dir = cfg.dir.join("wal");
+    let dir_err = |source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source };
+    std::fs::create_dir_all(&wal_dir).map_err(dir_err)?;
+    // the directories themselves must survive a crash, or a store could come back empty
+    for d in [cfg.dir.as_path(), cfg.dir.parent().unwrap_or(&cfg.dir)] {
+        std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(dir_err)?;
+    }
+    let disk = GlommioDisk::open(&wal_dir).await.map_err(dir_err)?;
+    let opts = WalOptions::default();
+    let mut limits = ShardLimits::for_wal(&opts);
+    if let Some(m) = cfg.memory_bytes_max {
+        limits = limits.with_memory_limit(m);
+    }
+    if let Some(b) = cfg.snapshot_log_bytes_min {
+        limits = limits.with_snapshot_log_min(b);
+    }
+    limits = limits.with_batching(!cfg.no_batching);
+    let (wal, _report) = Wal::open(disk, opts)
+        .await
+        .map_err(|source| ShardError::OpenWal { dir: wal_dir.display().to_string(), source })?;
+    let snapshots = ShardFiles::new(cfg.dir.clone());
+    let boot_opts = BootOptions {
+        store_id: cfg.store_id,
+        shard: cfg.shard,
+        seed: cfg.seed,
+        limits,
+        initial_regions: &cfg.initial_regions,
+    };
+    let (shard, report) = boot(&wal, &snapshots, boot_opts).await?;
+    match report {
+        BootReport::FirstStart { regions } => {
+            tracing::info!(shard = cfg.shard, regions, "first start: initial regions created")
+        }
+        BootReport::Recovered { regions, tombstones, swept } => {
+            tracing::info!(shard = cfg.shard, regions, tombstones, swept, "recovered from the WAL");
+        }
+    }
+    Ok((shard, wal, snapshots))
+}
+
+/// A running shard: the `Shard` and the I/O around it.
+struct ShardTask {
+    shard: Shard,
+    gc: GroupCommit<GlommioDisk>,
+    snapshots: ShardFiles,
+    endpoint: Endpoint,
+    /// Wakes the loop: a frame, a client request, a finished persist or file job.
+    wake: Rc<Notify>,
+    /// Peer frames forwarded from the transport's inbox, at most
+    /// `RAFT_FRAMES_PER_ITERATION_MAX`; `raft_in_space` says the loop took them.
+    raft_in: Rc<RefCell<Vec<Incoming>>>,
+    raft_in_space: Rc<Notify>,
+    queues: Rc<ClientQueues>,
+    /// The batch the last persist task made durable.
+    persisted: Rc<Cell<Option<u64>>>,
+    /// Inputs produced by background file work (snapshots written or read).
+    file_inputs: Rc<RefCell<Vec<Input>>>,
+    /// Request id in the shard → (connection, the client's id).
+    routes: BTreeMap<u64, (u64, u64)>,
+    next_request: u64,
+    directory_seen: u64,
+    /// (kept across iterations: their memory is reused, not faulted in afresh)
+    inputs: Vec<Input>,
+    _forward: glommio::Task<()>,
+    _clients: glommio::Task<()>,
+}
+
+impl ShardTask {
+    /// Starts the transport endpoint, the task forwarding its frames, and
+    /// the client port.
+    fn start(
+        cfg: &ShardConfig,
+        shard: Shard,
+        gc: GroupCommit<GlommioDisk>,
+        snapshots: ShardFiles,
+    ) -> Result<ShardTask, ShardError> {
+        let me = &cfg.me;
+        let ep_cfg = EndpointConfig::new(
+            cfg.cluster_id,
+            cfg.store_id,
+            cfg.shard,
+            me.peer_addr_of(cfg.shard),
+            files::incoming_dir(&cfg.dir),
+        );
+        let (endpoint, inbox) = Endpoint::start(ep_cfg)?;
+        let wake = Rc::new(Notify::default());
+        let raft_in: Rc<RefCell<Vec<Incoming>>> = Rc::default();
+        let raft_in_space = Rc::new(Notify::default());
+        let forward = {
+            let (raft_in, wake, space) = (raft_in.clone(), wake.clone(), raft_in_space.clone());
+            glommio::spawn_local(async move {
+                loop {
+                    // keep the inbox's bound: take more only when the loop took the last
+                    while raft_in.borrow().len() >= RAFT_FRAMES_PER_ITERATION_MAX {
+                        space.wait().await;
+                    }
+                    let Some(item) = inbox.recv().await else { return };
+                    raft_in.borrow_mut().push(item);
+                    wake.notify();
+                }
+            })
+        };
+        let client_addr = me.client_addr_of(cfg.shard);
+        let listener = transport::net::listen(client_addr)
+            .map_err(|source| ShardError::ClientPort { addr: client_addr, source })?;
+        let queues = Rc::new(ClientQueues::default());
+        let clients = glommio::spawn_local(client_service::serve(listener, queues.clone(), wake.clone()));
+        Ok(ShardTask {
+            shard,
+            gc,
+            snapshots,
+            endpoint,
+            wake,
+            raft_in,
+            raft_in_space,
+            queues,
+            persisted: Rc::default(),
+            file_inputs: Rc::default(),
+            routes: BTreeMap::new(),
+            next_request: 1,
+            directory_seen: 0,
+            inputs: vec![],
+            _forward: forward,
+            _clients: clients,
+        })
+    }
+
+    /// The loop: gather inputs, step the shard, carry out its outputs.
+    async fn run(&mut self, cfg: &ShardConfig) {
+        let mut next_tick = Instant::now() + cfg.tick;
+        let mut last_publish = Instant::now();
+        let mut last_report = Instant::now();
+        while !cfg.stop.load(Ordering::Relaxed) {
+            self.follow_directory(cfg);
+            self.inputs.clear();
+            let now = Instant::now();
+            if now >= next_tick {
+                self.inputs.push(Input::Tick);
+                next_tick += cfg.tick;
+                if next_tick < now {
+                    next_tick = now + cfg.tick; // the loop fell behind: do not tick in a burst
+                }
+            }
+            self.gather_inputs(cfg);
+            if self.inputs.is_empty() && !self.shard.has_ready() {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                futures_lite::future::or(self.wake.wait(), glommio::timer::sleep(wait)).await;
+                continue;
+            }
+            self.shard.recycle_frame_buffers(self.endpoint.take_spent_buffers());
+            let mut outputs = self.shard.step(self.inputs.drain(..));
+            for out in outputs.drain(..) {
+                self.carry_out(cfg, out);
+            }
+            self.shard.recycle_outputs(outputs);
+            self.inputs.shrink_to(INPUTS_KEPT_MAX);
+            if last_publish.elapsed() >= METRICS_PUBLISH_INTERVAL {
+                last_publish = Instant::now();
+                publish(&cfg.metrics, &self.shard, &self.endpoint, &self.gc);
+            }
+            if let Some((every, reports)) = &cfg.leader_reports {
+                if last_report.elapsed() >= *every {
+                    last_report = Instant::now();
+                    reports.publish(self.shard.leader_reports());
+                }
+            }
+            // let the I/O tasks run between iterations
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    /// A store registered or moved (PD): its shards' addresses, before sending anything.
+    fn follow_directory(&mut self, cfg: &ShardConfig) {
+        if cfg.directory.version() == self.directory_seen {
+            return;
+        }
+        self.directory_seen = cfg.directory.version();
+        for (id, s) in cfg.directory.all() {
+            for i in 0..s.shards {
+                self.endpoint.set_address(Destination { store_id: id, shard: i }, s.peer_addr_of(i));
+            }
+        }
+    }
+
+    /// Everything that arrived since the last iteration, as the shard's inputs.
+    fn gather_inputs(&mut self, cfg: &ShardConfig) {
+        let frames = std::mem::take(&mut *self.raft_in.borrow_mut());
+        self.raft_in_space.notify();
+        for item in frames {
+            match item {
+                Incoming::Raft { batch, .. } => self.inputs.extend(batch.iter().map(|e| Input::Raft(e.to_envelope()))),
+                Incoming::Snapshot { envelope, path, .. } => self.read_received_snapshot(envelope, path),
+            }
+        }
+        self.inputs.append(&mut self.file_inputs.borrow_mut());
+        if let Some(directives) = &cfg.directives {
+            // PD's directives, as the PD worker made them (their replies are logged)
+            self.inputs.extend(directives.try_iter().take(control::DIRECTIVES_QUEUED_MAX));
+        }
+        for r in self.endpoint.take_snapshot_reports() {
+            self.inputs.push(Input::SnapshotSent { region: r.region_id, to_peer: r.to_peer, ok: r.outcome.is_ok() });
+        }
+        let (blocking_regions, active_seq) = self.gc.take_blocking();
+        let compact = regions_to_compact(&blocking_regions, active_seq);
+        if !compact.is_empty() {
+            self.inputs.push(Input::CompactRequested { regions: compact });
+        }
+        let requests = std::mem::take(&mut *self.queues.requests.borrow_mut());
+        cfg.metrics.client_requests.fetch_add(requests.len() as u64, Ordering::Relaxed);
+        for (conn, req) in requests {
+            let request = self.next_request;
+            self.next_request += 1;
+            assert!(!control::is_internal(request), "client request ids ran into the store's own");
+            self.routes.insert(request, (conn, req.id));
+            self.inputs.push(Input::Client { request, req });
+        }
+        if let Some(batch) = self.persisted.take() {
+            self.inputs.push(Input::Persisted { batch });
+        }
+        for (dest, regions) in self.endpoint.take_unreachable() {
+            self.inputs.push(Input::Unreachable { regions: regions.into_iter().collect(), store_id: dest.store_id });
+        }
+    }
+
+    /// Reads and checks a received snapshot file off the loop; the shard
+    /// steps it once it is whole.
+    fn read_received_snapshot(&self, envelope: transport::Envelope, path: PathBuf) {
+        let (file_inputs, wake) = (self.file_inputs.clone(), self.wake.clone());
+        glommio::spawn_local(async move {
+            let p = path.clone();
+            match blocking(move || files::read_path(&p)).await {
+                Ok(snap) => {
+                    let snapshot = Box::new(snap);
+                    file_inputs.borrow_mut().push(Input::Snapshot { envelope, snapshot, file: path });
+                    wake.notify();
+                }
+                Err(e) => {
+                    // the leader sees no progress and sends another
+                    tracing::warn!(region = envelope.region_id, "received snapshot refused: {e}");
+                    remove_in_background(path);
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Turns one of the shard's outputs into I/O.
+    fn carry_out(&mut self, cfg: &ShardConfig, out: Output) {
+        match out {
+            Output::Persist { batch, writes, installs } => {
+                let (gc, snapshots) = (self.gc.clone(), self.snapshots.clone());
+                let (persisted, wake) = (self.persisted.clone(), self.wake.clone());
+                glommio::spawn_local(async move {
+                    if let Err(e) = persist_batch(&gc, &snapshots, writes, installs).await {
+                        // the shard's state and its log would part ways: stop the process
+                        eprintln!("ringraft: {e}; stopping");
+                        std::process::abort();
+                    }
+                    persisted.set(Some(batch));
+                    wake.notify();
+                })
+                .detach();
+            }
+            Output::Frames(frames) => self.endpoint.send(frames),
+            Output::WriteSnapshot(snap) => {
+                let (file_inputs, wake, snapshots) =
+                    (self.file_inputs.clone(), self.wake.clone(), self.snapshots.clone());
+                glommio::spawn_local(async move {
+                    let id = snap.id();
+                    let result = snapshots.write(*snap).await.map_err(|e| e.to_string());
+                    file_inputs.borrow_mut().push(Input::SnapshotWritten { id, result });
+                    wake.notify();
+                })
+                .detach();
+            }
+            Output::SendSnapshot { to, envelope, id } => {
+                self.endpoint.send_snapshot(to, envelope, self.snapshots.path_of(id));
+            }
+            Output::RemoveSnapshot(id) => remove_in_background(self.snapshots.path_of(id)),
+            Output::DiscardIncoming(path) => remove_in_background(path),
+            // a PD directive's outcome: no client waits for it
+            Output::Reply { request, result } if control::is_internal(request) => {
+                directives::log_outcome(cfg.shard, request, &result)
+            }
+            Output::Reply { request, result } => {
+                if let Some((conn, id)) = self.routes.remove(&request) {
+                    let result = result.map(|r| match r {
+                        Response::Done => ClientReply::Done,
+                        Response::Cas(ok) => ClientReply::Cas(ok),
+                        Response::Value(v) => ClientReply::Value(v),
+                        Response::Rows(rows) => ClientReply::Rows(rows),
+                        Response::Region(meta) => ClientReply::Region(meta),
+                    });
+                    self.queues.reply(conn, &ClientResponse { id, result });
+                }
+            }
+        }
+    }
 }
 
 /// Removes a file no longer needed; a failure is only logged (the next

@@ -1,46 +1,43 @@
 //! A store process: its data directory (an ident file fixing the store id,
-//! the cluster and the shard count at creation; a directory per shard) and
-//! one glommio executor per shard. The store learns the cluster from PD
-//! (`runtime::pd_worker`) or, for tests and fixed setups, from a cluster spec.
+//! the cluster and the shard count at creation; a directory per shard:
+//! `runtime::data_dir`) and one glommio executor per shard. The store learns
+//! the cluster from PD (`runtime::pd_worker`, which talks to the shards
+//! through `runtime::control`) or, for tests and fixed setups, from a
+//! cluster spec.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use serde::{Deserialize, Serialize};
 
 use crate::directory::{Directory, StoreAddrs};
+use crate::runtime::control;
+use crate::runtime::data_dir::{self, DataDirError, Ident};
 use crate::runtime::directives::DirectiveRunner;
-use crate::runtime::pd_worker::{self, Heartbeats, PdOptions};
+use crate::runtime::pd_worker::{self, Heartbeats, JoinError, PdOptions};
 use crate::runtime::shard_task::{run_shard, ShardConfig, TICK};
 use crate::spec::ClusterSpec;
 
 /// io_memory per shard executor (the WAL's DMA buffers).
 const SHARD_IO_MEMORY_BYTES: usize = 16 << 20;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ident {
-    pub cluster_id: u64,
-    pub store_id: u64,
-    pub shards: u16,
-    /// Drawn at a PD store's first start, before it registers: PD knows a
-    /// repeated registration by it. 0: a store of a cluster spec.
-    #[serde(default)]
-    pub token: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {0} is not in the cluster spec")]
     UnknownStore(u64),
-    #[error("{path}: {what}")]
-    Ident { path: String, what: String },
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The data directory cannot be started this way.
+    #[error("{}: {what}", .path.display())]
+    Refused { path: PathBuf, what: String },
     #[error(
-        "{path} was created for store {} of cluster {} with {} shard(s); this start asks for store {} of cluster {} with {} shard(s) (the shard count is fixed when a store is created)",
-        .found.store_id, .found.cluster_id, .found.shards, .want.store_id, .want.cluster_id, .want.shards
+        "{} was created for store {} of cluster {} with {} shard(s); this start asks for store {} of cluster {} with {} shard(s) (the shard count is fixed when a store is created)",
+        .path.display(), .found.store_id, .found.cluster_id, .found.shards, .want.store_id, .want.cluster_id, .want.shards
     )]
-    IdentMismatch { path: String, found: Ident, want: Ident },
+    IdentMismatch { path: PathBuf, found: Ident, want: Ident },
+    #[error(transparent)]
+    Join(#[from] JoinError),
     #[error("status address {addr}: {what}")]
     Status { addr: std::net::SocketAddr, what: String },
     #[error("start the executor of shard {shard}: {what}")]
@@ -51,51 +48,17 @@ pub enum StoreError {
     Pd(String),
 }
 
-/// Writes `name` in `dir` so that a crash leaves the old file or the new
-/// one: a temporary file, fsync, rename, fsync of the directory.
-pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let path = dir.join(name);
-    let io = |e: std::io::Error| StoreError::Ident { path: path.display().to_string(), what: e.to_string() };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    Ok(())
-}
-
-/// The data directory's ident, if it has one.
-pub fn read_ident(data_dir: &Path) -> Result<Option<Ident>, StoreError> {
-    let path = data_dir.join("IDENT");
-    let shown = path.display().to_string();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| StoreError::Ident { path: shown, what: format!("not an ident file: {e}") }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Ident { path: shown, what: e.to_string() }),
-    }
-}
-
-pub fn write_ident(data_dir: &Path, ident: &Ident) -> Result<(), StoreError> {
-    write_durably(data_dir, "IDENT", serde_json::to_string_pretty(ident).expect("ident encodes").as_bytes())
-}
-
 /// Creates the ident file on first start, or checks it.
 pub fn check_ident(data_dir: &Path, want: &Ident) -> Result<(), StoreError> {
-    match read_ident(data_dir)? {
-        Some(found) if found.token != 0 && want.token == 0 => Err(StoreError::Ident {
-            path: data_dir.join("IDENT").display().to_string(),
+    let path = data_dir::ident_path(data_dir);
+    match data_dir::read_ident(data_dir)? {
+        Some(found) if found.token != 0 && want.token == 0 => Err(StoreError::Refused {
+            path,
             what: format!("store {} of a cluster run by PD: start it with --pd", found.store_id),
         }),
-        Some(found) if &found != want => Err(StoreError::IdentMismatch {
-            path: data_dir.join("IDENT").display().to_string(),
-            found,
-            want: want.clone(),
-        }),
+        Some(found) if &found != want => Err(StoreError::IdentMismatch { path, found, want: want.clone() }),
         Some(_) => Ok(()),
-        None => write_ident(data_dir, want),
+        None => Ok(data_dir::write_ident(data_dir, want)?),
     }
 }
 
@@ -159,7 +122,15 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     let store_id = ident.store_id;
     let initial_regions = Arc::new(initial_regions);
     let metrics: crate::runtime::metrics::StoreMetrics = Arc::new((0..me.shards).map(|_| Arc::default()).collect());
-    let report_slots: Vec<_> = (0..me.shards).map(|_| Arc::new(std::sync::Mutex::new(vec![]))).collect();
+    // with PD: the channels between its worker and the shards
+    let (pd_ends, shard_ends) = match pd {
+        Some(_) => {
+            let (pd_ends, shard_ends) = control::channels(me.shards);
+            (Some(pd_ends), shard_ends)
+        }
+        None => (None, vec![]),
+    };
+    let mut shard_ends = shard_ends.into_iter();
     let status = match opts.status_addr {
         None => None,
         Some(addr) => Some(
@@ -170,8 +141,12 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(u16, Result<(), String>)>();
     let mut handles = vec![];
     for shard in 0..me.shards {
-        // unpinned: on a small host the stores share the cores (DESIGN.md §8);
+        // unpinned: on a small host the stores share the cores (docs/design.md, "Processes and threads");
         // pinning a shard per core is an operator's choice for later
+        let (leader_reports, directives) = match (shard_ends.next(), &pd) {
+            (Some(ends), Some((_, o, _))) => (Some((o.region_heartbeat, ends.leader_reports)), Some(ends.directives)),
+            _ => (None, None),
+        };
         let cfg = ShardConfig {
             cluster_id: ident.cluster_id,
             store_id,
@@ -179,8 +154,9 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             me,
             initial_regions: initial_regions.clone(),
             directory: directory.clone(),
-            leader_reports: pd.as_ref().map(|(_, o, _)| (o.region_heartbeat, report_slots[usize::from(shard)].clone())),
-            dir: opts.data_dir.join(format!("shard-{shard}")),
+            leader_reports,
+            directives,
+            dir: data_dir::shard_dir(&opts.data_dir, shard),
             seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
                 ^ (u64::from(shard) << 48),
             tick: TICK,
@@ -202,21 +178,20 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
         handles.push((shard, h));
     }
     drop(done_tx);
-    let heartbeats = match pd {
+    let heartbeats = match pd.zip(pd_ends) {
         None => None,
-        Some((client, o, registration)) => Some(
+        Some(((client, o, registration), ends)) => Some(
             Heartbeats {
                 client,
                 store_id,
                 data_dir: opts.data_dir.clone(),
                 metrics: metrics.clone(),
-                report_slots,
+                leader_reports: ends.leader_reports,
                 directory,
                 store_interval: o.store_heartbeat,
                 region_interval: o.region_heartbeat,
                 stop: opts.stop.clone(),
-                me,
-                directives: DirectiveRunner::new(store_id),
+                directives: DirectiveRunner::new(ends.directives),
                 registration,
             }
             .spawn()

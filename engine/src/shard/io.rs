@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use transport::{Destination, Envelope, FlushedFrame};
 
+use crate::client::protocol::ClientRequest;
 use crate::error::RegionError;
 use crate::kv::Command;
 use crate::region::meta::{Epoch, PeerChange};
@@ -14,6 +15,10 @@ use crate::snapshot::{RegionSnapshot, SnapshotId};
 pub enum Input {
     /// One raft tick for every region.
     Tick,
+    /// A request from a client connection, as it came off the wire: admission
+    /// (`admission.rs`) checks that it is meant for this store and turns it
+    /// into one of the requests below. `request` is the shard's own id for it.
+    Client { request: u64, req: ClientRequest },
     /// A client write, to be proposed with the region's other writes of this iteration.
     Write { request: u64, region: u64, epoch: Epoch, command: Command },
     /// A linearizable read (served after a ReadIndex round).

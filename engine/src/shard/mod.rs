@@ -1,9 +1,281 @@
-//! A shard: the regions one core owns, driven in batched loop iterations.
-//! `core` is the logic without I/O; `io` its inputs and outputs.
+//! A shard: the regions one core owns, driven in batched loop iterations,
+//! sans-IO. One `step` is one loop iteration (docs/design.md, "The shard
+//! loop"), for every region of the shard at once:
+//!
+//! 1. take the inputs: ticks, client requests, raft messages, finished persists;
+//! 2. every region's writes of this iteration become **one** proposal;
+//! 3. every region with a Ready: messages to the outboxes (a leader may
+//!    replicate before its own fsync), committed entries applied, entries and
+//!    HardState staged into the shard's one persist batch, persisted messages
+//!    held until that batch is durable, `advance_append_async`;
+//! 4. flush the outboxes (first flush point);
+//! 5. if no persist is in flight, issue the staged batch (at most one in
+//!    flight: batch N+1 is written only after N is durable);
+//! 6. on `Persisted`: `on_persist_ready`, release the held messages, flush
+//!    again (second flush point), and handle what that made ready.
+//!
+//! The logic lives in files by operation, as a peer's does in TiKV's
+//! raftstore-v2 — find a behaviour by its path:
+//!
+//! | file | what |
+//! |---|---|
+//! | `step.rs` | one iteration: inputs dispatched, ticks, raft messages stepped |
+//! | `admission.rs` | client requests checked and queued (store, region, key, epoch, limits) |
+//! | `propose.rs` | a region's queued writes → one entry; reads → one ReadIndex |
+//! | `ready.rs` | raft's Readies: messages out, entries and HardState staged |
+//! | `persist.rs` | the persist batch: staged, issued, made durable, readies released |
+//! | `apply.rs` | committed entries applied (epoch checked at apply time), reads served |
+//! | `membership.rs` | region creation (bootstrap, recovery, a leader's message), conf changes, removal, tombstones |
+//! | `snapshot.rs` | snapshots taken, sent, received and installed; which snapshot files may go |
+//! | `boot.rs` | a shard built from its WAL (or its initial regions): the one boot path of both drivers |
+//! | `recover.rs` | the regions a WAL holds, read back |
+//!
+//! Admin commands that change a region's range (split, planned) get a file
+//! of their own beside `membership.rs`: `split.rs`, applied from `apply.rs`'s
+//! entry dispatch.
+//!
+//! The glommio runtime (`crate::runtime`) and the simulator (`crate::sim`)
+//! are the shard's two drivers; `io.rs` is what passes between them and it.
 
-pub mod core;
+mod admission;
+mod apply;
+pub mod boot;
 pub mod io;
+mod limits;
+mod membership;
+mod persist;
+mod propose;
+mod ready;
 pub mod recover;
+mod snapshot;
+mod step;
 
-pub use self::core::{Shard, ShardLimits, ShardStats};
+use std::collections::{BTreeMap, BTreeSet};
+
+use transport::{Outboxes, SeededRng};
+
+use crate::kv::StateMachine as _;
+use crate::region::meta::{PeerMeta, RegionMeta};
+use crate::region::peer::{Region, ELECTION_TICKS};
+
 pub use io::{Input, Output, Query, Response};
+pub use limits::*;
+use membership::is_healthy;
+pub use membership::RegionInit;
+use persist::{Awaiting, Staged};
+pub use snapshot::regions_to_compact;
+use snapshot::SnapshotFiles;
+
+/// A leader's account of its region, for PD.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderReport {
+    pub meta: RegionMeta,
+    pub leader: PeerMeta,
+    pub term: u64,
+    pub approximate_bytes: u64,
+    pub approximate_keys: u64,
+    /// Entry bytes the leader's peer applied in its life (PD's write rate comes from its growth).
+    pub applied_bytes_total: u64,
+    /// Peers the leader has not heard from lately or does not replicate to yet.
+    pub pending_peers: Vec<u64>,
+}
+
+pub struct Shard {
+    pub store_id: u64,
+    pub shard: u16,
+    limits: ShardLimits,
+    ticks: u64,
+    /// Memory in use at the start of this iteration (logs and state machines).
+    memory_bytes: usize,
+    regions: BTreeMap<u64, Region>,
+    outboxes: Outboxes,
+    rng: SeededRng,
+    /// The batch being staged (issued when none is in flight).
+    staged: Staged,
+    next_batch: u64,
+    in_flight: Option<u64>,
+    awaiting: std::collections::VecDeque<Awaiting>,
+    next_read_ctx: u64,
+    outputs: Vec<Output>,
+    stats: ShardStats,
+    /// Which snapshot files are being written, sent, installed, or may go.
+    snapshot_files: SnapshotFiles,
+    /// Regions removed from this shard, with the peer that was removed: a
+    /// message to that peer id or an older one is a late one and must not
+    /// recreate the region (peer ids are never reused).
+    tombstones: BTreeMap<u64, u64>,
+    next_incarnation: u64,
+    /// Regions an iteration must look at: those its inputs touched, those
+    /// left with work by the last one, every region on a tick. The rest are
+    /// not visited at all — with thousands of mostly idle regions, walking
+    /// all of them every iteration was a large part of the loop's cost.
+    dirty: BTreeSet<u64>,
+    all_dirty: bool,
+}
+
+impl Shard {
+    /// An empty shard; regions come from `create_region` (bootstrap or
+    /// recovery: `boot::boot` does both).
+    pub fn new(store_id: u64, shard: u16, seed: u64, limits: ShardLimits) -> Shard {
+        Shard {
+            store_id,
+            shard,
+            limits,
+            ticks: 0,
+            memory_bytes: 0,
+            regions: BTreeMap::new(),
+            outboxes: Outboxes::new(),
+            rng: SeededRng::new(seed),
+            staged: Staged::default(),
+            next_batch: 1,
+            in_flight: None,
+            awaiting: Default::default(),
+            next_read_ctx: 1,
+            outputs: vec![],
+            stats: ShardStats::default(),
+            snapshot_files: SnapshotFiles::default(),
+            tombstones: BTreeMap::new(),
+            next_incarnation: 1,
+            dirty: BTreeSet::new(),
+            all_dirty: false,
+        }
+    }
+
+    pub fn region(&self, id: u64) -> Option<&Region> {
+        self.regions.get(&id)
+    }
+
+    pub fn regions(&self) -> impl Iterator<Item = &Region> {
+        self.regions.values()
+    }
+
+    /// What this shard's leaders tell PD of their regions.
+    pub fn leader_reports(&self) -> Vec<LeaderReport> {
+        self.regions
+            .values()
+            .filter(|r| r.is_leader())
+            .map(|r| LeaderReport {
+                meta: r.meta.clone(),
+                leader: r.meta.peer(r.peer_id).copied().unwrap_or(PeerMeta {
+                    peer_id: r.peer_id,
+                    store_id: self.store_id,
+                    shard: self.shard,
+                }),
+                term: r.term(),
+                approximate_bytes: r.kv.bytes() as u64,
+                approximate_keys: r.kv.keys() as u64,
+                applied_bytes_total: r.applied_bytes_total,
+                pending_peers: r.meta.peers.iter().map(|p| p.peer_id).filter(|id| !is_healthy(r, *id)).collect(),
+            })
+            .collect()
+    }
+
+    /// Changes the memory limit (an operator's flag; tests).
+    pub fn set_memory_limit(&mut self, bytes: usize) {
+        self.limits.memory_bytes_max = bytes;
+    }
+
+    /// Memory in use as of the last iteration (logs and state machines).
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// Whether some region has work for another `step` even without new input
+    /// (the runtime steps again at once rather than waiting).
+    pub fn has_ready(&self) -> bool {
+        // (only a region the last iteration left dirty can have become ready without input)
+        self.dirty.iter().any(|id| self.regions.get(id).is_some_and(|r| r.raw.has_ready()))
+    }
+
+    /// Whether nothing is in flight: no client work waiting, nothing staged
+    /// or being persisted. A settled simulation must reach it (liveness).
+    pub fn is_quiet(&self) -> bool {
+        self.staged.is_empty()
+            && self.in_flight.is_none()
+            && self.awaiting.is_empty()
+            && self.regions.values().all(|r| {
+                r.pending_writes.is_empty()
+                    && r.pending_reads.is_empty()
+                    && r.proposals.is_empty()
+                    && r.read_batches.is_empty()
+                    && r.ready_reads.is_empty()
+                    && r.snapshot_taking.is_none()
+            })
+    }
+
+    /// What keeps the shard from being quiet (for a failing test's message).
+    pub fn busy(&self) -> String {
+        let mut out =
+            format!("staged {} in_flight {:?} awaiting {}", self.staged.len(), self.in_flight, self.awaiting.len());
+        for r in self.regions.values() {
+            let counts = [
+                r.pending_writes.len(),
+                r.pending_reads.len(),
+                r.proposals.len(),
+                r.read_batches.len(),
+                r.ready_reads.len(),
+                r.snapshot_taking.is_some() as usize,
+            ];
+            if counts.iter().any(|c| *c > 0) {
+                out += &format!(
+                    "; region {} (peer {}, leader {}, term {}, conf_ver {}): writes/reads/proposals/read batches/ready reads/snapshot {counts:?}",
+                    r.id(),
+                    r.peer_id,
+                    r.is_leader(),
+                    r.term(),
+                    r.meta.conf_ver
+                );
+            }
+        }
+        out
+    }
+
+    /// Takes back the outputs of the last `step`, emptied by the caller, so
+    /// the next step fills the same memory (thousands of replies an iteration
+    /// would otherwise grow a fresh vector, page by page, every time).
+    pub fn recycle_outputs(&mut self, mut outputs: Vec<Output>) {
+        outputs.clear();
+        if self.outputs.is_empty() && outputs.capacity() > self.outputs.capacity() {
+            outputs.shrink_to(OUTPUTS_KEPT_MAX);
+            self.outputs = outputs;
+        }
+    }
+
+    /// Takes back buffers of frames the transport wrote: the next frames are
+    /// built in them.
+    pub fn recycle_frame_buffers(&mut self, buffers: Vec<Vec<u8>>) {
+        buffers.into_iter().for_each(|b| self.outboxes.recycle(b));
+    }
+
+    /// Marks a region for this iteration's walk.
+    fn touch(&mut self, region: u64) {
+        self.dirty.insert(region);
+    }
+
+    /// The regions this iteration walks, in id order (deterministic).
+    fn walk(&self) -> Vec<u64> {
+        if self.all_dirty {
+            self.regions.keys().copied().collect()
+        } else {
+            self.dirty.iter().copied().filter(|id| self.regions.contains_key(id)).collect()
+        }
+    }
+
+    fn reply(&mut self, request: u64, result: Result<Response, crate::error::RegionError>) {
+        self.outputs.push(Output::Reply { request, result });
+    }
+}
+
+/// Sets a region's election timeout from the shard's seeded RNG. raft-rs
+/// draws a new one from `thread_rng` whenever it resets (a new term, a role
+/// change, an election timeout passing): replacing it keeps a simulation's
+/// seed replaying exactly. The range stays raft's [election, 2·election):
+/// equal timeouts on every peer could split votes forever.
+fn redraw_election_timeout(rng: &mut SeededRng, r: &mut Region) {
+    let t = rng.between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1) as usize;
+    r.raw.raft.set_randomized_election_timeout(t);
+}

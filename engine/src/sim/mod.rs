@@ -274,14 +274,13 @@ impl Sim {
             let Some(node) = s.node.as_mut() else { continue };
             if node.persist.as_ref().is_some_and(|p| p.durable_at <= now) {
                 let p = node.persist.take().unwrap();
-                node.persist_now(p.writes);
-                node.inputs.push(Input::Persisted { batch: p.batch });
+                node.persist_now(&s.files, p.batch, p.writes, p.installs);
             }
             let (due, later): (Vec<_>, Vec<_>) = node.snapshot_writes.drain(..).partition(|(at, _)| *at <= now);
             node.snapshot_writes = later;
             for (_, snap) in due {
                 node.inputs.push(Input::SnapshotWritten { id: snap.id(), result: Ok(0) });
-                s.snapshots.insert(snap.id(), *snap);
+                s.files.0.borrow_mut().snapshots.insert(snap.id(), *snap);
             }
             if node.inputs.is_empty() && !node.shard.has_ready() {
                 continue;
@@ -290,19 +289,13 @@ impl Sim {
             for out in node.shard.step(inputs) {
                 match out {
                     Output::Persist { batch, writes, installs } => {
-                        // the runtime moves received files into place before the WAL write
-                        for (path, id) in installs {
-                            let snap = s.incoming.remove(&path).expect("an installed snapshot was received");
-                            assert_eq!(snap.id(), id);
-                            s.snapshots.insert(id, snap);
-                        }
                         let latency = if self.rng.chance(self.options.disk_stall_per_million) {
                             self.options.disk_stall
                         } else {
                             Duration::from_micros(self.rng.between(lo.as_micros() as u64, hi.as_micros() as u64))
                         };
                         let durable_at = now + latency;
-                        node.persist = Some(store::InFlightPersist { batch, writes, durable_at });
+                        node.persist = Some(store::InFlightPersist { batch, writes, installs, durable_at });
                     }
                     Output::Frames(frames) => {
                         for f in frames {
@@ -315,7 +308,7 @@ impl Sim {
                         self.replies.insert(request, result);
                     }
                     Output::WriteSnapshot(snap) => node.snapshot_writes.push((now + self.options.snapshot_write, snap)),
-                    Output::SendSnapshot { to, envelope, id } => match s.snapshots.get(&id) {
+                    Output::SendSnapshot { to, envelope, id } => match s.files.0.borrow().snapshots.get(&id) {
                         Some(snap) => self.snapshot_sends.push(SnapshotSend {
                             arrives_at: now + self.options.snapshot_transfer,
                             from_store: s.id,
@@ -326,10 +319,10 @@ impl Sim {
                         None => panic!("store {}: sending snapshot {id:?}, which has no file", s.id),
                     },
                     Output::RemoveSnapshot(id) => {
-                        s.snapshots.remove(&id);
+                        s.files.0.borrow_mut().snapshots.remove(&id);
                     }
                     Output::DiscardIncoming(path) => {
-                        s.incoming.remove(&path);
+                        s.files.0.borrow_mut().incoming.remove(&path);
                     }
                 }
             }
@@ -349,7 +342,7 @@ impl Sim {
             if ok {
                 let file = std::path::PathBuf::from(format!("incoming/{}", dest.next_incoming));
                 dest.next_incoming += 1;
-                dest.incoming.insert(file.clone(), t.snapshot.clone());
+                dest.files.0.borrow_mut().incoming.insert(file.clone(), t.snapshot.clone());
                 let node = dest.node.as_mut().unwrap();
                 node.inputs.push(Input::Snapshot { envelope: t.envelope, snapshot: Box::new(t.snapshot), file });
             }

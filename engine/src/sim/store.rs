@@ -1,34 +1,87 @@
 //! One simulated store: a real `Shard` over a real `Wal` on the in-memory
-//! disk (which loses everything not fdatasynced when the store crashes).
-//! A persist batch becomes durable when its simulated disk latency has
-//! passed; a crash before that loses it, as a real crash would. Snapshot
-//! files are a map that keeps what was durably written (a write in flight
-//! at a crash is lost; received files not yet installed are swept at
-//! restart, as the runtime does).
+//! disk (which loses everything not fdatasynced when the store crashes),
+//! booted and persisted by the same code the runtime runs: `shard::boot`
+//! builds the shard from the WAL and the snapshot files, and a persist
+//! batch goes through `driver::persist_batch` and the WAL's `GroupCommit`
+//! (its writer, spare segments and purges), whose tasks run on a
+//! single-threaded executor the simulator polls. A batch is handed to the
+//! disk once its simulated latency has passed; a crash before that makes a
+//! prefix of it durable (a batch spans several WAL records when it is
+//! large, and a crash can fall between them), as a real crash would.
+//! Snapshot files are maps: durable ones survive crashes, received files
+//! not yet installed do not.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Instant;
 
+use futures_executor::LocalPool;
 use futures_lite::future::block_on;
+use futures_util::task::LocalSpawnExt;
 use wal::disk::MemDisk;
-use wal::{FlushStart, Wal, WalOptions};
+use wal::{GroupCommit, Wal, WalOptions};
 
+use crate::driver::persist_batch;
 use crate::region::meta::RegionMeta;
-use crate::shard::core::{regions_to_compact, RegionInit};
-use crate::shard::recover::{load_regions, load_tombstones};
-use crate::shard::{Input, Output, Shard, ShardLimits};
-use crate::snapshot::{RegionSnapshot, SnapshotId};
+use crate::shard::boot::{boot, BootOptions};
+use crate::shard::{regions_to_compact, Input, Output, Shard, ShardLimits};
+use crate::snapshot::files::SnapshotFileError;
+use crate::snapshot::{RegionSnapshot, SnapshotId, SnapshotStore};
+
+/// A store's snapshot files, kept in memory.
+#[derive(Default)]
+pub struct SimFileMaps {
+    /// Durable snapshot files (they survive crashes).
+    pub snapshots: BTreeMap<SnapshotId, RegionSnapshot>,
+    /// Received snapshot files not yet installed (a crash loses them).
+    pub incoming: BTreeMap<PathBuf, RegionSnapshot>,
+}
+
+/// The simulator's `SnapshotStore`: shared by the store and its persist tasks.
+#[derive(Clone, Default)]
+pub struct SimFiles(pub Rc<RefCell<SimFileMaps>>);
+
+fn missing(what: &str, path: PathBuf) -> SnapshotFileError {
+    SnapshotFileError::Io { op: "open", path, source: io::Error::new(io::ErrorKind::NotFound, what.to_string()) }
+}
+
+impl SnapshotStore for SimFiles {
+    async fn write(&self, snap: RegionSnapshot) -> Result<u64, SnapshotFileError> {
+        self.0.borrow_mut().snapshots.insert(snap.id(), snap);
+        Ok(0)
+    }
+
+    async fn read(&self, id: SnapshotId) -> Result<RegionSnapshot, SnapshotFileError> {
+        let name = PathBuf::from(crate::snapshot::files::file_name(id));
+        self.0.borrow().snapshots.get(&id).cloned().ok_or_else(|| missing("snapshot lost", name))
+    }
+
+    async fn install(&self, from: PathBuf, id: SnapshotId) -> Result<(), SnapshotFileError> {
+        let mut maps = self.0.borrow_mut();
+        let snap = maps.incoming.remove(&from).ok_or_else(|| missing("received snapshot lost", from.clone()))?;
+        assert_eq!(snap.id(), id, "{}: installed as another snapshot than received", from.display());
+        maps.snapshots.insert(id, snap);
+        Ok(())
+    }
+
+    async fn sweep(&self, keep: BTreeSet<SnapshotId>) -> Result<usize, SnapshotFileError> {
+        let mut maps = self.0.borrow_mut();
+        let before = maps.snapshots.len() + maps.incoming.len();
+        maps.snapshots.retain(|id, _| keep.contains(id));
+        maps.incoming.clear();
+        Ok(before - maps.snapshots.len())
+    }
+}
 
 pub struct SimStore {
     pub id: u64,
     pub disk: MemDisk,
     /// `None` while the store is down.
     pub node: Option<Node>,
-    /// Durable snapshot files (they survive crashes).
-    pub snapshots: BTreeMap<SnapshotId, RegionSnapshot>,
-    /// Received snapshot files not yet installed.
-    pub incoming: BTreeMap<PathBuf, RegionSnapshot>,
+    pub files: SimFiles,
     pub next_incoming: u64,
     limits: ShardLimits,
 }
@@ -36,17 +89,23 @@ pub struct SimStore {
 /// A running store.
 pub struct Node {
     pub shard: Shard,
-    pub wal: Wal<MemDisk>,
+    pub gc: GroupCommit<MemDisk>,
+    /// Runs the group commit and the persist tasks (the runtime's glommio
+    /// executor, here polled by the simulator until nothing can progress).
+    pool: LocalPool,
     pub inputs: Vec<Input>,
     pub persist: Option<InFlightPersist>,
+    /// Set by a persist task once its batch is durable.
+    persisted: Rc<Cell<Option<u64>>>,
     /// Snapshot files being written, durable at `.0`.
     pub snapshot_writes: Vec<(Instant, Box<RegionSnapshot>)>,
 }
 
-/// The persist batch in flight and when its fdatasync completes.
+/// The persist batch in flight and when the simulated disk has taken it.
 pub struct InFlightPersist {
     pub batch: u64,
     pub writes: Vec<(u64, wal::RegionWrite)>,
+    pub installs: Vec<(PathBuf, SnapshotId)>,
     pub durable_at: Instant,
 }
 
@@ -59,16 +118,8 @@ impl SimStore {
     /// A new store whose regions come from the bootstrap spec.
     pub fn bootstrap(id: u64, metas: &[RegionMeta], seed: u64, limits: ShardLimits) -> SimStore {
         let disk = MemDisk::new();
-        let (wal, _) = block_on(Wal::open(disk.clone(), sim_wal_options())).expect("open a fresh WAL");
-        let mut shard = Shard::new(id, 0, seed, limits);
-        let mut snapshots = BTreeMap::new();
-        for m in metas.iter().filter(|m| m.peer_on(id).is_some()) {
-            let (init, snap) = RegionInit::bootstrap(m.clone());
-            // the initial snapshot's file is durable before the WAL names it
-            snapshots.insert(snap.id(), snap);
-            shard.create_region(init);
-        }
-        let mut node = Node { shard, wal, inputs: vec![], persist: None, snapshot_writes: vec![] };
+        let files = SimFiles::default();
+        let mut node = Node::start(&disk, &files, id, seed, limits, metas);
         // a store's bootstrap is durable before it serves anything (as creating
         // a data directory is): persist the new regions' meta now
         // (one batch, or one per region without batching)
@@ -76,87 +127,88 @@ impl SimStore {
         while let Some(out) = outputs.pop() {
             match out {
                 Output::Persist { batch, writes, installs } => {
-                    assert!(installs.is_empty());
-                    node.persist_now(writes);
-                    outputs = node.shard.step(vec![Input::Persisted { batch }]);
+                    node.persist_now(&files, batch, writes, installs);
+                    let inputs = std::mem::take(&mut node.inputs);
+                    outputs = node.shard.step(inputs);
                 }
                 _ => panic!("a fresh shard only persists its regions"),
             }
         }
         assert!(node.shard.is_quiet(), "store {id}: bootstrap left work in flight");
-        SimStore { id, disk, node: Some(node), snapshots, incoming: BTreeMap::new(), next_incoming: 0, limits }
+        SimStore { id, disk, node: Some(node), files, next_incoming: 0, limits }
     }
 
     /// Kills the store: what was not durable is gone. A persist batch in
     /// flight may have reached the disk in part: its first `durable_writes`
-    /// region writes are made durable (a batch spans several WAL records when
-    /// it is large, and a crash can fall between them), the rest are lost.
+    /// region writes are made durable, the rest are lost.
     pub fn crash(&mut self, durable_writes: impl FnOnce(usize) -> usize) {
         if let Some(mut node) = self.node.take() {
             if let Some(p) = node.persist.take() {
                 let keep = durable_writes(p.writes.len()).min(p.writes.len());
                 let mut writes = p.writes;
                 writes.truncate(keep);
-                if !writes.is_empty() {
-                    node.persist_now(writes);
-                }
+                node.persist_now(&self.files, p.batch, writes, p.installs);
             }
         }
         self.disk = self.disk.crash(|len| len);
-        self.incoming.clear();
+        self.files.0.borrow_mut().incoming.clear();
     }
 
-    /// Restarts a crashed store from its disk.
+    /// Restarts a crashed store from its disk, through the boot path.
     pub fn restart(&mut self, seed: u64) {
         assert!(self.node.is_none(), "store {} is running", self.id);
-        let (wal, _) = block_on(Wal::open(self.disk.clone(), sim_wal_options())).expect("recover the WAL");
-        let mut shard = Shard::new(self.id, 0, seed, self.limits);
-        let loaded = block_on(load_regions(&wal)).expect("load regions");
-        for (region, removed_peer) in load_tombstones(&wal).expect("load tombstones") {
-            shard.add_tombstone(region, removed_peer);
-        }
-        // as the runtime's sweep: keep only the snapshots the WAL names
-        let named: BTreeSet<SnapshotId> = loaded.iter().filter_map(|r| r.snapshot).collect();
-        self.snapshots.retain(|id, _| named.contains(id));
-        for r in loaded {
-            let snapshot = r.snapshot.map(|id| {
-                self.snapshots.get(&id).cloned().unwrap_or_else(|| panic!("store {}: snapshot {id:?} is lost", self.id))
-            });
-            shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: false });
-        }
-        self.node = Some(Node { shard, wal, inputs: vec![], persist: None, snapshot_writes: vec![] });
+        self.node = Some(Node::start(&self.disk, &self.files, self.id, seed, self.limits, &[]));
     }
 }
 
 impl Node {
-    /// Appends a batch's writes and makes them durable (write + fdatasync,
-    /// several if the batch is over the WAL's record limit), then purges
-    /// what no region needs and asks regions pinning old segments to compact.
-    pub fn persist_now(&mut self, writes: Vec<(u64, wal::RegionWrite)>) {
-        for (region, write) in writes {
-            self.wal.append(region, write).expect("the WAL accepts the shard's writes");
-        }
-        loop {
-            match self.wal.start_flush() {
-                FlushStart::Idle => break,
-                FlushStart::NeedSpare => {
-                    let job = self.wal.spare_job().expect("no spare job out");
-                    let spare = block_on(job.run());
-                    self.wal.add_spare(spare).expect("spare segment");
-                }
-                FlushStart::Flush(f) => {
-                    let done = block_on(f.execute());
-                    self.wal.finish_flush(done).expect("fdatasync succeeds on the simulated disk");
-                }
-            }
-        }
-        let mut plan = self.wal.purge();
-        let active = self.wal.segment_seqs().last().copied().unwrap_or(0);
-        let regions = regions_to_compact(&plan.blocking, active);
-        if let Some(job) = plan.take_job() {
-            let done = block_on(job.run());
-            self.wal.purge_done(done).expect("purging on the simulated disk");
-        }
+    /// Opens the WAL on `disk` and boots the shard from it (or from
+    /// `initial` when it is empty), as the runtime does.
+    fn start(
+        disk: &MemDisk,
+        files: &SimFiles,
+        store_id: u64,
+        seed: u64,
+        limits: ShardLimits,
+        initial: &[RegionMeta],
+    ) -> Node {
+        let (wal, _) = block_on(Wal::open(disk.clone(), sim_wal_options())).expect("open the WAL");
+        let opts = BootOptions { store_id, shard: 0, seed, limits, initial_regions: initial };
+        let (shard, _) = block_on(boot(&wal, files, opts)).unwrap_or_else(|e| panic!("store {store_id}: boot: {e}"));
+        let gc = GroupCommit::new(wal);
+        let pool = LocalPool::new();
+        let writer = gc.clone();
+        pool.spawner()
+            .spawn_local(async move {
+                writer.run().await.expect("fdatasync succeeds on the simulated disk");
+            })
+            .expect("the pool takes tasks");
+        Node { shard, gc, pool, inputs: vec![], persist: None, persisted: Rc::default(), snapshot_writes: vec![] }
+    }
+
+    /// Makes a persist batch durable through the runtime's persist path
+    /// (the simulated disk completes every I/O at once), then queues
+    /// `Persisted` and any compaction the WAL's purge asks for.
+    pub fn persist_now(
+        &mut self,
+        files: &SimFiles,
+        batch: u64,
+        writes: Vec<(u64, wal::RegionWrite)>,
+        installs: Vec<(PathBuf, SnapshotId)>,
+    ) {
+        let (gc, files, persisted) = (self.gc.clone(), files.clone(), self.persisted.clone());
+        self.pool
+            .spawner()
+            .spawn_local(async move {
+                persist_batch(&gc, &files, writes, installs).await.expect("the simulated disk persists every batch");
+                persisted.set(Some(batch));
+            })
+            .expect("the pool takes tasks");
+        self.pool.run_until_stalled();
+        assert_eq!(self.persisted.take(), Some(batch), "persist batch {batch} did not complete on the simulated disk");
+        self.inputs.push(Input::Persisted { batch });
+        let (blocking, active) = self.gc.take_blocking();
+        let regions = regions_to_compact(&blocking, active);
         if !regions.is_empty() {
             self.inputs.push(Input::CompactRequested { regions });
         }

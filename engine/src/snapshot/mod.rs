@@ -1,5 +1,6 @@
 //! State-machine snapshots: what one is ([`RegionSnapshot`]), its file
-//! format ([`format`]) and where its files live ([`files`]).
+//! format ([`format`]), where its files live ([`files`]) and the seam
+//! through which the shard's drivers keep them ([`store`]).
 //!
 //! A region snapshots itself when the log applied since its last snapshot
 //! outgrows a fraction of its state (or the WAL's purge names it as pinning
@@ -13,6 +14,9 @@
 
 pub mod files;
 pub mod format;
+pub mod store;
+
+pub use store::SnapshotStore;
 
 use bincode::{Decode, Encode};
 

@@ -1,0 +1,55 @@
+//! What the shard's two drivers — the glommio runtime (`crate::runtime`)
+//! and the simulator (`crate::sim`) — share beyond the shard itself: the
+//! persist path. Its boot path is `crate::shard::boot`.
+//!
+//! A persist batch (`Output::Persist`) is made durable the same way under
+//! both: received snapshot files go into place first (the batch's writes
+//! record them), then every region write is appended to the WAL through its
+//! `GroupCommit` in staging order, and the batch is durable when the last
+//! one's ticket is. The group commit issues one write and one fdatasync for
+//! whatever was appended meanwhile, prepares spare segments beside it and
+//! plans purges; an appender that finds the staged bytes full waits for
+//! the next flush to take them (woken by it, never by a timer).
+
+use std::path::PathBuf;
+
+use wal::disk::Disk;
+use wal::{AppendError, FatalError, GroupCommit};
+
+use crate::snapshot::files::SnapshotFileError;
+use crate::snapshot::{SnapshotId, SnapshotStore};
+
+/// Why a persist batch could not be made durable. Every case is fatal to
+/// the store: the shard's state and its log would part ways.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("region {region}: installing a received snapshot: {source}")]
+    Install { region: u64, source: SnapshotFileError },
+    #[error("region {region}: the WAL refused a shard write: {source}")]
+    Append { region: u64, source: AppendError },
+    #[error("the WAL failed: {0}")]
+    Fatal(#[from] FatalError),
+}
+
+/// Makes one persist batch durable: `installs` into place, then `writes`
+/// through the group commit; returns once the last write is durable.
+pub async fn persist_batch<D: Disk, S: SnapshotStore>(
+    gc: &GroupCommit<D>,
+    files: &S,
+    writes: Vec<(u64, wal::RegionWrite)>,
+    installs: Vec<(PathBuf, SnapshotId)>,
+) -> Result<(), PersistError> {
+    for (from, id) in installs {
+        files.install(from, id).await.map_err(|source| PersistError::Install { region: id.region, source })?;
+    }
+    let mut last = None;
+    for (region, write) in writes {
+        let ticket =
+            gc.append_when_room(region, write).await.map_err(|source| PersistError::Append { region, source })?;
+        last = Some(ticket);
+    }
+    if let Some(ticket) = last {
+        gc.wait(ticket).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Applying committed entries: each is checked against the region's epoch
+//! *at apply time* (a write proposed before a split or a membership change
+//! and applied after it must not land in the wrong region), applied to the
+//! state machine, and answered to its clients if this peer proposed it in
+//! that term. Reads whose ReadIndex is now applied are served here too.
+//!
+//! Entry dispatch: a normal entry is a client write batch (or a new
+//! leader's empty entry); a conf change goes to `membership.rs`. Admin
+//! commands that change a region's range (split) will be dispatched here to
+//! a file of their own.
+
+use raft::eraftpb::{self, EntryType};
+
+use crate::error::RegionError;
+use crate::kv::StateMachine as _;
+use crate::kv::{Applied, WriteBatchRef};
+use crate::region::peer::Region;
+
+use super::{Query, Response, Shard};
+
+impl Shard {
+    /// Applies committed entries, answers their clients, serves reads whose
+    /// ReadIndex is now applied.
+    pub(super) fn apply(&mut self, id: u64, committed: Vec<eraftpb::Entry>) {
+        let mut replies = vec![];
+        let mut removed = false;
+        let r = self.regions.get_mut(&id).expect("listed");
+        for e in committed {
+            assert_eq!(e.index, r.applied + 1, "region {id}: applying {} after {}", e.index, r.applied);
+            let results = match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => vec![], // a new leader's empty entry
+                EntryType::EntryNormal => {
+                    r.applied_bytes_since_snapshot += e.data.len();
+                    r.applied_bytes_total += e.data.len() as u64;
+                    apply_batch(r, &e.data)
+                }
+                EntryType::EntryConfChange => {
+                    let (result, write) = super::membership::apply_conf_change(r, &e);
+                    removed = r.meta.peer(r.peer_id).is_none();
+                    // (its own removal is recorded with its tombstone, in one write)
+                    if let Some(w) = write.filter(|_| !removed) {
+                        self.staged.push(id, w);
+                    }
+                    vec![result]
+                }
+                EntryType::EntryConfChangeV2 => {
+                    panic!("region {id}: entry {} is a ConfChangeV2, never proposed here", e.index)
+                }
+            };
+            // proposals of earlier terms beyond this entry can never commit now
+            // (log terms only grow): they were not applied
+            let stale: Vec<u64> =
+                r.proposals.iter().filter(|(i, p)| **i > e.index && p.term < e.term).map(|(i, _)| *i).collect();
+            for i in stale {
+                let err = RegionError::NotLeader { region: id, leader: r.leader() };
+                replies.extend(r.proposals.remove(&i).unwrap().requests.into_iter().map(|q| (q, Err(err.clone()))));
+            }
+            if let Some(p) = r.proposals.remove(&e.index) {
+                if p.term == e.term && results.is_empty() {
+                    // raft turned our membership change into an empty entry (one was pending)
+                    let reason = "another membership change was in progress".to_string();
+                    replies.extend(
+                        p.requests
+                            .into_iter()
+                            .map(|q| (q, Err(RegionError::Refused { region: id, reason: reason.clone() }))),
+                    );
+                } else if p.term == e.term {
+                    assert_eq!(results.len(), p.requests.len(), "region {id}: entry {} is our batch", e.index);
+                    replies.extend(p.requests.into_iter().zip(results));
+                } else {
+                    // another leader's entry took our index: ours was never applied
+                    let err = RegionError::NotLeader { region: id, leader: r.leader() };
+                    replies.extend(p.requests.into_iter().map(|q| (q, Err(err.clone()))));
+                }
+            }
+            r.applied = e.index;
+            self.stats.entries_applied += 1;
+            if removed {
+                break; // nothing after its own removal concerns this peer
+            }
+        }
+        if removed {
+            for (q, res) in replies {
+                self.reply(q, res);
+            }
+            self.destroy_region(id);
+            return;
+        }
+        advance_raft_applied(r);
+        serve_reads(r, &mut replies);
+        for (q, res) in replies {
+            self.reply(q, res);
+        }
+    }
+}
+
+/// Serves the reads whose ReadIndex the state machine has now applied.
+fn serve_reads(r: &mut Region, replies: &mut Vec<(u64, Result<Response, RegionError>)>) {
+    let applied = r.applied;
+    let mut still = vec![];
+    for (ctx, index) in std::mem::take(&mut r.ready_reads) {
+        if index > applied {
+            still.push((ctx, index));
+            continue;
+        }
+        for (q, query) in r.read_batches.remove(&ctx).map(|b| b.reads).unwrap_or_default() {
+            let response = match query {
+                Query::Get(key) => Response::Value(r.kv.get(&key).map(<[u8]>::to_vec)),
+                Query::Scan { start, end, limit } => {
+                    // within the region: a client scanning further moves on to the next region
+                    let end = match (end.is_empty(), r.meta.end_key.is_empty()) {
+                        (true, _) => r.meta.end_key.clone(),
+                        (false, true) => end,
+                        (false, false) => end.min(r.meta.end_key.clone()),
+                    };
+                    Response::Rows(r.kv.scan(&start, &end, limit))
+                }
+            };
+            replies.push((q, Ok(response)));
+        }
+    }
+    r.ready_reads = still;
+}
+
+/// Tells raft how far the state machine has applied: an installed
+/// snapshot's index only once raft has it persisted (raft checks that).
+pub(super) fn advance_raft_applied(r: &mut Region) {
+    let to = r.applied.min(r.raw.raft.raft_log.persisted);
+    if to > r.raw.raft.raft_log.applied {
+        r.raw.advance_apply_to(to);
+    }
+}
+
+/// Applies one write batch, checking its epoch against the region's now.
+fn apply_batch(r: &mut Region, data: &[u8]) -> Vec<Result<Response, RegionError>> {
+    let batch =
+        WriteBatchRef::decode(data).unwrap_or_else(|e| panic!("region {}: committed entry undecodable: {e}", r.id()));
+    if batch.version != r.meta.version {
+        // proposed before a split this entry now follows: refuse every command
+        let err = RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) };
+        return batch.commands.iter().map(|_| Err(err.clone())).collect();
+    }
+    batch
+        .commands
+        .iter()
+        .map(|c| {
+            if !r.meta.contains(c.key()) {
+                return Err(RegionError::KeyNotInRegion {
+                    key: c.key().to_vec(),
+                    region: r.id(),
+                    start: r.meta.start_key.clone(),
+                    end: r.meta.end_key.clone(),
+                });
+            }
+            Ok(match r.kv.apply(*c) {
+                Applied::Done => Response::Done,
+                Applied::Cas(ok) => Response::Cas(ok),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,105 @@
+//! The one boot path of a shard, for both drivers (the glommio runtime and
+//! the simulator): the bootstrap decision, recovery from the WAL, and the
+//! snapshot sweep, in one function over the recovered `Wal` and the
+//! driver's `SnapshotStore`. Everything a restart depends on is decided
+//! here, so the simulator's crashes and restarts exercise the code a real
+//! store runs.
+//!
+//! - A WAL that holds no region is a first start: the store's initial
+//!   regions that have a peer on this shard are created, each from the
+//!   empty snapshot at `RAFT_INIT_INDEX`, whose file is durable before the
+//!   shard's first persist batch names it. (Leftover files of an earlier,
+//!   interrupted first start are swept first.)
+//! - Otherwise the WAL is authoritative and the initial regions are never
+//!   looked at again (a restart must not resurrect a removed peer): every
+//!   live region is loaded with the snapshot its record names, every
+//!   tombstone is kept, and snapshot files the WAL does not name — partial
+//!   writes, replaced snapshots, received files never installed — go.
+
+use std::collections::BTreeSet;
+
+use wal::disk::Disk;
+use wal::Wal;
+
+use crate::region::meta::RegionMeta;
+use crate::snapshot::files::SnapshotFileError;
+use crate::snapshot::SnapshotStore;
+
+use super::recover::{load_regions, load_tombstones, LoadError};
+use super::{RegionInit, Shard, ShardLimits};
+
+/// Who the shard is and what it starts with.
+pub struct BootOptions<'a> {
+    pub store_id: u64,
+    pub shard: u16,
+    /// Seeds the shard's random choices (election timeouts).
+    pub seed: u64,
+    pub limits: ShardLimits,
+    /// The regions the store was given at its first start (from PD or a
+    /// spec); used only when the WAL is empty.
+    pub initial_regions: &'a [RegionMeta],
+}
+
+/// How a shard started, for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootReport {
+    /// An empty WAL: `regions` initial regions created.
+    FirstStart { regions: usize },
+    /// Regions and tombstones recovered from the WAL; `swept` snapshot files removed.
+    Recovered { regions: usize, tombstones: usize, swept: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("load regions: {0}")]
+    Load(#[from] LoadError),
+    #[error("region {region}: loading its snapshot: {source}")]
+    LoadSnapshot { region: u64, source: SnapshotFileError },
+    #[error("region {region}: writing its initial snapshot: {source}")]
+    WriteSnapshot { region: u64, source: SnapshotFileError },
+    #[error("snapshot directory: {0}")]
+    Sweep(SnapshotFileError),
+}
+
+/// Builds the shard from its recovered WAL, or from its initial regions
+/// when the WAL holds none.
+pub async fn boot<D: Disk, S: SnapshotStore>(
+    wal: &Wal<D>,
+    files: &S,
+    opts: BootOptions<'_>,
+) -> Result<(Shard, BootReport), BootError> {
+    let mut shard = Shard::new(opts.store_id, opts.shard, opts.seed, opts.limits);
+    if wal.regions().next().is_none() {
+        files.sweep(BTreeSet::new()).await.map_err(BootError::Sweep)?;
+        let mine =
+            opts.initial_regions.iter().filter(|m| m.peer_on(opts.store_id).is_some_and(|p| p.shard == opts.shard));
+        let mut regions = 0;
+        for m in mine {
+            let region = m.id;
+            let (init, snap) = RegionInit::bootstrap(m.clone());
+            files.write(snap).await.map_err(|source| BootError::WriteSnapshot { region, source })?;
+            shard.create_region(init);
+            regions += 1;
+        }
+        return Ok((shard, BootReport::FirstStart { regions }));
+    }
+    let loaded = load_regions(wal).await?;
+    let tombstones = load_tombstones(wal)?;
+    let report_tombstones = tombstones.len();
+    for (region, removed_peer) in tombstones {
+        shard.add_tombstone(region, removed_peer);
+    }
+    let named: BTreeSet<_> = loaded.iter().filter_map(|r| r.snapshot).collect();
+    let swept = files.sweep(named).await.map_err(BootError::Sweep)?;
+    let regions = loaded.len();
+    for r in loaded {
+        let snapshot = match r.snapshot {
+            None => None,
+            Some(id) => {
+                Some(files.read(id).await.map_err(|source| BootError::LoadSnapshot { region: id.region, source })?)
+            }
+        };
+        shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: false });
+    }
+    Ok((shard, BootReport::Recovered { regions, tombstones: report_tombstones, swept }))
+}

@@ -1,0 +1,327 @@
+//! A region's life on this shard and its membership: creation (from the
+//! initial layout, from recovery, or from a leader's message when this
+//! store was added to the region), membership changes proposed and applied,
+//! removal, and the tombstones that keep a removed peer from coming back.
+
+use protobuf::Message as _;
+use raft::eraftpb::{self, MessageType};
+use transport::{Destination, Envelope, Target};
+
+use crate::error::RegionError;
+use crate::kv::MemKv;
+use crate::region::meta::{PeerChange, PeerMeta, RegionLocalState, RegionMeta};
+use crate::region::peer::{Proposal, Region};
+use crate::region::wal_convert::{conf_state_to_wal, hard_state_to_wal};
+use crate::region::RegionStorage;
+use crate::snapshot::{RegionSnapshot, SnapshotConf};
+
+use super::snapshot::local_state;
+use super::{redraw_election_timeout, Output, Response, Shard, RAFT_INIT_INDEX, RAFT_INIT_TERM, SHARD_REGIONS_MAX};
+
+/// A region as the shard starts it: from bootstrap (fresh) or as recovery found it.
+pub struct RegionInit {
+    pub meta: RegionMeta,
+    pub storage: RegionStorage,
+    /// The snapshot its state restarts from (`None`: the empty state at index 0).
+    pub snapshot: Option<RegionSnapshot>,
+    /// A new region: its meta and membership are persisted with the next batch.
+    pub fresh: bool,
+}
+
+impl RegionInit {
+    /// A region of the initial layout: its peers are voters, its state is
+    /// the empty snapshot at `RAFT_INIT_INDEX`, whose file the caller makes
+    /// durable before the shard's first batch records it.
+    pub fn bootstrap(meta: RegionMeta) -> (RegionInit, RegionSnapshot) {
+        let cs = eraftpb::ConfState { voters: meta.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() };
+        let hs = eraftpb::HardState { term: RAFT_INIT_TERM, vote: 0, commit: RAFT_INIT_INDEX, ..Default::default() };
+        let snap = RegionSnapshot {
+            meta: meta.clone(),
+            index: RAFT_INIT_INDEX,
+            term: RAFT_INIT_TERM,
+            conf_state: SnapshotConf::from_raft(&cs),
+            kv: MemKv::default(),
+        };
+        let storage = RegionStorage::new(hs, cs, (RAFT_INIT_INDEX, RAFT_INIT_TERM), vec![]);
+        (RegionInit { meta, storage, snapshot: Some(snap.clone()), fresh: true }, snap)
+    }
+
+    /// A peer this store was just added as, created by the first message its
+    /// leader sends: it knows only itself and the sender until the leader's
+    /// snapshot gives it the region's state and meta.
+    fn uninitialized(envelope: &Envelope) -> RegionInit {
+        let meta = RegionMeta {
+            id: envelope.region_id,
+            start_key: envelope.start_key.to_vec(),
+            end_key: envelope.end_key.to_vec(),
+            conf_ver: 0,
+            version: 0,
+            peers: vec![
+                PeerMeta { peer_id: envelope.to.peer_id, store_id: envelope.to.store_id, shard: envelope.to.shard },
+                PeerMeta {
+                    peer_id: envelope.from.peer_id,
+                    store_id: envelope.from.store_id,
+                    shard: envelope.from.shard,
+                },
+            ],
+            max_peer_id: 0,
+        };
+        let storage = RegionStorage::new(Default::default(), Default::default(), (0, 0), vec![]);
+        RegionInit { meta, storage, snapshot: None, fresh: true }
+    }
+}
+
+impl Shard {
+    /// Adds a region this shard hosts.
+    pub fn create_region(&mut self, init: RegionInit) {
+        let RegionInit { meta, mut storage, snapshot, fresh } = init;
+        let peer = *meta
+            .peer_on(self.store_id)
+            .unwrap_or_else(|| panic!("region {} has no peer on store {}", meta.id, self.store_id));
+        assert_eq!(peer.shard, self.shard, "region {} belongs to shard {} of this store", meta.id, peer.shard);
+        let id = meta.id;
+        if fresh {
+            // (the HardState also revives a region the WAL holds as a tombstone)
+            let at = snapshot.as_ref().map(|s| (s.index, s.term));
+            let write = wal::RegionWrite {
+                snapshot: at.map(|(index, term)| wal::SnapshotMarker { index, term }),
+                hard_state: Some(hard_state_to_wal(storage.hard_state())),
+                meta: Some(RegionLocalState { meta: meta.clone(), snapshot: at, removed_peer: None }.encode()),
+                conf_state: Some(conf_state_to_wal(storage.conf_state())),
+                ..Default::default()
+            };
+            self.stage(id, write);
+            self.tombstones.remove(&id);
+        }
+        let (applied, kv, snapshot_id) = match snapshot {
+            None => (0, MemKv::default(), None),
+            Some(s) => {
+                assert_eq!(s.meta.id, id, "region {id} restored from another region's snapshot");
+                assert!(
+                    storage.first() <= s.index + 1,
+                    "region {id}: the log starts at {} after the snapshot at {}: entries lost",
+                    storage.first(),
+                    s.index
+                );
+                storage.set_snapshot(s.index, s.term, s.conf_state.to_raft());
+                (s.index, s.kv.clone(), Some(s.id()))
+            }
+        };
+        let mut region = Region::new(meta, peer.peer_id, storage, applied, kv).expect("a valid raft config");
+        region.snapshot = snapshot_id;
+        self.dirty.insert(id);
+        region.incarnation = self.next_incarnation;
+        self.next_incarnation += 1;
+        redraw_election_timeout(&mut self.rng, &mut region);
+        region.timeout_term = region.term();
+        assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
+    }
+
+    /// A region the WAL holds as removed (recovery), with the peer removed.
+    pub fn add_tombstone(&mut self, region: u64, removed_peer: u64) {
+        self.tombstones.insert(region, removed_peer);
+    }
+
+    pub fn is_tombstone(&self, region: u64) -> bool {
+        self.tombstones.contains_key(&region)
+    }
+
+    /// A message to a newer peer of a region this shard hosts under an
+    /// older epoch: ours was removed while it could not hear of it (peer
+    /// ids only grow). It goes, and the message may create the new one.
+    pub(super) fn replace_removed_peer(&mut self, envelope: &Envelope) {
+        let here = (envelope.to.store_id, envelope.to.shard) == (self.store_id, self.shard);
+        let Some(r) = self.regions.get(&envelope.region_id).filter(|_| here) else { return };
+        if envelope.to.peer_id > r.peer_id && envelope.epoch.conf_ver > r.meta.conf_ver {
+            tracing::info!(region = r.id(), stale = r.peer_id, new = envelope.to.peer_id, "replacing a removed peer");
+            self.destroy_region(envelope.region_id);
+        }
+    }
+
+    /// Tells the sender of `envelope` — a peer removed under an epoch this
+    /// region has applied — that it was removed (an empty message).
+    pub(super) fn send_removal_notice(&mut self, envelope: &Envelope) {
+        let r = self.regions.get(&envelope.region_id).expect("hosted");
+        let notice = Envelope {
+            region_id: r.id(),
+            start_key: r.key_range.0.clone(),
+            end_key: r.key_range.1.clone(),
+            epoch: r.meta.epoch(),
+            from: transport::Peer { peer_id: r.peer_id, store_id: self.store_id, shard: self.shard },
+            to: Target { peer_id: envelope.from.peer_id, store_id: envelope.from.store_id, shard: envelope.from.shard },
+            message: bytes::Bytes::new(),
+        };
+        let dest = Destination { store_id: envelope.from.store_id, shard: envelope.from.shard };
+        if let Err(e) = self.outboxes.push(dest, &notice) {
+            tracing::warn!(region = notice.region_id, "removal notice dropped: {e}");
+        }
+    }
+
+    /// A member of the region, under a newer epoch that does not include this
+    /// peer, says it was removed (it was away when the change applied, and
+    /// no one sends it the log anymore): remove it here too. Safe: a
+    /// conf_ver never comes back, and a peer added again has a new id.
+    pub(super) fn on_removal_notice(&mut self, notice: Envelope) {
+        let Some(r) = self.regions.get(&notice.region_id) else { return };
+        if r.peer_id == notice.to.peer_id && notice.epoch.conf_ver > r.meta.conf_ver {
+            tracing::info!(region = r.id(), peer = r.peer_id, "told by a member that this peer was removed");
+            self.destroy_region(notice.region_id);
+        }
+    }
+
+    /// Creates the peer a message from a leader addresses on this shard, for
+    /// a region the shard does not host: this store was added to it. Never
+    /// for a late message to a peer removed since (its tombstone's epoch).
+    pub(super) fn create_peer(&mut self, envelope: &Envelope) -> bool {
+        let id = envelope.region_id;
+        let refuse = |why: &str| {
+            tracing::debug!(region = id, from = envelope.from.store_id, "message for a region not hosted here: {why}");
+            false
+        };
+        if (envelope.to.store_id, envelope.to.shard) != (self.store_id, self.shard) {
+            return refuse("addressed to another shard");
+        }
+        if self.tombstones.get(&id).is_some_and(|removed| envelope.to.peer_id <= *removed) {
+            return refuse("a late message to a peer removed from this store");
+        }
+        if self.regions.len() + self.tombstones.len() >= SHARD_REGIONS_MAX {
+            return refuse("the shard hosts SHARD_REGIONS_MAX regions");
+        }
+        let kind = eraftpb::Message::parse_from_carllerche_bytes(&envelope.message).map(|m| m.get_msg_type());
+        if !matches!(kind, Ok(MessageType::MsgHeartbeat | MessageType::MsgAppend | MessageType::MsgSnapshot)) {
+            return refuse("only a leader's message creates a peer");
+        }
+        tracing::info!(region = id, peer = envelope.to.peer_id, "creating the peer this store was added as");
+        self.create_region(RegionInit::uninitialized(envelope));
+        self.stats.regions_created += 1;
+        true
+    }
+
+    /// A membership change: the leader checks it against the region as it is
+    /// and proposes it; it is answered when applied.
+    pub(super) fn on_change_peer(&mut self, request: u64, region: u64, epoch: transport::Epoch, change: PeerChange) {
+        let proposed = (|| {
+            let r = self.regions.get_mut(&region).ok_or(RegionError::RegionNotFound { region })?;
+            if !r.is_leader() {
+                return Err(RegionError::NotLeader { region, leader: r.leader() });
+            }
+            if epoch != r.meta.epoch() {
+                return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
+            }
+            let refused = |reason: String| RegionError::Refused { region, reason };
+            if r.raw.raft.has_pending_conf() {
+                return Err(refused("another membership change is not applied yet".into()));
+            }
+            let (change_type, peer) = match change {
+                PeerChange::AddVoter(p) => (eraftpb::ConfChangeType::AddNode, p),
+                PeerChange::RemoveVoter(p) if p.peer_id == r.peer_id => {
+                    return Err(refused("the leader cannot remove itself: transfer leadership first".into()))
+                }
+                PeerChange::RemoveVoter(p) => (eraftpb::ConfChangeType::RemoveNode, p),
+            };
+            let next = r.meta.changed(change).map_err(refused)?;
+            // never leave the region without a quorum of voters that are up
+            // and keeping up (a new peer counts as neither until it caught up)
+            let healthy = next.peers.iter().filter(|p| is_healthy(r, p.peer_id)).count();
+            if healthy < next.peers.len() / 2 + 1 {
+                return Err(refused(format!(
+                    "after the change only {healthy} of {} voters would be up and keeping up: not a quorum",
+                    next.peers.len()
+                )));
+            }
+            let mut cc = eraftpb::ConfChange { node_id: peer.peer_id, context: next.encode(), ..Default::default() };
+            cc.set_change_type(change_type);
+            let last_before = r.raw.raft.raft_log.last_index();
+            r.raw.propose_conf_change(vec![], cc).map_err(|e| refused(format!("raft refused the change: {e}")))?;
+            let index = r.raw.raft.raft_log.last_index();
+            assert_eq!(index, last_before + 1, "region {region}: one proposal, one entry");
+            let stale = r.proposals.insert(index, Proposal { term: r.term(), requests: vec![request] });
+            assert!(stale.is_none(), "region {region}: a leader's new entry at {index} had a proposal of its own");
+            Ok(())
+        })();
+        if let Err(e) = proposed {
+            self.reply(request, Err(e));
+        }
+    }
+
+    /// Removes a region whose own peer a membership change removed: its log
+    /// is dropped, a tombstone (with the final meta) stays in the WAL and in
+    /// memory so that late messages cannot recreate it, and its client work
+    /// is answered.
+    pub(super) fn destroy_region(&mut self, id: u64) {
+        let r = self.regions.remove(&id).expect("destroying a hosted region");
+        let gone = RegionError::RegionNotFound { region: id };
+        let mut requests: Vec<u64> = r.pending_writes.iter().map(|(q, _)| *q).collect();
+        requests.extend(r.pending_reads.iter().map(|(q, _)| *q));
+        requests.extend(r.read_batches.values().flat_map(|b| b.reads.iter().map(|(q, _)| *q)));
+        for q in requests {
+            self.reply(q, Err(gone.clone()));
+        }
+        // proposed when this peer led, maybe committed by a later leader: unknown
+        for q in r.proposals.values().flat_map(|p| p.requests.iter().copied()).collect::<Vec<_>>() {
+            self.reply(q, Err(RegionError::Ambiguous { region: id }));
+        }
+        // one record: the membership that removed it (if it applied it) and
+        // the tombstone naming the removed peer land together or not at all
+        let state = RegionLocalState { meta: r.meta.clone(), snapshot: None, removed_peer: Some(r.peer_id) };
+        let write = wal::RegionWrite {
+            tombstone: true,
+            conf_state: Some(conf_state_to_wal(r.raw.store().conf_state())),
+            meta: Some(state.encode()),
+            ..Default::default()
+        };
+        self.stage(id, write);
+        if let Some(old) = r.snapshot {
+            self.snapshot_files.replaced(self.next_batch, old);
+        }
+        if let Some((_, file)) = r.receiving {
+            self.outputs.push(Output::DiscardIncoming(file));
+        }
+        self.tombstones.insert(id, r.peer_id);
+        self.stats.regions_removed += 1;
+        tracing::info!(region = id, conf_ver = r.meta.conf_ver, "peer removed from this store; tombstone kept");
+    }
+}
+
+/// Applies a committed membership change: checked against the region's
+/// epoch as it is now (another change may have applied since it was
+/// proposed), then raft's configuration, the meta and their WAL write.
+pub(super) fn apply_conf_change(
+    r: &mut Region,
+    e: &eraftpb::Entry,
+) -> (Result<Response, RegionError>, Option<wal::RegionWrite>) {
+    let cc = eraftpb::ConfChange::parse_from_carllerche_bytes(&e.data)
+        .unwrap_or_else(|err| panic!("region {}: conf change at {} undecodable: {err}", r.id(), e.index));
+    let next = RegionMeta::decode(&cc.context)
+        .unwrap_or_else(|err| panic!("region {}: conf change at {} carries no meta: {err}", r.id(), e.index));
+    let fits = next.id == r.id() && next.conf_ver == r.meta.conf_ver + 1 && next.version == r.meta.version;
+    if !fits {
+        // not applied anywhere: every replica sees the same epoch here
+        return (Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) }), None);
+    }
+    let cs = r
+        .raw
+        .apply_conf_change(&cc)
+        .unwrap_or_else(|err| panic!("region {}: conf change at {}: {err}", r.id(), e.index));
+    r.meta = next;
+    r.raw.mut_store().set_conf_state(cs.clone());
+    let write =
+        wal::RegionWrite { conf_state: Some(conf_state_to_wal(&cs)), meta: Some(local_state(r)), ..Default::default() };
+    (Ok(Response::Done), Some(write))
+}
+
+/// Whether the leader `r` sees peer `id` as up and keeping up: itself, or a
+/// follower it heard from within an election timeout that it replicates
+/// to or that has every entry. (A follower back from a restart or a broken
+/// link is probed, and raft-rs moves it back to replicating only on an
+/// append's answer: in an idle region, one that already has everything
+/// would stay "probed" until the next write.)
+pub(crate) fn is_healthy(r: &Region, id: u64) -> bool {
+    let last = r.raw.raft.raft_log.last_index();
+    id == r.peer_id
+        || r.raw.raft.prs().get(id).is_some_and(|p| {
+            p.recent_active
+                && (p.state == raft::ProgressState::Replicate
+                    || (p.state == raft::ProgressState::Probe && p.matched >= last))
+        })
+}
