@@ -1,4 +1,4 @@
-//! Region errors: data a client acts on (DESIGN.md §6), not strings.
+//! Region errors: data a client acts on (docs/design.md, "Clients, errors and outcomes"), not strings.
 
 use bincode::{Decode, Encode};
 

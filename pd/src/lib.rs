@@ -1,4 +1,4 @@
-//! ringraft's placement driver (DESIGN.md §7): the one place that knows
+//! ringraft's placement driver (docs/design.md, "The placement driver"): the one place that knows
 //! which stores and regions exist, where each region's replicas live and
 //! who leads them, and which ids have been handed out.
 //!

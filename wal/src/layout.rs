@@ -6,7 +6,7 @@
 //! - `<seq:016x>.tmp`  a segment being zero-filled; deleted on open
 //! - `LOCK`            held (flock) by the process that has the WAL open
 //! - `PROBE`           one non-empty block, opened before any other DMA file to
-//!   sidestep glommio's iopoll probe bug (DESIGN.md section 4)
+//!   sidestep glommio's iopoll probe bug (docs/design.md, "The write-ahead log")
 
 pub const SEGMENT_SUFFIX: &str = "wal";
 pub const FREE_SUFFIX: &str = "free";

@@ -7,7 +7,7 @@
 //! - [`Wal`]: staging, group-commit flushes, segment rolls, purge, reads.
 //! - [`GroupCommit`]: a driver for many tasks of one executor.
 //!
-//! The design and its rules are in DESIGN.md section 4; the format byte by
+//! The design and its rules are in docs/design.md, "The write-ahead log"; the format byte by
 //! byte in docs/wal-format.md.
 
 pub mod disk;

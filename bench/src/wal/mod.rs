@@ -1,6 +1,6 @@
 //! `ringraft bench wal`: one shard's WAL driven by many regions at once, the
 //! figure the whole design rests on (one fdatasync per core for thousands of
-//! regions, DESIGN.md section 4).
+//! regions, docs/design.md, "The write-ahead log").
 //!
 //! [`run`] makes a scratch directory on the disk under test, starts one
 //! glommio executor (one shard), runs the chosen mode there, prints a text
@@ -33,7 +33,7 @@ use report::{BaselineReport, CompareReport, Outcome, ProbeReport, Report, RunFig
 /// io_memory of the benchmark's executor: holds the largest group-commit
 /// batch of the default options. glommio registers it in three rings; root
 /// is exempt from the memlock limit, other users get a warning and unregistered
-/// buffers (LIBRARY-FACTS.md, "Locked memory").
+/// buffers (docs/wal.md, "glommio notes").
 const IO_MEMORY_BYTES: usize = 8 << 20;
 
 /// Runs the benchmark the flags describe and prints its report.
