@@ -198,15 +198,34 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             .map_err(|e| StoreError::Pd(format!("start the heartbeat thread: {e}")))?,
         ),
     };
-    // the first shard to end ends the store: a store with a dead shard must
-    // not go on serving the others as if nothing happened
+    let first_error = wait_for_shards(handles, done_rx, &opts.stop);
+    if let Some(s) = status {
+        s.stop();
+    }
+    if let Some(h) = heartbeats {
+        let _ = h.join();
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Waits for the shards' executors. The first shard to end ends the store
+/// (`stop` is set): a store with a dead shard must not go on serving the
+/// others as if nothing happened. Returns the first error.
+fn wait_for_shards(
+    handles: Vec<(u16, glommio::ExecutorJoinHandle<()>)>,
+    done: std::sync::mpsc::Receiver<(u16, Result<(), String>)>,
+    stop: &AtomicBool,
+) -> Option<StoreError> {
     let mut first_error = None;
     let mut ended = 0;
     while ended < handles.len() {
-        match done_rx.recv() {
+        match done.recv() {
             Ok((shard, r)) => {
                 ended += 1;
-                opts.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 if let Err(what) = r {
                     first_error.get_or_insert(StoreError::Shard { shard, what });
                 }
@@ -214,20 +233,11 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             Err(_) => break, // a shard's executor died without reporting (a panic)
         }
     }
-    opts.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for (shard, h) in handles {
         if let Err(e) = h.join() {
             first_error.get_or_insert(StoreError::Shard { shard, what: format!("executor: {e}") });
         }
     }
-    if let Some(s) = status {
-        s.stop();
-    }
-    if let Some(h) = heartbeats {
-        let _ = h.join();
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    Ok(())
+    first_error
 }
