@@ -64,6 +64,20 @@ pub fn check_range(name: &str, v: usize, lo: usize, hi: usize) -> Result<(), Str
     }
 }
 
+/// Checks a duration flag against its limits: `--NAME D is out of range LO..=HI`.
+pub fn check_duration_range(name: &str, d: Duration, lo: Duration, hi: Duration) -> Result<(), String> {
+    if (lo..=hi).contains(&d) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--{name} {} is out of range {}..={}",
+            format_duration(d),
+            format_duration(lo),
+            format_duration(hi)
+        ))
+    }
+}
+
 /// "3s", "500ms", "1.5s", "250us".
 pub fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use engine::client::kv_client::KvClient;
 
 use crate::latency::Latency;
-use crate::units::{check_range, format_duration, parse_duration};
+use crate::units::{check_duration_range, check_range, parse_duration};
 
 /// Most client threads.
 pub const THREADS_MAX: usize = 256;
@@ -58,14 +58,7 @@ impl LoadArgs {
                 return Err(format!("--rate {rate} is out of range 1..={RATE_MAX}"));
             }
         }
-        if !(DURATION_MIN..=DURATION_MAX).contains(&self.duration) {
-            return Err(format!(
-                "--duration {} is out of range {}..={}",
-                format_duration(self.duration),
-                format_duration(DURATION_MIN),
-                format_duration(DURATION_MAX)
-            ));
-        }
+        check_duration_range("duration", self.duration, DURATION_MIN, DURATION_MAX)?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::units::{check_range, format_duration, parse_duration};
+use crate::units::{check_duration_range, check_range, format_duration, parse_duration};
 
 /// Most regions sending each iteration.
 pub const BENCH_REGIONS_MAX: usize = 100_000;
@@ -62,14 +62,7 @@ impl TransportBenchArgs {
                 self.destinations, self.regions
             ));
         }
-        if self.duration < DURATION_MIN || self.duration > DURATION_MAX {
-            return Err(format!(
-                "--duration {} is out of range {}..={}",
-                format_duration(self.duration),
-                format_duration(DURATION_MIN),
-                format_duration(DURATION_MAX)
-            ));
-        }
+        check_duration_range("duration", self.duration, DURATION_MIN, DURATION_MAX)?;
         if self.warmup > WARMUP_MAX {
             return Err(format!("--warmup {} is over {}", format_duration(self.warmup), format_duration(WARMUP_MAX)));
         }

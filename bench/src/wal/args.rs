@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::units::{check_range, format_duration, parse_bytes, parse_duration};
+use crate::units::{check_duration_range, check_range, format_duration, parse_bytes, parse_duration};
 
 /// Most regions one benchmark drives (well under the WAL's own `REGIONS_MAX`).
 pub const BENCH_REGIONS_MAX: usize = 16 << 10;
@@ -138,14 +138,7 @@ impl WalBenchArgs {
                 self.regions * self.inflight
             ));
         }
-        if !(DURATION_MIN..=DURATION_MAX).contains(&self.duration) {
-            return Err(format!(
-                "--duration {} is out of range {}..={}",
-                format_duration(self.duration),
-                format_duration(DURATION_MIN),
-                format_duration(DURATION_MAX)
-            ));
-        }
+        check_duration_range("duration", self.duration, DURATION_MIN, DURATION_MAX)?;
         if let Some(rate) = self.rate {
             if !(1.0..=RATE_MAX).contains(&rate) {
                 return Err(format!("--rate {rate} is out of range 1..={RATE_MAX} appends per second"));
