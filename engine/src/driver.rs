@@ -39,9 +39,28 @@ pub async fn persist_batch<D: Disk, S: SnapshotStore>(
     writes: Vec<(u64, wal::RegionWrite)>,
     installs: Vec<(PathBuf, SnapshotId)>,
 ) -> Result<(), PersistError> {
+    install_received(files, installs).await?;
+    append_and_wait(gc, writes).await
+}
+
+/// A persist batch's first half: the received snapshot files its writes
+/// record, moved into place (durably) before any of those writes.
+pub async fn install_received<S: SnapshotStore>(
+    files: &S,
+    installs: Vec<(PathBuf, SnapshotId)>,
+) -> Result<(), PersistError> {
     for (from, id) in installs {
         files.install(from, id).await.map_err(|source| PersistError::Install { region: id.region, source })?;
     }
+    Ok(())
+}
+
+/// A persist batch's second half: its writes appended through the group
+/// commit in staging order; returns once the last one is durable.
+pub async fn append_and_wait<D: Disk>(
+    gc: &GroupCommit<D>,
+    writes: Vec<(u64, wal::RegionWrite)>,
+) -> Result<(), PersistError> {
     let mut last = None;
     for (region, write) in writes {
         let ticket =

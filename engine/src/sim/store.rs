@@ -2,7 +2,8 @@
 //! disk (which loses everything not fdatasynced when the store crashes),
 //! booted and persisted by the same code the runtime runs: `shard::boot`
 //! builds the shard from the WAL and the snapshot files, and a persist
-//! batch goes through `driver::persist_batch` and the WAL's `GroupCommit`
+//! batch goes through `driver`'s two halves (`install_received` when it is
+//! issued, `append_and_wait` when its latency passed) and the WAL's `GroupCommit`
 //! (its writer, spare segments and purges), whose tasks run on a
 //! single-threaded executor the simulator polls. A batch is handed to the
 //! disk once its simulated latency has passed; a crash before that makes a
@@ -24,7 +25,7 @@ use futures_util::task::LocalSpawnExt;
 use wal::disk::MemDisk;
 use wal::{GroupCommit, Wal, WalOptions};
 
-use crate::driver::persist_batch;
+use crate::driver::{append_and_wait, install_received};
 use crate::region::meta::RegionMeta;
 use crate::shard::boot::{boot, BootOptions};
 use crate::shard::{regions_to_compact, Input, Output, Shard, ShardLimits};
@@ -101,11 +102,12 @@ pub struct Node {
     pub snapshot_writes: Vec<(Instant, Box<RegionSnapshot>)>,
 }
 
-/// The persist batch in flight and when the simulated disk has taken it.
+/// The persist batch in flight and when the simulated disk has taken it
+/// (its received snapshot files were moved into place when it was issued,
+/// as the runtime's persist task does first).
 pub struct InFlightPersist {
     pub batch: u64,
     pub writes: Vec<(u64, wal::RegionWrite)>,
-    pub installs: Vec<(PathBuf, SnapshotId)>,
     pub durable_at: Instant,
 }
 
@@ -127,7 +129,8 @@ impl SimStore {
         while let Some(out) = outputs.pop() {
             match out {
                 Output::Persist { batch, writes, installs } => {
-                    node.persist_now(&files, batch, writes, installs);
+                    node.install_now(&files, installs);
+                    node.persist_now(batch, writes);
                     let inputs = std::mem::take(&mut node.inputs);
                     outputs = node.shard.step(inputs);
                 }
@@ -147,7 +150,7 @@ impl SimStore {
                 let keep = durable_writes(p.writes.len()).min(p.writes.len());
                 let mut writes = p.writes;
                 writes.truncate(keep);
-                node.persist_now(&self.files, p.batch, writes, p.installs);
+                node.persist_now(p.batch, writes);
             }
         }
         self.disk = self.disk.crash(|len| len);
@@ -186,21 +189,37 @@ impl Node {
         Node { shard, gc, pool, inputs: vec![], persist: None, persisted: Rc::default(), snapshot_writes: vec![] }
     }
 
-    /// Makes a persist batch durable through the runtime's persist path
-    /// (the simulated disk completes every I/O at once), then queues
-    /// `Persisted` and any compaction the WAL's purge asks for.
-    pub fn persist_now(
-        &mut self,
-        files: &SimFiles,
-        batch: u64,
-        writes: Vec<(u64, wal::RegionWrite)>,
-        installs: Vec<(PathBuf, SnapshotId)>,
-    ) {
-        let (gc, files, persisted) = (self.gc.clone(), files.clone(), self.persisted.clone());
+    /// A persist batch's received snapshot files into place, through the
+    /// runtime's persist path (`driver::install_received`), when the batch
+    /// is issued.
+    pub fn install_now(&mut self, files: &SimFiles, installs: Vec<(PathBuf, SnapshotId)>) {
+        if installs.is_empty() {
+            return;
+        }
+        let files = files.clone();
+        let done = Rc::new(Cell::new(false));
+        let flag = done.clone();
         self.pool
             .spawner()
             .spawn_local(async move {
-                persist_batch(&gc, &files, writes, installs).await.expect("the simulated disk persists every batch");
+                install_received(&files, installs).await.expect("received snapshots are kept until installed");
+                flag.set(true);
+            })
+            .expect("the pool takes tasks");
+        self.pool.run_until_stalled();
+        assert!(done.get(), "installing received snapshots did not complete on the simulated disk");
+    }
+
+    /// Makes a persist batch's writes durable through the runtime's persist
+    /// path (`driver::append_and_wait`; the simulated disk completes every
+    /// I/O at once), then queues `Persisted` and any compaction the WAL's
+    /// purge asks for.
+    pub fn persist_now(&mut self, batch: u64, writes: Vec<(u64, wal::RegionWrite)>) {
+        let (gc, persisted) = (self.gc.clone(), self.persisted.clone());
+        self.pool
+            .spawner()
+            .spawn_local(async move {
+                append_and_wait(&gc, writes).await.expect("the simulated disk persists every batch");
                 persisted.set(Some(batch));
             })
             .expect("the pool takes tasks");
