@@ -47,7 +47,16 @@ pub const BACKOFF_MAX_MS: u64 = 250;
 /// restart stores under it), short enough that a dead cluster is reported.
 pub const RETRY_MS_MAX: u64 = 20_000;
 
+/// Sends of a request that follow a leader hint at once; after that a hint
+/// is followed after the usual wait. A hint can name a store that cannot be
+/// reached (the leader died and its followers have not elected another yet):
+/// followed at once every time, a request bounced between that hint and the
+/// next peer and spent its attempts in well under a second — found by the
+/// process test that deletes a store's WAL.
+pub const HINT_HOPS_AT_ONCE_MAX: u32 = 3;
+
 const _: () = assert!(0 < BACKOFF_MIN_MS && BACKOFF_MIN_MS <= BACKOFF_MAX_MS);
+const _: () = assert!(HINT_HOPS_AT_ONCE_MAX < ATTEMPTS_MAX);
 const _: () = assert!(BACKOFF_MAX_MS < RETRY_MS_MAX);
 // a request that only waits runs out of time before it runs out of attempts
 const _: () = assert!((ATTEMPTS_MAX as u64 - 1) * BACKOFF_MAX_MS >= RETRY_MS_MAX);
@@ -178,7 +187,11 @@ pub fn decide(req: &Request, failure: Failure) -> Decision {
         RegionError::Ambiguous { .. } => retry(req, Route::NextPeer, wait, last),
         // (a store naming itself would be asked again and again at once)
         RegionError::NotLeader { leader: Some(l), .. } if l.store_id != req.store_id => {
-            retry(req, Route::Leader { store_id: l.store_id }, Duration::ZERO, last)
+            let wait = match req.attempts.checked_sub(HINT_HOPS_AT_ONCE_MAX) {
+                None | Some(0) => Duration::ZERO,
+                Some(over) => backoff(over),
+            };
+            retry(req, Route::Leader { store_id: l.store_id }, wait, last)
         }
         // no leader known (an election): the next peer may know, and waits grow
         RegionError::NotLeader { .. } => retry(req, Route::NextPeer, wait, last),
@@ -283,6 +296,22 @@ mod tests {
             let d = decide(&req(&r, kind, 1), refused(RegionError::NotLeader { region: 7, leader: Some(hint) }));
             assert_eq!(d, Decision::Retry { route: Route::Leader { store_id: 2 }, wait: Duration::ZERO });
         }
+    }
+
+    #[test]
+    fn a_request_that_keeps_being_hinted_waits_after_a_few_hops() {
+        // the hinted leader may be dead: hops at once are bounded, then it backs off
+        let r = region();
+        let hint = PeerMeta { peer_id: 12, store_id: 2, shard: 0 };
+        let e = || refused(RegionError::NotLeader { region: 7, leader: Some(hint) });
+        for attempts in 1..=HINT_HOPS_AT_ONCE_MAX {
+            let d = decide(&req(&r, OpKind::PUT, attempts), e());
+            assert_eq!(d, Decision::Retry { route: Route::Leader { store_id: 2 }, wait: Duration::ZERO });
+        }
+        let later = HINT_HOPS_AT_ONCE_MAX + 10;
+        let d = decide(&req(&r, OpKind::PUT, later), e());
+        assert_eq!(d, Decision::Retry { route: Route::Leader { store_id: 2 }, wait: backoff(10) });
+        assert!(backoff(10) > Duration::ZERO);
     }
 
     #[test]
