@@ -206,3 +206,111 @@ fn a_server_flag_that_contradicts_the_spec_is_refused_with_what_the_spec_says() 
     assert!(!out.status.success() && err.contains("peer address 127.0.0.1:39000"), "{err}");
     assert!(!dir.path().join("store-1").exists(), "nothing was created");
 }
+
+/// Runs `f` with the cluster test's deadline (a hang fails instead of eating CI's time).
+fn with_deadline(limit: Duration, f: impl FnOnce(&Path) + Send + std::panic::UnwindSafe + 'static) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(move || f(&root));
+        let _ = tx.send(());
+        r
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => {
+            if let Err(e) = worker.join().unwrap() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(_) => panic!("the test did not finish in {limit:?} (store logs in {})", dir.path().display()),
+    }
+}
+
+/// Starts a store that is expected to refuse to start; its exit status and stderr.
+fn refused_start(spec_path: &Path, root: &Path, id: u64) -> (Option<i32>, String) {
+    let mut child = common::Killed(
+        ringraft()
+            .args(["server", "--spec"])
+            .arg(spec_path)
+            .args(["--store-id", &id.to_string(), "--data-dir"])
+            .arg(root.join(format!("store-{id}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ringraft server"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "store {id} did not refuse to start within 30 s: it is running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status.code(), err)
+}
+
+/// A replica must never rejoin having forgotten what it acknowledged: a
+/// store whose shard WAL was deleted refuses to start (exit status 2, the
+/// WAL named) while the cluster serves on and loses nothing; a store left
+/// alone restarts as usual, and so does one that holds no region (a store
+/// added after bootstrap: an empty WAL is not a forgotten one), and one
+/// whose first start ended before it recorded its WALs.
+#[test]
+fn a_store_whose_wal_was_deleted_refuses_to_start_and_the_cluster_loses_nothing() {
+    with_deadline(Duration::from_secs(240), |root| {
+        let mut spec = ClusterSpec::local(23, 4, 1, 8, free_base_port(9));
+        for r in &mut spec.regions {
+            r.peers.retain(|p| p.store_id != 4);
+        }
+        let spec_path = root.join("spec.json");
+        std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
+        let spec = Arc::new(spec);
+        let mut stores =
+            Stores { spec_path: spec_path.clone(), root: root.to_path_buf(), children: (0..4).map(|_| None).collect() };
+        for id in 1..=4 {
+            stores.start(id);
+        }
+        let ident = |id: u64| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(root.join(format!("store-{id}/IDENT"))).unwrap()).unwrap()
+        };
+        assert!(ident(4)["wals"].is_array(), "a store is initialized once it started: {}", ident(4));
+        let mut client = KvClient::new(spec.clone());
+        let mut known = vec![];
+        write(&mut client, 0..2_000, &mut known);
+
+        stores.kill(2);
+        let wal = root.join("store-2/shard-0/wal");
+        std::fs::remove_dir_all(&wal).unwrap();
+        let (code, err) = refused_start(&spec_path, root, 2);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(&wal.display().to_string()) && err.contains("missing"), "{err}");
+        assert!(!wal.exists(), "a refused start creates nothing");
+
+        write(&mut client, 2_000..3_000, &mut known);
+        read_back(&mut client, &known, "with store 2 refused");
+        stores.kill(3);
+        stores.start(3);
+        stores.kill(4);
+        stores.start(4);
+        read_back(&mut client, &known, "after store 3 and store 4 (no regions) restarted");
+
+        // a first start that ended before it recorded its WALs starts again, and records them
+        stores.kill(1);
+        let mut first = ident(1);
+        first.as_object_mut().unwrap().remove("wals");
+        std::fs::write(root.join("store-1/IDENT"), serde_json::to_vec(&first).unwrap()).unwrap();
+        stores.start(1);
+        // (the killed process's listening socket can outlive it briefly in the
+        // kernel's io_uring teardown, so "serving" is not proof: wait for IDENT)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ident(1)["wals"].is_array() {
+            assert!(Instant::now() < deadline, "store 1 did not record its WALs in 30 s: {}", ident(1));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        read_back(&mut client, &known, "after store 1 restarted from an uninitialized IDENT");
+    });
+}

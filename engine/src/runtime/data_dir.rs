@@ -2,7 +2,8 @@
 //! files in it besides the shards' own directories:
 //!
 //! - `IDENT`: what the store is (cluster, store id, shard count, and for a
-//!   store run by PD its registration token). Written at the first start,
+//!   store run by PD its registration token), and once the store is
+//!   initialized the nonce of each shard's WAL. Written at the first start,
 //!   checked at every start after.
 //! - `STORES`: the store addresses last learned from PD, so a store can
 //!   restart while PD is down (`runtime::pd_worker`).
@@ -35,6 +36,22 @@ pub struct Ident {
     /// repeated registration by it. 0: a store of a cluster spec.
     #[serde(default)]
     pub token: u64,
+    /// The nonce of each shard's WAL (`runtime::wal_ident`), recorded once
+    /// every shard's WAL was created durably and before the store first
+    /// served anyone: from then on the store is *initialized*, and a start
+    /// that finds a WAL missing, replaced or cut short is refused. `None`:
+    /// not initialized yet (a first start that did not get that far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wals: Option<Vec<u64>>,
+}
+
+impl Ident {
+    /// Whether `other` names the same store (cluster, id, shard count,
+    /// registration token), whatever either says of its WALs.
+    pub fn same_store(&self, other: &Ident) -> bool {
+        (self.cluster_id, self.store_id, self.shards, self.token)
+            == (other.cluster_id, other.store_id, other.shards, other.token)
+    }
 }
 
 /// Why a data-directory file could not be read or written.
@@ -113,7 +130,10 @@ pub fn write_bootstrap(data_dir: &Path, regions: &[pd::RegionInfo]) -> Result<()
 }
 
 /// `path` decoded, or None if there is no such file.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &'static str) -> Result<Option<T>, DataDirError> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &'static str,
+) -> Result<Option<T>, DataDirError> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map(Some).map_err(|source| DataDirError::Malformed {
             path: path.to_path_buf(),
@@ -132,7 +152,7 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Da
 
 /// Writes `name` in `dir` so that a crash leaves the old file or the new
 /// one: a temporary file, fsync, rename, fsync of the directory.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DataDirError> {
+pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DataDirError> {
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     let tmp = dir.join(format!("{name}.tmp"));
     std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
@@ -156,7 +176,7 @@ mod tests {
         assert!(read_bootstrap(&d).unwrap().is_none() && !has_bootstrap(&d));
         assert!(!has_shard_data(&d));
 
-        let ident = Ident { cluster_id: 7, store_id: 3, shards: 2, token: 99 };
+        let ident = Ident { cluster_id: 7, store_id: 3, shards: 2, token: 99, wals: Some(vec![5, 6]) };
         write_ident(&d, &ident).unwrap();
         assert_eq!(read_ident(&d).unwrap(), Some(ident));
         let addrs = StoreAddrs {

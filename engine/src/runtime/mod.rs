@@ -10,3 +10,4 @@ pub mod pd_worker;
 pub mod shard_task;
 pub mod snapshot_files;
 pub mod store;
+pub mod wal_ident;

@@ -141,7 +141,7 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
         }
         None => {
             // written before registering, so a crash right after leaves the token to repeat with
-            let ident = Ident { cluster_id: 0, store_id: 0, shards: opts.shards, token: new_token() };
+            let ident = Ident { cluster_id: 0, store_id: 0, shards: opts.shards, token: new_token(), wals: None };
             data_dir::write_ident(data_dir, &ident)?;
             ident
         }

@@ -23,8 +23,10 @@ use crate::driver::persist_batch;
 use crate::region::meta::RegionMeta;
 use crate::runtime::client_service::{self, ClientQueues};
 use crate::runtime::control::{self, DirectiveReceiver, LeaderReportSender};
+use crate::runtime::data_dir::Ident;
 use crate::runtime::directives;
 use crate::runtime::snapshot_files::{blocking, ShardFiles};
+use crate::runtime::wal_ident::{self, WalIdent, WalRefusal};
 use crate::shard::boot::{boot, BootError, BootOptions, BootReport};
 use crate::shard::regions_to_compact;
 use crate::shard::{Input, Output, Response, Shard, ShardLimits};
@@ -43,10 +45,24 @@ pub const RAFT_FRAMES_PER_ITERATION_MAX: usize = 1024;
 /// beyond it is given back).
 const INPUTS_KEPT_MAX: usize = 64 << 10;
 
+/// The store's start barrier: a shard reports its WAL's nonce once its WAL
+/// identity is durable and the shard booted, then waits for the store to
+/// say go (`true`) — the store records every nonce in its IDENT first — or
+/// to give up (anything else: the shard returns without serving).
+pub struct StartGate {
+    pub ready: crossbeam_channel::Sender<(u16, u64)>,
+    pub go: crossbeam_channel::Receiver<bool>,
+}
+
 pub struct ShardConfig {
     pub cluster_id: u64,
     pub store_id: u64,
     pub shard: u16,
+    /// The store's IDENT as it was at the start (its WAL nonces, if the
+    /// store is initialized: `runtime::wal_ident`).
+    pub ident: Ident,
+    /// Where the shard reports that its WAL is ready and waits to serve.
+    pub gate: Option<StartGate>,
     /// This store's addresses (the shard listens on base + its index).
     pub me: StoreAddrs,
     /// The regions the store was given at its first start (from PD or the
@@ -84,6 +100,8 @@ pub enum ShardError {
     NeedsCatchUp { dir: String },
     #[error("{0}")]
     Boot(#[from] BootError),
+    #[error("{0}")]
+    Wal(#[from] WalRefusal),
     #[error("transport: {0}")]
     Transport(#[from] transport::net::StartError),
     #[error("client port {addr}: {source}")]
@@ -91,8 +109,19 @@ pub enum ShardError {
 }
 
 /// Runs a shard until `stop` is set.
-pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
-    let (shard, wal, snapshots) = open_shard(&cfg).await?;
+pub async fn run_shard(mut cfg: ShardConfig) -> Result<(), ShardError> {
+    let (shard, wal, snapshots, wal_ident) = open_shard(&cfg).await?;
+    if let Some(StartGate { ready, go }) = cfg.gate.take() {
+        // nothing is sent or served before the store recorded every WAL
+        // (blocking this executor's thread is fine: nothing else runs on it
+        // yet); the sender goes at once, so the store's wait ends when every
+        // shard has reported or ended
+        let reported = ready.send((cfg.shard, wal_ident.nonce)).is_ok();
+        drop(ready);
+        if !reported || go.recv() != Ok(true) {
+            return Ok(());
+        }
+    }
     let gc = GroupCommit::new(wal);
     let gc_task = {
         let gc = gc.clone();
@@ -104,7 +133,7 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
             }
         })
     };
-    let mut task = ShardTask::start(&cfg, shard, gc.clone(), snapshots)?;
+    let mut task = ShardTask::start(&cfg, shard, gc.clone(), snapshots, wal_ident)?;
     task.run(&cfg).await;
     let ShardTask { endpoint, _forward: forward, _clients: clients, .. } = task;
     endpoint.shutdown();
@@ -114,10 +143,12 @@ pub async fn run_shard(cfg: ShardConfig) -> Result<(), ShardError> {
     Ok(())
 }
 
-/// Opens the shard's directory and WAL and boots the shard from them
-/// (`shard::boot`, the path the simulator runs too).
-async fn open_shard(cfg: &ShardConfig) -> Result<(Shard, Wal<GlommioDisk>, ShardFiles), ShardError> {
+/// Opens the shard's directory and WAL — checked against the store's IDENT,
+/// or given its identity at a first start (`runtime::wal_ident`) — and
+/// boots the shard from it (`shard::boot`, the path the simulator runs too).
+async fn open_shard(cfg: &ShardConfig) -> Result<(Shard, Wal<GlommioDisk>, ShardFiles, WalIdent), ShardError> {
     let wal_dir = cfg.dir.join("wal");
+    let wal_ident = wal_ident::prepare(&wal_dir, &cfg.ident, cfg.shard)?;
     let dir_err = |source| ShardError::OpenDisk { dir: wal_dir.display().to_string(), source };
     std::fs::create_dir_all(&wal_dir).map_err(dir_err)?;
     // the directories themselves must survive a crash, or a store could come back empty
@@ -154,7 +185,7 @@ async fn open_shard(cfg: &ShardConfig) -> Result<(Shard, Wal<GlommioDisk>, Shard
             tracing::info!(shard = cfg.shard, regions, tombstones, swept, "recovered from the WAL");
         }
     }
-    Ok((shard, wal, snapshots))
+    Ok((shard, wal, snapshots, wal_ident))
 }
 
 /// A running shard: the `Shard` and the I/O around it.
@@ -180,6 +211,10 @@ struct ShardTask {
     directory_seen: u64,
     /// (kept across iterations: their memory is reused, not faulted in afresh)
     inputs: Vec<Input>,
+    /// The WAL's identity as last written, and whether a rewrite is running.
+    wal_ident: Rc<Cell<WalIdent>>,
+    wal_ident_writing: Rc<Cell<bool>>,
+    wal_dir: PathBuf,
     _forward: glommio::Task<()>,
     _clients: glommio::Task<()>,
 }
@@ -192,6 +227,7 @@ impl ShardTask {
         shard: Shard,
         gc: GroupCommit<GlommioDisk>,
         snapshots: ShardFiles,
+        wal_ident: WalIdent,
     ) -> Result<ShardTask, ShardError> {
         let me = &cfg.me;
         let ep_cfg = EndpointConfig::new(
@@ -239,6 +275,9 @@ impl ShardTask {
             next_request: 1,
             directory_seen: 0,
             inputs: vec![],
+            wal_ident: Rc::new(Cell::new(wal_ident)),
+            wal_ident_writing: Rc::default(),
+            wal_dir: cfg.dir.join("wal"),
             _forward: forward,
             _clients: clients,
         })
@@ -276,6 +315,7 @@ impl ShardTask {
             if last_publish.elapsed() >= METRICS_PUBLISH_INTERVAL {
                 last_publish = Instant::now();
                 publish(&cfg.metrics, &self.shard, &self.endpoint, &self.gc);
+                self.record_segment_roll();
             }
             if let Some((every, reports)) = &cfg.leader_reports {
                 if last_report.elapsed() >= *every {
@@ -286,6 +326,28 @@ impl ShardTask {
             // let the I/O tasks run between iterations
             futures_lite::future::yield_now().await;
         }
+    }
+
+    /// The WAL moved to a newer segment than its identity records: record
+    /// it, durably, off the loop (a start that finds the WAL ending before
+    /// it refuses: `runtime::wal_ident`). One rewrite at a time; a failed
+    /// one only leaves the record behind the WAL, which is safe.
+    fn record_segment_roll(&self) {
+        let Some(&last) = self.gc.wal().segment_seqs().last() else { return };
+        if last <= self.wal_ident.get().last_segment || self.wal_ident_writing.get() {
+            return;
+        }
+        let next = WalIdent { last_segment: last, ..self.wal_ident.get() };
+        let (recorded, writing, dir) = (self.wal_ident.clone(), self.wal_ident_writing.clone(), self.wal_dir.clone());
+        writing.set(true);
+        glommio::spawn_local(async move {
+            match blocking(move || wal_ident::write(&dir, &next)).await {
+                Ok(()) => recorded.set(next),
+                Err(e) => tracing::warn!("recording the WAL's newest segment: {e}"),
+            }
+            writing.set(false);
+        })
+        .detach();
     }
 
     /// A store registered or moved (PD): its shards' addresses, before sending anything.

@@ -16,7 +16,8 @@ use crate::runtime::control;
 use crate::runtime::data_dir::{self, DataDirError, Ident};
 use crate::runtime::directives::DirectiveRunner;
 use crate::runtime::pd_worker::{self, Heartbeats, JoinError, PdOptions};
-use crate::runtime::shard_task::{run_shard, ShardConfig, TICK};
+use crate::runtime::shard_task::{run_shard, ShardConfig, StartGate, TICK};
+use crate::runtime::wal_ident::{self, WalRefusal};
 use crate::spec::ClusterSpec;
 
 /// io_memory per shard executor (the WAL's DMA buffers).
@@ -35,9 +36,11 @@ pub enum StoreError {
         "{} was created for store {} of cluster {} with {} shard(s); this start asks for store {} of cluster {} with {} shard(s) (the shard count is fixed when a store is created)",
         .path.display(), .found.store_id, .found.cluster_id, .found.shards, .want.store_id, .want.cluster_id, .want.shards
     )]
-    IdentMismatch { path: PathBuf, found: Ident, want: Ident },
+    IdentMismatch { path: PathBuf, found: Box<Ident>, want: Box<Ident> },
     #[error(transparent)]
     Join(#[from] JoinError),
+    #[error(transparent)]
+    Wal(#[from] WalRefusal),
     #[error("status address {addr}: {what}")]
     Status { addr: std::net::SocketAddr, what: String },
     #[error("start the executor of shard {shard}: {what}")]
@@ -56,8 +59,14 @@ pub fn check_ident(data_dir: &Path, want: &Ident) -> Result<(), StoreError> {
             path,
             what: format!("store {} of a cluster run by PD: start it with --pd", found.store_id),
         }),
-        Some(found) if &found != want => Err(StoreError::IdentMismatch { path, found, want: want.clone() }),
+        Some(found) if !found.same_store(want) => {
+            Err(StoreError::IdentMismatch { path, found: Box::new(found), want: Box::new(want.clone()) })
+        }
         Some(_) => Ok(()),
+        None if data_dir::has_shard_data(data_dir) => Err(StoreError::Refused {
+            path,
+            what: "missing, but the directory holds shard data: refusing to start it as a new store".into(),
+        }),
         None => Ok(data_dir::write_ident(data_dir, want)?),
     }
 }
@@ -103,10 +112,16 @@ impl StoreOptions {
 
 /// Runs every shard of the store until `stop` is set (or the process is killed).
 pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
+    // before anything is contacted (PD, peers): an initialized store's WALs
+    // are the ones it recorded, whole (runtime::wal_ident)
+    if let Some(found) = data_dir::read_ident(&opts.data_dir)? {
+        wal_ident::check_store(&opts.data_dir, &found)?;
+    }
     let (ident, me, initial_regions, directory, pd) = match &opts.source {
         ClusterSource::Spec { spec, store_id } => {
             let s = spec.store(*store_id).ok_or(StoreError::UnknownStore(*store_id))?;
-            let ident = Ident { cluster_id: spec.cluster_id, store_id: *store_id, shards: s.shards, token: 0 };
+            let ident =
+                Ident { cluster_id: spec.cluster_id, store_id: *store_id, shards: s.shards, token: 0, wals: None };
             check_ident(&opts.data_dir, &ident)?;
             let me = StoreAddrs { peer_addr: s.peer_addr, client_addr: s.client_addr, shards: s.shards };
             (ident, me, spec.region_metas(), Arc::new(Directory::from_spec(spec)), None)
@@ -119,6 +134,8 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             (joined.ident, me, joined.initial_regions, joined.directory, pd)
         }
     };
+    // (as the start left it: with the WALs' nonces once the store is initialized)
+    let ident = data_dir::read_ident(&opts.data_dir)?.unwrap_or(ident);
     let store_id = ident.store_id;
     let initial_regions = Arc::new(initial_regions);
     let metrics: crate::runtime::metrics::StoreMetrics = Arc::new((0..me.shards).map(|_| Arc::default()).collect());
@@ -139,6 +156,8 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
         ),
     };
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(u16, Result<(), String>)>();
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(usize::from(me.shards));
+    let (go_tx, go_rx) = crossbeam_channel::bounded(usize::from(me.shards));
     let mut handles = vec![];
     for shard in 0..me.shards {
         // unpinned: on a small host the stores share the cores (docs/design.md, "Processes and threads");
@@ -151,6 +170,8 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             cluster_id: ident.cluster_id,
             store_id,
             shard,
+            ident: ident.clone(),
+            gate: Some(StartGate { ready: ready_tx.clone(), go: go_rx.clone() }),
             me,
             initial_regions: initial_regions.clone(),
             directory: directory.clone(),
@@ -178,6 +199,22 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
         handles.push((shard, h));
     }
     drop(done_tx);
+    drop(ready_tx);
+    let initialized = initialize(&opts.data_dir, &ident, &ready_rx);
+    let go = initialized.is_ok();
+    for _ in 0..me.shards {
+        // (a shard that already ended took no message: the channel holds one per shard)
+        let _ = go_tx.send(go);
+    }
+    drop(go_tx);
+    if let Err(e) = initialized {
+        opts.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = wait_for_shards(handles, done_rx, &opts.stop);
+        if let Some(s) = status {
+            s.stop();
+        }
+        return Err(e);
+    }
     let heartbeats = match pd.zip(pd_ends) {
         None => None,
         Some(((client, o, registration), ends)) => Some(
@@ -209,6 +246,38 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The start barrier: waits until every shard's WAL identity is durable
+/// and its shard booted, and records their nonces in IDENT if the store is
+/// not initialized yet — before any shard sends or serves anything (a crash
+/// before that point starts again as a first start).
+fn initialize(
+    data_dir: &Path,
+    ident: &Ident,
+    ready: &crossbeam_channel::Receiver<(u16, u64)>,
+) -> Result<(), StoreError> {
+    let mut nonces = vec![None; usize::from(ident.shards)];
+    for (shard, nonce) in ready.iter() {
+        nonces[usize::from(shard)] = Some(nonce);
+    }
+    // (the iteration ends when every shard reported or ended: all senders are gone)
+    let Some(nonces) = nonces.into_iter().collect::<Option<Vec<u64>>>() else {
+        return Err(StoreError::Refused {
+            path: data_dir.to_path_buf(),
+            what: "a shard did not start (its error follows in the log)".into(),
+        });
+    };
+    match &ident.wals {
+        Some(recorded) => {
+            assert_eq!(recorded, &nonces, "every shard's WAL was checked against IDENT at its start");
+        }
+        None => {
+            data_dir::write_ident(data_dir, &Ident { wals: Some(nonces), ..ident.clone() })?;
+            tracing::info!(store = ident.store_id, "store initialized: every shard's WAL recorded in IDENT");
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the shards' executors. The first shard to end ends the store
