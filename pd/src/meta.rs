@@ -177,6 +177,11 @@ pub struct StoreStats {
     pub used_bytes: u64,
     /// Client writes per second over the last interval.
     pub writes_per_sec: u64,
+    /// Regions fenced on this store: a committed entry did not decode there,
+    /// so that replica applies and votes nothing more and must be replaced
+    /// (the store's log names them).
+    #[serde(default)]
+    pub regions_fenced: u64,
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ fn store_json(v: &StoreView) -> Value {
         "leader_count": v.stats.leader_count,
         "used_bytes": v.stats.used_bytes,
         "writes_per_sec": v.stats.writes_per_sec,
+        "regions_fenced": v.stats.regions_fenced,
     })
 }
 
@@ -91,13 +92,13 @@ fn print_regions(views: &[RegionView]) {
 
 fn print_stores(views: &[StoreView]) {
     println!(
-        "{:>6}  {:<22} {:<22} {:>6} {:<5} {:>8} {:>8} {:>10}",
-        "store", "peer addr", "client addr", "shards", "state", "regions", "leaders", "writes/s"
+        "{:>6}  {:<22} {:<22} {:>6} {:<5} {:>8} {:>8} {:>10} {:>7}",
+        "store", "peer addr", "client addr", "shards", "state", "regions", "leaders", "writes/s", "fenced"
     );
     for v in views {
         let s = &v.store;
         println!(
-            "{:>6}  {:<22} {:<22} {:>6} {:<5} {:>8} {:>8} {:>10}",
+            "{:>6}  {:<22} {:<22} {:>6} {:<5} {:>8} {:>8} {:>10} {:>7}",
             s.id,
             s.peer_addr.to_string(),
             s.client_addr.to_string(),
@@ -105,7 +106,8 @@ fn print_stores(views: &[StoreView]) {
             if v.up { "up" } else { "down" },
             v.stats.region_count,
             v.stats.leader_count,
-            v.stats.writes_per_sec
+            v.stats.writes_per_sec,
+            v.stats.regions_fenced
         );
     }
 }

@@ -86,6 +86,9 @@ pub struct Region {
     /// A received snapshot stepped into raft, until raft installs it (or it
     /// turns out stale): its state and the file it arrived in.
     pub receiving: Option<(Box<RegionSnapshot>, PathBuf)>,
+    /// Why this replica of the region is fenced (`shard::fence`): a
+    /// committed entry it could not decode. It applies nothing more.
+    pub fenced: Option<String>,
 }
 
 /// raft-rs configuration of one peer.
@@ -141,6 +144,7 @@ impl Region {
             applied_bytes_total: 0,
             compact_wanted: false,
             receiving: None,
+            fenced: None,
         })
     }
 

@@ -15,6 +15,8 @@ pub use transport::status::StatusServer;
 pub struct ShardMetrics {
     pub regions: AtomicU64,
     pub leaders: AtomicU64,
+    /// Regions fenced on this shard (a committed entry that does not decode).
+    pub regions_fenced: AtomicU64,
     pub proposals: AtomicU64,
     pub writes_proposed: AtomicU64,
     pub persist_batches: AtomicU64,
@@ -51,9 +53,12 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 23] = [
+    let metrics: [Metric; 24] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
+        ("ringraft_regions_fenced", "gauge", "regions fenced on this replica: a committed entry did not decode", |m| {
+            &m.regions_fenced
+        }),
         ("ringraft_proposals_total", "counter", "raft proposals (one entry each)", |m| &m.proposals),
         ("ringraft_writes_proposed_total", "counter", "client writes carried by those proposals", |m| {
             &m.writes_proposed

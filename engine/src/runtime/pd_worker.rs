@@ -341,6 +341,7 @@ impl Heartbeats {
                     capacity_bytes: disk_capacity(&self.data_dir).unwrap_or(0),
                     used_bytes: self.sum(|m| &m.memory_bytes),
                     writes_per_sec: ((writes - writes_before.1) as f64 / secs) as u64,
+                    regions_fenced: self.sum(|m| &m.regions_fenced),
                 };
                 writes_before = (now, writes);
                 outcome = self.store_heartbeat(stats, &mut stores_version);

@@ -502,6 +502,7 @@ fn publish(
     let st = shard.stats();
     m.regions.store(shard.regions().count() as u64, r);
     m.leaders.store(shard.regions().filter(|g| g.is_leader()).count() as u64, r);
+    m.regions_fenced.store(shard.regions().filter(|g| g.fenced.is_some()).count() as u64, r);
     m.proposals.store(st.proposals, r);
     m.iterations.store(st.iterations, r);
     m.writes_proposed.store(st.writes_proposed, r);

@@ -46,8 +46,9 @@ impl Shard {
                 end: r.meta.end_key.clone(),
             });
         }
-        if !r.is_leader() {
-            return Err(RegionError::NotLeader { region, leader: r.leader() });
+        if !r.is_leader() || r.fenced.is_some() {
+            let leader = if r.fenced.is_some() { None } else { r.leader() };
+            return Err(RegionError::NotLeader { region, leader });
         }
         Ok(r)
     }

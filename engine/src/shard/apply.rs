@@ -5,7 +5,8 @@
 //! that term. Reads whose ReadIndex is now applied are served here too.
 //!
 //! Entry dispatch: a normal entry is a client write batch (or a new
-//! leader's empty entry); a conf change goes to `membership.rs`. Admin
+//! leader's empty entry); a conf change goes to `membership.rs`. An entry
+//! that does not decode fences the region on this replica (`fence.rs`). Admin
 //! commands that change a region's range (split) will be dispatched here to
 //! a file of their own.
 
@@ -24,27 +25,34 @@ impl Shard {
     pub(super) fn apply(&mut self, id: u64, committed: Vec<eraftpb::Entry>) {
         let mut replies = vec![];
         let mut removed = false;
+        let mut undecodable = None;
         let r = self.regions.get_mut(&id).expect("listed");
+        if r.fenced.is_some() {
+            return; // it applies nothing more (fence.rs)
+        }
         for e in committed {
             assert_eq!(e.index, r.applied + 1, "region {id}: applying {} after {}", e.index, r.applied);
-            let results = match e.get_entry_type() {
-                EntryType::EntryNormal if e.data.is_empty() => vec![], // a new leader's empty entry
-                EntryType::EntryNormal => {
+            let applied = match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => Ok(vec![]), // a new leader's empty entry
+                EntryType::EntryNormal => apply_batch(r, &e.data).inspect(|_| {
                     r.applied_bytes_since_snapshot += e.data.len();
                     r.applied_bytes_total += e.data.len() as u64;
-                    apply_batch(r, &e.data)
-                }
-                EntryType::EntryConfChange => {
-                    let (result, write) = super::membership::apply_conf_change(r, &e);
+                }),
+                EntryType::EntryConfChange => super::membership::apply_conf_change(r, &e).map(|(result, write)| {
                     removed = r.meta.peer(r.peer_id).is_none();
                     // (its own removal is recorded with its tombstone, in one write)
                     if let Some(w) = write.filter(|_| !removed) {
                         self.staged.push(id, w);
                     }
                     vec![result]
-                }
-                EntryType::EntryConfChangeV2 => {
-                    panic!("region {id}: entry {} is a ConfChangeV2, never proposed here", e.index)
+                }),
+                EntryType::EntryConfChangeV2 => Err("a ConfChangeV2, which this engine never proposes".to_string()),
+            };
+            let results = match applied {
+                Ok(results) => results,
+                Err(why) => {
+                    undecodable = Some((e.index, why));
+                    break;
                 }
             };
             // proposals of earlier terms beyond this entry can never commit now
@@ -79,11 +87,14 @@ impl Shard {
                 break; // nothing after its own removal concerns this peer
             }
         }
-        if removed {
+        if removed || undecodable.is_some() {
             for (q, res) in replies {
                 self.reply(q, res);
             }
-            self.destroy_region(id);
+            match undecodable {
+                Some((index, why)) => self.fence(id, index, why),
+                None => self.destroy_region(id),
+            }
             return;
         }
         advance_raft_applied(r);
@@ -131,16 +142,16 @@ pub(super) fn advance_raft_applied(r: &mut Region) {
     }
 }
 
-/// Applies one write batch, checking its epoch against the region's now.
-fn apply_batch(r: &mut Region, data: &[u8]) -> Vec<Result<Response, RegionError>> {
-    let batch =
-        WriteBatchRef::decode(data).unwrap_or_else(|e| panic!("region {}: committed entry undecodable: {e}", r.id()));
+/// Applies one write batch, checking its epoch against the region's now;
+/// `Err` (nothing applied) if the entry does not decode.
+fn apply_batch(r: &mut Region, data: &[u8]) -> Result<Vec<Result<Response, RegionError>>, String> {
+    let batch = WriteBatchRef::decode(data).map_err(|e| format!("not a write batch: {e}"))?;
     if batch.version != r.meta.version {
         // proposed before a split this entry now follows: refuse every command
         let err = RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) };
-        return batch.commands.iter().map(|_| Err(err.clone())).collect();
+        return Ok(batch.commands.iter().map(|_| Err(err.clone())).collect());
     }
-    batch
+    Ok(batch
         .commands
         .iter()
         .map(|c| {
@@ -157,5 +168,5 @@ fn apply_batch(r: &mut Region, data: &[u8]) -> Vec<Result<Response, RegionError>
                 Applied::Cas(ok) => Response::Cas(ok),
             })
         })
-        .collect()
+        .collect())
 }

@@ -286,28 +286,26 @@ impl Shard {
 /// Applies a committed membership change: checked against the region's
 /// epoch as it is now (another change may have applied since it was
 /// proposed), then raft's configuration, the meta and their WAL write.
+/// `Err` (nothing applied) if the entry does not decode.
+#[allow(clippy::type_complexity)]
 pub(super) fn apply_conf_change(
     r: &mut Region,
     e: &eraftpb::Entry,
-) -> (Result<Response, RegionError>, Option<wal::RegionWrite>) {
-    let cc = eraftpb::ConfChange::parse_from_carllerche_bytes(&e.data)
-        .unwrap_or_else(|err| panic!("region {}: conf change at {} undecodable: {err}", r.id(), e.index));
-    let next = RegionMeta::decode(&cc.context)
-        .unwrap_or_else(|err| panic!("region {}: conf change at {} carries no meta: {err}", r.id(), e.index));
+) -> Result<(Result<Response, RegionError>, Option<wal::RegionWrite>), String> {
+    let cc =
+        eraftpb::ConfChange::parse_from_carllerche_bytes(&e.data).map_err(|err| format!("not a conf change: {err}"))?;
+    let next = RegionMeta::decode(&cc.context).map_err(|err| format!("a conf change without a region meta: {err}"))?;
     let fits = next.id == r.id() && next.conf_ver == r.meta.conf_ver + 1 && next.version == r.meta.version;
     if !fits {
         // not applied anywhere: every replica sees the same epoch here
-        return (Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) }), None);
+        return Ok((Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) }), None));
     }
-    let cs = r
-        .raw
-        .apply_conf_change(&cc)
-        .unwrap_or_else(|err| panic!("region {}: conf change at {}: {err}", r.id(), e.index));
+    let cs = r.raw.apply_conf_change(&cc).map_err(|err| format!("raft refuses the conf change: {err}"))?;
     r.meta = next;
     r.raw.mut_store().set_conf_state(cs.clone());
     let write =
         wal::RegionWrite { conf_state: Some(conf_state_to_wal(&cs)), meta: Some(local_state(r)), ..Default::default() };
-    (Ok(Response::Done), Some(write))
+    Ok((Ok(Response::Done), Some(write)))
 }
 
 /// Whether the leader `r` sees peer `id` as up and keeping up: itself, or a

@@ -25,6 +25,7 @@
 //! | `ready.rs` | raft's Readies: messages out, entries and HardState staged |
 //! | `persist.rs` | the persist batch: staged, issued, made durable, readies released |
 //! | `apply.rs` | committed entries applied (epoch checked at apply time), reads served |
+//! | `fence.rs` | a region whose committed entry does not decode, fenced on this replica |
 //! | `membership.rs` | region creation (bootstrap, recovery, a leader's message), conf changes, removal, tombstones |
 //! | `snapshot.rs` | snapshots taken, sent, received and installed; which snapshot files may go |
 //! | `boot.rs` | a shard built from its WAL (or its initial regions): the one boot path of both drivers |
@@ -40,6 +41,7 @@
 mod admission;
 mod apply;
 pub mod boot;
+mod fence;
 pub mod io;
 mod limits;
 mod membership;

@@ -154,7 +154,7 @@ impl Shard {
                 return;
             }
             let since = r.snapshot.map_or(0, |s| s.index);
-            if r.snapshot_taking.is_some() || self.ticks < r.snapshot_retry_tick {
+            if r.snapshot_taking.is_some() || self.ticks < r.snapshot_retry_tick || r.fenced.is_some() {
                 continue;
             }
             if r.applied <= since {
@@ -259,6 +259,9 @@ impl Shard {
         let r = self.regions.get_mut(&envelope.region_id).expect("hosted or just created");
         if envelope.to.peer_id != r.peer_id || r.receiving.is_some() {
             return discard(&mut self.outputs, "another peer's, or one is already being installed");
+        }
+        if r.fenced.is_some() {
+            return discard(&mut self.outputs, "the region is fenced on this replica");
         }
         let msg = match eraftpb::Message::parse_from_carllerche_bytes(&envelope.message) {
             Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => m,

@@ -115,6 +115,9 @@ impl Shard {
         self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut failed = vec![];
         for r in self.regions.values_mut() {
+            if r.fenced.is_some() {
+                continue; // never campaigns, sends no heartbeat (fence.rs)
+            }
             if r.raw.raft.election_elapsed == 0 {
                 redraw_election_timeout(&mut self.rng, r);
             }
@@ -155,6 +158,9 @@ impl Shard {
         if envelope.to.peer_id != r.peer_id {
             tracing::debug!(region = r.id(), to = envelope.to.peer_id, "message for another peer of the region");
             return;
+        }
+        if r.fenced.is_some() {
+            return; // to its peers, a fenced replica is one that is down (fence.rs)
         }
         if r.meta.conf_ver == 0 && r.meta.peer(envelope.from.peer_id).is_none() && r.meta.peers.len() < PEERS_MAX {
             // not yet filled by a snapshot: it knows its peers only as they

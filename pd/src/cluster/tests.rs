@@ -1155,7 +1155,14 @@ fn stores_are_up_only_within_store_down_after_ms_of_their_last_heartbeat() {
     let store = MemMetaStore::default();
     let mut c = open(&store, &config());
     let (s1, s2, s3) = (register(&mut c, 7000), register(&mut c, 7200), register(&mut c, 7400));
-    let stats = StoreStats { region_count: 5, leader_count: 2, capacity_bytes: 100, used_bytes: 10, writes_per_sec: 7 };
+    let stats = StoreStats {
+        region_count: 5,
+        leader_count: 2,
+        capacity_bytes: 100,
+        used_bytes: 10,
+        writes_per_sec: 7,
+        regions_fenced: 1,
+    };
     let hb = |c: &mut Pd, store_id, now_ms| c.handle(PdRequest::StoreHeartbeat { store_id, stats }, now_ms);
     let version = stores_version(&mut c);
     assert_eq!(hb(&mut c, s1, 1_000), Ok(PdResponse::Heartbeat { stores_version: version }));
