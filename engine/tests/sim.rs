@@ -465,9 +465,23 @@ fn a_leader_hands_its_region_to_the_peer_it_is_asked_to() {
 /// Writes `count` puts of `value_bytes` each to every region through its
 /// leader and waits for all of them; returns what was written.
 fn write_all(sim: &mut Sim, seed: u64, count: u64, value_bytes: usize, tag: u8) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let all: Vec<u64> = (0..sim.options.regions).collect();
+    write_into(sim, seed, &all, count, value_bytes, tag)
+}
+
+/// `count` puts of `value_bytes` into each region at `region_indexes` (by
+/// position in the spec), through their leaders; every one must be applied.
+fn write_into(
+    sim: &mut Sim,
+    seed: u64,
+    region_indexes: &[u64],
+    count: u64,
+    value_bytes: usize,
+    tag: u8,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut requests = vec![];
     for n in 0..count {
-        for region_index in 0..sim.options.regions {
+        for &region_index in region_indexes {
             let k = key(region_index, n);
             let meta = sim.region_of(&k).clone();
             let leader = sim.leader_of(meta.id).expect("led");
@@ -754,37 +768,14 @@ fn meta_id(sim: &Sim) -> u64 {
     sim.metas[0].id
 }
 
-/// Writes `count` puts into the regions at `region_indexes` through their
-/// leaders and asserts every one is applied.
+/// Puts into the regions at `region_indexes` once each is led again.
 fn write_regions(sim: &mut Sim, seed: u64, region_indexes: &[u64], count: u64, tag: u8) {
     let ids: Vec<u64> = region_indexes.iter().map(|&i| sim.metas[i as usize].id).collect();
     assert!(
         sim.run_until(Duration::from_secs(10), |s| ids.iter().all(|id| s.leader_of(*id).is_some())),
         "seed {seed}: regions {ids:?} not all led"
     );
-    let mut requests = vec![];
-    for n in 0..count {
-        for &i in region_indexes {
-            let k = key(i, n);
-            let meta = sim.region_of(&k).clone();
-            let leader = sim.leader_of(meta.id).expect("led");
-            let command = Command::Put { key: k, value: vec![tag; 32] };
-            requests.push(sim.submit(leader, |request| Input::Write {
-                request,
-                region: meta.id,
-                epoch: meta.epoch(),
-                command,
-            }));
-        }
-        sim.run_for(Duration::from_millis(2));
-    }
-    assert!(
-        sim.run_until(Duration::from_secs(20), |s| requests.iter().all(|r| s.has_reply(*r))),
-        "seed {seed}: writes not answered"
-    );
-    for r in requests {
-        assert_eq!(sim.take_reply(r), Some(Ok(Response::Done)), "seed {seed}: a write to a region that is not fenced");
-    }
+    write_into(sim, seed, region_indexes, count, 32, tag);
 }
 
 /// A committed entry that does not decode fences its region on every
