@@ -209,11 +209,12 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     drop(go_tx);
     if let Err(e) = initialized {
         opts.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = wait_for_shards(handles, done_rx, &opts.stop);
+        // (a shard that did not start says why better than the barrier can)
+        let shard_error = wait_for_shards(handles, done_rx, &opts.stop);
         if let Some(s) = status {
             s.stop();
         }
-        return Err(e);
+        return Err(shard_error.unwrap_or(e));
     }
     let heartbeats = match pd.zip(pd_ends) {
         None => None,
@@ -265,7 +266,7 @@ fn initialize(
     let Some(nonces) = nonces.into_iter().collect::<Option<Vec<u64>>>() else {
         return Err(StoreError::Refused {
             path: data_dir.to_path_buf(),
-            what: "a shard did not start (its error follows in the log)".into(),
+            what: "a shard ended before its WAL was ready".into(),
         });
     };
     match &ident.wals {
