@@ -18,6 +18,7 @@ use wal::{AppendError, FatalError, GroupCommit};
 
 use crate::snapshot::files::SnapshotFileError;
 use crate::snapshot::{SnapshotId, SnapshotStore};
+use crate::votes::{VoteStore, VoteTable};
 
 /// Why a persist batch could not be made durable. Every case is fatal to
 /// the store: the shard's state and its log would part ways.
@@ -29,18 +30,32 @@ pub enum PersistError {
     Append { region: u64, source: AppendError },
     #[error("the WAL failed: {0}")]
     Fatal(#[from] FatalError),
+    #[error("writing the vote table: {0}")]
+    Votes(String),
 }
 
 /// Makes one persist batch durable: `installs` into place, then `writes`
-/// through the group commit; returns once the last write is durable.
-pub async fn persist_batch<D: Disk, S: SnapshotStore>(
+/// through the group commit — after the vote table, when the batch changes a
+/// vote (`crate::votes`: a vote is durable in two places before any answer
+/// that depends on it leaves); returns once all of it is durable.
+pub async fn persist_batch<D: Disk, S: SnapshotStore + VoteStore>(
     gc: &GroupCommit<D>,
     files: &S,
     writes: Vec<(u64, wal::RegionWrite)>,
     installs: Vec<(PathBuf, SnapshotId)>,
+    votes: Option<VoteTable>,
 ) -> Result<(), PersistError> {
     install_received(files, installs).await?;
+    write_votes(files, votes).await?;
     append_and_wait(gc, writes).await
+}
+
+/// The vote table, if the batch carries one, durably.
+pub async fn write_votes<S: VoteStore>(files: &S, votes: Option<VoteTable>) -> Result<(), PersistError> {
+    match votes {
+        Some(table) => files.write_votes(table).await.map_err(PersistError::Votes),
+        None => Ok(()),
+    }
 }
 
 /// A persist batch's first half: the received snapshot files its writes

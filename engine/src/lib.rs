@@ -19,5 +19,6 @@ pub mod shard;
 pub mod sim;
 pub mod snapshot;
 pub mod spec;
+pub mod votes;
 
 pub use error::RegionError;

@@ -428,11 +428,11 @@ impl ShardTask {
     /// Turns one of the shard's outputs into I/O.
     fn carry_out(&mut self, cfg: &ShardConfig, out: Output) {
         match out {
-            Output::Persist { batch, writes, installs } => {
+            Output::Persist { batch, writes, installs, votes } => {
                 let (gc, snapshots) = (self.gc.clone(), self.snapshots.clone());
                 let (persisted, wake) = (self.persisted.clone(), self.wake.clone());
                 glommio::spawn_local(async move {
-                    if let Err(e) = persist_batch(&gc, &snapshots, writes, installs).await {
+                    if let Err(e) = persist_batch(&gc, &snapshots, writes, installs, votes).await {
                         // the shard's state and its log would part ways: stop the process
                         eprintln!("ringraft: {e}; stopping");
                         std::process::abort();

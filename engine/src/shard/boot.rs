@@ -15,6 +15,9 @@
 //!   live region is loaded with the snapshot its record names, every
 //!   tombstone is kept, and snapshot files the WAL does not name — partial
 //!   writes, replaced snapshots, received files never installed — go.
+//! - Either way the shard's vote table (`crate::votes`) is read: a region
+//!   whose WAL lost a vote (a damaged last record, cut at recovery) gets it
+//!   back from the table, and later tables count on from its generation.
 
 use std::collections::BTreeSet;
 
@@ -24,6 +27,7 @@ use wal::Wal;
 use crate::region::meta::RegionMeta;
 use crate::snapshot::files::SnapshotFileError;
 use crate::snapshot::SnapshotStore;
+use crate::votes::{newer, VoteStore};
 
 use super::recover::{load_regions, load_tombstones, LoadError};
 use super::{RegionInit, Shard, ShardLimits};
@@ -59,16 +63,22 @@ pub enum BootError {
     WriteSnapshot { region: u64, source: SnapshotFileError },
     #[error("snapshot directory: {0}")]
     Sweep(SnapshotFileError),
+    #[error("the vote table: {0} (the votes it held are lost: this replica must not start; see docs/quickstart.md, \"When a store refuses to start\")")]
+    Votes(String),
+    #[error("region {region}: {what}")]
+    VoteConflict { region: u64, what: String },
 }
 
 /// Builds the shard from its recovered WAL, or from its initial regions
 /// when the WAL holds none.
-pub async fn boot<D: Disk, S: SnapshotStore>(
+pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
     wal: &Wal<D>,
     files: &S,
     opts: BootOptions<'_>,
 ) -> Result<(Shard, BootReport), BootError> {
     let mut shard = Shard::new(opts.store_id, opts.shard, opts.seed, opts.limits);
+    // (read at a first start too: later tables must count on from its generation)
+    let table = files.read_votes().await.map_err(BootError::Votes)?.unwrap_or_default();
     if wal.regions().next().is_none() {
         files.sweep(BTreeSet::new()).await.map_err(BootError::Sweep)?;
         let mine =
@@ -81,9 +91,28 @@ pub async fn boot<D: Disk, S: SnapshotStore>(
             shard.create_region(init);
             regions += 1;
         }
+        shard.init_votes(table.generation);
         return Ok((shard, BootReport::FirstStart { regions }));
     }
-    let loaded = load_regions(wal).await?;
+    let mut loaded = load_regions(wal).await?;
+    // a vote the WAL lost (its record damaged and cut) is restored from the table
+    for r in &mut loaded {
+        let region = r.meta.id;
+        let Some(&(term, vote)) = table.votes.get(&region) else { continue };
+        let mut hs = r.storage.hard_state().clone();
+        if newer((term, vote), (hs.term, hs.vote)).map_err(|what| BootError::VoteConflict { region, what })? {
+            tracing::warn!(
+                region,
+                term,
+                vote,
+                wal_term = hs.term,
+                wal_vote = hs.vote,
+                "vote restored from the vote table"
+            );
+            (hs.term, hs.vote) = (term, vote);
+            r.storage.set_hard_state(hs);
+        }
+    }
     let tombstones = load_tombstones(wal)?;
     let report_tombstones = tombstones.len();
     for (region, removed_peer) in tombstones {
@@ -101,5 +130,6 @@ pub async fn boot<D: Disk, S: SnapshotStore>(
         };
         shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: false });
     }
+    shard.init_votes(table.generation);
     Ok((shard, BootReport::Recovered { regions, tombstones: report_tombstones, swept }))
 }

@@ -76,10 +76,14 @@ pub enum Output {
     /// report `Input::Persisted { batch }`. At most one is in flight.
     /// `installs`: received snapshot files to move into their place (and
     /// the directory fsynced) before the writes, which record them.
+    /// `votes`: when a write of the batch changes a region's (term, vote),
+    /// the shard's whole vote table, to be made durable too before the batch
+    /// counts as durable (`crate::votes`).
     Persist {
         batch: u64,
         writes: Vec<(u64, wal::RegionWrite)>,
         installs: Vec<(PathBuf, SnapshotId)>,
+        votes: Option<crate::votes::VoteTable>,
     },
     /// One frame per destination (store, shard).
     Frames(Vec<FlushedFrame>),

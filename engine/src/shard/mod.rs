@@ -107,6 +107,10 @@ pub struct Shard {
     /// recreate the region (peer ids are never reused).
     tombstones: BTreeMap<u64, u64>,
     next_incarnation: u64,
+    /// Every region's (term, vote) as the last persist batch recorded it in
+    /// the vote table (`crate::votes`): a batch that changes one carries the
+    /// table.
+    votes: crate::votes::VoteTable,
     /// Regions an iteration must look at: those its inputs touched, those
     /// left with work by the last one, every region on a tick. The rest are
     /// not visited at all — with thousands of mostly idle regions, walking
@@ -138,6 +142,7 @@ impl Shard {
             snapshot_files: SnapshotFiles::default(),
             tombstones: BTreeMap::new(),
             next_incarnation: 1,
+            votes: Default::default(),
             dirty: BTreeSet::new(),
             all_dirty: false,
         }

@@ -168,7 +168,36 @@ impl Shard {
         self.stats.persist_batches += 1;
         self.stats.region_writes_persisted += writes.len() as u64;
         self.stats.regions_persisted += writes.iter().map(|(r, _)| *r).collect::<BTreeSet<_>>().len() as u64;
-        self.outputs.push(Output::Persist { batch, writes, installs });
+        let votes = self.votes_changed_by(&writes);
+        self.outputs.push(Output::Persist { batch, writes, installs, votes });
+    }
+
+    /// The vote table to make durable with `writes`, if they change a
+    /// region's (term, vote) (a commit index moving does not), or remove a
+    /// region (its tombstone).
+    fn votes_changed_by(&mut self, writes: &[(u64, wal::RegionWrite)]) -> Option<crate::votes::VoteTable> {
+        let mut changed = false;
+        for (region, w) in writes {
+            if w.tombstone {
+                changed |= self.votes.votes.remove(region).is_some();
+            } else if let Some(hs) = &w.hard_state {
+                changed |= self.votes.votes.insert(*region, (hs.term, hs.vote)) != Some((hs.term, hs.vote));
+            }
+        }
+        changed.then(|| {
+            self.votes.generation += 1;
+            self.votes.clone()
+        })
+    }
+
+    /// The vote table as boot found it: every region's (term, vote) now, at
+    /// the generation of the newest table written (later ones count on).
+    pub fn init_votes(&mut self, generation: u64) {
+        let votes = self.regions.values().map(|r| {
+            let hs = r.raw.store().hard_state();
+            (r.id(), (hs.term, hs.vote))
+        });
+        self.votes = crate::votes::VoteTable { generation, votes: votes.collect() };
     }
 
     /// Without batching: batch `batch` carries one region's staged writes;

@@ -274,7 +274,7 @@ impl Sim {
             let Some(node) = s.node.as_mut() else { continue };
             if node.persist.as_ref().is_some_and(|p| p.durable_at <= now) {
                 let p = node.persist.take().unwrap();
-                node.persist_now(p.batch, p.writes);
+                node.persist_now(&s.files, p.batch, p.writes, p.votes);
             }
             let (due, later): (Vec<_>, Vec<_>) = node.snapshot_writes.drain(..).partition(|(at, _)| *at <= now);
             node.snapshot_writes = later;
@@ -288,7 +288,7 @@ impl Sim {
             let inputs = std::mem::take(&mut node.inputs);
             for out in node.shard.step(inputs) {
                 match out {
-                    Output::Persist { batch, writes, installs } => {
+                    Output::Persist { batch, writes, installs, votes } => {
                         // the runtime's persist task moves received files into place first
                         node.install_now(&s.files, installs);
                         let latency = if self.rng.chance(self.options.disk_stall_per_million) {
@@ -297,7 +297,7 @@ impl Sim {
                             Duration::from_micros(self.rng.between(lo.as_micros() as u64, hi.as_micros() as u64))
                         };
                         let durable_at = now + latency;
-                        node.persist = Some(store::InFlightPersist { batch, writes, durable_at });
+                        node.persist = Some(store::InFlightPersist { batch, writes, votes, durable_at });
                     }
                     Output::Frames(frames) => {
                         for f in frames {

@@ -25,12 +25,13 @@ use futures_util::task::LocalSpawnExt;
 use wal::disk::MemDisk;
 use wal::{GroupCommit, Wal, WalOptions};
 
-use crate::driver::{append_and_wait, install_received};
+use crate::driver::{append_and_wait, install_received, write_votes};
 use crate::region::meta::RegionMeta;
 use crate::shard::boot::{boot, BootOptions};
 use crate::shard::{regions_to_compact, Input, Output, Shard, ShardLimits};
 use crate::snapshot::files::SnapshotFileError;
 use crate::snapshot::{RegionSnapshot, SnapshotId, SnapshotStore};
+use crate::votes::{VoteStore, VoteTable};
 
 /// A store's snapshot files, kept in memory.
 #[derive(Default)]
@@ -39,6 +40,8 @@ pub struct SimFileMaps {
     pub snapshots: BTreeMap<SnapshotId, RegionSnapshot>,
     /// Received snapshot files not yet installed (a crash loses them).
     pub incoming: BTreeMap<PathBuf, RegionSnapshot>,
+    /// The shard's vote table as last written durably (`crate::votes`).
+    pub votes: Option<VoteTable>,
 }
 
 /// The simulator's `SnapshotStore`: shared by the store and its persist tasks.
@@ -77,6 +80,17 @@ impl SnapshotStore for SimFiles {
     }
 }
 
+impl VoteStore for SimFiles {
+    async fn write_votes(&self, table: VoteTable) -> Result<(), String> {
+        self.0.borrow_mut().votes = Some(table);
+        Ok(())
+    }
+
+    async fn read_votes(&self) -> Result<Option<VoteTable>, String> {
+        Ok(self.0.borrow().votes.clone())
+    }
+}
+
 pub struct SimStore {
     pub id: u64,
     pub disk: MemDisk,
@@ -108,6 +122,7 @@ pub struct Node {
 pub struct InFlightPersist {
     pub batch: u64,
     pub writes: Vec<(u64, wal::RegionWrite)>,
+    pub votes: Option<VoteTable>,
     pub durable_at: Instant,
 }
 
@@ -128,9 +143,9 @@ impl SimStore {
         let mut outputs = node.shard.step(vec![]);
         while let Some(out) = outputs.pop() {
             match out {
-                Output::Persist { batch, writes, installs } => {
+                Output::Persist { batch, writes, installs, votes } => {
                     node.install_now(&files, installs);
-                    node.persist_now(batch, writes);
+                    node.persist_now(&files, batch, writes, votes);
                     let inputs = std::mem::take(&mut node.inputs);
                     outputs = node.shard.step(inputs);
                 }
@@ -150,7 +165,9 @@ impl SimStore {
                 let keep = durable_writes(p.writes.len()).min(p.writes.len());
                 let mut writes = p.writes;
                 writes.truncate(keep);
-                node.persist_now(p.batch, writes);
+                // (the vote table is written before the WAL: durable if any write is)
+                let votes = p.votes.filter(|_| keep > 0);
+                node.persist_now(&self.files, p.batch, writes, votes);
             }
         }
         self.disk = self.disk.crash(|len| len);
@@ -210,15 +227,22 @@ impl Node {
         assert!(done.get(), "installing received snapshots did not complete on the simulated disk");
     }
 
-    /// Makes a persist batch's writes durable through the runtime's persist
-    /// path (`driver::append_and_wait`; the simulated disk completes every
+    /// Makes a persist batch's vote table and writes durable through the
+    /// runtime's persist path (`driver::write_votes`, `driver::append_and_wait`; the simulated disk completes every
     /// I/O at once), then queues `Persisted` and any compaction the WAL's
     /// purge asks for.
-    pub fn persist_now(&mut self, batch: u64, writes: Vec<(u64, wal::RegionWrite)>) {
-        let (gc, persisted) = (self.gc.clone(), self.persisted.clone());
+    pub fn persist_now(
+        &mut self,
+        files: &SimFiles,
+        batch: u64,
+        writes: Vec<(u64, wal::RegionWrite)>,
+        votes: Option<VoteTable>,
+    ) {
+        let (gc, files, persisted) = (self.gc.clone(), files.clone(), self.persisted.clone());
         self.pool
             .spawner()
             .spawn_local(async move {
+                write_votes(&files, votes).await.expect("the simulated disk keeps the vote table");
                 append_and_wait(&gc, writes).await.expect("the simulated disk persists every batch");
                 persisted.set(Some(batch));
             })
