@@ -102,16 +102,19 @@ impl VoteTable {
 }
 
 /// The table to use from the two files' bytes (`None`: no such file): the
-/// valid one of the higher generation. Both present and neither valid is an
-/// error (the votes are lost: the shard must not start); one damaged and
-/// the other valid is the torn write of a crash, and the valid one serves.
+/// valid one of the higher generation. One damaged and the other valid is
+/// the torn write of a crash, and the valid one serves. Only one file, and
+/// damaged, is the very first table's write torn by a crash: no batch that
+/// carried a table ever completed, so every vote sent is still in the WAL
+/// (no table). Both present and neither valid is an error: two faults, and
+/// the votes may be lost — the shard must not start.
 pub fn pick(files: [Option<&[u8]>; 2]) -> Result<Option<VoteTable>, VoteFileError> {
     let decoded: Vec<Result<VoteTable, VoteFileError>> = files.iter().flatten().map(|b| VoteTable::decode(b)).collect();
     let newest = decoded.iter().filter_map(|d| d.as_ref().ok()).max_by_key(|t| t.generation).cloned();
-    match (newest, decoded.into_iter().find_map(Result::err)) {
-        (Some(t), _) => Ok(Some(t)),
-        (None, Some(e)) => Err(e),
-        (None, None) => Ok(None),
+    match (newest, decoded.len(), decoded.into_iter().find_map(Result::err)) {
+        (Some(t), _, _) => Ok(Some(t)),
+        (None, 2, Some(e)) => Err(e),
+        (None, _, _) => Ok(None),
     }
 }
 
@@ -169,6 +172,7 @@ mod tests {
         let torn = &new[..new.len() / 2];
         assert_eq!(pick([Some(&old), Some(torn)]).unwrap().unwrap().generation, 4, "the crash tore the newer");
         assert_eq!(pick([None, None]), Ok(None));
+        assert_eq!(pick([None, Some(torn)]), Ok(None), "the first table's write torn: no table yet");
         assert!(pick([Some(torn), Some(b"garbage".as_slice())]).is_err(), "both damaged: the votes are lost");
     }
 
