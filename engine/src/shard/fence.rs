@@ -13,7 +13,7 @@
 
 use crate::error::RegionError;
 
-use super::Shard;
+use super::{take_client_work, Shard};
 
 impl Shard {
     /// Fences region `id` on this replica: its committed entry `index`
@@ -32,22 +32,8 @@ impl Shard {
             let term = r.raw.raft.term;
             r.raw.raft.become_follower(term, raft::INVALID_ID);
         }
-        // queued work was never proposed; proposals may still commit elsewhere
-        let not_here = RegionError::NotLeader { region: id, leader: None };
-        let mut replies: Vec<_> = std::mem::take(&mut r.pending_writes).into_iter().map(|(q, _)| q).collect();
-        r.pending_write_bytes = 0;
-        replies.extend(std::mem::take(&mut r.pending_reads).into_iter().map(|(q, _)| q));
-        replies.extend(
-            std::mem::take(&mut r.read_batches).into_values().flat_map(|b| b.reads.into_iter().map(|(q, _)| q)),
-        );
-        r.ready_reads.clear();
-        let unknown: Vec<u64> = std::mem::take(&mut r.proposals).into_values().flat_map(|p| p.requests).collect();
-        for q in replies {
-            self.reply(q, Err(not_here.clone()));
-        }
-        for q in unknown {
-            self.reply(q, Err(RegionError::Ambiguous { region: id }));
-        }
+        let work = take_client_work(r);
+        self.answer_client_work(id, work, RegionError::NotLeader { region: id, leader: None });
     }
 
     /// The regions fenced on this shard.

@@ -16,7 +16,10 @@ use crate::region::RegionStorage;
 use crate::snapshot::{RegionSnapshot, SnapshotConf};
 
 use super::snapshot::local_state;
-use super::{redraw_election_timeout, Output, Response, Shard, RAFT_INIT_INDEX, RAFT_INIT_TERM, SHARD_REGIONS_MAX};
+use super::{
+    redraw_election_timeout, take_client_work, Output, Response, Shard, RAFT_INIT_INDEX, RAFT_INIT_TERM,
+    SHARD_REGIONS_MAX,
+};
 
 /// A region as the shard starts it: from bootstrap (fresh) or as recovery found it.
 pub struct RegionInit {
@@ -90,7 +93,7 @@ impl Shard {
                 conf_state: Some(conf_state_to_wal(storage.conf_state())),
                 ..Default::default()
             };
-            self.stage(id, write);
+            self.staged.push(id, write);
             self.tombstones.remove(&id);
         }
         let (applied, kv, snapshot_id) = match snapshot {
@@ -249,18 +252,10 @@ impl Shard {
     /// memory so that late messages cannot recreate it, and its client work
     /// is answered.
     pub(super) fn destroy_region(&mut self, id: u64) {
-        let r = self.regions.remove(&id).expect("destroying a hosted region");
-        let gone = RegionError::RegionNotFound { region: id };
-        let mut requests: Vec<u64> = r.pending_writes.iter().map(|(q, _)| *q).collect();
-        requests.extend(r.pending_reads.iter().map(|(q, _)| *q));
-        requests.extend(r.read_batches.values().flat_map(|b| b.reads.iter().map(|(q, _)| *q)));
-        for q in requests {
-            self.reply(q, Err(gone.clone()));
-        }
-        // proposed when this peer led, maybe committed by a later leader: unknown
-        for q in r.proposals.values().flat_map(|p| p.requests.iter().copied()).collect::<Vec<_>>() {
-            self.reply(q, Err(RegionError::Ambiguous { region: id }));
-        }
+        let mut r = self.regions.remove(&id).expect("destroying a hosted region");
+        // (proposed when this peer led, maybe committed by a later leader: unknown)
+        let work = take_client_work(&mut r);
+        self.answer_client_work(id, work, RegionError::RegionNotFound { region: id });
         // one record: the membership that removed it (if it applied it) and
         // the tombstone naming the removed peer land together or not at all
         let state = RegionLocalState { meta: r.meta.clone(), snapshot: None, removed_peer: Some(r.peer_id) };
@@ -270,7 +265,7 @@ impl Shard {
             meta: Some(state.encode()),
             ..Default::default()
         };
-        self.stage(id, write);
+        self.staged.push(id, write);
         if let Some(old) = r.snapshot {
             self.snapshot_files.replaced(self.next_batch, old);
         }

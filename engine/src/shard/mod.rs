@@ -56,6 +56,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use transport::{Outboxes, SeededRng};
 
+use crate::error::RegionError;
 use crate::kv::StateMachine as _;
 use crate::region::meta::{PeerMeta, RegionMeta};
 use crate::region::peer::{Region, ELECTION_TICKS};
@@ -272,8 +273,35 @@ impl Shard {
         }
     }
 
-    fn reply(&mut self, request: u64, result: Result<Response, crate::error::RegionError>) {
+    fn reply(&mut self, request: u64, result: Result<Response, RegionError>) {
         self.outputs.push(Output::Reply { request, result });
+    }
+}
+
+/// Takes a region's client work out of it, for a region that will serve it
+/// no more (removed, fenced): the requests queued (never proposed, so
+/// definitely not applied) and those of its proposals (they may still
+/// commit elsewhere: their outcome is unknown).
+fn take_client_work(r: &mut Region) -> (Vec<u64>, Vec<u64>) {
+    let mut queued: Vec<u64> = std::mem::take(&mut r.pending_writes).into_iter().map(|(q, _)| q).collect();
+    r.pending_write_bytes = 0;
+    queued.extend(std::mem::take(&mut r.pending_reads).into_iter().map(|(q, _)| q));
+    queued.extend(std::mem::take(&mut r.read_batches).into_values().flat_map(|b| b.reads.into_iter().map(|(q, _)| q)));
+    r.ready_reads.clear();
+    let proposed = std::mem::take(&mut r.proposals).into_values().flat_map(|p| p.requests).collect();
+    (queued, proposed)
+}
+
+impl Shard {
+    /// Answers the client work taken out of region `id` (`take_client_work`):
+    /// the queued requests with `not_here`, the proposed ones as ambiguous.
+    fn answer_client_work(&mut self, id: u64, (queued, proposed): (Vec<u64>, Vec<u64>), not_here: RegionError) {
+        for q in queued {
+            self.reply(q, Err(not_here.clone()));
+        }
+        for q in proposed {
+            self.reply(q, Err(RegionError::Ambiguous { region: id }));
+        }
     }
 }
 

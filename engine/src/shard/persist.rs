@@ -77,11 +77,6 @@ pub(super) struct Awaiting {
 }
 
 impl Shard {
-    /// Stages a region write for the next persist batch.
-    pub(super) fn stage(&mut self, region: u64, write: wal::RegionWrite) {
-        self.staged.push(region, write);
-    }
-
     /// Stages a ready's writes; the ready is persisted once they are durable
     /// — or at once, with its held messages sent, when it has none and
     /// nothing earlier of its region is waiting for a disk.
