@@ -1019,6 +1019,10 @@ impl<D: Disk> Wal<D> {
     pub fn segment_seqs(&self) -> Vec<u64> {
         self.segments.keys().copied().collect()
     }
+    /// The newest live segment's sequence (`segment_seqs().last()`, without the copy).
+    pub fn newest_segment(&self) -> Option<u64> {
+        self.segments.keys().next_back().copied()
+    }
     pub fn free_segments(&self) -> usize {
         self.free.len()
     }

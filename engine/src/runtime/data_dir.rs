@@ -95,6 +95,30 @@ pub fn read_ident(data_dir: &Path) -> Result<Option<Ident>, DataDirError> {
     read_json(&ident_path(data_dir), "an ident file")
 }
 
+/// The store's ident, if it has one; a directory that holds shard data but
+/// no ident is refused rather than started as a new store (its replicas
+/// would come back under a new identity).
+pub fn read_ident_of_store(data_dir: &Path) -> Result<Option<Ident>, DataDirError> {
+    let found = read_ident(data_dir)?;
+    if found.is_none() && has_shard_data(data_dir) {
+        let what = "missing, but the directory holds shard data: refusing to start it as a new store".into();
+        return Err(DataDirError::Invalid { path: ident_path(data_dir), what });
+    }
+    Ok(found)
+}
+
+/// A random non-zero number that tells one creation from another (a
+/// registration token, a WAL's nonce): the process's random hasher keys,
+/// the clock, the process id and `salt`.
+pub fn fresh_nonce(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(salt);
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
 pub fn write_ident(data_dir: &Path, ident: &Ident) -> Result<(), DataDirError> {
     write_durably(data_dir, IDENT_FILE, serde_json::to_string_pretty(ident).expect("an ident encodes").as_bytes())
 }
@@ -203,6 +227,16 @@ mod tests {
         assert!(has_shard_data(&d));
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().flatten().map(|e| e.file_name()).collect();
         assert!(left.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")), "{left:?}");
+    }
+
+    #[test]
+    fn shard_data_without_an_ident_is_refused_not_started_as_a_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_ident_of_store(dir.path()).unwrap().is_none(), "an empty directory is a new store");
+        std::fs::create_dir_all(shard_dir(dir.path(), 0)).unwrap();
+        let e = read_ident_of_store(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("holds shard data"), "{e}");
+        assert_ne!(fresh_nonce(1), 0);
     }
 
     #[test]

@@ -112,19 +112,10 @@ fn call_patiently(client: &mut PdClient, req: PdRequest, stop: &AtomicBool) -> R
     }
 }
 
-/// A random, non-zero registration token.
-fn new_token() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish() | 1
-}
-
 /// Registers the store with PD and gets what it starts from (see the module doc).
 pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Joined, JoinError> {
     let path = data_dir::ident_path(data_dir);
-    let mut ident = match data_dir::read_ident(data_dir)? {
+    let mut ident = match data_dir::read_ident_of_store(data_dir)? {
         Some(found) => {
             if found.shards != opts.shards {
                 return Err(JoinError::ShardsMismatch { path, found, shards: opts.shards });
@@ -135,13 +126,10 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
             }
             found
         }
-        None if data_dir::has_shard_data(data_dir) => {
-            let what = "missing, but the directory holds shard data: refusing to start it as a new store".into();
-            return Err(JoinError::Refused { path, what });
-        }
         None => {
             // written before registering, so a crash right after leaves the token to repeat with
-            let ident = Ident { cluster_id: 0, store_id: 0, shards: opts.shards, token: new_token(), wals: None };
+            let ident =
+                Ident { cluster_id: 0, store_id: 0, shards: opts.shards, token: data_dir::fresh_nonce(0), wals: None };
             data_dir::write_ident(data_dir, &ident)?;
             ident
         }

@@ -333,7 +333,7 @@ impl ShardTask {
     /// it refuses: `runtime::wal_ident`). One rewrite at a time; a failed
     /// one only leaves the record behind the WAL, which is safe.
     fn record_segment_roll(&self) {
-        let Some(&last) = self.gc.wal().segment_seqs().last() else { return };
+        let Some(last) = self.gc.wal().newest_segment() else { return };
         if last <= self.wal_ident.get().last_segment || self.wal_ident_writing.get() {
             return;
         }

@@ -54,7 +54,7 @@ pub enum StoreError {
 /// Creates the ident file on first start, or checks it.
 pub fn check_ident(data_dir: &Path, want: &Ident) -> Result<(), StoreError> {
     let path = data_dir::ident_path(data_dir);
-    match data_dir::read_ident(data_dir)? {
+    match data_dir::read_ident_of_store(data_dir)? {
         Some(found) if found.token != 0 && want.token == 0 => Err(StoreError::Refused {
             path,
             what: format!("store {} of a cluster run by PD: start it with --pd", found.store_id),
@@ -63,10 +63,6 @@ pub fn check_ident(data_dir: &Path, want: &Ident) -> Result<(), StoreError> {
             Err(StoreError::IdentMismatch { path, found: Box::new(found), want: Box::new(want.clone()) })
         }
         Some(_) => Ok(()),
-        None if data_dir::has_shard_data(data_dir) => Err(StoreError::Refused {
-            path,
-            what: "missing, but the directory holds shard data: refusing to start it as a new store".into(),
-        }),
         None => Ok(data_dir::write_ident(data_dir, want)?),
     }
 }

@@ -193,25 +193,13 @@ pub fn prepare(dir: &Path, ident: &Ident, shard: u16) -> Result<WalIdent, WalRef
                 cluster_id: ident.cluster_id,
                 store_id: ident.store_id,
                 shard,
-                nonce: new_nonce(ident, shard),
+                nonce: data_dir::fresh_nonce(ident.store_id << 16 | u64::from(shard)),
                 last_segment: 0,
             };
             write(&dir, &new)?;
             Ok(new)
         }
     }
-}
-
-/// A WAL nonce: what tells one WAL of this shard from any other it could be
-/// swapped for (the clock, the process, the shard; never 0).
-fn new_nonce(ident: &Ident, shard: u16) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(ident.store_id);
-    h.write_u16(shard);
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish() | 1
 }
 
 #[cfg(test)]
