@@ -7,26 +7,15 @@
 mod common;
 
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 
 use bytes::Bytes;
 use common::*;
 use wal::disk::MemDisk;
 use wal::{AppendError, Entry, GroupCommit, HardState, RegionWrite, WalOptions};
-
-/// Polls `fut` at most `polls` times; its output if it finished.
-fn poll_up_to<F: Future>(mut fut: Pin<&mut F>, polls: usize) -> Option<F::Output> {
-    let mut cx = Context::from_waker(Waker::noop());
-    (0..polls).find_map(|_| match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => None,
-    })
-}
-
-const POLLS: usize = 1_000;
 
 /// A waker that remembers it was woken.
 #[derive(Default)]

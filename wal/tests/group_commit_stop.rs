@@ -7,26 +7,11 @@
 
 mod common;
 
-use std::future::Future;
-use std::pin::{pin, Pin};
-use std::task::{Context, Poll, Waker};
+use std::pin::pin;
 
 use common::*;
 use wal::disk::MemDisk;
 use wal::GroupCommit;
-
-/// Polls `fut` at most `polls` times; its output if it finished. The
-/// in-memory disk completes everything not held at once, so a future that
-/// waits for nothing held finishes within a few polls.
-fn poll_up_to<F: Future>(mut fut: Pin<&mut F>, polls: usize) -> Option<F::Output> {
-    let mut cx = Context::from_waker(Waker::noop());
-    (0..polls).find_map(|_| match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => None,
-    })
-}
-
-const POLLS: usize = 1_000;
 
 #[test]
 fn stop_abandons_a_spare_segment_being_prepared() {

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
@@ -254,3 +257,18 @@ pub fn record_offsets(disk: &MemDisk, seq: u64) -> Vec<usize> {
     let bytes = disk.contents(&wal::layout::segment_name(seq)).expect("segment exists");
     wal::format::record_offsets(&bytes, seq)
 }
+
+/// Polls `fut` at most `polls` times with a waker that does nothing; its
+/// output if it finished. The in-memory disk completes everything not held
+/// at once, so a future that waits for nothing held finishes within a few
+/// polls: tests of the group commit drive it by hand, without timing.
+pub fn poll_up_to<F: Future>(mut fut: Pin<&mut F>, polls: usize) -> Option<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    (0..polls).find_map(|_| match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    })
+}
+
+/// Polls enough for anything not held to finish (`poll_up_to`).
+pub const POLLS: usize = 1_000;
