@@ -26,6 +26,11 @@ struct Stores {
 
 impl Stores {
     fn start(&mut self, id: u64) {
+        self.start_with(id, &[], &[]);
+    }
+
+    /// Starts store `id` with more flags and environment variables.
+    fn start_with(&mut self, id: u64, flags: &[&str], env: &[(&str, &str)]) {
         // appended, so a crashed life's log survives the restart
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -38,6 +43,8 @@ impl Stores {
             .arg(&self.spec_path)
             .args(["--store-id", &id.to_string(), "--data-dir"])
             .arg(self.root.join(format!("store-{id}")))
+            .args(flags)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -312,5 +319,83 @@ fn a_store_whose_wal_was_deleted_refuses_to_start_and_the_cluster_loses_nothing(
             std::thread::sleep(Duration::from_millis(20));
         }
         read_back(&mut client, &known, "after store 1 restarted from an uninitialized IDENT");
+    });
+}
+
+/// The newest record of a WAL directory that holds region writes and has a
+/// record after it — acknowledged, then (a batch the process was killed
+/// before sealing has none, and was never acknowledged): (file, offset).
+fn last_acknowledged_batch(wal_dir: &Path) -> (PathBuf, usize) {
+    let mut segments: Vec<u64> = std::fs::read_dir(wal_dir)
+        .unwrap()
+        .filter_map(|e| match wal::layout::parse_name(e.unwrap().file_name().to_str()?) {
+            Some(wal::layout::FileKind::Segment(seq)) => Some(seq),
+            _ => None,
+        })
+        .collect();
+    segments.sort_unstable();
+    let mut records = vec![]; // (file, offset, holds region writes), oldest first
+    for seq in segments {
+        let path = wal_dir.join(wal::layout::segment_name(seq));
+        let bytes = std::fs::read(&path).unwrap();
+        for off in wal::format::record_offsets(&bytes, seq) {
+            let batch = wal::format::decode_record(&bytes, off, seq).is_ok_and(|r| r.header.section_count > 0);
+            records.push((path.clone(), off, batch));
+        }
+    }
+    records.pop(); // the last record: nothing follows it
+    let (path, off, _) = records.into_iter().rev().find(|r| r.2).expect("an acknowledged batch");
+    (path, off)
+}
+
+/// A store's last acknowledged WAL batch is damaged on disk (a record after
+/// it says it was written whole): a strict start refuses (exit status 2,
+/// segment and offset named); started with `--wal-recovery tolerant` it
+/// drops the record and says every region caught up once leaders have
+/// repaired them (that it votes for no one until then is the simulator's
+/// test) — and then its vote counts again: with another store down, the two
+/// left serve everything ever acknowledged.
+#[test]
+fn a_damaged_acknowledged_wal_record_is_refused_or_repaired_by_the_cluster_when_asked() {
+    with_deadline(Duration::from_secs(240), |root| {
+        let spec = ClusterSpec::local(29, 3, 1, 8, free_base_port(11));
+        let spec_path = root.join("spec.json");
+        std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
+        let spec = Arc::new(spec);
+        let mut stores =
+            Stores { spec_path: spec_path.clone(), root: root.to_path_buf(), children: (0..3).map(|_| None).collect() };
+        for id in 1..=3 {
+            stores.start(id);
+        }
+        let mut client = KvClient::new(spec.clone());
+        let mut known = vec![];
+        write(&mut client, 0..2_000, &mut known);
+
+        stores.kill(2);
+        let (segment, offset) = last_acknowledged_batch(&root.join("store-2/shard-0/wal"));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[offset + 40] ^= 0x55;
+        std::fs::write(&segment, bytes).unwrap();
+        let (code, err) = refused_start(&spec_path, root, 2);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("corruption") && err.contains(&format!("offset {offset}")), "{err}");
+
+        write(&mut client, 2_000..3_000, &mut known);
+        stores.start_with(2, &["--wal-recovery", "tolerant"], &[("RINGRAFT_LOG", "warn,engine::shard=info")]);
+        let log = root.join("store-2.log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            if text.contains("every region caught up") {
+                assert!(text.contains("the WAL lost records"), "{text}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "store 2 did not catch up in 60 s; its log: {}", log.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // store 2's vote counts again: with store 3 down, stores 1 and 2 serve
+        stores.kill(3);
+        write(&mut client, 3_000..4_000, &mut known);
+        read_back(&mut client, &known, "with store 2 repaired and store 3 down");
     });
 }

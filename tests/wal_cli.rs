@@ -81,7 +81,8 @@ fn verify_passes_a_clean_wal_and_fails_a_damaged_one_naming_segment_and_offset()
     let segments = write_wal(dir.path());
     let (code, out, err) = ringraft(&["wal", "verify", arg(dir.path())]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    let records = ENTRIES_PER_REGION.to_string(); // one record per flush (a roll adds no record)
+    // one record per flush (a roll adds no record), each followed by its seal
+    let records = (2 * ENTRIES_PER_REGION).to_string();
     assert!(out.contains(&format!(": OK: {segments} segments")), "{out}");
     assert!(
         out.contains(&format!(" {records} records, {} entries, {REGIONS} regions", REGIONS * ENTRIES_PER_REGION)),
@@ -89,7 +90,7 @@ fn verify_passes_a_clean_wal_and_fails_a_damaged_one_naming_segment_and_offset()
     );
 
     let seg = dir.path().join(segment_name(1));
-    let victim = record_offsets(&seg, 1)[3];
+    let victim = record_offsets(&seg, 1)[2]; // a batch (each odd one is a seal)
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[victim + RECORD_HEADER_BYTES + 17] ^= 0x01;
     std::fs::write(&seg, bytes).unwrap();

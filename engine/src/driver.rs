@@ -10,6 +10,11 @@
 //! whatever was appended meanwhile, prepares spare segments beside it and
 //! plans purges; an appender that finds the staged bytes full waits for
 //! the next flush to take them (woken by it, never by a timer).
+//!
+//! Before a booted shard runs, what the WAL recovered must be acknowledged
+//! too (`seal_recovered`): the log acknowledges a record only once another
+//! follows it, and a replica answering from a last record with nothing
+//! after it could lose what it answered to a later recovery's cut.
 
 use std::path::PathBuf;
 
@@ -32,6 +37,15 @@ pub enum PersistError {
     Fatal(#[from] FatalError),
     #[error("writing the vote table: {0}")]
     Votes(String),
+}
+
+/// Waits until what the WAL recovered is durable (`wal::RECOVERED_TICKET`:
+/// the group commit's first flush after open follows it). A driver calls
+/// this after starting the group commit and before the shard sends or
+/// answers anything: an append response or a vote may rest on any entry
+/// recovered, and the last record recovered may have nothing after it yet.
+pub async fn seal_recovered<D: Disk>(gc: &GroupCommit<D>) -> Result<(), PersistError> {
+    Ok(gc.wait(wal::RECOVERED_TICKET).await?)
 }
 
 /// Makes one persist batch durable: `installs` into place, then `writes`

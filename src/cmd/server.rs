@@ -61,6 +61,21 @@ pub struct ServerArgs {
     /// and one frame per raft message (much slower; never for real use).
     #[arg(long)]
     no_batching: bool,
+    /// What to do with a WAL record found damaged (one with a valid record
+    /// after it: written whole, perhaps acknowledged). `strict` refuses to
+    /// start, naming the segment and offset. `tolerant` drops it and starts
+    /// that shard's regions as *needing catch-up*: they neither vote nor
+    /// campaign until a leader has brought their logs up to date, so the
+    /// cluster repairs the replica (safe while the region's other replicas
+    /// are whole; docs/quickstart.md, "When a store refuses to start").
+    #[arg(long, value_enum, value_name = "MODE", default_value = "strict")]
+    wal_recovery: WalRecovery,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum WalRecovery {
+    Strict,
+    Tolerant,
 }
 
 /// Where the store learns the cluster from, with the flags checked.
@@ -125,6 +140,10 @@ pub fn server(args: ServerArgs) -> Result<(), String> {
         status_addr: args.status_addr,
         snapshot_log_bytes_min: args.snapshot_log_min.map(|b| b as usize),
         no_batching: args.no_batching,
+        wal_recovery: match args.wal_recovery {
+            WalRecovery::Strict => wal::RecoveryMode::Strict,
+            WalRecovery::Tolerant => wal::RecoveryMode::Tolerant,
+        },
     };
     engine::runtime::store::run_store(opts).map_err(|e| e.to_string())
 }

@@ -3,7 +3,9 @@
 //! flush at a time and preparing spare segments and purging beside it.
 //!
 //! There is no timer: a flush starts as soon as the previous one completes
-//! and takes whatever was staged meanwhile, so batches grow with the load.
+//! and takes whatever was staged meanwhile, so batches grow with the load;
+//! with nothing staged, the next flush is the one-block seal that
+//! acknowledges the record before it (see `Wal::durable_ticket`).
 //! Nothing here polls on a period either: an appender waiting for room, a
 //! waiter for durability, the writer for a spare segment are each woken by
 //! the event they wait for. The engine's shards persist through it (under
@@ -202,17 +204,23 @@ impl<D: Disk> GroupCommit<D> {
 
     async fn writer(&self) -> Result<(), FatalError> {
         let s = &self.0;
+        // A purge planned after a flush runs only once the next flush is on
+        // disk too: the plan reads the state after the last record written,
+        // which is acknowledged — and safe to rely on — only then (a last
+        // record may be cut at recovery, and with it what let segments go).
+        let mut planned: Option<PurgeJob<D>> = None;
         let result = loop {
             s.writer
                 .wait_until(|| {
                     let w = s.wal.borrow();
-                    w.has_staged() || s.stopping.get() || s.purge_wanted.get()
+                    w.wants_flush() || s.stopping.get() || (s.purge_wanted.get() && planned.is_none())
                 })
                 .await;
             let start = s.wal.borrow_mut().start_flush();
             match start {
                 FlushStart::Idle => {
-                    if s.stopping.get() && !s.wal.borrow().has_staged() && !s.purge_wanted.get() {
+                    // stopping waits for the seal too: what it acknowledges is answered
+                    if s.stopping.get() && !s.wal.borrow().wants_flush() && !s.purge_wanted.get() {
                         break Ok(());
                     }
                 }
@@ -235,11 +243,15 @@ impl<D: Disk> GroupCommit<D> {
                         s.maintainer.notify(); // the spare was used: prepare the next one
                         s.purge_wanted.set(true);
                     }
+                    if let Some(job) = planned.take() {
+                        s.purge_jobs.borrow_mut().push_back(job);
+                        s.maintainer.notify();
+                    }
                 }
             }
-            // Between flushes the log's state is the durable one: plan the
-            // purge here, run its renames beside the next flush.
-            if s.purge_wanted.get() && !s.wal.borrow().flush_in_flight() {
+            // Between flushes the log's state is the written one: plan the
+            // purge here, run its renames once the next flush is done.
+            if s.purge_wanted.get() && planned.is_none() && !s.wal.borrow().flush_in_flight() {
                 s.purge_wanted.set(false);
                 let (job, blocking) = {
                     let mut wal = s.wal.borrow_mut();
@@ -248,9 +260,18 @@ impl<D: Disk> GroupCommit<D> {
                     (plan.take_job(), (std::mem::take(&mut plan.blocking), active))
                 };
                 *s.blocking.borrow_mut() = blocking;
-                if let Some(job) = job {
-                    s.purge_jobs.borrow_mut().push_back(job);
-                    s.maintainer.notify();
+                let sealed = {
+                    let w = s.wal.borrow();
+                    w.durable_ticket() == w.written_ticket()
+                };
+                match job {
+                    // (held, a next flush is sure to come: the seal at least)
+                    Some(job) if !sealed => planned = Some(job),
+                    Some(job) => {
+                        s.purge_jobs.borrow_mut().push_back(job);
+                        s.maintainer.notify();
+                    }
+                    None => {}
                 }
             }
         };

@@ -26,5 +26,5 @@ pub use group_commit::GroupCommit;
 pub use options::WalOptions;
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryMode, RecoveryReport};
 pub use region::{IndexEntry, LogError};
-pub use types::{ConfState, Entry, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket};
+pub use types::{ConfState, Entry, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket, RECOVERED_TICKET};
 pub use wal::{Flush, FlushDone, FlushStart, PurgeDone, PurgeJob, PurgePlan, ReadJob, Spare, SpareJob, Wal, WalStats};

@@ -13,6 +13,11 @@ pub type RegionId = u64;
 /// the log reports a durable ticket at or past it.
 pub type Ticket = u64;
 
+/// The ticket that stands for everything recovery found: durable once the
+/// first record after open is on disk (see `Wal::durable_ticket`). Writes
+/// staged after open get later tickets.
+pub const RECOVERED_TICKET: Ticket = 1;
+
 /// One raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {

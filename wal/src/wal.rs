@@ -8,6 +8,14 @@
 //! appends that arrive while a flush is in flight wait in the stage and go out
 //! together in the next one, and there is never more than one write+fdatasync
 //! in flight (`start_flush` returns `Idle` until `finish_flush`).
+//!
+//! A write is acknowledged (its ticket becomes *durable*) only once the
+//! record after its own is on disk too — the next batch, or a one-block
+//! *seal* written at once when nothing else is staged. So a record no valid
+//! record follows was never acknowledged, and recovery may cut it whatever
+//! made it unreadable; a bad record with a valid one after it was written
+//! whole, perhaps acknowledged, and is damage (docs/design.md, "Replica
+//! amnesia"). The cost is a second, one-block flush on an idle log.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
@@ -25,7 +33,7 @@ use crate::layout::{free_name, parse_name, segment_name, tmp_name, FileKind};
 use crate::options::{WalOptions, BLOCKING_REPORT_MAX, REGIONS_MAX};
 use crate::recovery::{Recovery, RecoveryReport};
 use crate::region::{apply_head, raises_floor, Head, IndexEntry, RegionLog, NOT_WRITTEN};
-use crate::{ConfState, Entry, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket};
+use crate::{ConfState, Entry, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket, RECOVERED_TICKET};
 
 /// Largest flush latency the histogram tells apart (longer ones count as it).
 const FLUSH_LATENCY_US_MAX: u64 = 60_000_000;
@@ -68,6 +76,8 @@ pub struct WalStats {
     pub segment_rolls: u64,
     /// Flushes that had to wait for a spare segment.
     pub roll_stalls: u64,
+    /// Flushes that carried no write: they only acknowledged the record before.
+    pub seals: u64,
     pub segments_recycled: u64,
     pub segments_removed: u64,
     pub spares_created: u64,
@@ -93,14 +103,15 @@ pub struct Flush<D: Disk> {
     pub bytes: usize,
     pub writes: usize,
     pub regions: usize,
-    /// Every ticket up to this one is durable once the flush completes.
-    pub durable_ticket: Ticket,
+    /// Every ticket up to this one is on disk once the flush completes
+    /// (durable once the next flush completes too).
+    pub written_ticket: Ticket,
 }
 
 /// A completed flush.
 #[derive(Debug)]
 pub struct FlushDone {
-    pub durable_ticket: Ticket,
+    pub written_ticket: Ticket,
     pub bytes: usize,
     /// How long the write + fdatasync took.
     pub latency: std::time::Duration,
@@ -125,7 +136,7 @@ impl<D: Disk> Flush<D> {
             message: "failpoint".into()
         }));
         self.file.sync_data().await.map_err(|e| fatal("fdatasync", e))?;
-        Ok(FlushDone { durable_ticket: self.durable_ticket, bytes: self.bytes, latency: start.elapsed() })
+        Ok(FlushDone { written_ticket: self.written_ticket, bytes: self.bytes, latency: start.elapsed() })
     }
 }
 
@@ -300,6 +311,10 @@ pub struct Wal<D: Disk> {
     staged: VecDeque<Staged>,
     staged_bytes: usize,
     next_ticket: Ticket,
+    /// Every ticket up to this one is in a record on disk.
+    written_ticket: Ticket,
+    /// Every ticket up to this one is in a record that another record on
+    /// disk follows: acknowledged.
     durable_ticket: Ticket,
     next_lsn: u64,
     /// Segments holding records, by sequence number (the active one included).
@@ -432,14 +447,18 @@ impl<D: Disk> Wal<D> {
         }
 
         let regions = recovered.regions;
+        // What was recovered is ticket RECOVERED_TICKET: written, and durable
+        // once a record follows it (the first flush, a seal if nothing else).
+        let recovered_ticket = if report.records > 0 { RECOVERED_TICKET } else { 0 };
         let written_checkpoint_bytes: usize = regions.values().map(|r| checkpoint_entry_bytes(&r.written)).sum();
         let wal = Wal {
             disk,
             regions,
             staged: VecDeque::new(),
             staged_bytes: 0,
-            next_ticket: 1,
-            durable_ticket: 0,
+            next_ticket: RECOVERED_TICKET + 1,
+            written_ticket: RECOVERED_TICKET,
+            durable_ticket: RECOVERED_TICKET - recovered_ticket,
             next_lsn: recovered.next_lsn,
             segments: files,
             active: None,
@@ -618,9 +637,11 @@ impl<D: Disk> Wal<D> {
     // ----- flushing ------------------------------------------------------
 
     /// Takes the staged writes (up to the batch limit) as one record and
-    /// returns the write+fdatasync to run. `Idle` while one is in flight.
+    /// returns the write+fdatasync to run — with nothing staged, a seal when
+    /// the last record written is not yet acknowledged. `Idle` while one is
+    /// in flight.
     pub fn start_flush(&mut self) -> FlushStart<D> {
-        if self.in_flight.is_some() || self.staged.is_empty() || self.fatal.is_some() {
+        if self.in_flight.is_some() || !self.wants_flush() || self.fatal.is_some() {
             return FlushStart::Idle;
         }
         let payload_max = self.opts.batch_bytes_max - RECORD_HEADER_BYTES;
@@ -686,7 +707,7 @@ impl<D: Disk> Wal<D> {
             pos += encode_checkpoint(&mut rec[pos..], self.needs_catch_up, count, checkpointed(&self.regions));
             debug_assert_eq!(pos, RECORD_HEADER_BYTES + checkpoint_payload);
         }
-        let mut last_ticket = 0;
+        let mut last_ticket = self.written_ticket;
         let mut regions_in_batch = Vec::with_capacity(n);
         for s in self.staged.drain(..n) {
             let log = self.regions.get_mut(&s.region).expect("staged region exists");
@@ -738,6 +759,7 @@ impl<D: Disk> Wal<D> {
 
         self.in_flight = Some(last_ticket);
         self.stats.flushes += 1;
+        self.stats.seals += u64::from(n == 0);
         self.stats.bytes_written += write_bytes as u64;
         self.stats.writes_flushed += n as u64;
         self.stats.regions_flushed += regions_in_batch.len() as u64;
@@ -749,7 +771,7 @@ impl<D: Disk> Wal<D> {
             bytes: write_bytes,
             writes: n,
             regions: regions_in_batch.len(),
-            durable_ticket: last_ticket,
+            written_ticket: last_ticket,
         })
     }
 
@@ -759,9 +781,12 @@ impl<D: Disk> Wal<D> {
         let expected = self.in_flight.take().expect("finish_flush without a flush in flight");
         match result {
             Ok(done) => {
-                assert_eq!(done.durable_ticket, expected, "flushes complete in order");
-                assert!(done.durable_ticket > self.durable_ticket);
-                self.durable_ticket = done.durable_ticket;
+                assert_eq!(done.written_ticket, expected, "flushes complete in order");
+                assert!(done.written_ticket >= self.written_ticket);
+                // this record follows the one written before: that one is acknowledged
+                self.durable_ticket = self.written_ticket;
+                self.written_ticket = done.written_ticket;
+                assert!(self.durable_ticket <= self.written_ticket);
                 self.flush_latency_us.saturating_record(done.latency.as_micros() as u64);
                 Ok(self.durable_ticket)
             }
@@ -928,7 +953,7 @@ impl<D: Disk> Wal<D> {
             let e = *log.get(i).expect("in range");
             size += e.len as u64;
             // entries not yet durable are always in memory (and maybe not on disk yet)
-            if (!spans.is_empty() && size > max_bytes) || e.seq == NOT_WRITTEN || e.ticket > self.durable_ticket {
+            if (!spans.is_empty() && size > max_bytes) || e.seq == NOT_WRITTEN || e.ticket > self.written_ticket {
                 break;
             }
             let extends = spans.last().is_some_and(|span| {
@@ -962,7 +987,8 @@ impl<D: Disk> Wal<D> {
     /// Lets the log drop the in-memory copies of a region's entries up to
     /// `index` once they are durable; older entries are then served by `fetch`.
     pub fn release_cache(&mut self, region: RegionId, index: u64) {
-        let durable = self.durable_ticket;
+        // on disk is enough to read it back (acknowledged or not)
+        let durable = self.written_ticket;
         let Some(log) = self.regions.get_mut(&region) else { return };
         while !log.cache.is_empty() {
             let i = log.cache_first();
@@ -976,9 +1002,19 @@ impl<D: Disk> Wal<D> {
 
     // ----- status --------------------------------------------------------
 
-    /// Every write with a ticket at or below this is durable.
+    /// Every write with a ticket at or below this is durable: on disk, with
+    /// a record after it, so it may be acknowledged.
     pub fn durable_ticket(&self) -> Ticket {
         self.durable_ticket
+    }
+    /// Every write with a ticket at or below this is on disk (not yet
+    /// acknowledged above `durable_ticket`).
+    pub fn written_ticket(&self) -> Ticket {
+        self.written_ticket
+    }
+    /// Something is staged, or the last record needs a seal.
+    pub fn wants_flush(&self) -> bool {
+        !self.staged.is_empty() || self.durable_ticket < self.written_ticket
     }
     /// The last ticket handed out.
     pub fn last_ticket(&self) -> Ticket {

@@ -1,6 +1,10 @@
 //! Damaged bytes on disk: a torn tail is cut and reported, damage followed
 //! by valid records refuses to open (naming segment and offset) unless the
 //! operator chose tolerant mode, which reports what it dropped.
+//!
+//! A write is acknowledged only once a record follows its own (the next
+//! batch or a seal), so the last record of a log was never acknowledged
+//! and the record that held the last acknowledged write has one after it.
 
 mod common;
 
@@ -8,7 +12,8 @@ use common::*;
 use wal::disk::MemDisk;
 use wal::{OpenError, RecoveryError, RecoveryMode, WalOptions};
 
-/// Five batches of region 1, each flushed on its own: records 2..=6 of segment 1.
+/// Five batches of region 1, each flushed and sealed on its own: records
+/// 0, 2, 4, 6, 8 of segment 1, each followed by a seal.
 fn five_batches() -> (MemDisk, Model) {
     let disk = MemDisk::new();
     let (mut wal, _) = open(&disk, small_options());
@@ -20,23 +25,29 @@ fn five_batches() -> (MemDisk, Model) {
     (disk, model)
 }
 
+/// The process stops after a batch's write and fdatasync but before the seal
+/// that acknowledges it; the batch's record is then damaged. Nothing
+/// acknowledged was in it, so it is cut as a torn tail — whatever damaged it.
 #[test]
-fn torn_tail_record_is_cut_and_reported_not_treated_as_corruption() {
+fn a_last_record_never_sealed_was_never_acknowledged_and_is_cut_as_torn() {
     let (disk, full) = five_batches();
-    let offsets = record_offsets(&disk, 1);
-    let last = *offsets.last().unwrap();
-    disk.flip_byte(&wal::layout::segment_name(1), last as u64 + 100, 0x40);
+    let (mut wal, _) = open(&disk, small_options());
+    append_entries(&mut wal, 1, 3, 100, 9);
+    let ticket = wal.last_ticket();
+    let f = start_flush(&mut wal).expect("the batch");
+    let (seq, offset) = (f.seq, f.offset);
+    let r = futures_lite::future::block_on(f.execute());
+    wal.finish_flush(r).unwrap();
+    assert!(wal.written_ticket() >= ticket, "on disk");
+    assert!(wal.durable_ticket() < ticket, "not acknowledged before the seal");
+    drop(wal); // the seal never runs
+    disk.flip_byte(&wal::layout::segment_name(seq), offset + 100, 0x40);
 
     let (wal, report) = open(&disk, small_options());
     let torn = report.torn_tail.expect("the damaged tail is reported");
-    assert_eq!((torn.seq, torn.offset), (1, last as u64));
+    assert_eq!((torn.seq, torn.offset), (seq, offset));
     assert!(report.dropped.is_empty() && !report.needs_catch_up);
-    // the last batch (entries 13..=15) is gone, the rest is intact
-    assert_eq!(wal.last_index(1), Some(12));
-    let mut expected = full[&1].clone();
-    expected.entries.truncate(12);
-    expected.hs = Some(wal::HardState { term: 1, vote: 1, commit: 12 });
-    assert_eq!(observe(&wal, 1), expected);
+    assert_eq!(observe_all(&wal), full, "everything acknowledged is there, the unacknowledged batch is not");
     drop(wal);
 
     // the cut is for good: the next open finds a clean log
@@ -47,7 +58,32 @@ fn torn_tail_record_is_cut_and_reported_not_treated_as_corruption() {
     drop(wal);
     let (wal, report) = open(&disk, small_options());
     assert_eq!(report.torn_tail, None);
-    assert_eq!(wal.last_index(1), Some(13));
+    assert_eq!(wal.last_index(1), Some(16));
+}
+
+/// The record of the last acknowledged batch is damaged: its seal follows
+/// it, so recovery knows it was written whole — damage, not a torn write.
+#[test]
+fn a_damaged_acknowledged_last_batch_is_corruption_because_its_seal_follows() {
+    let (disk, _) = five_batches();
+    let offsets = record_offsets(&disk, 1);
+    assert_eq!(offsets.len(), 10, "five batches, five seals");
+    let (batch, seal) = (offsets[8], offsets[9]);
+    disk.flip_byte(&wal::layout::segment_name(1), batch as u64 + 100, 0x40);
+    let err =
+        futures_lite::future::block_on(wal::Wal::open(disk.clone(), small_options())).err().expect("open must fail");
+    match err {
+        OpenError::Recovery(RecoveryError::Corruption { seq, offset, next_offset, .. }) => {
+            assert_eq!((seq, offset, next_offset), (1, batch as u64, seal as u64));
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    // a damaged seal is only the end: it acknowledged a record that is intact
+    let (disk, full) = five_batches();
+    disk.flip_byte(&wal::layout::segment_name(1), seal as u64 + 17, 0x40);
+    let (wal, report) = open(&disk, small_options());
+    assert_eq!(report.torn_tail.map(|t| t.offset), Some(seal as u64));
+    assert_eq!(observe_all(&wal), full);
 }
 
 #[test]
@@ -95,7 +131,8 @@ fn damage_in_the_last_record_of_an_older_segment_is_corruption() {
     }
     drop(wal);
     let last_of_first = *record_offsets(&disk, 1).last().unwrap();
-    disk.flip_byte(&wal::layout::segment_name(1), last_of_first as u64 + 64, 0x80);
+    // (the record may be a seal: a header byte is damage in either)
+    disk.flip_byte(&wal::layout::segment_name(1), last_of_first as u64 + 17, 0x80);
     let err =
         futures_lite::future::block_on(wal::Wal::open(disk.clone(), small_options())).err().expect("open must fail");
     match err {
@@ -191,7 +228,7 @@ fn needs_catch_up_survives_restarts_and_the_purge_of_the_damaged_segment() {
     append_entries(&mut wal, 1, 2, 10, 1);
     flush_all(&mut wal);
     drop(wal);
-    let victim = record_offsets(&disk, 1)[1]; // the term-5 vote
+    let victim = record_offsets(&disk, 1)[2]; // the term-5 vote (each write has its seal)
     disk.flip_byte(&wal::layout::segment_name(1), victim as u64 + 40, 1);
 
     let tolerant = WalOptions { recovery_mode: RecoveryMode::Tolerant, ..small_options() };

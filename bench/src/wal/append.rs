@@ -258,6 +258,7 @@ fn stats_delta(a: &WalStats, b: &WalStats) -> WalStats {
         regions_flushed: b.regions_flushed - a.regions_flushed,
         segment_rolls: b.segment_rolls - a.segment_rolls,
         roll_stalls: b.roll_stalls - a.roll_stalls,
+        seals: b.seals - a.seals,
         segments_recycled: b.segments_recycled - a.segments_recycled,
         segments_removed: b.segments_removed - a.segments_removed,
         spares_created: b.spares_created - a.spares_created,

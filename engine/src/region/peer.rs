@@ -89,6 +89,10 @@ pub struct Region {
     /// Why this replica of the region is fenced (`shard::fence`): a
     /// committed entry it could not decode. It applies nothing more.
     pub fenced: Option<String>,
+    /// This replica may have lost entries it acknowledged (`shard::catch_up`):
+    /// it neither votes nor campaigns until an entry of a term above this one
+    /// is durable in its log.
+    pub catching_up: Option<u64>,
 }
 
 /// raft-rs configuration of one peer.
@@ -145,6 +149,7 @@ impl Region {
             compact_wanted: false,
             receiving: None,
             fenced: None,
+            catching_up: None,
         })
     }
 

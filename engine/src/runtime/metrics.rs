@@ -17,6 +17,8 @@ pub struct ShardMetrics {
     pub leaders: AtomicU64,
     /// Regions fenced on this shard (a committed entry that does not decode).
     pub regions_fenced: AtomicU64,
+    /// Regions that may not vote until a leader caught them up (the WAL lost records).
+    pub regions_catching_up: AtomicU64,
     pub proposals: AtomicU64,
     pub writes_proposed: AtomicU64,
     pub persist_batches: AtomicU64,
@@ -53,12 +55,18 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 24] = [
+    let metrics: [Metric; 25] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
         ("ringraft_regions_fenced", "gauge", "regions fenced on this replica: a committed entry did not decode", |m| {
             &m.regions_fenced
         }),
+        (
+            "ringraft_regions_catching_up",
+            "gauge",
+            "regions that neither vote nor campaign until a leader caught them up: the WAL lost records",
+            |m| &m.regions_catching_up,
+        ),
         ("ringraft_proposals_total", "counter", "raft proposals (one entry each)", |m| &m.proposals),
         ("ringraft_writes_proposed_total", "counter", "client writes carried by those proposals", |m| {
             &m.writes_proposed

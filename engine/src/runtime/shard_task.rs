@@ -87,6 +87,8 @@ pub struct ShardConfig {
     pub snapshot_log_bytes_min: Option<usize>,
     /// Measuring what batching buys: one fdatasync per region ready, one frame per message.
     pub no_batching: bool,
+    /// Strict, or tolerant: damaged records dropped, regions caught up (`shard::catch_up`).
+    pub wal_recovery: wal::RecoveryMode,
     pub metrics: Arc<crate::runtime::metrics::ShardMetrics>,
 }
 
@@ -96,8 +98,6 @@ pub enum ShardError {
     OpenDisk { dir: String, source: std::io::Error },
     #[error("open the WAL in {dir}: {source}")]
     OpenWal { dir: String, source: wal::OpenError },
-    #[error("the WAL in {dir} lost records in a tolerant recovery; this store cannot vote safely until caught up (not supported yet)")]
-    NeedsCatchUp { dir: String },
     #[error("{0}")]
     Boot(#[from] BootError),
     #[error("{0}")]
@@ -133,6 +133,10 @@ pub async fn run_shard(mut cfg: ShardConfig) -> Result<(), ShardError> {
             }
         })
     };
+    if crate::driver::seal_recovered(&gc).await.is_err() {
+        // the writer task has reported the failure and is aborting the store
+        return Ok(());
+    }
     let mut task = ShardTask::start(&cfg, shard, gc.clone(), snapshots, wal_ident)?;
     task.run(&cfg).await;
     let ShardTask { endpoint, _forward: forward, _clients: clients, .. } = task;
@@ -156,7 +160,7 @@ async fn open_shard(cfg: &ShardConfig) -> Result<(Shard, Wal<GlommioDisk>, Shard
         std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(dir_err)?;
     }
     let disk = GlommioDisk::open(&wal_dir).await.map_err(dir_err)?;
-    let opts = WalOptions::default();
+    let opts = WalOptions { recovery_mode: cfg.wal_recovery, ..WalOptions::default() };
     let mut limits = ShardLimits::for_wal(&opts);
     if let Some(m) = cfg.memory_bytes_max {
         limits = limits.with_memory_limit(m);
@@ -459,6 +463,7 @@ impl ShardTask {
             }
             Output::RemoveSnapshot(id) => remove_in_background(self.snapshots.path_of(id)),
             Output::DiscardIncoming(path) => remove_in_background(path),
+            Output::CaughtUp => self.gc.wal().clear_needs_catch_up(),
             // a PD directive's outcome: no client waits for it
             Output::Reply { request, result } if control::is_internal(request) => {
                 directives::log_outcome(cfg.shard, request, &result)
@@ -503,6 +508,7 @@ fn publish(
     m.regions.store(shard.regions().count() as u64, r);
     m.leaders.store(shard.regions().filter(|g| g.is_leader()).count() as u64, r);
     m.regions_fenced.store(shard.regions().filter(|g| g.fenced.is_some()).count() as u64, r);
+    m.regions_catching_up.store(shard.regions().filter(|g| g.catching_up.is_some()).count() as u64, r);
     m.proposals.store(st.proposals, r);
     m.iterations.store(st.iterations, r);
     m.writes_proposed.store(st.writes_proposed, r);

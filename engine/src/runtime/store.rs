@@ -88,6 +88,10 @@ pub struct StoreOptions {
     pub snapshot_log_bytes_min: Option<usize>,
     /// Only to measure what batching buys (see `ShardLimits::batching`).
     pub no_batching: bool,
+    /// How the shards' WALs treat a damaged record: refuse to open (strict),
+    /// or drop it and catch the shard's regions up from their leaders
+    /// (tolerant; `shard::catch_up`).
+    pub wal_recovery: wal::RecoveryMode,
 }
 
 impl StoreOptions {
@@ -102,6 +106,7 @@ impl StoreOptions {
             status_addr: None,
             snapshot_log_bytes_min: None,
             no_batching: false,
+            wal_recovery: wal::RecoveryMode::Strict,
         }
     }
 }
@@ -181,6 +186,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             memory_bytes_max: opts.memory_limit_bytes.map(|m| m / usize::from(me.shards)),
             snapshot_log_bytes_min: opts.snapshot_log_bytes_min,
             no_batching: opts.no_batching,
+            wal_recovery: opts.wal_recovery,
             metrics: metrics[usize::from(shard)].clone(),
         };
         let tx = done_tx.clone();

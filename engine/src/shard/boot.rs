@@ -18,6 +18,8 @@
 //! - Either way the shard's vote table (`crate::votes`) is read: a region
 //!   whose WAL lost a vote (a damaged last record, cut at recovery) gets it
 //!   back from the table, and later tables count on from its generation.
+//! - A WAL that lost records (a tolerant recovery, now or before: its
+//!   needs-catch-up flag) makes every region suspect (`catch_up.rs`).
 
 use std::collections::BTreeSet;
 
@@ -79,6 +81,14 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
     let mut shard = Shard::new(opts.store_id, opts.shard, opts.seed, opts.limits);
     // (read at a first start too: later tables must count on from its generation)
     let table = files.read_votes().await.map_err(BootError::Votes)?.unwrap_or_default();
+    if wal.regions().next().is_none() && wal.needs_catch_up() {
+        // every record was dropped: never a first start (it would forget
+        // every vote); regions come back from their leaders, suspect
+        tracing::warn!(shard = opts.shard, "the WAL lost every record: no region until leaders recreate them");
+        shard.init_votes(&table);
+        shard.start_catch_up();
+        return Ok((shard, BootReport::Recovered { regions: 0, tombstones: 0, swept: 0 }));
+    }
     if wal.regions().next().is_none() {
         files.sweep(BTreeSet::new()).await.map_err(BootError::Sweep)?;
         let mine =
@@ -91,10 +101,10 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
             shard.create_region(init);
             regions += 1;
         }
-        shard.init_votes(table.generation);
+        shard.init_votes(&table);
         return Ok((shard, BootReport::FirstStart { regions }));
     }
-    let mut loaded = load_regions(wal).await?;
+    let mut loaded = load_regions(wal, wal.needs_catch_up()).await?;
     // a vote the WAL lost (its record damaged and cut) is restored from the table
     for r in &mut loaded {
         let region = r.meta.id;
@@ -128,8 +138,12 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
                 Some(files.read(id).await.map_err(|source| BootError::LoadSnapshot { region: id.region, source })?)
             }
         };
-        shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: false });
+        // (a log lost back to its snapshot is reset to it in the WAL, as a fresh region's is)
+        shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: r.log_lost });
     }
-    shard.init_votes(table.generation);
+    shard.init_votes(&table);
+    if wal.needs_catch_up() {
+        shard.start_catch_up();
+    }
     Ok((shard, BootReport::Recovered { regions, tombstones: report_tombstones, swept }))
 }

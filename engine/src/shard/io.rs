@@ -103,4 +103,7 @@ pub enum Output {
     RemoveSnapshot(SnapshotId),
     /// A received snapshot file that will not be installed.
     DiscardIncoming(PathBuf),
+    /// Every region that needed catch-up has caught up: clear the WAL's
+    /// needs-catch-up flag (`Wal::clear_needs_catch_up`).
+    CaughtUp,
 }

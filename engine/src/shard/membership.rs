@@ -197,6 +197,10 @@ impl Shard {
         tracing::info!(region = id, peer = envelope.to.peer_id, "creating the peer this store was added as");
         self.create_region(RegionInit::uninitialized(envelope));
         self.stats.regions_created += 1;
+        if self.needs_catch_up || self.votes.votes.contains_key(&id) {
+            // it may be one the WAL lost, with what it acknowledged (catch_up.rs)
+            self.suspect(id);
+        }
         true
     }
 

@@ -26,6 +26,7 @@
 //! | `persist.rs` | the persist batch: staged, issued, made durable, readies released |
 //! | `apply.rs` | committed entries applied (epoch checked at apply time), reads served |
 //! | `fence.rs` | a region whose committed entry does not decode, fenced on this replica |
+//! | `catch_up.rs` | a replica whose WAL lost records: no vote, no campaign until a leader caught it up |
 //! | `membership.rs` | region creation (bootstrap, recovery, a leader's message), conf changes, removal, tombstones |
 //! | `snapshot.rs` | snapshots taken, sent, received and installed; which snapshot files may go |
 //! | `boot.rs` | a shard built from its WAL (or its initial regions): the one boot path of both drivers |
@@ -41,6 +42,7 @@
 mod admission;
 mod apply;
 pub mod boot;
+mod catch_up;
 mod fence;
 pub mod io;
 mod limits;
@@ -118,6 +120,9 @@ pub struct Shard {
     /// all of them every iteration was a large part of the loop's cost.
     dirty: BTreeSet<u64>,
     all_dirty: bool,
+    /// The WAL's needs-catch-up flag is set and some region has not caught
+    /// up yet (`catch_up.rs`).
+    needs_catch_up: bool,
 }
 
 impl Shard {
@@ -146,6 +151,7 @@ impl Shard {
             votes: Default::default(),
             dirty: BTreeSet::new(),
             all_dirty: false,
+            needs_catch_up: false,
         }
     }
 

@@ -6,7 +6,7 @@
 //! (`on_persist_ready`) and the messages it held (votes, append answers)
 //! leave, at the loop's second flush point.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
 use raft::eraftpb;
@@ -138,7 +138,10 @@ impl Shard {
             // an installed snapshot counts as applied for raft once it is durable
             advance_raft_applied(r);
             self.send(a.region, a.messages);
+            self.check_caught_up(a.region);
         }
+        // (a suspect region removed meanwhile no longer holds the flag)
+        self.end_catch_up_if_done();
         // the batch recorded newer snapshots: the files they replaced can go
         let removable = self.snapshot_files.persisted(batch);
         self.outputs.extend(removable.into_iter().map(Output::RemoveSnapshot));
@@ -187,12 +190,21 @@ impl Shard {
 
     /// The vote table as boot found it: every region's (term, vote) now, at
     /// the generation of the newest table written (later ones count on).
-    pub fn init_votes(&mut self, generation: u64) {
-        let votes = self.regions.values().map(|r| {
+    /// A region the table has and the WAL lost entirely (neither hosted nor
+    /// a tombstone: its records were dropped) keeps its entry: a peer of it
+    /// created later starts suspect at that term (`catch_up.rs`).
+    pub fn init_votes(&mut self, recorded: &crate::votes::VoteTable) {
+        let mut votes: BTreeMap<u64, (u64, u64)> = recorded
+            .votes
+            .iter()
+            .filter(|(id, _)| !self.tombstones.contains_key(id))
+            .map(|(&id, &v)| (id, v))
+            .collect();
+        for r in self.regions.values() {
             let hs = r.raw.store().hard_state();
-            (r.id(), (hs.term, hs.vote))
-        });
-        self.votes = crate::votes::VoteTable { generation, votes: votes.collect() };
+            votes.insert(r.id(), (hs.term, hs.vote));
+        }
+        self.votes = crate::votes::VoteTable { generation: recorded.generation, votes };
     }
 
     /// Without batching: batch `batch` carries one region's staged writes;

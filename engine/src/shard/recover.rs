@@ -35,6 +35,9 @@ pub struct LoadedRegion {
     pub meta: RegionMeta,
     pub storage: RegionStorage,
     pub snapshot: Option<SnapshotId>,
+    /// Its log was lost back to its snapshot (records dropped): the WAL's
+    /// log must be reset to the snapshot before anything is appended.
+    pub log_lost: bool,
 }
 
 /// The regions the WAL holds as removed from this shard, with the peer that
@@ -49,8 +52,12 @@ pub fn load_tombstones<D: Disk>(wal: &Wal<D>) -> Result<Vec<(u64, u64)>, LoadErr
     Ok(out)
 }
 
-/// Every live (non-tombstone) region of the WAL.
-pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, LoadError> {
+/// Every live (non-tombstone) region of the WAL. When the WAL lost records
+/// (`lost_records`: its needs-catch-up flag), a region whose log no longer
+/// reaches back to its snapshot restarts from the snapshot with no log, and
+/// a commit index past what is left is lowered to it: the region is
+/// suspect (`shard::catch_up`) and its leader sends the rest again.
+pub async fn load_regions<D: Disk>(wal: &Wal<D>, lost_records: bool) -> Result<Vec<LoadedRegion>, LoadError> {
     let mut out = vec![];
     let ids: Vec<u64> = wal.regions().collect();
     for region in ids {
@@ -66,11 +73,20 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, Lo
         let has_entries = wal.last_index(region).is_some_and(|last| last >= first_index);
         let snapshot = state.snapshot.map(|(index, term)| SnapshotId { region, index, term });
         let snapshot_index = snapshot.map_or(0, |s| s.index);
-        let base = if snapshot.is_none() && !has_entries {
+        let gap = has_entries && first_index > snapshot_index + 1;
+        // the records that held the entries between were dropped: keep the
+        // snapshot, let the leader send the log again
+        let lost_back_to_snapshot = gap && lost_records;
+        if lost_back_to_snapshot {
+            tracing::warn!(region, first_index, snapshot_index, "log lost back to the snapshot: restarting from it");
+        }
+        let base = if lost_back_to_snapshot {
+            snapshot.map_or((0, 0), |s| (s.index, s.term))
+        } else if snapshot.is_none() && !has_entries {
             // a peer created for a region it has no state of yet (its log
             // may still start where an earlier, removed peer's ended)
             (0, 0)
-        } else if first_index > snapshot_index + 1 {
+        } else if gap {
             return Err(LoadError::LogGap { region, first_index, snapshot_index });
         } else {
             let term = wal.term(region, first_index - 1).expect("the WAL keeps the term before its first entry");
@@ -80,7 +96,9 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, Lo
         // this high, and raft refuses to start with applied > commit
         hs.commit = hs.commit.max(snapshot_index);
         let mut entries = vec![];
-        if let (Some(first), Some(last)) = (wal.first_index(region), wal.last_index(region)) {
+        if let (false, Some(first), Some(last)) =
+            (lost_back_to_snapshot, wal.first_index(region), wal.last_index(region))
+        {
             let (mut lo, hi) = (first, last + 1);
             while lo < hi {
                 let got = match wal.entries(region, lo, hi, LOAD_READ_BYTES) {
@@ -101,8 +119,14 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>) -> Result<Vec<LoadedRegion>, Lo
                 entries.extend(got.iter().map(entry_from_wal));
             }
         }
+        if lost_records {
+            // a commit index recorded after records that were dropped may be
+            // past the log that is left (raft refuses to start so)
+            let last = entries.last().map_or(base.0, |e: &raft::eraftpb::Entry| e.index);
+            hs.commit = hs.commit.min(last).max(snapshot_index);
+        }
         let storage = RegionStorage::new(hs, cs, base, entries);
-        out.push(LoadedRegion { meta: state.meta, storage, snapshot });
+        out.push(LoadedRegion { meta: state.meta, storage, snapshot, log_lost: lost_back_to_snapshot });
     }
     Ok(out)
 }

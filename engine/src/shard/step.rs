@@ -115,8 +115,8 @@ impl Shard {
         self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut failed = vec![];
         for r in self.regions.values_mut() {
-            if r.fenced.is_some() {
-                continue; // never campaigns, sends no heartbeat (fence.rs)
+            if r.fenced.is_some() || r.catching_up.is_some() {
+                continue; // never campaigns (fence.rs, catch_up.rs); a fenced one sends no heartbeat
             }
             if r.raw.raft.election_elapsed == 0 {
                 redraw_election_timeout(&mut self.rng, r);
@@ -181,6 +181,20 @@ impl Shard {
                 return;
             }
         };
+        if r.catching_up.is_some()
+            && matches!(
+                msg.get_msg_type(),
+                MessageType::MsgRequestVote | MessageType::MsgRequestPreVote | MessageType::MsgTimeoutNow
+            )
+        {
+            // it may lack entries it acknowledged: no vote, no campaign (catch_up.rs)
+            tracing::debug!(
+                region = r.id(),
+                from = envelope.from.store_id,
+                "vote or campaign request while catching up dropped"
+            );
+            return;
+        }
         if msg.get_msg_type() == MessageType::MsgSnapshot {
             // a snapshot's data comes on the snapshot stream, as `Input::Snapshot`
             tracing::warn!(region = r.id(), from = envelope.from.store_id, "snapshot message without its data dropped");

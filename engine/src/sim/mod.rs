@@ -326,6 +326,7 @@ impl Sim {
                     Output::DiscardIncoming(path) => {
                         s.files.0.borrow_mut().incoming.remove(&path);
                     }
+                    Output::CaughtUp => node.gc.wal().clear_needs_catch_up(),
                 }
             }
         }

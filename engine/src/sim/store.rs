@@ -25,7 +25,7 @@ use futures_util::task::LocalSpawnExt;
 use wal::disk::MemDisk;
 use wal::{GroupCommit, Wal, WalOptions};
 
-use crate::driver::{append_and_wait, install_received, write_votes};
+use crate::driver::{append_and_wait, install_received, seal_recovered, write_votes};
 use crate::region::meta::RegionMeta;
 use crate::shard::boot::{boot, BootOptions};
 use crate::shard::{regions_to_compact, Input, Output, Shard, ShardLimits};
@@ -99,6 +99,10 @@ pub struct SimStore {
     pub files: SimFiles,
     pub next_incoming: u64,
     limits: ShardLimits,
+    /// How a restart's recovery treats a damaged record (strict: refuse,
+    /// which the simulator reports as a panic; tolerant: drop it and catch
+    /// the regions up, `shard::catch_up`).
+    pub recovery_mode: wal::RecoveryMode,
 }
 
 /// A running store.
@@ -136,7 +140,7 @@ impl SimStore {
     pub fn bootstrap(id: u64, metas: &[RegionMeta], seed: u64, limits: ShardLimits) -> SimStore {
         let disk = MemDisk::new();
         let files = SimFiles::default();
-        let mut node = Node::start(&disk, &files, id, seed, limits, metas);
+        let mut node = Node::start(&disk, &files, id, seed, limits, metas, sim_wal_options());
         // a store's bootstrap is durable before it serves anything (as creating
         // a data directory is): persist the new regions' meta now
         // (one batch, or one per region without batching)
@@ -153,7 +157,7 @@ impl SimStore {
             }
         }
         assert!(node.shard.is_quiet(), "store {id}: bootstrap left work in flight");
-        SimStore { id, disk, node: Some(node), files, next_incoming: 0, limits }
+        SimStore { id, disk, node: Some(node), files, next_incoming: 0, limits, recovery_mode: Default::default() }
     }
 
     /// Kills the store: what was not durable is gone. A persist batch in
@@ -177,7 +181,8 @@ impl SimStore {
     /// Restarts a crashed store from its disk, through the boot path.
     pub fn restart(&mut self, seed: u64) {
         assert!(self.node.is_none(), "store {} is running", self.id);
-        self.node = Some(Node::start(&self.disk, &self.files, self.id, seed, self.limits, &[]));
+        let wal_options = WalOptions { recovery_mode: self.recovery_mode, ..sim_wal_options() };
+        self.node = Some(Node::start(&self.disk, &self.files, self.id, seed, self.limits, &[], wal_options));
     }
 }
 
@@ -191,18 +196,30 @@ impl Node {
         seed: u64,
         limits: ShardLimits,
         initial: &[RegionMeta],
+        wal_options: WalOptions,
     ) -> Node {
-        let (wal, _) = block_on(Wal::open(disk.clone(), sim_wal_options())).expect("open the WAL");
+        let (wal, _) = block_on(Wal::open(disk.clone(), wal_options)).expect("open the WAL");
         let opts = BootOptions { store_id, shard: 0, seed, limits, initial_regions: initial };
         let (shard, _) = block_on(boot(&wal, files, opts)).unwrap_or_else(|e| panic!("store {store_id}: boot: {e}"));
         let gc = GroupCommit::new(wal);
-        let pool = LocalPool::new();
+        let mut pool = LocalPool::new();
         let writer = gc.clone();
         pool.spawner()
             .spawn_local(async move {
                 writer.run().await.expect("fdatasync succeeds on the simulated disk");
             })
             .expect("the pool takes tasks");
+        // what was recovered is acknowledged before the shard answers anything, as in the runtime
+        let sealed = Rc::new(Cell::new(false));
+        let (flag, sealing) = (sealed.clone(), gc.clone());
+        pool.spawner()
+            .spawn_local(async move {
+                seal_recovered(&sealing).await.expect("the simulated disk seals the recovered log");
+                flag.set(true);
+            })
+            .expect("the pool takes tasks");
+        pool.run_until_stalled();
+        assert!(sealed.get(), "store {store_id}: sealing the recovered log did not complete on the simulated disk");
         Node { shard, gc, pool, inputs: vec![], persist: None, persisted: Rc::default(), snapshot_writes: vec![] }
     }
 

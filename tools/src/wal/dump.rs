@@ -436,12 +436,19 @@ mod tests {
         let (dir, w) = testkit::build(&Plan::default());
         let text = run(dir.path(), Filter::default(), false);
         let records = lines_starting(&text, "record ");
-        // one record per flush: a batch, or at a segment's start a checkpoint with the batch
-        assert_eq!(records.len() as u64, Plan::default().rounds + 1, "{text}");
+        // one record per flush: a batch (at a segment's start a checkpoint
+        // with the batch), then the seal acknowledging it, one block with no
+        // sections (at a segment's start a checkpoint with none)
+        assert_eq!(w.records, 2 * (Plan::default().rounds + 1), "each round and the compaction, each sealed");
+        assert_eq!(records.len() as u64, w.records, "{text}");
+        let seals: Vec<_> = records.iter().filter(|l| l.ends_with(" sections=0")).collect();
+        assert_eq!(seals.len() as u64, w.seals, "{text}");
         assert_eq!(lines_starting(&text, "entry ").len() as u64, w.entries_written);
         assert_eq!(lines_starting(&text, "segment ").len() as u64, w.segments);
         assert!(records[0].contains("segment=0000000000000001 offset=4096 kind=checkpoint lsn=1"), "{}", records[0]);
-        assert!(records[1].contains("kind=batch lsn=2"), "{}", records[1]);
+        assert!(records[1].contains("offset=8192 kind=batch lsn=2 payload_bytes=0 sections=0"), "{}", records[1]);
+        assert!(records[2].contains("offset=12288 kind=batch lsn=3"), "{}", records[2]);
+        assert!(records.last().unwrap().ends_with(&format!("lsn={} payload_bytes=0 sections=0", w.records)), "{text}");
         let e = "entry region=1 index=1 term=1 type=normal data_bytes=";
         assert!(text.contains(&format!("{e}{} ", testkit::data_len(1, 1))), "{text}");
         assert!(text.contains("section region=3 entries=0 tombstone"), "{text}");
@@ -464,13 +471,20 @@ mod tests {
 
     #[test]
     fn a_region_filter_keeps_its_checkpoint_state() {
-        let (dir, _) = testkit::build(&Plan::default());
+        let (dir, w) = testkit::build(&Plan::default());
         let text = run(dir.path(), Filter::new(Some(7), None, None).unwrap(), false);
         assert!(lines_starting(&text, "entry ").is_empty());
-        // written twice, then carried by the checkpoint of segments 2 and 3
+        // written twice, then carried by the checkpoint of every later segment
         assert_eq!(lines_starting(&text, "section region=7").len(), 2, "{text}");
-        assert_eq!(lines_starting(&text, "checkpoint region=7").len(), 2, "{text}");
+        assert_eq!(lines_starting(&text, "checkpoint region=7").len() as u64, w.segments - 1, "{text}");
         assert!(text.contains("hard_state=term:1,vote:7,commit:0"), "{text}");
+        assert!(
+            text.contains("checkpoint region=7 first_index=1 prev_term=0 hard_state=term:30,vote:7,commit:0"),
+            "{text}"
+        );
+        // the records holding those, and no batch seal: it holds no region
+        assert_eq!(lines_starting(&text, "record ").len() as u64, 2 + w.segments - 1, "{text}");
+        assert!(!text.contains("kind=batch lsn=2 "), "{text}");
     }
 
     #[test]
@@ -482,31 +496,38 @@ mod tests {
 
     #[test]
     fn the_walk_goes_past_a_bad_record_and_says_so() {
-        let (dir, _) = testkit::build(&Plan::default());
+        let (dir, w) = testkit::build(&Plan::default());
         let seg = dir.path().join(segment_name(1));
         let offsets = testkit::record_offsets(&seg, 1);
-        testkit::flip_byte(&seg, offsets[2] + 50);
+        // round 2's batch (5 entries), then its seal
+        let victim = testkit::batch_offsets(&seg, 1)[1];
+        assert_eq!(victim, offsets[2]);
+        testkit::flip_byte(&seg, victim + 50);
         let text = run(dir.path(), Filter::default(), false);
         let want = format!(
-            "BAD record segment=0000000000000001 offset={}: record checksum mismatch; next valid record at offset {}",
-            offsets[2], offsets[3]
+            "BAD record segment=0000000000000001 offset={victim}: record checksum mismatch; next valid record at offset {}",
+            offsets[3]
         );
         assert!(text.contains(&want), "{text}");
-        assert_eq!(lines_starting(&text, "record ").len() as u64, Plan::default().rounds);
-        assert!(text.ends_with("records, 150 entries shown; 1 bad records\n"), "{text}");
+        assert_eq!(lines_starting(&text, "record ").len() as u64, w.records - 1);
+        let summary = format!("{} records, {} entries shown; 1 bad records\n", w.records - 1, w.entries_written - 5);
+        assert!(text.ends_with(&summary), "{text}");
     }
 
     #[test]
     fn records_end_where_nothing_valid_follows() {
         let (dir, w) = testkit::build(&Plan::default());
         let seg = dir.path().join(segment_name(w.segments));
+        // the last record: the seal of the compaction
         let tail = *testkit::record_offsets(&seg, w.segments).last().unwrap();
-        testkit::flip_byte(&seg, tail + wal::format::RECORD_HEADER_BYTES + 3);
+        assert!(!testkit::batch_offsets(&seg, w.segments).contains(&tail));
+        testkit::damage_header(&seg, tail);
         let text = run(dir.path(), Filter::default(), false);
         let want = format!("end of records segment={:016x} offset={tail}: then record checksum mismatch", w.segments);
         assert!(text.contains(&want), "{text}");
         assert_eq!(lines_starting(&text, "end of records").len(), 1, "{text}");
-        assert!(text.ends_with("; 0 bad records\n"), "{text}");
+        let summary = format!("{} records, {} entries shown; 0 bad records\n", w.records - 1, w.entries_written);
+        assert!(text.ends_with(&summary), "{text}");
     }
 
     #[test]

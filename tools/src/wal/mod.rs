@@ -53,7 +53,8 @@ pub enum WalCommand {
     /// List every record and every entry as written, one line each.
     ///
     /// Records: segment, offset, kind (batch or checkpoint), lsn, payload
-    /// bytes, sections; then each region's section (or checkpoint state) and
+    /// bytes, sections (a record with none is a seal: it only acknowledges
+    /// the record before it, docs/wal.md); then each region's section (or checkpoint state) and
     /// its entries: region, index, term, type, data length. This is the raw
     /// view below recovery: entries later overwritten or compacted are shown
     /// too, and a bad record is reported and skipped to the next valid one.

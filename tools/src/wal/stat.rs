@@ -454,14 +454,16 @@ mod tests {
         let s = &report.wals[0];
         let region = |id: u64| s.regions.iter().find(|r| r.region == id).unwrap();
         // region 1 kept every entry since segment 1; region 2 compacted to its
-        // last 2 entries (in segment 2), regions 3 and 7 hold no entries
+        // last 2 entries (in the segment before the active one, which holds
+        // only the compaction and its seal), regions 3 and 7 hold no entries
         assert!(region(1).blocks_purge);
-        assert_eq!(region(2).oldest_segment, Some(2));
-        assert_eq!(region(2).blocks_purge, w.segments > 2);
+        assert_eq!(region(1).oldest_segment, Some(1));
+        assert_eq!(region(2).oldest_segment, Some(w.segments - 1));
+        assert!(region(2).blocks_purge);
         assert!(!region(3).blocks_purge && !region(7).blocks_purge);
         assert_eq!(s.purge.active_segment, Some(w.segments));
         assert!(s.purge.purgeable_segments.is_empty());
-        assert_eq!(s.purge.blocking_regions, 1 + (w.segments > 2) as usize);
+        assert_eq!(s.purge.blocking_regions, 2);
         assert!(text.contains("oldest: region 1 pins segment 0000000000000001"), "{text}");
     }
 
@@ -469,13 +471,16 @@ mod tests {
     fn damage_is_described_not_fatal() {
         let (dir, w) = testkit::build(&Plan::default());
         let seg = dir.path().join(segment_name(1));
-        let victim = testkit::record_offsets(&seg, 1)[3];
+        // round 4's batch; its seal after it is valid
+        let victim = testkit::batch_offsets(&seg, 1)[3];
         testkit::flip_byte(&seg, victim + 100);
         std::fs::write(dir.path().join(segment_name(w.segments + 1)), b"junk").unwrap();
         let (report, text) = run(dir.path());
         let s = &report.wals[0];
         assert_eq!(s.recovery.dropped.len(), 2, "{text}");
-        assert_eq!((s.recovery.dropped[0].segment, s.recovery.dropped[0].offset), (1, victim as u64));
+        let d = &s.recovery.dropped[0];
+        assert_eq!((d.segment, d.offset, d.bytes), (1, victim as u64, wal::format::BLOCK_BYTES as u64), "{text}");
+        assert_eq!(s.recovery.entries_replayed, w.entries_written - 5, "{text}");
         assert!(s.recovery.needs_catch_up);
         let junk = s.segments.last().unwrap();
         assert_eq!(junk.state, "unreadable");
@@ -487,11 +492,15 @@ mod tests {
     fn a_torn_tail_is_reported() {
         let (dir, w) = testkit::build(&Plan::default());
         let seg = dir.path().join(segment_name(w.segments));
+        // the last record: the seal of the compaction
         let tail = *testkit::record_offsets(&seg, w.segments).last().unwrap();
-        testkit::flip_byte(&seg, tail + wal::format::RECORD_HEADER_BYTES + 3);
+        testkit::damage_header(&seg, tail);
         let (report, text) = run(dir.path());
-        let t = report.wals[0].recovery.torn_tail.as_ref().unwrap();
+        let r = &report.wals[0].recovery;
+        let t = r.torn_tail.as_ref().unwrap();
         assert_eq!((t.segment, t.offset), (w.segments, tail as u64));
+        assert!(r.dropped.is_empty() && !r.needs_catch_up, "{text}");
+        assert_eq!((r.records, r.entries_replayed), (w.records - 1, w.entries_written), "{text}");
         assert!(text.contains("torn tail at segment"), "{text}");
         assert_eq!(exit_code(&report), 0);
     }

@@ -11,13 +11,19 @@ use wal::disk::MemDisk;
 use wal::layout::{parse_name, FileKind};
 use wal::{Entry, FlushStart, HardState, RegionWrite, Wal, WalOptions};
 
-/// Segment size of test WALs: small, so a few dozen flushes roll segments.
+/// Segment size of test WALs: small, so a few dozen flushes roll segments
+/// (15 one-block records after the header block).
 pub const SEGMENT_BYTES: u64 = 64 << 10;
 
-/// The workload. Every round is one flush (one batch record):
+/// The workload. Every round is one flush (one batch record), then the seal
+/// that acknowledges it: a one-block batch record with no sections, or the
+/// checkpoint record of a new segment when the seal opens one. The
+/// compaction after the last round is one more batch and seal:
+/// `2 * (rounds + 1)` records.
 /// - region 1: 3 entries and a HardState committing them;
 /// - region 2: 2 entries; after the last round it is compacted to its last 2
-///   (which sit in the newest segment);
+///   (which sit in the segment before the newest: that one holds only the
+///   compaction and its seal);
 /// - region 3: 5 entries and a vote in round 1, a tombstone in the last round;
 /// - region 7: a HardState only (no entries) in the first and last rounds.
 #[derive(Clone, Debug)]
@@ -49,6 +55,10 @@ pub struct Written {
     pub segments: u64,
     /// Entries appended, all regions (including ones later compacted or dropped).
     pub entries_written: u64,
+    /// Records written: one per flush, seals included.
+    pub records: u64,
+    /// Of those, seals: records carrying no write (no sections).
+    pub seals: u64,
     pub regions: BTreeMap<u64, Expected>,
 }
 
@@ -66,11 +76,12 @@ pub fn build(plan: &Plan) -> (tempfile::TempDir, Written) {
 
 /// Writes the plan's WAL into `dir` (created if needed).
 pub fn build_into(plan: &Plan, dir: &Path) -> Written {
-    assert!(plan.rounds >= 30, "three segments, region 2's last 2 entries in the newest");
+    assert!(plan.rounds >= 30, "several segments, region 2's last 2 entries in an older one than the newest");
     let disk = MemDisk::new();
     let opts = WalOptions { segment_bytes: SEGMENT_BYTES, batch_bytes_max: 16 << 10, ..Default::default() };
     let (mut wal, _) = block_on(Wal::open(disk.clone(), opts)).expect("open an empty WAL");
     let mut entries_written = 0;
+    let mut flushes = Flushes::default();
     let entries = |region: u64, first: u64, n: u64, term: u64| -> Vec<Entry> {
         (first..first + n)
             .map(|index| Entry {
@@ -102,10 +113,10 @@ pub fn build_into(plan: &Plan, dir: &Path) -> Written {
         if round == r {
             wal.append(3, RegionWrite { tombstone: true, ..Default::default() }).unwrap();
         }
-        flush_all(&mut wal);
+        flushes.all(&mut wal);
     }
     wal.compact_to(2, 2 * r - 1).unwrap();
-    flush_all(&mut wal);
+    flushes.all(&mut wal);
 
     let mut segments = 0;
     std::fs::create_dir_all(dir).expect("create WAL directory");
@@ -163,30 +174,63 @@ pub fn build_into(plan: &Plan, dir: &Path) -> Written {
             },
         ),
     ]);
-    Written { segments, entries_written, regions }
+    Written { segments, entries_written, records: flushes.records, seals: flushes.seals, regions }
 }
 
-/// Runs flushes (preparing segments as needed) until nothing is staged.
-fn flush_all(wal: &mut Wal<MemDisk>) {
-    loop {
-        match wal.start_flush() {
-            FlushStart::Flush(f) => {
-                let r = block_on(f.execute());
-                wal.finish_flush(r).expect("flush");
+/// Records written so far: every flush writes one.
+#[derive(Default)]
+struct Flushes {
+    records: u64,
+    seals: u64,
+}
+
+impl Flushes {
+    /// Runs flushes (preparing segments as needed) until nothing is staged
+    /// and the last record is sealed.
+    fn all(&mut self, wal: &mut Wal<MemDisk>) {
+        loop {
+            match wal.start_flush() {
+                FlushStart::Flush(f) => {
+                    self.records += 1;
+                    self.seals += u64::from(f.writes == 0);
+                    let r = block_on(f.execute());
+                    wal.finish_flush(r).expect("flush");
+                }
+                FlushStart::NeedSpare => {
+                    let job = wal.spare_job().expect("no spare job in flight");
+                    let spare = block_on(job.run());
+                    wal.add_spare(spare).expect("prepare a segment");
+                }
+                FlushStart::Idle => break,
             }
-            FlushStart::NeedSpare => {
-                let job = wal.spare_job().expect("no spare job in flight");
-                let spare = block_on(job.run());
-                wal.add_spare(spare).expect("prepare a segment");
-            }
-            FlushStart::Idle => break,
         }
+        assert_eq!(wal.durable_ticket(), wal.last_ticket(), "every write is acknowledged");
     }
 }
 
 /// Offsets of the valid records of a segment file, in order.
 pub fn record_offsets(path: &Path, seq: u64) -> Vec<usize> {
     wal::format::record_offsets(&std::fs::read(path).expect("read segment"), seq)
+}
+
+/// Offsets of the valid records of a segment file that carry writes (with
+/// sections): every record but the seals, in order.
+pub fn batch_offsets(path: &Path, seq: u64) -> Vec<usize> {
+    let bytes = std::fs::read(path).expect("read segment");
+    wal::format::record_offsets(&bytes, seq)
+        .into_iter()
+        .filter(|&offset| {
+            wal::format::decode_record(&bytes, offset, seq).expect("listed as valid").header.section_count > 0
+        })
+        .collect()
+}
+
+/// Damages the record at `record` (its offset) of a segment file so that its
+/// checksum fails, whatever the record: flips a bit of its sequence number,
+/// in the header. (A seal has no payload: past its header is zero padding,
+/// which no checksum covers.)
+pub fn damage_header(path: &Path, record: usize) {
+    flip_byte(path, record + 17);
 }
 
 /// Flips one bit of the byte at `offset` of a file.

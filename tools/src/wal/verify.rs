@@ -200,10 +200,16 @@ mod tests {
         assert_eq!(v.entries, Some(w.entries_written));
         assert_eq!(v.regions, Some(w.regions.len()));
         assert_eq!(v.bytes, w.segments * testkit::SEGMENT_BYTES);
-        // one record per flush: one per round, and the compaction
-        assert_eq!(v.records, Some(Plan::default().rounds + 1));
+        // one record per flush: one per round and the compaction, each
+        // followed by its seal
+        assert_eq!(w.records, 2 * (Plan::default().rounds + 1));
+        assert_eq!(v.records, Some(w.records));
         assert!(v.torn_tail.is_none());
-        assert!(text.contains(": OK: 3 segments"), "{text}");
+        let want = format!(
+            ": OK: {} segments ({} bytes), {} records, {} entries, 4 regions;",
+            w.segments, v.bytes, w.records, w.entries_written
+        );
+        assert!(text.contains(&want), "{text}");
     }
 
     #[test]
@@ -229,14 +235,41 @@ mod tests {
         let (dir, w) = testkit::build(&Plan::default());
         let last = w.segments;
         let seg = dir.path().join(segment_name(last));
+        // the last record: the seal of the compaction (a seal is all header:
+        // a byte past it is padding no checksum covers)
         let tail = *testkit::record_offsets(&seg, last).last().unwrap();
-        testkit::flip_byte(&seg, tail + RECORD_HEADER_BYTES + 3);
+        assert!(!testkit::batch_offsets(&seg, last).contains(&tail));
+        testkit::damage_header(&seg, tail);
         let (report, text) = run(dir.path());
         assert!(report.ok, "{text}");
         assert_eq!(exit_code(&report), 0);
-        let t = report.wals[0].torn_tail.as_ref().unwrap();
+        let v = &report.wals[0];
+        let t = v.torn_tail.as_ref().unwrap();
         assert_eq!((t.segment, t.offset), (last, tail as u64));
+        assert_eq!((v.records, v.entries), (Some(w.records - 1), Some(w.entries_written)), "{text}");
         assert!(text.contains(&format!("warning: torn tail at segment {last:016x} offset {tail}")), "{text}");
+    }
+
+    /// The last batch holding entries is followed by its seal, which proves
+    /// it was written whole (and acknowledged): damage, not a torn write.
+    #[test]
+    fn a_flipped_byte_in_the_last_batch_before_its_seal_is_corruption() {
+        let (dir, w) = testkit::build(&Plan::default());
+        let last = w.segments;
+        let seg = dir.path().join(segment_name(last));
+        let offsets = testkit::record_offsets(&seg, last);
+        let victim = *testkit::batch_offsets(&seg, last).last().unwrap();
+        let seal = offsets[offsets.iter().position(|&o| o == victim).unwrap() + 1];
+        assert_eq!(seal, *offsets.last().unwrap());
+        testkit::flip_byte(&seg, victim + RECORD_HEADER_BYTES + 40);
+        let (report, text) = run(dir.path());
+        assert_eq!(exit_code(&report), 1);
+        let v = &report.wals[0];
+        assert!(v.torn_tail.is_none(), "{text}");
+        let p = v.problem.as_ref().unwrap();
+        assert_eq!((p.kind, p.segment.unwrap(), p.offset.unwrap()), ("corruption", last, victim as u64));
+        let want = format!("followed by valid data at segment {last:016x} offset {seal}: corruption, not a torn tail");
+        assert!(text.contains(&want), "{text}");
     }
 
     #[test]
@@ -258,7 +291,12 @@ mod tests {
     fn a_truncated_last_segment_is_not_mistaken_for_a_torn_tail() {
         let (dir, w) = testkit::build(&Plan::default());
         let seg = dir.path().join(segment_name(w.segments));
-        let tail = *testkit::record_offsets(&seg, w.segments).last().unwrap();
+        // the last record with a payload (the compaction; its seal, all
+        // header, is cut off with it): the cut goes through its payload
+        let tail = *testkit::batch_offsets(&seg, w.segments).last().unwrap();
+        let bytes = std::fs::read(&seg).unwrap();
+        let payload = wal::format::decode_record(&bytes, tail, w.segments).unwrap().header.payload_bytes as usize;
+        assert!(RECORD_HEADER_BYTES + payload > 100, "the cut is inside the record");
         std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(tail as u64 + 100).unwrap();
         let (report, _) = run(dir.path());
         let p = report.wals[0].problem.as_ref().unwrap();

@@ -9,10 +9,11 @@ pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"RREC");
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RecordKind {
-    /// One group-commit batch: sections of region writes.
+    /// One group-commit batch: sections of region writes (none: a seal,
+    /// which only acknowledges the record before it).
     Batch = 1,
     /// The state of every region, then the batch of the flush that opened the
-    /// segment: the first record of each segment.
+    /// segment (perhaps a seal's empty one): the first record of each segment.
     Checkpoint = 2,
 }
 
