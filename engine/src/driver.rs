@@ -5,8 +5,9 @@
 //! A persist batch (`Output::Persist`) is made durable the same way under
 //! both: received snapshot files go into place first (the batch's writes
 //! record them), then every region write is appended to the WAL through its
-//! `GroupCommit` in staging order, and the batch is durable when the last
-//! one's ticket is. The group commit issues one write and one fdatasync for
+//! `GroupCommit` in staging order; the batch is written (the shard may
+//! issue the next) when the last one's ticket is on disk, and durable when
+//! the WAL acknowledges it — once the next batch, or a seal, is on disk too. The group commit issues one write and one fdatasync for
 //! whatever was appended meanwhile, prepares spare segments beside it and
 //! plans purges; an appender that finds the staged bytes full waits for
 //! the next flush to take them (woken by it, never by a timer).
@@ -51,17 +52,19 @@ pub async fn seal_recovered<D: Disk>(gc: &GroupCommit<D>) -> Result<(), PersistE
 /// Makes one persist batch durable: `installs` into place, then `writes`
 /// through the group commit — after the vote table, when the batch changes a
 /// vote (`crate::votes`: a vote is durable in two places before any answer
-/// that depends on it leaves); returns once all of it is durable.
+/// that depends on it leaves); calls `written` once the writes are on disk
+/// and returns once all of it is durable.
 pub async fn persist_batch<D: Disk, S: SnapshotStore + VoteStore>(
     gc: &GroupCommit<D>,
     files: &S,
     writes: Vec<(u64, wal::RegionWrite)>,
     installs: Vec<(PathBuf, SnapshotId)>,
     votes: Option<VoteTable>,
+    written: impl FnOnce(),
 ) -> Result<(), PersistError> {
     install_received(files, installs).await?;
     write_votes(files, votes).await?;
-    append_and_wait(gc, writes).await
+    append_and_wait(gc, writes, written).await
 }
 
 /// The vote table, if the batch carries one, durably.
@@ -85,10 +88,12 @@ pub async fn install_received<S: SnapshotStore>(
 }
 
 /// A persist batch's second half: its writes appended through the group
-/// commit in staging order; returns once the last one is durable.
+/// commit in staging order; calls `written` once the last one is on disk,
+/// returns once it is durable.
 pub async fn append_and_wait<D: Disk>(
     gc: &GroupCommit<D>,
     writes: Vec<(u64, wal::RegionWrite)>,
+    written: impl FnOnce(),
 ) -> Result<(), PersistError> {
     let mut last = None;
     for (region, write) in writes {
@@ -96,8 +101,10 @@ pub async fn append_and_wait<D: Disk>(
             gc.append_when_room(region, write).await.map_err(|source| PersistError::Append { region, source })?;
         last = Some(ticket);
     }
-    if let Some(ticket) = last {
-        gc.wait(ticket).await?;
-    }
+    // (a batch with no write is durable with everything appended before it)
+    let ticket = last.unwrap_or_else(|| gc.wal().last_ticket());
+    gc.wait_written(ticket).await?;
+    written();
+    gc.wait(ticket).await?;
     Ok(())
 }

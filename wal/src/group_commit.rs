@@ -23,6 +23,11 @@ use crate::error::{AppendError, FatalError};
 use crate::wal::{FlushStart, PurgeJob, Wal};
 use crate::{RegionId, RegionWrite, Ticket};
 
+/// Turns of the executor a writer with only a seal to write lets pass
+/// first (`writer`): the woken persist task, the shard loop it wakes and
+/// the persist task that appends the next batch.
+const SEAL_YIELDS: usize = 4;
+
 /// Wakes every task waiting on a condition when something changed.
 #[derive(Default)]
 struct Event {
@@ -70,6 +75,8 @@ struct Shared<D: Disk> {
     /// Keyed by (ticket, waiter): one entry per waiting call, replaced when
     /// it is polled again.
     durable_waiters: RefCell<BTreeMap<(Ticket, u64), Waker>>,
+    /// Likewise, appenders waiting for their ticket to be on disk.
+    written_waiters: RefCell<BTreeMap<(Ticket, u64), Waker>>,
     next_waiter: Cell<u64>,
     /// The writer wants a spare segment or a purge.
     maintainer: Event,
@@ -100,6 +107,7 @@ impl<D: Disk> GroupCommit<D> {
             writer: Event::default(),
             room: Event::default(),
             durable_waiters: RefCell::new(BTreeMap::new()),
+            written_waiters: RefCell::new(BTreeMap::new()),
             next_waiter: Cell::new(0),
             maintainer: Event::default(),
             stopping: Cell::new(false),
@@ -138,42 +146,62 @@ impl<D: Disk> GroupCommit<D> {
         self.append(region, write)
     }
 
-    /// Waits until `ticket` is durable.
+    /// Waits until `ticket` is durable: acknowledged (a record after its
+    /// own is on disk).
     pub async fn wait(&self, ticket: Ticket) -> Result<(), FatalError> {
+        self.wait_for(ticket, Wal::durable_ticket, &self.0.durable_waiters).await
+    }
+
+    /// Waits until `ticket` is on disk, not yet acknowledged: what a
+    /// caller that orders its own writes (the shard's persist batches)
+    /// waits for before it appends the next, which acknowledges it.
+    pub async fn wait_written(&self, ticket: Ticket) -> Result<(), FatalError> {
+        self.wait_for(ticket, Wal::written_ticket, &self.0.written_waiters).await
+    }
+
+    async fn wait_for(
+        &self,
+        ticket: Ticket,
+        reached: fn(&Wal<D>) -> Ticket,
+        waiters: &RefCell<BTreeMap<(Ticket, u64), Waker>>,
+    ) -> Result<(), FatalError> {
         let s = &self.0;
         let waiter = s.next_waiter.replace(s.next_waiter.get() + 1);
         poll_fn(|cx| {
             let w = s.wal.borrow();
-            if w.durable_ticket() >= ticket {
+            if reached(&w) >= ticket {
                 Poll::Ready(Ok(()))
             } else if let Some(f) = w.fatal() {
                 Poll::Ready(Err(f.clone()))
             } else {
-                s.durable_waiters.borrow_mut().insert((ticket, waiter), cx.waker().clone());
+                waiters.borrow_mut().insert((ticket, waiter), cx.waker().clone());
                 Poll::Pending
             }
         })
         .await
     }
 
-    /// Wakes the appenders whose tickets are now durable (all, on failure).
+    /// Wakes the appenders whose tickets are now on disk or durable (all,
+    /// on failure).
     fn wake_durable(&self) {
         let s = &self.0;
-        let (durable, failed) = {
+        let (written, durable, failed) = {
             let w = s.wal.borrow();
-            (w.durable_ticket(), w.fatal().is_some())
+            (w.written_ticket(), w.durable_ticket(), w.fatal().is_some())
         };
-        let ready = {
-            let mut waiters = s.durable_waiters.borrow_mut();
-            if failed {
-                std::mem::take(&mut *waiters)
-            } else {
-                let later = waiters.split_off(&(durable + 1, 0));
-                std::mem::replace(&mut *waiters, later)
+        for (waiters, upto) in [(&s.written_waiters, written), (&s.durable_waiters, durable)] {
+            let ready = {
+                let mut waiters = waiters.borrow_mut();
+                if failed {
+                    std::mem::take(&mut *waiters)
+                } else {
+                    let later = waiters.split_off(&(upto + 1, 0));
+                    std::mem::replace(&mut *waiters, later)
+                }
+            };
+            for w in ready.into_values() {
+                w.wake();
             }
-        };
-        for w in ready.into_values() {
-            w.wake();
         }
     }
 
@@ -216,6 +244,19 @@ impl<D: Disk> GroupCommit<D> {
                     w.wants_flush() || s.stopping.get() || (s.purge_wanted.get() && planned.is_none())
                 })
                 .await;
+            if !s.wal.borrow().has_staged() && !s.stopping.get() {
+                // Only a seal is due. Let the tasks the last flush woke run
+                // first: one that orders its writes (the shard's persist
+                // batches) appends its next batch once the last is written,
+                // and that batch is then the record that acknowledges it — no
+                // seal. A few turns of the executor, no timer.
+                for _ in 0..SEAL_YIELDS {
+                    futures_lite::future::yield_now().await;
+                    if s.wal.borrow().has_staged() {
+                        break;
+                    }
+                }
+            }
             let start = s.wal.borrow_mut().start_flush();
             match start {
                 FlushStart::Idle => {

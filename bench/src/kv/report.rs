@@ -25,6 +25,8 @@ pub struct KvReport {
     pub window_secs: f64,
     /// From the stores' metrics over the window (absent without them).
     pub regions_per_fsync: Option<f64>,
+    /// WAL seals (flushes that only acknowledge the record before) per persist batch.
+    pub seals_per_fsync: Option<f64>,
     pub messages_per_frame: Option<f64>,
     pub writes_per_entry: Option<f64>,
     pub cpu_us_per_write: Option<f64>,
@@ -72,6 +74,7 @@ impl KvReport {
             gets: t.gets,
             window_secs: secs,
             regions_per_fsync: ratio("ringraft_region_writes_persisted_total", "ringraft_fsyncs_total"),
+            seals_per_fsync: ratio("ringraft_wal_seals_total", "ringraft_fsyncs_total"),
             messages_per_frame: ratio("ringraft_raft_messages_sent_total", "ringraft_raft_frames_sent_total"),
             writes_per_entry: ratio("ringraft_writes_proposed_total", "ringraft_proposals_total"),
             cpu_us_per_write: ratio("ringraft_shard_cpu_us_total", "ringraft_writes_proposed_total"),
@@ -117,7 +120,8 @@ impl std::fmt::Display for KvReport {
         match (self.regions_per_fsync, self.messages_per_frame, self.fsync_p99_us) {
             (Some(r), Some(m), Some(p)) => write!(
                 f,
-                "stores: {r:.1} region writes per fsync, {m:.1} messages per frame, {:.1} writes per entry, {:.2} writes per loop iteration, {:.1} µs CPU per write, fsync p99 {:.2} ms (worst store; beside the latency above), {:.0} snapshots taken",
+                "stores: {r:.1} region writes per fsync, {:.2} seals per persist batch, {m:.1} messages per frame, {:.1} writes per entry, {:.2} writes per loop iteration, {:.1} µs CPU per write, fsync p99 {:.2} ms (worst store; beside the latency above), {:.0} snapshots taken",
+                self.seals_per_fsync.unwrap_or(0.0),
                 self.writes_per_entry.unwrap_or(0.0),
                 self.writes_per_iteration.unwrap_or(0.0),
                 self.cpu_us_per_write.unwrap_or(0.0),

@@ -42,6 +42,8 @@ pub struct ShardMetrics {
     /// Spare segments made by zero-filling a new file, and by reusing a purged one.
     pub wal_spares_created: AtomicU64,
     pub wal_spares_recycled: AtomicU64,
+    /// WAL flushes that carried no write: each acknowledged the record before.
+    pub wal_seals: AtomicU64,
     /// Loop iterations (each steps the shard once with what arrived).
     pub iterations: AtomicU64,
 }
@@ -55,7 +57,7 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 25] = [
+    let metrics: [Metric; 26] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
         ("ringraft_regions_fenced", "gauge", "regions fenced on this replica: a committed entry did not decode", |m| {
@@ -117,6 +119,12 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
         ("ringraft_wal_spares_recycled_total", "counter", "WAL segments made by reusing a purged one", |m| {
             &m.wal_spares_recycled
         }),
+        (
+            "ringraft_wal_seals_total",
+            "counter",
+            "WAL flushes with no write of their own: each acknowledged the record before it (an idle log's last write)",
+            |m| &m.wal_seals,
+        ),
         (
             "ringraft_loop_iterations_total",
             "counter",

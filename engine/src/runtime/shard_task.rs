@@ -205,8 +205,8 @@ struct ShardTask {
     raft_in: Rc<RefCell<Vec<Incoming>>>,
     raft_in_space: Rc<Notify>,
     queues: Rc<ClientQueues>,
-    /// The batch the last persist task made durable.
-    persisted: Rc<Cell<Option<u64>>>,
+    /// What persist tasks report: batches written, batches durable.
+    persist_inputs: Rc<RefCell<Vec<Input>>>,
     /// Inputs produced by background file work (snapshots written or read).
     file_inputs: Rc<RefCell<Vec<Input>>>,
     /// Request id in the shard → (connection, the client's id).
@@ -273,7 +273,7 @@ impl ShardTask {
             raft_in,
             raft_in_space,
             queues,
-            persisted: Rc::default(),
+            persist_inputs: Rc::default(),
             file_inputs: Rc::default(),
             routes: BTreeMap::new(),
             next_request: 1,
@@ -399,9 +399,7 @@ impl ShardTask {
             self.routes.insert(request, (conn, req.id));
             self.inputs.push(Input::Client { request, req });
         }
-        if let Some(batch) = self.persisted.take() {
-            self.inputs.push(Input::Persisted { batch });
-        }
+        self.inputs.append(&mut self.persist_inputs.borrow_mut());
         for (dest, regions) in self.endpoint.take_unreachable() {
             self.inputs.push(Input::Unreachable { regions: regions.into_iter().collect(), store_id: dest.store_id });
         }
@@ -434,14 +432,18 @@ impl ShardTask {
         match out {
             Output::Persist { batch, writes, installs, votes } => {
                 let (gc, snapshots) = (self.gc.clone(), self.snapshots.clone());
-                let (persisted, wake) = (self.persisted.clone(), self.wake.clone());
+                let (inputs, wake) = (self.persist_inputs.clone(), self.wake.clone());
                 glommio::spawn_local(async move {
-                    if let Err(e) = persist_batch(&gc, &snapshots, writes, installs, votes).await {
+                    let written = || {
+                        inputs.borrow_mut().push(Input::Written { batch });
+                        wake.notify();
+                    };
+                    if let Err(e) = persist_batch(&gc, &snapshots, writes, installs, votes, written).await {
                         // the shard's state and its log would part ways: stop the process
                         eprintln!("ringraft: {e}; stopping");
                         std::process::abort();
                     }
-                    persisted.set(Some(batch));
+                    inputs.borrow_mut().push(Input::Persisted { batch });
                     wake.notify();
                 })
                 .detach();
@@ -531,6 +533,7 @@ fn publish(
     m.wal_segments_purged.store(ws.segments_recycled + ws.segments_removed, r);
     m.wal_spares_created.store(ws.spares_created, r);
     m.wal_spares_recycled.store(ws.spares_recycled, r);
+    m.wal_seals.store(ws.seals, r);
     let h = wal.flush_latency_us();
     if !h.is_empty() {
         m.fsync_latency_us_p50.store(h.value_at_quantile(0.5), r);

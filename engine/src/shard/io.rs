@@ -35,7 +35,11 @@ pub enum Input {
     ChangePeer { request: u64, region: u64, epoch: Epoch, change: PeerChange },
     /// A raft message from a peer shard.
     Raft(Envelope),
-    /// The persist batch `batch` is durable (its write and fdatasync completed).
+    /// The persist batch `batch`'s writes are on disk (the WAL acknowledges
+    /// them once a record follows: `Persisted`); the next batch may go.
+    Written { batch: u64 },
+    /// The persist batch `batch` is durable (acknowledged by the WAL), and
+    /// so is every batch before it.
     Persisted { batch: u64 },
     /// Messages to these regions were dropped by the transport.
     Unreachable { regions: Vec<u64>, store_id: u64 },
@@ -72,8 +76,11 @@ pub enum Query {
 }
 
 pub enum Output {
-    /// Make these region writes durable as one WAL write + fdatasync, then
-    /// report `Input::Persisted { batch }`. At most one is in flight.
+    /// Make these region writes durable through the WAL: report
+    /// `Input::Written { batch }` once they are on disk, then
+    /// `Input::Persisted { batch }` once the WAL acknowledges them (a record
+    /// after theirs is on disk too). At most one batch is issued and not yet
+    /// written; the next one's writes are what acknowledges it.
     /// `installs`: received snapshot files to move into their place (and
     /// the directory fsynced) before the writes, which record them.
     /// `votes`: when a write of the batch changes a region's (term, vote),

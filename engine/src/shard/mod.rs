@@ -9,10 +9,12 @@
 //!    HardState staged into the shard's one persist batch, persisted messages
 //!    held until that batch is durable, `advance_append_async`;
 //! 4. flush the outboxes (first flush point);
-//! 5. if no persist is in flight, issue the staged batch (at most one in
-//!    flight: batch N+1 is written only after N is durable);
-//! 6. on `Persisted`: `on_persist_ready`, release the held messages, flush
-//!    again (second flush point), and handle what that made ready.
+//! 5. once the batch before is on disk (`Written`), issue the staged batch
+//!    (batch N+1 is written only after N; its record is what makes the WAL
+//!    acknowledge N);
+//! 6. on `Persisted` (durable, acknowledged): `on_persist_ready`, release
+//!    the held messages, flush again (second flush point), and handle what
+//!    that made ready.
 //!
 //! The logic lives in files by operation, as a peer's does in TiKV's
 //! raftstore-v2 — find a behaviour by its path:
@@ -98,7 +100,10 @@ pub struct Shard {
     /// The batch being staged (issued when none is in flight).
     staged: Staged,
     next_batch: u64,
-    in_flight: Option<u64>,
+    /// The batch issued whose writes are not on disk yet: the next waits.
+    unwritten: Option<u64>,
+    /// Every batch up to this one is durable (`Input::Persisted`).
+    persisted_upto: u64,
     awaiting: std::collections::VecDeque<Awaiting>,
     next_read_ctx: u64,
     outputs: Vec<Output>,
@@ -140,7 +145,8 @@ impl Shard {
             rng: SeededRng::new(seed),
             staged: Staged::default(),
             next_batch: 1,
-            in_flight: None,
+            unwritten: None,
+            persisted_upto: 0,
             awaiting: Default::default(),
             next_read_ctx: 1,
             outputs: vec![],
@@ -209,7 +215,7 @@ impl Shard {
     /// or being persisted. A settled simulation must reach it (liveness).
     pub fn is_quiet(&self) -> bool {
         self.staged.is_empty()
-            && self.in_flight.is_none()
+            && self.persisted_upto + 1 == self.next_batch
             && self.awaiting.is_empty()
             && self.regions.values().all(|r| {
                 r.pending_writes.is_empty()
@@ -223,8 +229,14 @@ impl Shard {
 
     /// What keeps the shard from being quiet (for a failing test's message).
     pub fn busy(&self) -> String {
-        let mut out =
-            format!("staged {} in_flight {:?} awaiting {}", self.staged.len(), self.in_flight, self.awaiting.len());
+        let mut out = format!(
+            "staged {} unwritten {:?} persisted up to {} of {} awaiting {}",
+            self.staged.len(),
+            self.unwritten,
+            self.persisted_upto,
+            self.next_batch - 1,
+            self.awaiting.len()
+        );
         for r in self.regions.values() {
             let counts = [
                 r.pending_writes.len(),

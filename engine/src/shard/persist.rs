@@ -1,8 +1,9 @@
 //! The persist batch: every region write of the shard (entries, HardState,
 //! meta, snapshot markers, tombstones) is staged into one batch, issued as
-//! `Output::Persist` when none is in flight — one WAL write and one
-//! fdatasync for every region of the core — and a ready counts as persisted
-//! once its batch is durable (`Input::Persisted`): then raft hears of it
+//! `Output::Persist` once the batch before is on disk (`Input::Written`) —
+//! one WAL write and one fdatasync for every region of the core — and a
+//! ready counts as persisted once its batch is durable, acknowledged by the
+//! WAL (`Input::Persisted`): then raft hears of it
 //! (`on_persist_ready`) and the messages it held (votes, append answers)
 //! leave, at the loop's second flush point.
 
@@ -98,7 +99,9 @@ impl Shard {
             Some(self.next_batch)
         } else if r.readies_awaiting > 0 {
             Some(if self.staged.is_empty() {
-                self.in_flight.expect("an awaited ready rides on a batch")
+                // (the newest batch issued: its region's earlier ready rides on it or before)
+                assert!(self.next_batch - 1 > self.persisted_upto, "an awaited ready rides on a batch");
+                self.next_batch - 1
             } else {
                 self.next_batch
             })
@@ -115,6 +118,14 @@ impl Shard {
                 r.raw.on_persist_ready(number);
                 self.send(id, messages);
             }
+        }
+    }
+
+    /// Persist batch `batch`'s writes are on disk (and every earlier
+    /// batch's): the next batch may be issued.
+    pub(super) fn on_written(&mut self, batch: u64) {
+        if self.unwritten.is_some_and(|b| b <= batch) {
+            self.unwritten = None;
         }
     }
 
@@ -149,15 +160,17 @@ impl Shard {
         self.flush_outboxes();
     }
 
-    /// Issues the staged batch, unless one is in flight (batch N+1 is
-    /// written only after N is durable: a crash can only tear the tail).
+    /// Issues the staged batch, unless the one before is not on disk yet
+    /// (batch N+1 is written only after N is: a crash can only tear the
+    /// tail). It need not wait for N to be acknowledged: N+1's record is
+    /// what acknowledges N, so the WAL writes no seal between busy batches.
     pub(super) fn issue_persist(&mut self) {
-        if self.in_flight.is_some() || self.staged.is_empty() {
+        if self.unwritten.is_some() || self.staged.is_empty() {
             return;
         }
         let batch = self.next_batch;
         self.next_batch += 1;
-        self.in_flight = Some(batch);
+        self.unwritten = Some(batch);
         let (writes, installs) = if self.limits.batching {
             (self.staged.take(), self.snapshot_files.take_installs())
         } else {

@@ -33,10 +33,15 @@ impl Shard {
                     self.on_change_peer(request, region, epoch, change)
                 }
                 Input::Raft(envelope) => self.on_raft(envelope),
+                Input::Written { batch } => self.on_written(batch),
                 Input::Persisted { batch } => {
-                    assert_eq!(self.in_flight, Some(batch), "persist batch {batch} completed out of order");
-                    self.in_flight = None;
-                    persisted = Some(batch);
+                    // (cumulative: a later batch durable means every earlier one is)
+                    assert!(batch < self.next_batch, "persist batch {batch} was never issued");
+                    self.on_written(batch);
+                    if batch > self.persisted_upto {
+                        self.persisted_upto = batch;
+                        persisted = Some(batch);
+                    }
                 }
                 Input::SnapshotWritten { id, result } => self.on_snapshot_written(id, result),
                 Input::Snapshot { envelope, snapshot, file } => self.on_snapshot(envelope, snapshot, file),
@@ -105,7 +110,7 @@ impl Shard {
                     self.touch(*r);
                 }
             }
-            Input::DescribeRegion { .. } | Input::Persisted { .. } => {}
+            Input::DescribeRegion { .. } | Input::Written { .. } | Input::Persisted { .. } => {}
         }
     }
 

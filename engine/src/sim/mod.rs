@@ -274,8 +274,13 @@ impl Sim {
             let Some(node) = s.node.as_mut() else { continue };
             if node.persist.as_ref().is_some_and(|p| p.durable_at <= now) {
                 let p = node.persist.take().unwrap();
-                node.persist_now(&s.files, p.batch, p.writes, p.votes);
+                // (the seal after it: one more write of the same disk)
+                let seal = Duration::from_micros(self.rng.between(lo.as_micros() as u64, hi.as_micros() as u64));
+                node.persist_now(&s.files, p.batch, p.writes, p.votes, now + seal);
             }
+            let (acknowledged, later): (Vec<_>, Vec<_>) = node.acknowledging.drain(..).partition(|(at, _)| *at <= now);
+            node.acknowledging = later;
+            node.inputs.extend(acknowledged.into_iter().map(|(_, batch)| Input::Persisted { batch }));
             let (due, later): (Vec<_>, Vec<_>) = node.snapshot_writes.drain(..).partition(|(at, _)| *at <= now);
             node.snapshot_writes = later;
             for (_, snap) in due {
@@ -377,11 +382,9 @@ impl Sim {
     /// Whether every running store has nothing in flight.
     pub fn all_quiet(&self) -> bool {
         self.snapshot_sends.is_empty()
-            && self
-                .stores
-                .values()
-                .filter_map(|s| s.node.as_ref())
-                .all(|n| n.shard.is_quiet() && n.persist.is_none() && n.snapshot_writes.is_empty())
+            && self.stores.values().filter_map(|s| s.node.as_ref()).all(|n| {
+                n.shard.is_quiet() && n.persist.is_none() && n.acknowledging.is_empty() && n.snapshot_writes.is_empty()
+            })
     }
 
     /// Whether every region has a leader.

@@ -114,8 +114,13 @@ pub struct Node {
     pool: LocalPool,
     pub inputs: Vec<Input>,
     pub persist: Option<InFlightPersist>,
-    /// Set by a persist task once its batch is durable.
-    persisted: Rc<Cell<Option<u64>>>,
+    /// Set by a persist task once its batch is written, then durable.
+    persisted: Rc<Cell<(bool, Option<u64>)>>,
+    /// Batches written whose `Persisted` the shard hears of at `.0`: the
+    /// simulated disk makes a batch durable at once, and the shard is told
+    /// one seal's latency later, so the next batch goes out in between (as
+    /// under the runtime, where it is what acknowledges the one before).
+    pub acknowledging: Vec<(Instant, u64)>,
     /// Snapshot files being written, durable at `.0`.
     pub snapshot_writes: Vec<(Instant, Box<RegionSnapshot>)>,
 }
@@ -149,8 +154,10 @@ impl SimStore {
             match out {
                 Output::Persist { batch, writes, installs, votes } => {
                     node.install_now(&files, installs);
-                    node.persist_now(&files, batch, writes, votes);
-                    let inputs = std::mem::take(&mut node.inputs);
+                    node.persist_now(&files, batch, writes, votes, Instant::now());
+                    node.acknowledging.clear();
+                    let mut inputs = std::mem::take(&mut node.inputs);
+                    inputs.push(Input::Persisted { batch });
                     outputs = node.shard.step(inputs);
                 }
                 _ => panic!("a fresh shard only persists its regions"),
@@ -171,7 +178,7 @@ impl SimStore {
                 writes.truncate(keep);
                 // (the vote table is written before the WAL: durable if any write is)
                 let votes = p.votes.filter(|_| keep > 0);
-                node.persist_now(&self.files, p.batch, writes, votes);
+                node.persist_now(&self.files, p.batch, writes, votes, p.durable_at);
             }
         }
         self.disk = self.disk.crash(|len| len);
@@ -220,7 +227,16 @@ impl Node {
             .expect("the pool takes tasks");
         pool.run_until_stalled();
         assert!(sealed.get(), "store {store_id}: sealing the recovered log did not complete on the simulated disk");
-        Node { shard, gc, pool, inputs: vec![], persist: None, persisted: Rc::default(), snapshot_writes: vec![] }
+        Node {
+            shard,
+            gc,
+            pool,
+            inputs: vec![],
+            persist: None,
+            persisted: Rc::default(),
+            acknowledging: vec![],
+            snapshot_writes: vec![],
+        }
     }
 
     /// A persist batch's received snapshot files into place, through the
@@ -246,27 +262,31 @@ impl Node {
 
     /// Makes a persist batch's vote table and writes durable through the
     /// runtime's persist path (`driver::write_votes`, `driver::append_and_wait`; the simulated disk completes every
-    /// I/O at once), then queues `Persisted` and any compaction the WAL's
-    /// purge asks for.
+    /// I/O at once), then queues `Written` (and `Persisted` for `acknowledged_at`)
+    /// and any compaction the WAL's purge asks for.
     pub fn persist_now(
         &mut self,
         files: &SimFiles,
         batch: u64,
         writes: Vec<(u64, wal::RegionWrite)>,
         votes: Option<VoteTable>,
+        acknowledged_at: Instant,
     ) {
         let (gc, files, persisted) = (self.gc.clone(), files.clone(), self.persisted.clone());
         self.pool
             .spawner()
             .spawn_local(async move {
                 write_votes(&files, votes).await.expect("the simulated disk keeps the vote table");
-                append_and_wait(&gc, writes).await.expect("the simulated disk persists every batch");
-                persisted.set(Some(batch));
+                let written = || persisted.set((true, None));
+                append_and_wait(&gc, writes, written).await.expect("the simulated disk persists every batch");
+                persisted.set((true, Some(batch)));
             })
             .expect("the pool takes tasks");
         self.pool.run_until_stalled();
-        assert_eq!(self.persisted.take(), Some(batch), "persist batch {batch} did not complete on the simulated disk");
-        self.inputs.push(Input::Persisted { batch });
+        let done = self.persisted.take();
+        assert_eq!(done, (true, Some(batch)), "persist batch {batch} did not complete on the simulated disk");
+        self.inputs.push(Input::Written { batch });
+        self.acknowledging.push((acknowledged_at, batch));
         let (blocking, active) = self.gc.take_blocking();
         let regions = regions_to_compact(&blocking, active);
         if !regions.is_empty() {
