@@ -795,12 +795,14 @@ fn a_committed_entry_that_does_not_decode_fences_its_region_and_the_others_serve
         let shard = &mut sim.stores.get_mut(&leader).unwrap().node.as_mut().unwrap().shard;
         assert!(shard.propose_raw_for_tests(bad, vec![0xff; 24]), "seed {seed}: the leader proposes");
         // (every replica that applies the entry: a quorum at least — one that
-        // lagged may never get it, its leader fenced and silent)
+        // lagged may never get it, its leader fenced and silent — and no
+        // leader left: one that had not applied it yet fences when it does)
         let fenced_everywhere = |s: &Sim| {
             let fenced: Vec<Vec<u64>> =
                 s.stores.values().filter_map(|st| st.node.as_ref()).map(|n| n.shard.fenced_regions()).collect();
             fenced.iter().all(|f| f.is_empty() || *f == vec![bad])
                 && fenced.iter().filter(|f| !f.is_empty()).count() >= 2
+                && s.leader_of(bad).is_none()
         };
         assert!(sim.run_until(Duration::from_secs(10), fenced_everywhere), "seed {seed}: region {bad} not fenced");
         assert!(sim.leader_of(bad).is_none(), "seed {seed}: a fenced region has no leader");
@@ -918,15 +920,30 @@ fn a_replica_whose_wal_lost_an_acknowledged_record_votes_again_only_once_caught_
             assert!(r.catching_up.is_some(), "seed {seed}: region {} may vote", r.id());
             assert_eq!(r.raw.raft.term, recorded.0 + 1, "seed {seed}: one term past the recorded one");
         }
-        // the victim and the other store elect no leader in a term the victim
-        // could vote in after its restart (a vote it cast before the crash,
-        // still on its way, may yet elect one in an earlier term)
-        let suspect_terms: std::collections::BTreeMap<u64, u64> =
-            node.shard.regions().map(|r| (r.id(), r.raw.raft.term)).collect();
+        // The victim grants no vote, and the victim and the other store elect
+        // no leader in a term above every term any store had at the restart
+        // (one elected since needs the victim's vote; one in a term already
+        // reached may have had the isolated store's before the partition).
+        let terms_at_restart: std::collections::BTreeMap<u64, u64> = sim
+            .stores
+            .values()
+            .filter_map(|st| st.node.as_ref())
+            .flat_map(|n| n.shard.regions().map(|r| (r.id(), r.raw.raft.term)).collect::<Vec<_>>())
+            .fold(Default::default(), |mut m, (id, t)| {
+                let e = m.entry(id).or_insert(0);
+                *e = (*e).max(t);
+                m
+            });
         let new_leader = |s: &Sim| {
+            let n = s.stores[&victim].node.as_ref().unwrap();
+            for r in n.shard.regions().filter(|r| r.catching_up.is_some()) {
+                assert_eq!(r.raw.raft.vote, 0, "seed {seed}: region {} voted while catching up", r.id());
+            }
             [victim, other].iter().filter_map(|id| s.stores[id].node.as_ref()).any(|n| {
-                n.shard.regions().any(|r| r.is_leader() && r.term() >= suspect_terms.get(&r.id()).copied().unwrap_or(0))
-            })
+                n.shard
+                    .regions()
+                    .any(|r| r.is_leader() && r.term() > terms_at_restart.get(&r.id()).copied().unwrap_or(0))
+            }) || n.shard.regions().any(|r| r.is_leader())
         };
         let elected = sim.run_until(Duration::from_secs(5), |s| {
             leaders.check(s, seed);
@@ -943,6 +960,9 @@ fn a_replica_whose_wal_lost_an_acknowledged_record_votes_again_only_once_caught_
             caught_up(s)
         });
         assert!(done, "seed {seed}: the victim did not catch up\n{}", describe(&sim));
+        // (a leader the partition left stale steps down once it hears of a later term)
+        sim.run_for(Duration::from_secs(1));
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leaders after healing");
         acked.extend(write_all(&mut sim, seed, 5, 64, 2));
         // caught up, the victim's vote counts again: with the other store down it elects leaders
         sim.crash(other);
@@ -951,6 +971,8 @@ fn a_replica_whose_wal_lost_an_acknowledged_record_votes_again_only_once_caught_
             s.all_led()
         });
         assert!(led, "seed {seed}: a caught-up replica votes again");
+        sim.run_for(Duration::from_secs(1));
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: leaders lost");
         acked.extend(write_all(&mut sim, seed, 5, 64, 3));
         sim.restart(other);
         settle_and_assert_converged(&mut sim, seed);

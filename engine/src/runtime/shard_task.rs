@@ -133,9 +133,24 @@ pub async fn run_shard(mut cfg: ShardConfig) -> Result<(), ShardError> {
             }
         })
     };
-    if crate::driver::seal_recovered(&gc).await.is_err() {
+    // (a disk that cannot give the seal a segment must not keep a stop waiting)
+    let stopped = async {
+        while !cfg.stop.load(Ordering::Relaxed) {
+            glommio::timer::sleep(cfg.tick).await;
+        }
+    };
+    let sealed = futures_lite::future::or(async { Some(crate::driver::seal_recovered(&gc).await) }, async {
+        stopped.await;
+        None
+    })
+    .await;
+    match sealed {
+        Some(Ok(())) => {}
         // the writer task has reported the failure and is aborting the store
-        return Ok(());
+        Some(Err(_)) => return Ok(()),
+        // stopped first: nothing was answered, so nothing waits for the seal
+        // (the writer is dropped with its task; a stop would wait for it)
+        None => return Ok(()),
     }
     let mut task = ShardTask::start(&cfg, shard, gc.clone(), snapshots, wal_ident)?;
     task.run(&cfg).await;

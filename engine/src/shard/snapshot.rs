@@ -292,7 +292,8 @@ impl Shard {
     /// ready): the state machine, meta and log start over from it. Returns
     /// the region write that records it (first of the ready's writes: it
     /// resets the log before any entry) and replies to proposals the
-    /// snapshot covers (their fate cannot be known). Its file goes into
+    /// snapshot covers (their fate cannot be known) and to those of earlier
+    /// terms past it (never applied). Its file goes into
     /// place before that write; the file it replaces goes once it is durable.
     #[allow(clippy::type_complexity)]
     pub(super) fn install_snapshot(
@@ -320,6 +321,14 @@ impl Shard {
         let covered: Vec<u64> = r.proposals.range(..=index).map(|(i, _)| *i).collect();
         for i in covered {
             let err = RegionError::Ambiguous { region: id };
+            replies.extend(r.proposals.remove(&i).unwrap().requests.into_iter().map(|q| (q, Err(err.clone()))));
+        }
+        // proposals of earlier terms beyond it can never commit now (log
+        // terms only grow past the snapshot's), as at apply: not applied —
+        // left alone they would wait forever in an idle region
+        let stale: Vec<u64> = r.proposals.range(index + 1..).filter(|(_, p)| p.term < term).map(|(i, _)| *i).collect();
+        for i in stale {
+            let err = RegionError::NotLeader { region: id, leader: r.leader() };
             replies.extend(r.proposals.remove(&i).unwrap().requests.into_iter().map(|q| (q, Err(err.clone()))));
         }
         let write = wal::RegionWrite {

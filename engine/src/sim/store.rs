@@ -118,8 +118,8 @@ pub struct Node {
     persisted: Rc<Cell<(bool, Option<u64>)>>,
     /// Batches written whose `Persisted` the shard hears of at `.0`: the
     /// simulated disk makes a batch durable at once, and the shard is told
-    /// one seal's latency later, so the next batch goes out in between (as
-    /// under the runtime, where it is what acknowledges the one before).
+    /// one seal's latency later — or when the next batch is written, which
+    /// acknowledges it, as under the runtime.
     pub acknowledging: Vec<(Instant, u64)>,
     /// Snapshot files being written, durable at `.0`.
     pub snapshot_writes: Vec<(Instant, Box<RegionSnapshot>)>,
@@ -285,6 +285,10 @@ impl Node {
         self.pool.run_until_stalled();
         let done = self.persisted.take();
         assert_eq!(done, (true, Some(batch)), "persist batch {batch} did not complete on the simulated disk");
+        // this batch's record acknowledges the ones before it, at once
+        let earlier = self.acknowledging.iter().filter(|(_, b)| *b < batch).map(|(_, b)| *b).max();
+        self.acknowledging.retain(|(_, b)| *b >= batch);
+        self.inputs.extend(earlier.map(|batch| Input::Persisted { batch }));
         self.inputs.push(Input::Written { batch });
         self.acknowledging.push((acknowledged_at, batch));
         let (blocking, active) = self.gc.take_blocking();
