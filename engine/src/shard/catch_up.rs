@@ -13,8 +13,11 @@
 //! - neither votes (vote and pre-vote requests are dropped, as from a
 //!   replica that is down) nor campaigns (it is not ticked, and a leader's
 //!   `MsgTimeoutNow` is dropped);
-//! - starts one term past the term it recovered (`bar`), with no vote: the
-//!   leader of `bar`, if any, steps down on its first answer, so the next
+//! - starts one term past every term it may have acknowledged or voted in
+//!   (`bar`: its recovered term, its log's last term, the vote table's),
+//!   with no vote: the leader of `bar`, if any, steps down on its first
+//!   answer (it never sends this replica a commit index past its shortened
+//!   log), so the next
 //!   leader is elected without this replica — by a majority of the others,
 //!   which holds every committed entry as long as no other replica lost
 //!   one too;
