@@ -12,8 +12,9 @@
 //!   interrupted first start are swept first.)
 //! - Otherwise the WAL is authoritative and the initial regions are never
 //!   looked at again (a restart must not resurrect a removed peer): every
-//!   live region is loaded with the snapshot its record names, every
-//!   tombstone is kept, and snapshot files the WAL does not name — partial
+//!   live region is loaded with the snapshot its record names, and starts
+//!   from that snapshot's meta and membership (its log replays every change
+//!   since); every tombstone is kept, and snapshot files the WAL does not name — partial
 //!   writes, replaced snapshots, received files never installed — go.
 //! - Either way the shard's vote table (`crate::votes`) is read: a region
 //!   whose WAL lost a vote (a damaged last record, cut at recovery) gets it
@@ -138,8 +139,19 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
                 Some(files.read(id).await.map_err(|source| BootError::LoadSnapshot { region: id.region, source })?)
             }
         };
+        let (mut meta, mut storage) = (r.meta, r.storage);
+        if let Some(s) = &snapshot {
+            // The region restarts as of its snapshot, with the meta and
+            // membership it had then; replaying the log after it re-applies
+            // every split and membership change since, as they first applied
+            // (the WAL's newest meta would refuse replayed writes proposed
+            // under an older version, and a conf change replayed onto the
+            // newest ConfState would give another configuration).
+            meta = s.meta.clone();
+            storage.set_conf_state(s.conf_state.to_raft());
+        }
         // (a log lost back to its snapshot is reset to it in the WAL, as a fresh region's is)
-        shard.create_region(RegionInit { meta: r.meta, storage: r.storage, snapshot, fresh: r.log_lost });
+        shard.create_region(RegionInit { meta, storage, snapshot, fresh: r.log_lost });
     }
     shard.init_votes(&table);
     if wal.needs_catch_up() {
