@@ -48,7 +48,7 @@ fn assert_converged(sim: &Sim) {
             .iter()
             .filter_map(|p| sim.stores[&p.store_id].node.as_ref().map(|n| (p, n)))
             .map(|(p, n)| n.shard.region(m.id).filter(|r| r.peer_id == p.peer_id).expect("members host their region"))
-            .map(|r| r.kv.scan(b"", b"", usize::MAX));
+            .map(|r| r.rows());
         let first = states.next().unwrap();
         for other in states {
             assert_eq!(other, first, "region {} diverged", m.id);
@@ -514,7 +514,7 @@ fn assert_state(sim: &Sim, seed: u64, expected: &std::collections::BTreeMap<Vec<
         let n = s.node.as_ref().expect("up");
         let mut got = std::collections::BTreeMap::new();
         for r in n.shard.regions() {
-            got.extend(r.kv.scan(b"", b"", usize::MAX));
+            got.extend(r.rows());
         }
         assert!(got == *expected, "seed {seed}: store {} holds {} keys, {} expected", s.id, got.len(), expected.len());
     }
@@ -1040,10 +1040,7 @@ fn all_replicas_crashing_at_once_with_writes_in_flight_still_elect_and_lose_noth
         assert!(sim.run_until(Duration::from_secs(20), converged), "seed {seed}: the replicas did not converge");
         let state = |id: u64| {
             let n = sim.stores[&id].node.as_ref().expect("up");
-            n.shard
-                .regions()
-                .flat_map(|r| r.kv.scan(b"", b"", usize::MAX))
-                .collect::<std::collections::BTreeMap<_, _>>()
+            n.shard.regions().flat_map(|r| r.rows()).collect::<std::collections::BTreeMap<_, _>>()
         };
         let first = state(1);
         for (k, v) in &acked {

@@ -36,13 +36,19 @@ pub enum ClientOp {
     ChangePeer(PeerChange),
     /// The region's meta as its leader has it (range, epoch, peers).
     DescribeRegion,
+    /// Split the region at a key, with ids PD allocated (admin; answered once
+    /// the split is applied on the leader).
+    Split(crate::shard::SplitRequest),
 }
 
 impl ClientOp {
     /// Whether the operation goes to the region holding its key (else it
     /// names its region: admin operations).
     pub fn routes_by_key(&self) -> bool {
-        !matches!(self, ClientOp::TransferLeader { .. } | ClientOp::ChangePeer(_) | ClientOp::DescribeRegion)
+        !matches!(
+            self,
+            ClientOp::TransferLeader { .. } | ClientOp::ChangePeer(_) | ClientOp::DescribeRegion | ClientOp::Split(_)
+        )
     }
 
     pub fn key(&self) -> &[u8] {
@@ -50,7 +56,10 @@ impl ClientOp {
             ClientOp::Get { key } => key,
             ClientOp::Write(c) => c.key(),
             ClientOp::Scan { start, .. } => start,
-            ClientOp::TransferLeader { .. } | ClientOp::ChangePeer(_) | ClientOp::DescribeRegion => &[],
+            ClientOp::TransferLeader { .. }
+            | ClientOp::ChangePeer(_)
+            | ClientOp::DescribeRegion
+            | ClientOp::Split(_) => &[],
         }
     }
 }
@@ -82,6 +91,8 @@ pub enum ClientReply {
     Value(Option<Vec<u8>>),
     Rows(Rows),
     Region(Box<RegionMeta>),
+    /// A split applied: the region as it is now, and the new one.
+    Split(Box<(RegionMeta, RegionMeta)>),
 }
 
 /// Keys and values, in key order.

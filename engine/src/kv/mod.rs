@@ -1,5 +1,7 @@
-//! Client writes as log entries, and the state machine they are applied to.
+//! Client writes and admin commands as log entries, and the state machine
+//! they are applied to.
 
+pub mod admin;
 pub mod command;
 pub mod state_machine;
 

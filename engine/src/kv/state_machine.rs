@@ -123,6 +123,37 @@ impl MemKv {
     }
 }
 
+/// A split leaves both halves holding the whole map (an O(1) clone); each
+/// drops the other side's keys a bounded number at a time (`trim_to`), so
+/// the split itself never stalls the shard loop. Until then every reader
+/// asks by range (`scan`, `rows_in`), never for the whole map.
+impl MemKv {
+    /// Removes at most `budget` keys outside [start, end) (end empty: no
+    /// end); returns whether none is left.
+    pub fn trim_to(&mut self, start: &[u8], end: &[u8], budget: usize) -> bool {
+        let (start, end) = (MapKey::new(start), (!end.is_empty()).then(|| MapKey::new(end)));
+        for _ in 0..budget {
+            let below = self.map.get_min().map(|(k, _)| k.clone()).filter(|k| *k < start);
+            let above = || self.map.get_max().map(|(k, _)| k.clone()).filter(|k| end.as_ref().is_some_and(|e| k >= e));
+            let Some(k) = below.or_else(above) else { return true };
+            let old = self.map.remove(&k).expect("a key the map has");
+            self.bytes -= k.len as usize + old.len() + ENTRY_OVERHEAD_BYTES;
+        }
+        let below = self.map.get_min().is_some_and(|(k, _)| *k < start);
+        let above = self.map.get_max().is_some_and(|(k, _)| end.as_ref().is_some_and(|e| k >= e));
+        !below && !above
+    }
+
+    /// Keys and values in [start, end) in key order (end empty: to the end).
+    pub fn rows_in<'a>(&'a self, start: &[u8], end: &[u8]) -> impl Iterator<Item = (Vec<u8>, &'a [u8])> + 'a {
+        let end = (!end.is_empty()).then(|| MapKey::new(end));
+        self.map
+            .range(MapKey::new(start)..)
+            .take_while(move |(k, _)| end.as_ref().is_none_or(|e| *k < e))
+            .map(|(k, v)| (k.bytes(), &v[..]))
+    }
+}
+
 impl StateMachine for MemKv {
     fn apply(&mut self, command: CommandRef<'_>) -> Applied {
         match command {
@@ -196,6 +227,32 @@ mod tests {
             prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             prop_assert_eq!(ka.bytes(), a);
         }
+    }
+
+    #[test]
+    fn a_split_half_trims_the_other_side_a_budget_at_a_time() {
+        let mut kv = MemKv::default();
+        for i in 0..100u32 {
+            kv.apply(CommandRef::Put { key: format!("k{i:03}").as_bytes(), value: b"v" });
+        }
+        let whole = kv.bytes();
+        let mut left = kv.clone();
+        let mut right = kv;
+        let mut rounds = 0;
+        while !left.trim_to(b"", b"k040", 7) {
+            rounds += 1;
+        }
+        assert_eq!((left.len(), rounds), (40, 60 / 7), "60 keys at 7 a time");
+        assert!(right.trim_to(b"k040", b"", 1000));
+        assert_eq!(right.len(), 60);
+        assert_eq!(left.bytes() + right.bytes(), whole, "bytes follow the keys");
+        assert_eq!(
+            right.rows_in(b"k050", b"k052").map(|(k, _)| k).collect::<Vec<_>>(),
+            vec![b"k050".to_vec(), b"k051".to_vec()]
+        );
+        let mut mid = right.clone();
+        assert!(mid.trim_to(b"k050", b"k060", 100) && mid.len() == 10);
+        assert_eq!(mid.rows_in(b"", b"").count(), 10);
     }
 
     #[test]

@@ -66,6 +66,62 @@ impl RegionMeta {
     }
 }
 
+impl RegionMeta {
+    /// The two regions a split of this one at `key` makes: this region
+    /// keeps its id and [start, key), the new one gets `new_region_id` and
+    /// [key, end), with `new_peer_ids` on this region's stores and shards
+    /// (in the order of `peers`); both take `version` + 1. Or why the split
+    /// is not one: the same rule at propose and at apply, on every replica.
+    pub fn split(
+        &self,
+        key: &[u8],
+        new_region_id: u64,
+        new_peer_ids: &[u64],
+    ) -> Result<(RegionMeta, RegionMeta), String> {
+        if key <= self.start_key.as_slice() || !self.contains(key) {
+            return Err(format!(
+                "split key {key:?} is not inside region {} [{:?}, {:?}) (a region cannot split at its start)",
+                self.id, self.start_key, self.end_key
+            ));
+        }
+        if new_region_id == self.id || new_region_id == 0 {
+            return Err(format!("{new_region_id} is not a new region id"));
+        }
+        if new_peer_ids.len() != self.peers.len() {
+            return Err(format!("{} new peer ids for a region of {} peers", new_peer_ids.len(), self.peers.len()));
+        }
+        let mut sorted = new_peer_ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != new_peer_ids.len() || sorted[0] == 0 {
+            return Err(format!("new peer ids {new_peer_ids:?} are not distinct and non-zero"));
+        }
+        let left = RegionMeta { end_key: key.to_vec(), version: self.version + 1, ..self.clone() };
+        let right = RegionMeta {
+            id: new_region_id,
+            start_key: key.to_vec(),
+            end_key: self.end_key.clone(),
+            conf_ver: self.conf_ver,
+            version: self.version + 1,
+            peers: self
+                .peers
+                .iter()
+                .zip(new_peer_ids)
+                .map(|(p, &peer_id)| PeerMeta { peer_id, store_id: p.store_id, shard: p.shard })
+                .collect(),
+            max_peer_id: *sorted.last().expect("a region has peers"),
+        };
+        Ok((left, right))
+    }
+
+    /// Whether `self` and [start, end) share a key (end empty: unbounded).
+    pub fn overlaps(&self, start: &[u8], end: &[u8]) -> bool {
+        let starts_before_end = end.is_empty() || self.start_key.as_slice() < end;
+        let ends_after_start = self.end_key.is_empty() || start < self.end_key.as_slice();
+        starts_before_end && ends_after_start
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct RegionMeta {
     pub id: u64,
@@ -215,6 +271,38 @@ mod tests {
         assert!(RegionMeta::decode(&[1, 2, 3]).is_err());
         let state = RegionLocalState { meta: m.clone(), snapshot: Some((40, 3)), removed_peer: Some(7) };
         assert_eq!(RegionLocalState::decode(&state.encode()), Ok(state));
+    }
+
+    #[test]
+    fn a_split_cuts_the_range_at_the_key_and_bumps_both_versions() {
+        let p = |peer_id, store_id| PeerMeta { peer_id, store_id, shard: store_id as u16 % 2 };
+        let m = RegionMeta {
+            id: 1,
+            start_key: b"b".to_vec(),
+            end_key: b"f".to_vec(),
+            conf_ver: 3,
+            version: 7,
+            peers: vec![p(11, 1), p(12, 2), p(13, 3)],
+            max_peer_id: 13,
+        };
+        let (left, right) = m.split(b"d", 9, &[91, 92, 93]).unwrap();
+        assert_eq!(
+            (left.id, left.start_key.as_slice(), left.end_key.as_slice(), left.epoch()),
+            (1, &b"b"[..], &b"d"[..], Epoch { conf_ver: 3, version: 8 })
+        );
+        assert_eq!(
+            (right.id, right.start_key.as_slice(), right.end_key.as_slice(), right.epoch()),
+            (9, &b"d"[..], &b"f"[..], Epoch { conf_ver: 3, version: 8 })
+        );
+        assert_eq!(right.peers, vec![p(91, 1), p(92, 2), p(93, 3)], "the same stores and shards, the new ids");
+        assert_eq!((left.peers, right.max_peer_id), (m.peers.clone(), 93));
+        assert!(m.split(b"b", 9, &[91, 92, 93]).unwrap_err().contains("its start"), "at the start");
+        assert!(m.split(b"a", 9, &[91, 92, 93]).is_err() && m.split(b"f", 9, &[91, 92, 93]).is_err(), "outside");
+        assert!(m.split(b"c", 9, &[91, 92]).is_err() && m.split(b"c", 9, &[91, 91, 93]).is_err());
+        assert!(m.split(b"c", 1, &[91, 92, 93]).is_err(), "its own id");
+        let whole = RegionMeta { start_key: vec![], end_key: vec![], ..m.clone() };
+        assert!(whole.split(b"", 9, &[91, 92, 93]).is_err() && whole.split(b"\0", 9, &[91, 92, 93]).is_ok());
+        assert!(m.overlaps(b"a", b"c") && m.overlaps(b"e", b"") && !m.overlaps(b"f", b"") && !m.overlaps(b"a", b"b"));
     }
 
     #[test]

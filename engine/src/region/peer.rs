@@ -93,6 +93,21 @@ pub struct Region {
     /// it neither votes nor campaigns until an entry of a term above this one
     /// is durable in its log.
     pub catching_up: Option<u64>,
+    /// Its state machine may still hold keys a split gave the other half
+    /// (`shard::split` trims them a few at a time): read it by range only.
+    pub untrimmed: bool,
+    /// Children split off this region whose initial state is not durable
+    /// yet: until it is, a restart re-derives them by replaying this
+    /// region's split, so it takes no snapshot, installs none and is not
+    /// destroyed (`shard::split`).
+    pub children_unrecorded: std::collections::BTreeSet<u64>,
+    /// A child of a split whose initial state is not durable yet: its parent.
+    pub initial_state_of: Option<u64>,
+    /// Removed while children were unrecorded: destroyed once they are.
+    pub destroy_deferred: bool,
+    /// A new child's leader sends no snapshot before this tick: followers
+    /// that have not applied the split yet get the time to (`shard::split`).
+    pub snapshot_hold_until_tick: Option<u64>,
 }
 
 /// raft-rs configuration of one peer.
@@ -150,6 +165,11 @@ impl Region {
             receiving: None,
             fenced: None,
             catching_up: None,
+            untrimmed: false,
+            children_unrecorded: Default::default(),
+            initial_state_of: None,
+            destroy_deferred: false,
+            snapshot_hold_until_tick: None,
         })
     }
 
@@ -163,6 +183,12 @@ impl Region {
 
     pub fn term(&self) -> u64 {
         self.raw.raft.term
+    }
+
+    /// Every key and value of the region's range (its state machine may
+    /// hold more while a split's other side is trimmed).
+    pub fn rows(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.kv.rows_in(&self.meta.start_key, &self.meta.end_key).map(|(k, v)| (k, v.to_vec())).collect()
     }
 
     /// The leader this peer knows of, as a peer of the region.

@@ -27,6 +27,9 @@ pub struct RegionStorage {
     /// raft asked for a snapshot the latest one cannot be (it predates the
     /// follower's membership): the shard takes a new one at once.
     snapshot_wanted: std::cell::Cell<bool>,
+    /// No snapshot is handed out (a new split child gives its followers
+    /// time to split themselves first).
+    snapshots_held: bool,
 }
 
 impl RegionStorage {
@@ -62,6 +65,11 @@ impl RegionStorage {
     pub fn set_snapshot(&mut self, index: u64, term: u64, conf: ConfState) {
         assert!(index >= self.snapshot_index, "snapshot {index} older than {}", self.snapshot_index);
         (self.snapshot_index, self.snapshot_term, self.snapshot_conf) = (index, term, conf);
+    }
+
+    /// Holds (or releases) every snapshot raft asks for: raft tries again later.
+    pub fn hold_snapshots(&mut self, held: bool) {
+        self.snapshots_held = held;
     }
 
     /// Whether raft asked for a newer snapshot than there is (cleared).
@@ -190,6 +198,9 @@ impl raft::Storage for RegionStorage {
     fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let c = &self.snapshot_conf;
         let member = [&c.voters, &c.learners, &c.voters_outgoing, &c.learners_next].iter().any(|ids| ids.contains(&to));
+        if self.snapshots_held {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
         if self.snapshot_index == 0 || !member {
             // a peer added after the latest snapshot would refuse it (raft
             // checks that it is in the snapshot's membership): ask the shard

@@ -493,6 +493,7 @@ impl ShardTask {
                         Response::Value(v) => ClientReply::Value(v),
                         Response::Rows(rows) => ClientReply::Rows(rows),
                         Response::Region(meta) => ClientReply::Region(meta),
+                        Response::Split(halves) => ClientReply::Split(halves),
                     });
                     self.queues.reply(conn, &ClientResponse { id, result });
                 }

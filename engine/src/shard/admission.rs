@@ -30,6 +30,7 @@ impl Shard {
             ClientOp::TransferLeader { to_peer } => self.on_transfer_leader(request, region, to_peer),
             ClientOp::ChangePeer(change) => self.on_change_peer(request, region, epoch, change),
             ClientOp::DescribeRegion => self.on_describe_region(request, region),
+            ClientOp::Split(split) => self.on_split(request, region, epoch, split),
             ClientOp::Write(command) => self.on_write(request, region, epoch, command),
         }
     }

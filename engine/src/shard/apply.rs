@@ -6,13 +6,14 @@
 //!
 //! Entry dispatch: a normal entry is a client write batch (or a new
 //! leader's empty entry); a conf change goes to `membership.rs`. An entry
-//! that does not decode fences the region on this replica (`fence.rs`). Admin
-//! commands that change a region's range (split) will be dispatched here to
-//! a file of their own.
+//! that does not decode fences the region on this replica (`fence.rs`). An
+//! admin command (a normal entry tagged as one: `kv::admin`) goes to the file
+//! of its own, `split.rs`.
 
 use raft::eraftpb::{self, EntryType};
 
 use crate::error::RegionError;
+use crate::kv::admin::is_admin;
 use crate::kv::StateMachine as _;
 use crate::kv::{Applied, WriteBatchRef};
 use crate::region::peer::Region;
@@ -24,6 +25,7 @@ impl Shard {
     /// ReadIndex is now applied.
     pub(super) fn apply(&mut self, id: u64, committed: Vec<eraftpb::Entry>) {
         let mut replies = vec![];
+        let mut splits = vec![];
         let mut removed = false;
         let mut undecodable = None;
         let r = self.regions.get_mut(&id).expect("listed");
@@ -34,6 +36,15 @@ impl Shard {
             assert_eq!(e.index, r.applied + 1, "region {id}: applying {} after {}", e.index, r.applied);
             let applied = match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => Ok(vec![]), // a new leader's empty entry
+                EntryType::EntryNormal if is_admin(&e.data) => {
+                    super::split::apply_admin(r, &e.data).map(|(result, applied)| {
+                        if let Some((write, split)) = applied {
+                            self.staged.push(id, write);
+                            splits.push(split);
+                        }
+                        vec![result]
+                    })
+                }
                 EntryType::EntryNormal => apply_batch(r, &e.data).inspect(|_| {
                     r.applied_bytes_since_snapshot += e.data.len();
                     r.applied_bytes_total += e.data.len() as u64;
@@ -87,6 +98,11 @@ impl Shard {
                 break; // nothing after its own removal concerns this peer
             }
         }
+        // (the children first: a parent removed or fenced by a later entry
+        // still had them, and its removal waits until they are recorded)
+        for split in splits {
+            self.finish_split(id, split);
+        }
         if removed || undecodable.is_some() {
             for (q, res) in replies {
                 self.reply(q, res);
@@ -97,6 +113,7 @@ impl Shard {
             }
             return;
         }
+        let r = self.regions.get_mut(&id).expect("listed");
         advance_raft_applied(r);
         serve_reads(r, &mut replies);
         for (q, res) in replies {
@@ -115,6 +132,11 @@ fn serve_reads(r: &mut Region, replies: &mut Vec<(u64, Result<Response, RegionEr
             continue;
         }
         for (q, query) in r.read_batches.remove(&ctx).map(|b| b.reads).unwrap_or_default() {
+            if !r.meta.contains(super::split::query_key(&query)) {
+                // a split applied since it arrived took its key
+                replies.push((q, Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) })));
+                continue;
+            }
             let response = match query {
                 Query::Get(key) => Response::Value(r.kv.get(&key).map(<[u8]>::to_vec)),
                 Query::Scan { start, end, limit } => {

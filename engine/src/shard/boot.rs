@@ -105,9 +105,11 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
         shard.init_votes(&table);
         return Ok((shard, BootReport::FirstStart { regions }));
     }
-    let mut loaded = load_regions(wal, wal.needs_catch_up()).await?;
+    let (pending, mut loaded): (Vec<_>, Vec<_>) =
+        load_regions(wal, wal.needs_catch_up()).await?.into_iter().partition(|r| r.pending_child);
+    let mut pending = pending;
     // a vote the WAL lost (its record damaged and cut) is restored from the table
-    for r in &mut loaded {
+    for r in loaded.iter_mut().chain(pending.iter_mut()) {
         let region = r.meta.id;
         let Some(&(term, vote)) = table.votes.get(&region) else { continue };
         let mut hs = r.storage.hard_state().clone();
@@ -132,6 +134,11 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
     let named: BTreeSet<_> = loaded.iter().filter_map(|r| r.snapshot).collect();
     let swept = files.sweep(named).await.map_err(BootError::Sweep)?;
     let regions = loaded.len();
+    for r in pending {
+        // (a split child whose initial state was not durable: its parent's replay creates it)
+        tracing::info!(region = r.meta.id, "split child pending: its parent's log creates it again");
+        shard.add_pending_child(r.meta.id, r.storage);
+    }
     for r in loaded {
         let snapshot = match r.snapshot {
             None => None,

@@ -9,7 +9,7 @@ use transport::{Destination, Envelope, FlushedFrame};
 use crate::client::protocol::ClientRequest;
 use crate::error::RegionError;
 use crate::kv::Command;
-use crate::region::meta::{Epoch, PeerChange};
+use crate::region::meta::{Epoch, PeerChange, RegionMeta};
 use crate::snapshot::{RegionSnapshot, SnapshotId};
 
 pub enum Input {
@@ -33,6 +33,9 @@ pub enum Input {
     DescribeRegion { request: u64, region: u64 },
     /// A membership change, proposed by the region's leader, answered once applied.
     ChangePeer { request: u64, region: u64, epoch: Epoch, change: PeerChange },
+    /// A split of the region at `split_key` with ids PD allocated: proposed
+    /// by the region's leader, answered once applied (`split.rs`).
+    Split { request: u64, region: u64, epoch: Epoch, split: SplitRequest },
     /// A raft message from a peer shard.
     Raft(Envelope),
     /// The persist batch `batch`'s writes are on disk (the WAL acknowledges
@@ -66,6 +69,17 @@ pub enum Response {
     Rows(Vec<(Vec<u8>, Vec<u8>)>),
     /// A region's meta.
     Region(Box<crate::region::meta::RegionMeta>),
+    /// A split applied: the region as it is now, and the new one.
+    Split(Box<(RegionMeta, RegionMeta)>),
+}
+
+/// What a split asks for: the key the new region starts at, and its ids
+/// (from PD's allocator: one region id, one peer id per peer of the region).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct SplitRequest {
+    pub split_key: Vec<u8>,
+    pub new_region_id: u64,
+    pub new_peer_ids: Vec<u64>,
 }
 
 /// What a read asks for.

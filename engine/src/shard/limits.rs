@@ -107,4 +107,5 @@ pub struct ShardStats {
     pub snapshots_installed: u64,
     pub regions_created: u64,
     pub regions_removed: u64,
+    pub splits_applied: u64,
 }

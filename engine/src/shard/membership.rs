@@ -120,6 +120,12 @@ impl Shard {
         assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
     }
 
+    /// A split child recovery found with its log but not its initial state
+    /// (`split.rs`): replaying its parent's split creates it with this log.
+    pub fn add_pending_child(&mut self, region: u64, storage: RegionStorage) {
+        self.pending_children.insert(region, storage);
+    }
+
     /// A region the WAL holds as removed (recovery), with the peer removed.
     pub fn add_tombstone(&mut self, region: u64, removed_peer: u64) {
         self.tombstones.insert(region, removed_peer);
@@ -190,8 +196,15 @@ impl Shard {
         if self.regions.len() + self.tombstones.len() >= SHARD_REGIONS_MAX {
             return refuse("the shard hosts SHARD_REGIONS_MAX regions");
         }
-        let kind = eraftpb::Message::parse_from_carllerche_bytes(&envelope.message).map(|m| m.get_msg_type());
-        if !matches!(kind, Ok(MessageType::MsgHeartbeat | MessageType::MsgAppend | MessageType::MsgSnapshot)) {
+        let Ok(kind) = eraftpb::Message::parse_from_carllerche_bytes(&envelope.message).map(|m| m.get_msg_type())
+        else {
+            return refuse("an undecodable message");
+        };
+        if self.keep_if_early_vote(envelope, kind) {
+            // only initialized regions own key ranges (split.rs)
+            return refuse("its range overlaps a region here: a split this replica has not applied yet");
+        }
+        if !matches!(kind, MessageType::MsgHeartbeat | MessageType::MsgAppend | MessageType::MsgSnapshot) {
             return refuse("only a leader's message creates a peer");
         }
         tracing::info!(region = id, peer = envelope.to.peer_id, "creating the peer this store was added as");
@@ -256,6 +269,13 @@ impl Shard {
     /// memory so that late messages cannot recreate it, and its client work
     /// is answered.
     pub(super) fn destroy_region(&mut self, id: u64) {
+        let r = self.regions.get_mut(&id).expect("destroying a hosted region");
+        if !r.children_unrecorded.is_empty() {
+            // a restart could not re-derive them without its log (split.rs)
+            tracing::info!(region = id, children = ?r.children_unrecorded, "removal waits for split children to be recorded");
+            r.destroy_deferred = true;
+            return;
+        }
         let mut r = self.regions.remove(&id).expect("destroying a hosted region");
         // (proposed when this peer led, maybe committed by a later leader: unknown)
         let work = take_client_work(&mut r);

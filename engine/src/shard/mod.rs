@@ -30,13 +30,10 @@
 //! | `fence.rs` | a region whose committed entry does not decode, fenced on this replica |
 //! | `catch_up.rs` | a replica whose WAL lost records: no vote, no campaign until a leader caught it up |
 //! | `membership.rs` | region creation (bootstrap, recovery, a leader's message), conf changes, removal, tombstones |
+//! | `split.rs` | a region split in two: proposed, applied, the child created, recorded, trimmed |
 //! | `snapshot.rs` | snapshots taken, sent, received and installed; which snapshot files may go |
 //! | `boot.rs` | a shard built from its WAL (or its initial regions): the one boot path of both drivers |
 //! | `recover.rs` | the regions a WAL holds, read back |
-//!
-//! Admin commands that change a region's range (split, planned) get a file
-//! of their own beside `membership.rs`: `split.rs`, applied from `apply.rs`'s
-//! entry dispatch.
 //!
 //! The glommio runtime (`crate::runtime`) and the simulator (`crate::sim`)
 //! are the shard's two drivers; `io.rs` is what passes between them and it.
@@ -54,6 +51,7 @@ mod propose;
 mod ready;
 pub mod recover;
 mod snapshot;
+mod split;
 mod step;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,13 +63,14 @@ use crate::kv::StateMachine as _;
 use crate::region::meta::{PeerMeta, RegionMeta};
 use crate::region::peer::{Region, ELECTION_TICKS};
 
-pub use io::{Input, Output, Query, Response};
+pub use io::{Input, Output, Query, Response, SplitRequest};
 pub use limits::*;
 use membership::is_healthy;
 pub use membership::RegionInit;
 use persist::{Awaiting, Staged};
 pub use snapshot::regions_to_compact;
 use snapshot::SnapshotFiles;
+pub use split::{EARLY_VOTES_MAX, SPLIT_SNAPSHOT_HOLD_TICKS, SPLIT_TRIM_KEYS_PER_ITERATION};
 
 /// A leader's account of its region, for PD.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +127,17 @@ pub struct Shard {
     /// The WAL's needs-catch-up flag is set and some region has not caught
     /// up yet (`catch_up.rs`).
     needs_catch_up: bool,
+    /// Split children recovery found with a log but no meta: their initial
+    /// state was not durable, and replaying their parent's split creates
+    /// them again with this log and vote (`split.rs`).
+    pending_children: BTreeMap<u64, crate::region::RegionStorage>,
+    /// Vote requests for children this shard has not split off yet.
+    early_votes: BTreeMap<u64, Vec<transport::Envelope>>,
+    /// Regions whose state machines still hold a split's other side.
+    untrimmed: BTreeSet<u64>,
+    /// Split children whose first snapshot's record is staged, with the
+    /// persist batch that carries it once issued.
+    children_recording: BTreeMap<u64, Option<u64>>,
 }
 
 impl Shard {
@@ -158,6 +168,10 @@ impl Shard {
             dirty: BTreeSet::new(),
             all_dirty: false,
             needs_catch_up: false,
+            pending_children: BTreeMap::new(),
+            early_votes: BTreeMap::new(),
+            untrimmed: BTreeSet::new(),
+            children_recording: BTreeMap::new(),
         }
     }
 
@@ -207,8 +221,10 @@ impl Shard {
     /// Whether some region has work for another `step` even without new input
     /// (the runtime steps again at once rather than waiting).
     pub fn has_ready(&self) -> bool {
-        // (only a region the last iteration left dirty can have become ready without input)
-        self.dirty.iter().any(|id| self.regions.get(id).is_some_and(|r| r.raw.has_ready()))
+        // (only a region the last iteration left dirty can have become ready
+        // without input; split halves are trimmed a budget per iteration)
+        !self.untrimmed.is_empty()
+            || self.dirty.iter().any(|id| self.regions.get(id).is_some_and(|r| r.raw.has_ready()))
     }
 
     /// Whether nothing is in flight: no client work waiting, nothing staged

@@ -33,6 +33,10 @@ pub enum LoadError {
 /// One recovered region: its meta, its log view, and the snapshot to load.
 pub struct LoadedRegion {
     pub meta: RegionMeta,
+    /// A split child whose initial state was not durable yet (an
+    /// initialized meta that names no snapshot): replaying its parent's
+    /// split creates it again, with this log and vote (`shard::split`).
+    pub pending_child: bool,
     pub storage: RegionStorage,
     pub snapshot: Option<SnapshotId>,
     /// Its log was lost back to its snapshot (records dropped): the WAL's
@@ -73,7 +77,9 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>, lost_records: bool) -> Result<V
         let has_entries = wal.last_index(region).is_some_and(|last| last >= first_index);
         let snapshot = state.snapshot.map(|(index, term)| SnapshotId { region, index, term });
         let snapshot_index = snapshot.map_or(0, |s| s.index);
-        let gap = has_entries && first_index > snapshot_index + 1;
+        // (an uninitialized peer's meta has conf_ver 0; every other region's names a snapshot)
+        let pending_child = snapshot.is_none() && state.meta.conf_ver > 0;
+        let gap = has_entries && first_index > snapshot_index + 1 && !pending_child;
         // the records that held the entries between were dropped: keep the
         // snapshot, let the leader send the log again
         let lost_back_to_snapshot = gap && lost_records;
@@ -82,7 +88,7 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>, lost_records: bool) -> Result<V
         }
         let base = if lost_back_to_snapshot {
             snapshot.map_or((0, 0), |s| (s.index, s.term))
-        } else if snapshot.is_none() && !has_entries {
+        } else if snapshot.is_none() && !has_entries && !pending_child {
             // a peer created for a region it has no state of yet (its log
             // may still start where an earlier, removed peer's ended)
             (0, 0)
@@ -126,7 +132,7 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>, lost_records: bool) -> Result<V
             hs.commit = hs.commit.min(last).max(snapshot_index);
         }
         let storage = RegionStorage::new(hs, cs, base, entries);
-        out.push(LoadedRegion { meta: state.meta, storage, snapshot, log_lost: lost_back_to_snapshot });
+        out.push(LoadedRegion { meta: state.meta, pending_child, storage, snapshot, log_lost: lost_back_to_snapshot });
     }
     Ok(out)
 }

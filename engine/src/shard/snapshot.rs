@@ -157,6 +157,9 @@ impl Shard {
             if r.snapshot_taking.is_some() || self.ticks < r.snapshot_retry_tick || r.fenced.is_some() {
                 continue;
             }
+            if !r.children_unrecorded.is_empty() {
+                continue; // its log re-derives them until they are recorded (split.rs)
+            }
             if r.applied <= since {
                 if r.compact_wanted && r.raw.store().first() <= since {
                     // nothing new to snapshot, but a leader kept a tail for its followers
@@ -168,24 +171,35 @@ impl Shard {
                 continue;
             }
             let bound = self.limits.snapshot_log_bytes_min.max(r.kv.bytes() / SNAPSHOT_STATE_DIVISOR);
-            let wanted = r.raw.store().take_snapshot_wanted();
+            // (a split child is recorded by its first snapshot: at once)
+            let wanted = r.raw.store().take_snapshot_wanted() || r.initial_state_of.is_some();
             if r.applied_bytes_since_snapshot < bound && !r.compact_wanted && !wanted {
                 continue;
             }
-            let index = r.applied;
-            let term = r.raw.raft.raft_log.term(index).expect("the term of every live entry is in memory");
-            let conf = r.raw.raft.prs().conf().to_conf_state();
-            let snap = RegionSnapshot {
-                meta: r.meta.clone(),
-                index,
-                term,
-                conf_state: SnapshotConf::from_raft(&conf),
-                kv: r.kv.clone(),
-            };
-            r.snapshot_taking = Some((snap.id(), conf, std::mem::take(&mut r.applied_bytes_since_snapshot)));
-            self.snapshot_files.write_started();
-            self.outputs.push(Output::WriteSnapshot(Box::new(snap)));
+            self.start_snapshot(*id);
         }
+    }
+
+    /// Starts writing a snapshot of region `id` as applied now, unless one
+    /// is being written or the shard writes as many as it may.
+    pub(super) fn start_snapshot(&mut self, id: u64) {
+        let Some(r) = self.regions.get_mut(&id) else { return };
+        if r.snapshot_taking.is_some() || !self.snapshot_files.may_write() {
+            return;
+        }
+        let index = r.applied;
+        let term = r.raw.raft.raft_log.term(index).expect("the term of every live entry is in memory");
+        let conf = r.raw.raft.prs().conf().to_conf_state();
+        let snap = RegionSnapshot {
+            meta: r.meta.clone(),
+            index,
+            term,
+            conf_state: SnapshotConf::from_raft(&conf),
+            kv: r.kv.clone(),
+        };
+        r.snapshot_taking = Some((snap.id(), conf, std::mem::take(&mut r.applied_bytes_since_snapshot)));
+        self.snapshot_files.write_started();
+        self.outputs.push(Output::WriteSnapshot(Box::new(snap)));
     }
 
     /// A region's own snapshot file is durable: record it in the WAL and
@@ -228,9 +242,13 @@ impl Shard {
             meta: Some(local_state(r)),
             ..Default::default()
         };
+        let child = r.initial_state_of.is_some();
         self.staged.push(id.region, write);
         if let Some(old) = replaced {
             self.snapshot_files.replaced(self.next_batch, old);
+        }
+        if child {
+            self.recording_staged(id.region);
         }
     }
 
@@ -262,6 +280,10 @@ impl Shard {
         }
         if r.fenced.is_some() {
             return discard(&mut self.outputs, "the region is fenced on this replica");
+        }
+        if !r.children_unrecorded.is_empty() {
+            // (its log re-derives them until they are recorded: split.rs; the leader sends again)
+            return discard(&mut self.outputs, "the region's split children are not recorded yet");
         }
         let msg = match eraftpb::Message::parse_from_carllerche_bytes(&envelope.message) {
             Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => m,
@@ -340,6 +362,10 @@ impl Shard {
         };
         if let Some(old) = replaced {
             self.snapshot_files.replaced(self.next_batch, old);
+        }
+        if r.initial_state_of.is_some() {
+            // a split child recorded by its leader's snapshot instead of its own
+            self.recording_staged(id);
         }
         self.snapshot_files.stage_install(file, snapshot_id);
         self.stats.snapshots_installed += 1;

@@ -32,6 +32,7 @@ impl Shard {
                 Input::ChangePeer { request, region, epoch, change } => {
                     self.on_change_peer(request, region, epoch, change)
                 }
+                Input::Split { request, region, epoch, split } => self.on_split(request, region, epoch, split),
                 Input::Raft(envelope) => self.on_raft(envelope),
                 Input::Written { batch } => self.on_written(batch),
                 Input::Persisted { batch } => {
@@ -72,6 +73,7 @@ impl Shard {
         self.handle_readies(&walk);
         self.discard_stale_snapshots(&walk);
         self.take_snapshots(&walk);
+        self.split_housekeeping();
         self.flush_outboxes();
         self.issue_persist();
         // what still has work is looked at again next time (reads waiting for
@@ -102,6 +104,7 @@ impl Shard {
             | Input::Scan { region, .. }
             | Input::TransferLeader { region, .. }
             | Input::ChangePeer { region, .. }
+            | Input::Split { region, .. }
             | Input::SnapshotSent { region, .. } => self.touch(*region),
             Input::Raft(e) | Input::Snapshot { envelope: e, .. } => self.touch(e.region_id),
             Input::SnapshotWritten { id, .. } => self.touch(id.region),
@@ -116,6 +119,7 @@ impl Shard {
 
     fn tick(&mut self) {
         self.ticks += 1;
+        self.release_snapshot_holds();
         // (once a tick: the memory limit's figure; every region is walked now anyway)
         self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut failed = vec![];
@@ -151,7 +155,7 @@ impl Shard {
     /// Steps a peer's raft message into its region — creating the region
     /// first when a leader's message says this store was added to it, and
     /// keeping removed peers (ours or theirs) out (`membership.rs`).
-    fn on_raft(&mut self, envelope: Envelope) {
+    pub(super) fn on_raft(&mut self, envelope: Envelope) {
         if envelope.message.is_empty() {
             return self.on_removal_notice(envelope);
         }

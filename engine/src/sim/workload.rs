@@ -101,7 +101,9 @@ impl Workload {
             },
             Ok(Response::Cas(ok)) => Outcome::Cas(ok),
             Ok(Response::Value(v)) => Outcome::Get(v),
-            Ok(Response::Rows(_) | Response::Region(_)) => panic!("the workload neither scans nor describes"),
+            Ok(Response::Rows(_) | Response::Region(_) | Response::Split(_)) => {
+                panic!("the workload neither scans, describes nor splits")
+            }
             Err(RegionError::Ambiguous { .. }) => Outcome::Ambiguous,
             Err(e) => {
                 if let RegionError::NotLeader { region, leader: Some(l) } = &e {

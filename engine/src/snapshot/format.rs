@@ -74,8 +74,10 @@ pub fn encode(snap: &RegionSnapshot, out: impl Write) -> io::Result<u64> {
         term: snap.term,
         meta: snap.meta.clone(),
         conf_state: snap.conf_state.clone(),
-        rows: snap.kv.len() as u64,
+        // (a split half may still hold the other side's keys: only its range is its state)
+        rows: snap.kv.rows_in(&snap.meta.start_key, &snap.meta.end_key).count() as u64,
     };
+    let header_rows = header.rows;
     let header = bincode::encode_to_vec(&header, config()).expect("a snapshot header always encodes");
     assert!(header.len() as u32 <= HEADER_BYTES_MAX, "snapshot header of {} bytes", header.len());
     let mut w = Summing { inner: out, crc: 0, offset: 0 };
@@ -83,7 +85,7 @@ pub fn encode(snap: &RegionSnapshot, out: impl Write) -> io::Result<u64> {
     w.put(&(header.len() as u32).to_le_bytes())?;
     w.put(&header)?;
     let mut rows = 0u64;
-    for (key, value) in snap.kv.rows() {
+    for (key, value) in snap.kv.rows_in(&snap.meta.start_key, &snap.meta.end_key) {
         // the state machine only ever holds what a command could carry
         assert!(key.len() as u32 <= ROW_PART_BYTES_MAX && value.len() as u32 <= ROW_PART_BYTES_MAX);
         w.put(&(key.len() as u32).to_le_bytes())?;
@@ -92,7 +94,7 @@ pub fn encode(snap: &RegionSnapshot, out: impl Write) -> io::Result<u64> {
         w.put(value)?;
         rows += 1;
     }
-    assert_eq!(rows, snap.kv.len() as u64, "region {}: the map's length is its row count", snap.meta.id);
+    assert_eq!(rows, header_rows, "region {}: the rows counted are the rows written", snap.meta.id);
     let crc = w.crc;
     w.put(&crc.to_le_bytes())?;
     w.inner.flush()?;

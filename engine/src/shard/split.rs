@@ -1,0 +1,386 @@
+//! Split: region [start, end) becomes [start, key) — the same region, its
+//! `version` + 1 — and [key, end), a new region with ids PD allocated, its
+//! peers on the same stores and shards (so on every replica the child is
+//! born on its parent's shard, in the same WAL).
+//!
+//! - **Propose and apply check one rule** (`RegionMeta::split`): the key is
+//!   strictly inside the region, one new peer id per peer. The leader also
+//!   refuses while a membership change is pending or the region is in a
+//!   joint configuration, and checks its local limits (regions per shard)
+//!   there: nothing at apply depends on local state, or replicas diverge.
+//!   At apply the command must carry the region's epoch exactly (a split or
+//!   membership change applied since refuses it, the same on every replica).
+//! - **The child's state is re-derivable until it is durable.** Applying
+//!   the split cuts the state machine in O(1) (both halves share the map
+//!   and trim the other side's keys a budget per iteration), creates the
+//!   child at `RAFT_INIT_INDEX` with its half, stages its log start, raft
+//!   membership and HardState (its peers vote and append from the first
+//!   ready) — with a meta that names no snapshot. The child is *recorded*
+//!   (its meta naming a durable snapshot of its own) once that snapshot's
+//!   file and record are durable. Until then a restart finds it *pending*
+//!   (recovery keeps it aside) and re-derives it by replaying the parent's
+//!   split, keeping the child's log and vote; so the parent
+//!   takes no snapshot, installs none and is not destroyed until its
+//!   children are recorded. A replayed split whose child is recorded only
+//!   trims the parent. (The alternative, one WAL record holding both
+//!   regions' new state, would have needed atomic multi-region records in
+//!   the WAL; replay gives the same all-or-nothing without them.)
+//! - **Only initialized regions own key ranges.** A message for a region
+//!   this shard does not host whose range overlaps one it does creates no
+//!   peer: it is a child this replica has not split off yet, and the split
+//!   will create it. Vote requests among those are kept (a few) and stepped
+//!   once the child exists, so its first election is not lost. A split that
+//!   meets an uninitialized peer of the child (created by a leader's message
+//!   where no overlapping region was) fills it in place with its term and
+//!   vote kept: a forgotten vote could elect two leaders in one term.
+//! - **No snapshot for a split.** The child's leader (on the parent leader's
+//!   store, campaigning at once) sends no snapshot for
+//!   `SPLIT_SNAPSHOT_HOLD_TICKS`: followers that have not applied the split
+//!   yet get the time to, and then need none.
+//! - **In flight.** Writes and reads queued on the parent whose keys left
+//!   it are answered at once (`EpochNotMatch`); proposals already in the log
+//!   fail the version check at apply; reads check the range when served.
+
+use std::collections::BTreeMap;
+
+use raft::eraftpb;
+use transport::Envelope;
+
+use crate::error::RegionError;
+use crate::kv::admin::{AdminCommand, SplitCommand};
+use crate::kv::MemKv;
+use crate::region::meta::{RegionLocalState, RegionMeta};
+use crate::region::peer::{Proposal, Region, ELECTION_TICKS};
+use crate::region::wal_convert::{conf_state_to_wal, hard_state_to_wal};
+use crate::region::RegionStorage;
+
+use super::snapshot::local_state;
+use super::{
+    redraw_election_timeout, Query, Response, Shard, SplitRequest, RAFT_INIT_INDEX, RAFT_INIT_TERM, SHARD_REGIONS_MAX,
+};
+
+/// Keys a shard trims from split halves per loop iteration (each removal
+/// copies a path of the persistent map: about a microsecond).
+pub const SPLIT_TRIM_KEYS_PER_ITERATION: usize = 2048;
+/// Ticks a new child's leader holds its snapshots back (its followers apply
+/// the split within a few heartbeats unless they are down or far behind).
+pub const SPLIT_SNAPSHOT_HOLD_TICKS: u64 = 3 * ELECTION_TICKS as u64;
+/// Vote requests for not-yet-split children a shard keeps, in all.
+pub const EARLY_VOTES_MAX: usize = 64;
+
+const _: () = assert!(SPLIT_SNAPSHOT_HOLD_TICKS > ELECTION_TICKS as u64);
+
+/// What applying a split entry left for the shard to do once the region's
+/// committed entries are applied: create (or fill, or find) the child.
+pub(super) struct SplitApplied {
+    pub child: RegionMeta,
+    pub kv: MemKv,
+}
+
+impl Shard {
+    /// A split asked of this region's leader: checked, then proposed as an
+    /// admin entry; answered once applied.
+    pub(super) fn on_split(&mut self, request: u64, region: u64, epoch: transport::Epoch, split: SplitRequest) {
+        let hosted = self.regions.len() + self.tombstones.len();
+        let new_id_here = self.regions.contains_key(&split.new_region_id);
+        let proposed = (|| {
+            let r = self.regions.get_mut(&region).ok_or(RegionError::RegionNotFound { region })?;
+            if !r.is_leader() || r.fenced.is_some() {
+                return Err(RegionError::NotLeader { region, leader: r.leader() });
+            }
+            if epoch != r.meta.epoch() {
+                return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
+            }
+            let refused = |reason: String| RegionError::Refused { region, reason };
+            if r.raw.raft.has_pending_conf() {
+                return Err(refused("a membership change is not applied yet".into()));
+            }
+            if !r.raw.raft.prs().conf().to_conf_state().voters_outgoing.is_empty() {
+                return Err(refused("the region is in a joint configuration".into()));
+            }
+            r.meta.split(&split.split_key, split.new_region_id, &split.new_peer_ids).map_err(refused)?;
+            if new_id_here {
+                return Err(refused(format!("region {} is already on this shard", split.new_region_id)));
+            }
+            if hosted >= SHARD_REGIONS_MAX {
+                return Err(refused(format!("the shard hosts SHARD_REGIONS_MAX ({SHARD_REGIONS_MAX}) regions")));
+            }
+            let cmd = AdminCommand::Split(SplitCommand {
+                conf_ver: r.meta.conf_ver,
+                version: r.meta.version,
+                split_key: split.split_key,
+                new_region_id: split.new_region_id,
+                new_peer_ids: split.new_peer_ids,
+            });
+            let last_before = r.raw.raft.raft_log.last_index();
+            r.raw.propose(vec![], cmd.encode()).map_err(|e| refused(format!("raft refused the split: {e}")))?;
+            let index = r.raw.raft.raft_log.last_index();
+            assert_eq!(index, last_before + 1, "region {region}: one proposal, one entry");
+            let stale = r.proposals.insert(index, Proposal { term: r.term(), requests: vec![request] });
+            assert!(stale.is_none(), "region {region}: a leader's new entry at {index} had a proposal of its own");
+            tracing::info!(region, index, new_region = split.new_region_id, "split proposed");
+            Ok(())
+        })();
+        if let Err(e) = proposed {
+            self.reply(request, Err(e));
+        }
+    }
+
+    /// Finishes a split `parent` applied: the child is created on this
+    /// shard (or filled in place, or — a replayed split — found recorded),
+    /// the client work that left the parent is answered, and the child's
+    /// leader campaigns when the parent's leader is here.
+    pub(super) fn finish_split(&mut self, parent: u64, applied: SplitApplied) {
+        let SplitApplied { child, kv } = applied;
+        let id = child.id;
+        self.stats.splits_applied += 1;
+        let p = self.regions.get_mut(&parent).expect("the parent applied it");
+        let leads = p.is_leader();
+        let answered = take_work_outside(p);
+        for q in answered {
+            self.reply(q, Err(RegionError::EpochNotMatch { current: Box::new(p_meta(&self.regions, parent)) }));
+        }
+        let Some(peer) = child.peer_on(self.store_id).copied() else {
+            unreachable!("a child has a peer wherever its parent has one")
+        };
+        if self.tombstones.get(&id).is_some_and(|removed| peer.peer_id <= *removed) {
+            // (replayed: the child was removed from this store since)
+            tracing::info!(region = parent, child = id, "split replayed; its child was removed from this store since");
+            return;
+        }
+        let mut storage = None;
+        match self.regions.get(&id) {
+            Some(r) if r.meta.conf_ver > 0 => {
+                // replayed: the child is recorded and lives on by itself
+                tracing::debug!(region = parent, child = id, "split replayed; its child is recorded");
+                return;
+            }
+            Some(r) if r.peer_id == peer.peer_id => {
+                // an uninitialized peer a message created: filled in place,
+                // its term and vote kept
+                let hs = r.raw.store().hard_state().clone();
+                let mut old = self.regions.remove(&id).expect("just seen");
+                let work = super::take_client_work(&mut old);
+                self.answer_client_work(id, work, RegionError::RegionNotFound { region: id });
+                storage = Some((initial_storage(&child, Some(hs)), true));
+            }
+            Some(_) => {
+                // an older peer of the region: replaced by this one
+                self.destroy_region(id);
+            }
+            None => {}
+        }
+        let (storage, stage_start) = match storage {
+            Some(s) => s,
+            None => match self.pending_children.remove(&id) {
+                // recovered: its log and vote are in the WAL already
+                Some(mut recovered) => {
+                    recovered.set_conf_state(initial_conf(&child));
+                    (recovered, false)
+                }
+                None => (initial_storage(&child, None), true),
+            },
+        };
+        if stage_start {
+            // (a meta that names no snapshot: recovery knows it for a pending child)
+            let state = RegionLocalState { meta: child.clone(), snapshot: None, removed_peer: None };
+            let write = wal::RegionWrite {
+                snapshot: Some(wal::SnapshotMarker { index: RAFT_INIT_INDEX, term: RAFT_INIT_TERM }),
+                hard_state: Some(hard_state_to_wal(storage.hard_state())),
+                conf_state: Some(conf_state_to_wal(storage.conf_state())),
+                meta: Some(state.encode()),
+                ..Default::default()
+            };
+            self.staged.push(id, write);
+        }
+        self.tombstones.remove(&id);
+        let mut region = Region::new(child, peer.peer_id, storage, RAFT_INIT_INDEX, kv).expect("a valid raft config");
+        region.incarnation = self.next_incarnation;
+        self.next_incarnation += 1;
+        region.untrimmed = true;
+        region.initial_state_of = Some(parent);
+        region.snapshot_hold_until_tick = Some(self.ticks + SPLIT_SNAPSHOT_HOLD_TICKS);
+        region.raw.mut_store().hold_snapshots(true);
+        redraw_election_timeout(&mut self.rng, &mut region);
+        region.timeout_term = region.term();
+        if leads {
+            // its peers on the other stores are followers at the initial term
+            // (or about to be): no election timeout to wait for
+            if let Err(e) = region.raw.campaign() {
+                tracing::debug!(region = id, "campaign: {e}");
+            }
+        }
+        assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
+        let p = self.regions.get_mut(&parent).expect("the parent applied it");
+        p.untrimmed = true;
+        p.children_unrecorded.insert(id);
+        self.untrimmed.insert(parent);
+        self.untrimmed.insert(id);
+        self.dirty.insert(id);
+        self.stats.regions_created += 1;
+        tracing::info!(region = parent, child = id, leads, "split applied");
+        self.start_snapshot(id);
+        for e in self.early_votes.remove(&id).unwrap_or_default() {
+            self.on_raft(e);
+        }
+    }
+
+    /// A message for a region this shard does not host, whose range
+    /// overlaps one it hosts initialized: a child not split off here yet.
+    /// It creates no peer; a vote request is kept for when it is.
+    pub(super) fn keep_if_early_vote(&mut self, envelope: &Envelope, kind: eraftpb::MessageType) -> bool {
+        let overlaps = self
+            .regions
+            .values()
+            .any(|r| r.meta.conf_ver > 0 && r.meta.overlaps(&envelope.start_key, &envelope.end_key));
+        if !overlaps {
+            return false;
+        }
+        let vote = matches!(kind, eraftpb::MessageType::MsgRequestVote | eraftpb::MessageType::MsgRequestPreVote);
+        let kept: usize = self.early_votes.values().map(Vec::len).sum();
+        if vote && kept < EARLY_VOTES_MAX {
+            self.early_votes.entry(envelope.region_id).or_default().push(envelope.clone());
+        }
+        true
+    }
+
+    /// Trims split halves (a budget of keys per iteration) and lets new
+    /// children's leaders send snapshots once their hold is over.
+    pub(super) fn split_housekeeping(&mut self) {
+        let mut budget = SPLIT_TRIM_KEYS_PER_ITERATION;
+        let ids: Vec<u64> = self.untrimmed.iter().copied().collect();
+        for id in ids {
+            let Some(r) = self.regions.get_mut(&id) else {
+                self.untrimmed.remove(&id);
+                continue;
+            };
+            let before = r.kv.keys();
+            let done = r.kv.trim_to(&r.meta.start_key, &r.meta.end_key, budget);
+            budget -= before - r.kv.keys();
+            if done {
+                r.untrimmed = false;
+                self.untrimmed.remove(&id);
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Releases the snapshot holds that are over (once a tick).
+    pub(super) fn release_snapshot_holds(&mut self) {
+        let now = self.ticks;
+        for r in self.regions.values_mut() {
+            if r.snapshot_hold_until_tick.is_some_and(|t| t <= now) {
+                r.snapshot_hold_until_tick = None;
+                r.raw.mut_store().hold_snapshots(false);
+            }
+        }
+    }
+
+    /// Issued persist batch `batch` carries these region writes: a child's
+    /// recording write among them is durable once the batch is.
+    pub(super) fn note_recording_issued(&mut self, batch: u64, writes: &[(u64, wal::RegionWrite)]) {
+        for (region, _) in writes {
+            if let Some(b @ None) = self.children_recording.get_mut(region) {
+                *b = Some(batch);
+            }
+        }
+    }
+
+    /// A child's first snapshot was just staged to be recorded.
+    pub(super) fn recording_staged(&mut self, child: u64) {
+        self.children_recording.insert(child, None);
+    }
+
+    /// Persist batches up to `batch` are durable: children whose recording
+    /// rode on them are regions of their own now; their parents may
+    /// snapshot again (and one removed meanwhile goes).
+    pub(super) fn children_recorded(&mut self, batch: u64) {
+        let done: Vec<u64> =
+            self.children_recording.iter().filter(|(_, b)| b.is_some_and(|b| b <= batch)).map(|(c, _)| *c).collect();
+        for child in done {
+            self.children_recording.remove(&child);
+            let Some(parent) = self.regions.get_mut(&child).and_then(|c| c.initial_state_of.take()) else { continue };
+            let Some(p) = self.regions.get_mut(&parent) else { continue };
+            p.children_unrecorded.remove(&child);
+            tracing::debug!(region = parent, child, "split child recorded");
+            if p.children_unrecorded.is_empty() && p.destroy_deferred {
+                self.destroy_region(parent);
+            }
+        }
+    }
+}
+
+/// A split child's raft membership at its start: its peers, all voters.
+fn initial_conf(child: &RegionMeta) -> eraftpb::ConfState {
+    eraftpb::ConfState { voters: child.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() }
+}
+
+/// A split child's log view at its start: after (`RAFT_INIT_INDEX`,
+/// `RAFT_INIT_TERM`), committed there, with `kept`'s term and vote when an
+/// uninitialized peer of it voted already.
+fn initial_storage(child: &RegionMeta, kept: Option<eraftpb::HardState>) -> RegionStorage {
+    let mut hs = eraftpb::HardState { term: RAFT_INIT_TERM, vote: 0, commit: RAFT_INIT_INDEX, ..Default::default() };
+    if let Some(k) = kept.filter(|k| k.term >= RAFT_INIT_TERM) {
+        (hs.term, hs.vote) = (k.term, k.vote);
+    }
+    RegionStorage::new(hs, initial_conf(child), (RAFT_INIT_INDEX, RAFT_INIT_TERM), vec![])
+}
+
+fn p_meta(regions: &BTreeMap<u64, Region>, id: u64) -> RegionMeta {
+    regions[&id].meta.clone()
+}
+
+/// Takes the parent's queued writes and reads whose keys left it: they are
+/// answered at once rather than proposed under the new epoch.
+fn take_work_outside(r: &mut Region) -> Vec<u64> {
+    let mut out = vec![];
+    let (writes, kept): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut r.pending_writes).into_iter().partition(|(_, c)| !r.meta.contains(c.key()));
+    r.pending_writes = kept;
+    r.pending_write_bytes = if r.pending_writes.is_empty() {
+        0
+    } else {
+        crate::kv::command::BATCH_OVERHEAD_BYTES_MAX + r.pending_writes.iter().map(|(_, c)| c.size()).sum::<usize>()
+    };
+    out.extend(writes.into_iter().map(|(q, _)| q));
+    let (reads, kept): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut r.pending_reads).into_iter().partition(|(_, q)| !r.meta.contains(query_key(q)));
+    r.pending_reads = kept;
+    out.extend(reads.into_iter().map(|(q, _)| q));
+    out
+}
+
+/// The key a read asks for (a scan's start).
+pub(super) fn query_key(q: &Query) -> &[u8] {
+    match q {
+        Query::Get(key) => key,
+        Query::Scan { start, .. } => start,
+    }
+}
+
+/// Applies a committed split to the parent `r`: checked against its epoch
+/// now; its meta and WAL meta change, its state machine is shared with the
+/// child (each trims the other's side later). `Err` if the entry does not
+/// decode (the region is fenced).
+#[allow(clippy::type_complexity)]
+pub(super) fn apply_admin(
+    r: &mut Region,
+    data: &[u8],
+) -> Result<(Result<Response, RegionError>, Option<(wal::RegionWrite, SplitApplied)>), String> {
+    let AdminCommand::Split(cmd) = AdminCommand::decode(data).map_err(|e| format!("not an admin command: {e}"))?;
+    if cmd.epoch() != r.meta.epoch() {
+        // not applied anywhere: every replica sees the same epoch here
+        return Ok((Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) }), None));
+    }
+    let (left, right) = match r.meta.split(&cmd.split_key, cmd.new_region_id, &cmd.new_peer_ids) {
+        Ok(halves) => halves,
+        Err(reason) => return Ok((Err(RegionError::Refused { region: r.id(), reason }), None)),
+    };
+    r.meta = left;
+    r.key_range = (r.meta.start_key.clone().into(), r.meta.end_key.clone().into());
+    let write = wal::RegionWrite { meta: Some(local_state(r)), ..Default::default() };
+    let reply = Ok(Response::Split(Box::new((r.meta.clone(), right.clone()))));
+    Ok((reply, Some((write, SplitApplied { child: right, kv: r.kv.clone() }))))
+}
