@@ -41,6 +41,8 @@ pub struct LocalOptions {
     pub base_port: u16,
     /// Passed to every store (`--snapshot-log-min`), when given.
     pub snapshot_log_min: Option<u64>,
+    /// Passed to every store (`--region-split-size`), when given.
+    pub region_split_size: Option<u64>,
     /// Stores without batching (`--no-batching`), to measure what it buys.
     pub no_batching: bool,
     /// PD's address; `None`: the port after the stores' status ports.
@@ -56,6 +58,7 @@ impl Default for LocalOptions {
             data_dir: None,
             base_port: 20160,
             snapshot_log_min: None,
+            region_split_size: None,
             no_batching: false,
             pd_addr: None,
         }
@@ -232,6 +235,9 @@ impl LocalCluster {
             .args(["--store-heartbeat", "1s", "--region-heartbeat", "1s"]);
         if let Some(b) = opts.snapshot_log_min {
             cmd.args(["--snapshot-log-min", &b.to_string()]);
+        }
+        if let Some(b) = opts.region_split_size {
+            cmd.args(["--region-split-size", &b.to_string()]);
         }
         if opts.no_batching {
             cmd.arg("--no-batching");

@@ -317,3 +317,41 @@ fn a_crash_at_any_point_of_a_split_replays_into_the_same_regions() {
         assert_store_states(&sim, seed, &expected);
     });
 }
+
+/// Regions split by size, on their own: a leader whose region passed the
+/// split size finds the middle key off the loop, gets ids (the
+/// simulation's allocator stands in for PD) and splits; the halves split
+/// again as they grow. No snapshot is sent for any of it, every write is
+/// kept, across a restart of every store.
+#[test]
+fn regions_past_the_split_size_split_on_their_own_and_keep_every_write() {
+    for_seeds(3, |seed| {
+        let mut opts = SimOptions::new(seed);
+        opts.regions = 1;
+        opts.region_split_bytes = 8 << 10;
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let sent_before = snapshots_sent(&sim);
+        let mut expected = BTreeMap::new();
+        for round in 0..8u64 {
+            let keys: Vec<Vec<u8>> = (0..50).map(|n| key(round * 50 + n)).collect();
+            let value = vec![b'v'; 100];
+            put_all(&mut sim, seed, &keys, &value);
+            expected.extend(keys.into_iter().map(|k| (k, value.clone())));
+            sim.run_for(Duration::from_millis(100));
+        }
+        settle_and_assert_converged(&mut sim, seed);
+        let regions = sim.stores[&1].node.as_ref().unwrap().shard.regions().count();
+        // ≈ 400 × 170 bytes = 68 KiB in regions split at 8 KiB
+        assert!(regions >= 4, "seed {seed}: {regions} regions");
+        assert_store_states(&sim, seed, &expected);
+        assert_eq!(snapshots_sent(&sim), sent_before, "seed {seed}: splits must not cost snapshots");
+        for id in 1..=3 {
+            sim.crash(id);
+            sim.restart(id);
+        }
+        sim.run_for(Duration::from_millis(500));
+        settle_and_assert_converged(&mut sim, seed);
+        assert_store_states(&sim, seed, &expected);
+    });
+}

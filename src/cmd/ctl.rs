@@ -80,6 +80,12 @@ pub enum CtlOp {
         #[arg(long, default_value_t = 0)]
         shard: u16,
     },
+    /// Split the region holding KEY at KEY (needs --pd, which hands out the
+    /// new region's ids): the region keeps the keys below KEY, a new region
+    /// on the same stores takes KEY and the keys above. Pre-splitting before
+    /// a bulk load spreads it over leaders at once. KEY must not already
+    /// start a region.
+    Split { key: String },
     /// Remove region REGION's peer on STORE (not its leader: transfer
     /// leadership first). The removed peer leaves a tombstone.
     RemovePeer { region: u64, store: u64 },
@@ -186,6 +192,48 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
                 .change_peer(region, engine::region::meta::PeerChange::RemoveVoter(peer))
                 .map_err(|e| e.to_string())?;
             println!("region {region}: peer {} on store {store} removed", peer.peer_id);
+        }
+        CtlOp::Split { key } => {
+            let Target::Pd(addr) = &target else {
+                return Err("split needs --pd: PD hands out the new region's ids".into());
+            };
+            let key = key.into_bytes();
+            let region = client.region_of(&key).map_err(|e| e.to_string())?;
+            if key.is_empty() || key == region.start_key {
+                return Err(format!(
+                    "{:?} already starts region {}: a region cannot split at its start",
+                    String::from_utf8_lossy(&key),
+                    region.id
+                ));
+            }
+            let mut pd = pd::PdClient::new(*addr, 0);
+            let count = 1 + region.peers.len() as u32;
+            let first = pd.alloc_ids(count).map_err(|e| e.to_string())?;
+            let split = engine::shard::SplitRequest {
+                split_key: key,
+                new_region_id: first,
+                new_peer_ids: (first + 1..first + u64::from(count)).collect(),
+            };
+            let (left, right) = client.split(region.id, split).map_err(|e| e.to_string())?;
+            let show = |m: &engine::region::meta::RegionMeta| {
+                let key = |k: &[u8]| {
+                    if k.is_empty() {
+                        "(unbounded)".to_string()
+                    } else {
+                        format!("{:?}", String::from_utf8_lossy(k))
+                    }
+                };
+                format!(
+                    "region {} [{}, {}) conf_ver {} version {}",
+                    m.id,
+                    key(&m.start_key),
+                    key(&m.end_key),
+                    m.conf_ver,
+                    m.version
+                )
+            };
+            println!("split: {}", show(&left));
+            println!("       {}", show(&right));
         }
         CtlOp::TransferLeader { region, store } => {
             client.transfer_leader(region, store).map_err(|e| e.to_string())?;

@@ -24,6 +24,16 @@ pub struct LocalArgs {
     /// Passed to every store (see `ringraft server --help`).
     #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
     snapshot_log_min: Option<u64>,
+    /// Passed to every store (see `ringraft server --help`): with a small
+    /// size ("1MiB") a cluster started with `--initial-regions 1` splits as
+    /// it fills.
+    #[arg(long, value_name = "BYTES", value_parser = parse_split_size)]
+    region_split_size: Option<u64>,
+}
+
+/// A split size: bytes ("96MiB"), at least `super::server::REGION_SPLIT_SIZE_MIN`.
+fn parse_split_size(s: &str) -> Result<u64, String> {
+    super::server::parse_split_size(s)
 }
 
 /// Shards per store for a local cluster on this host: one per core when
@@ -46,6 +56,7 @@ pub fn local(args: LocalArgs) -> Result<(), String> {
         data_dir: args.data_dir,
         base_port: args.base_port,
         snapshot_log_min: args.snapshot_log_min,
+        region_split_size: args.region_split_size,
         no_batching: false,
         pd_addr: args.pd_addr,
     };

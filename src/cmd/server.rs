@@ -51,6 +51,12 @@ pub struct ServerArgs {
     /// state's size ("4MiB", "64KiB") [default: 4 MiB].
     #[arg(long, value_name = "BYTES", value_parser = bench::units::parse_bytes)]
     snapshot_log_min: Option<u64>,
+    /// A region whose state passes this size splits in two at its middle
+    /// key by bytes, its leader asking PD for the new region's ids (with
+    /// --pd only). A region that cannot split and grows past twice this
+    /// refuses writes (busy) until it can ("96MiB", "1MiB") [default: 96 MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_split_size)]
+    region_split_size: Option<u64>,
     /// How often the store tells PD it is alive, with its figures.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = super::parse_duration)]
     store_heartbeat: std::time::Duration,
@@ -122,6 +128,18 @@ fn source(args: &ServerArgs) -> Result<ClusterSource, String> {
     Ok(ClusterSource::Spec { spec: Arc::new(spec), store_id })
 }
 
+/// The smallest split size: a region must hold a few entries' worth.
+pub const REGION_SPLIT_SIZE_MIN: u64 = 64 << 10;
+
+/// A split size: bytes ("96MiB"), at least `REGION_SPLIT_SIZE_MIN`.
+pub fn parse_split_size(s: &str) -> Result<u64, String> {
+    let b = bench::units::parse_bytes(s)?;
+    if b < REGION_SPLIT_SIZE_MIN {
+        return Err(format!("{b} bytes is below the smallest split size, {REGION_SPLIT_SIZE_MIN} bytes (64KiB)"));
+    }
+    Ok(b)
+}
+
 pub fn server(args: ServerArgs) -> Result<(), String> {
     // a panic anywhere is a bug in a storage engine: stop the whole store at
     // once rather than serve on with a dead shard
@@ -139,6 +157,7 @@ pub fn server(args: ServerArgs) -> Result<(), String> {
         memory_limit_bytes: args.memory_limit.map(|b| b as usize),
         status_addr: args.status_addr,
         snapshot_log_bytes_min: args.snapshot_log_min.map(|b| b as usize),
+        region_split_bytes: args.region_split_size,
         no_batching: args.no_batching,
         wal_recovery: match args.wal_recovery {
             WalRecovery::Strict => wal::RecoveryMode::Strict,

@@ -407,6 +407,28 @@ impl KvClient {
         Ok(())
     }
 
+    /// Splits region `region_id` at `split.split_key` with the ids PD
+    /// allocated (admin): answered once applied on the leader, with the
+    /// region as it is now and the new one (both are learned here).
+    pub fn split(
+        &mut self,
+        region_id: u64,
+        split: crate::shard::SplitRequest,
+    ) -> Result<(RegionMeta, RegionMeta), KvError> {
+        let region = self.region(region_id)?;
+        // (sent under the epoch the leader has now, not a stale cached one)
+        self.learn_meta(region.clone(), None);
+        match self.call_in(region, ClientOp::Split(split))? {
+            ClientReply::Split(halves) => {
+                let (left, right) = *halves;
+                self.learn_meta(left.clone(), None);
+                self.learn_meta(right.clone(), None);
+                Ok((left, right))
+            }
+            other => Err(KvError::Unavailable { attempts: 1, last: format!("a split answered with {other:?}") }),
+        }
+    }
+
     /// Puts many keys, pipelined (see `many`). Returns each put's outcome, in order.
     pub fn put_many(&mut self, items: &[(Vec<u8>, Vec<u8>)]) -> Vec<Result<(), KvError>> {
         let ops =

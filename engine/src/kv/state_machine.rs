@@ -144,6 +144,26 @@ impl MemKv {
         !below && !above
     }
 
+    /// The bytes of [start, end) (as `bytes` counts them) and the key that
+    /// halves them: the first key at which the bytes before it reach half.
+    /// `None` when no key past the range's first one would do (a region of
+    /// one key cannot split). O(keys): run it on a clone, off the shard loop.
+    pub fn middle_key(&self, start: &[u8], end: &[u8]) -> (u64, Option<Vec<u8>>) {
+        let size = |k: &MapKey, v: &Arc<[u8]>| (k.len as usize + v.len() + ENTRY_OVERHEAD_BYTES) as u64;
+        let end_key = (!end.is_empty()).then(|| MapKey::new(end));
+        let in_range =
+            || self.map.range(MapKey::new(start)..).take_while(|(k, _)| end_key.as_ref().is_none_or(|e| *k < e));
+        let total: u64 = in_range().map(|(k, v)| size(k, v)).sum();
+        let mut before = 0u64;
+        for (i, (k, v)) in in_range().enumerate() {
+            if i > 0 && before * 2 >= total {
+                return (total, Some(k.bytes()));
+            }
+            before += size(k, v);
+        }
+        (total, None)
+    }
+
     /// Keys and values in [start, end) in key order (end empty: to the end).
     pub fn rows_in<'a>(&'a self, start: &[u8], end: &[u8]) -> impl Iterator<Item = (Vec<u8>, &'a [u8])> + 'a {
         let end = (!end.is_empty()).then(|| MapKey::new(end));
@@ -250,6 +270,11 @@ mod tests {
             right.rows_in(b"k050", b"k052").map(|(k, _)| k).collect::<Vec<_>>(),
             vec![b"k050".to_vec(), b"k051".to_vec()]
         );
+        // the key that halves the bytes, never the range's first
+        let (bytes, key) = right.middle_key(b"k040", b"");
+        assert_eq!((bytes, key), (right.bytes() as u64, Some(b"k070".to_vec())));
+        assert_eq!(right.middle_key(b"k099", b"").1, None, "one key cannot split");
+        assert_eq!(right.middle_key(b"k098", b"").1, Some(b"k099".to_vec()));
         let mut mid = right.clone();
         assert!(mid.trim_to(b"k050", b"k060", 100) && mid.len() == 10);
         assert_eq!(mid.rows_in(b"", b"").count(), 10);

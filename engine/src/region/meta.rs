@@ -80,8 +80,11 @@ impl RegionMeta {
     ) -> Result<(RegionMeta, RegionMeta), String> {
         if key <= self.start_key.as_slice() || !self.contains(key) {
             return Err(format!(
-                "split key {key:?} is not inside region {} [{:?}, {:?}) (a region cannot split at its start)",
-                self.id, self.start_key, self.end_key
+                "split key \"{}\" is not inside region {} [\"{}\", \"{}\") (a region cannot split at its start)",
+                key.escape_ascii(),
+                self.id,
+                self.start_key.escape_ascii(),
+                self.end_key.escape_ascii()
             ));
         }
         if new_region_id == self.id || new_region_id == 0 {

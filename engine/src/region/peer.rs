@@ -108,6 +108,15 @@ pub struct Region {
     /// A new child's leader sends no snapshot before this tick: followers
     /// that have not applied the split yet get the time to (`shard::split`).
     pub snapshot_hold_until_tick: Option<u64>,
+    /// A split child on the store that led its parent, campaigning: PD
+    /// hears of it with its parent (so routing never has a gap), before it
+    /// has won its first election.
+    pub born_leading: bool,
+    /// The tick a size-driven split started (finding its key, PD allocating
+    /// its ids): none other starts until it is proposed or times out.
+    pub split_check_tick: Option<u64>,
+    /// The index of this leader's split proposal not yet applied.
+    pub split_proposed: Option<u64>,
 }
 
 /// raft-rs configuration of one peer.
@@ -170,6 +179,9 @@ impl Region {
             initial_state_of: None,
             destroy_deferred: false,
             snapshot_hold_until_tick: None,
+            born_leading: false,
+            split_check_tick: None,
+            split_proposed: None,
         })
     }
 

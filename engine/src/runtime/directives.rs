@@ -4,7 +4,8 @@
 //! What remains enters the shard hosting that leader as the input an
 //! operator's admin request would become (`Input::TransferLeader`, or
 //! `Input::ChangePeer` with the directive's epoch, which the shard checks
-//! again when it proposes), through that shard's bounded directive channel
+//! again when it proposes; a split the leader asked for comes back the same
+//! way, as `Input::Split`), through that shard's bounded directive channel
 //! (`runtime::control`) and with an internal request id: the shard task
 //! logs the outcome (`log_outcome`). Handing a directive over never waits,
 //! so a heartbeat never waits for a change to be applied; a directive that
@@ -17,23 +18,26 @@ use pd::protocol::{Directive, DirectiveAction};
 use crate::error::RegionError;
 use crate::region::meta::{PeerChange, PeerMeta, RegionMeta};
 use crate::runtime::control::{DirectiveSender, DIRECTIVES_QUEUED_MAX, INTERNAL_REQUEST_MIN};
-use crate::shard::{Input, Response};
+use crate::shard::{Input, Response, SplitRequest};
 
 /// What a directive asks of a region's leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirectiveOp {
-    TransferLeader { to_peer: u64 },
+    TransferLeader {
+        to_peer: u64,
+    },
     ChangePeer(PeerChange),
+    /// A split the leader asked for, with the ids PD allocated.
+    Split(SplitRequest),
 }
 
 impl DirectiveOp {
-    /// The shard input carrying it out on `meta`'s region, as request `request`.
-    pub fn into_input(self, request: u64, meta: &RegionMeta) -> Input {
+    /// The shard input carrying it out on `region` at `epoch`, as request `request`.
+    pub fn into_input(self, request: u64, region: u64, epoch: transport::Epoch) -> Input {
         match self {
-            DirectiveOp::TransferLeader { to_peer } => Input::TransferLeader { request, region: meta.id, to_peer },
-            DirectiveOp::ChangePeer(change) => {
-                Input::ChangePeer { request, region: meta.id, epoch: meta.epoch(), change }
-            }
+            DirectiveOp::TransferLeader { to_peer } => Input::TransferLeader { request, region, to_peer },
+            DirectiveOp::ChangePeer(change) => Input::ChangePeer { request, region, epoch, change },
+            DirectiveOp::Split(split) => Input::Split { request, region, epoch, split },
         }
     }
 }
@@ -88,39 +92,38 @@ impl DirectiveRunner {
                     continue;
                 }
             };
-            let Some(queue) = self.shards.get(usize::from(shard)) else {
-                tracing::warn!(
-                    region = meta.id,
-                    shard,
-                    "PD directive dropped: the leader's shard is not on this store"
-                );
-                continue;
-            };
-            let directive = self.next;
-            self.next += 1;
-            let described = format!("{op:?}");
-            match queue.try_send(op.into_input(INTERNAL_REQUEST_MIN + directive, &meta)) {
-                Ok(()) => {
-                    handed += 1;
-                    tracing::info!(
-                        region = meta.id,
-                        shard,
-                        directive,
-                        op = described,
-                        "PD directive handed to the leader's shard"
-                    );
-                }
-                Err(TrySendError::Full(_)) => tracing::warn!(
-                    region = meta.id,
-                    shard,
-                    "PD directive dropped: {DIRECTIVES_QUEUED_MAX} already wait for the shard"
-                ),
-                Err(TrySendError::Disconnected(_)) => {
-                    tracing::warn!(region = meta.id, shard, "PD directive dropped: the shard has stopped")
-                }
-            }
+            handed += usize::from(self.hand(op, meta.id, meta.epoch(), shard));
         }
         handed
+    }
+
+    /// Hands `op` on `region` (at `epoch`) to shard `shard`; whether it went.
+    pub fn hand(&mut self, op: DirectiveOp, region: u64, epoch: transport::Epoch, shard: u16) -> bool {
+        let Some(queue) = self.shards.get(usize::from(shard)) else {
+            tracing::warn!(region, shard, "PD directive dropped: the leader's shard is not on this store");
+            return false;
+        };
+        let directive = self.next;
+        self.next += 1;
+        let described = format!("{op:?}");
+        match queue.try_send(op.into_input(INTERNAL_REQUEST_MIN + directive, region, epoch)) {
+            Ok(()) => {
+                tracing::info!(region, shard, directive, op = described, "PD directive handed to the leader's shard");
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(
+                    region,
+                    shard,
+                    "PD directive dropped: {DIRECTIVES_QUEUED_MAX} already wait for the shard"
+                );
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::warn!(region, shard, "PD directive dropped: the shard has stopped");
+                false
+            }
+        }
     }
 }
 

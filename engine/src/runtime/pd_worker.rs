@@ -42,9 +42,10 @@ use crate::directory::{Directory, StoreAddrs};
 use crate::region::meta::RegionMeta;
 use crate::runtime::control::LeaderReportReceiver;
 use crate::runtime::data_dir::{self, DataDirError, Ident};
-use crate::runtime::directives::DirectiveRunner;
+use crate::runtime::directives::{DirectiveOp, DirectiveRunner};
 use crate::runtime::metrics::StoreMetrics;
 use crate::shard::LeaderReport;
+use crate::shard::SplitRequest;
 
 /// How long one attempt to reach PD at start may take before it is logged and repeated.
 const JOIN_ATTEMPT: Duration = Duration::from_secs(10);
@@ -270,6 +271,8 @@ pub struct Heartbeats {
     pub stop: Arc<AtomicBool>,
     /// Hands directives to the shards of the leaders they are for.
     pub directives: DirectiveRunner,
+    /// Leaders' asks for split ids.
+    pub split_asks: crossbeam_channel::Receiver<crate::runtime::control::SplitAsk>,
     /// A registration still to make (the store started while PD was down).
     pub registration: Option<PdRequest>,
 }
@@ -334,6 +337,9 @@ impl Heartbeats {
                 writes_before = (now, writes);
                 outcome = self.store_heartbeat(stats, &mut stores_version);
             }
+            if outcome.is_ok() {
+                outcome = self.split_asks();
+            }
             if outcome.is_ok() && now >= next_region {
                 next_region = now + self.region_interval;
                 outcome = self.region_heartbeats(&mut regions);
@@ -377,6 +383,25 @@ impl Heartbeats {
             }
             self.directory.replace(stores);
             *seen = Some(version);
+        }
+        Ok(())
+    }
+
+    /// Gets the ids of the splits leaders asked for from PD's allocator and
+    /// hands each split back to its leader's shard. (An ask left unanswered
+    /// when PD is down is asked again by its region.)
+    fn split_asks(&mut self) -> Result<(), pd::PdClientError> {
+        let asks: Vec<_> = self.split_asks.try_iter().collect();
+        for ask in asks {
+            let count = 1 + ask.peers as u32;
+            let first = self.client.alloc_ids(count)?;
+            let split = SplitRequest {
+                split_key: ask.split_key,
+                new_region_id: first,
+                new_peer_ids: (first + 1..first + u64::from(count)).collect(),
+            };
+            tracing::info!(region = ask.region, new_region = first, "split ids from PD");
+            self.directives.hand(DirectiveOp::Split(split), ask.region, ask.epoch, ask.shard);
         }
         Ok(())
     }

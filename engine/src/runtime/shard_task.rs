@@ -77,6 +77,11 @@ pub struct ShardConfig {
     /// PD's directives for this shard's leaders, as inputs with internal
     /// request ids (`runtime::control`).
     pub directives: Option<DirectiveReceiver>,
+    /// Where the shard's leaders ask the PD worker for split ids; `None`
+    /// (no PD): regions never split by size.
+    pub split_asks: Option<crossbeam_channel::Sender<control::SplitAsk>>,
+    /// State bytes past which a region splits (`None`: the default).
+    pub region_split_bytes: Option<u64>,
     /// This shard's directory (its WAL and snapshots live inside).
     pub dir: PathBuf,
     pub seed: u64,
@@ -183,6 +188,12 @@ async fn open_shard(cfg: &ShardConfig) -> Result<(Shard, Wal<GlommioDisk>, Shard
     if let Some(b) = cfg.snapshot_log_bytes_min {
         limits = limits.with_snapshot_log_min(b);
     }
+    limits = match (&cfg.split_asks, cfg.region_split_bytes) {
+        // (without PD no one hands out a new region's ids)
+        (None, _) => limits.with_region_split_bytes(u64::MAX),
+        (Some(_), Some(b)) => limits.with_region_split_bytes(b),
+        (Some(_), None) => limits,
+    };
     limits = limits.with_batching(!cfg.no_batching);
     let (wal, _report) = Wal::open(disk, opts)
         .await
@@ -336,8 +347,10 @@ impl ShardTask {
                 publish(&cfg.metrics, &self.shard, &self.endpoint, &self.gc);
                 self.record_segment_roll();
             }
+            // (a split applied here: PD hears of both halves in one report)
+            let split = self.shard.take_report_wanted();
             if let Some((every, reports)) = &cfg.leader_reports {
-                if last_report.elapsed() >= *every {
+                if split || last_report.elapsed() >= *every {
                     last_report = Instant::now();
                     reports.publish(self.shard.leader_reports());
                 }
@@ -481,6 +494,22 @@ impl ShardTask {
             Output::RemoveSnapshot(id) => remove_in_background(self.snapshots.path_of(id)),
             Output::DiscardIncoming(path) => remove_in_background(path),
             Output::CaughtUp => self.gc.wal().clear_needs_catch_up(),
+            Output::FindSplitKey(job) => {
+                // (O(keys) over the region's O(1) clone: on a blocking thread, never the loop)
+                let (file_inputs, wake) = (self.file_inputs.clone(), self.wake.clone());
+                glommio::spawn_local(async move {
+                    let found = blocking(move || job.run()).await;
+                    file_inputs.borrow_mut().push(found);
+                    wake.notify();
+                })
+                .detach();
+            }
+            Output::AskSplit { region, epoch, split_key, peers } => {
+                let ask = control::SplitAsk { shard: cfg.shard, region, epoch, split_key, peers };
+                if let Some(Err(e)) = cfg.split_asks.as_ref().map(|tx| tx.try_send(ask)) {
+                    tracing::debug!(region, "split ask dropped (asked again later): {e}");
+                }
+            }
             // a PD directive's outcome: no client waits for it
             Output::Reply { request, result } if control::is_internal(request) => {
                 directives::log_outcome(cfg.shard, request, &result)

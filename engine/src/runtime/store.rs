@@ -86,6 +86,9 @@ pub struct StoreOptions {
     pub status_addr: Option<std::net::SocketAddr>,
     /// Applied log bytes past which a region snapshots (None: the default).
     pub snapshot_log_bytes_min: Option<usize>,
+    /// State bytes past which a region splits (with PD only: it hands out
+    /// the new ids); `None`: `REGION_SPLIT_BYTES_DEFAULT`.
+    pub region_split_bytes: Option<u64>,
     /// Only to measure what batching buys (see `ShardLimits::batching`).
     pub no_batching: bool,
     /// How the shards' WALs treat a damaged record: refuse to open (strict),
@@ -105,6 +108,7 @@ impl StoreOptions {
             memory_limit_bytes: None,
             status_addr: None,
             snapshot_log_bytes_min: None,
+            region_split_bytes: None,
             no_batching: false,
             wal_recovery: wal::RecoveryMode::Strict,
         }
@@ -163,9 +167,11 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     for shard in 0..me.shards {
         // unpinned: on a small host the stores share the cores (docs/design.md, "Processes and threads");
         // pinning a shard per core is an operator's choice for later
-        let (leader_reports, directives) = match (shard_ends.next(), &pd) {
-            (Some(ends), Some((_, o, _))) => (Some((o.region_heartbeat, ends.leader_reports)), Some(ends.directives)),
-            _ => (None, None),
+        let (leader_reports, directives, split_asks) = match (shard_ends.next(), &pd) {
+            (Some(ends), Some((_, o, _))) => {
+                (Some((o.region_heartbeat, ends.leader_reports)), Some(ends.directives), Some(ends.split_asks))
+            }
+            _ => (None, None, None),
         };
         let cfg = ShardConfig {
             cluster_id: ident.cluster_id,
@@ -178,6 +184,8 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             directory: directory.clone(),
             leader_reports,
             directives,
+            split_asks,
+            region_split_bytes: opts.region_split_bytes,
             dir: data_dir::shard_dir(&opts.data_dir, shard),
             seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
                 ^ (u64::from(shard) << 48),
@@ -232,6 +240,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
                 region_interval: o.region_heartbeat,
                 stop: opts.stop.clone(),
                 directives: DirectiveRunner::new(ends.directives),
+                split_asks: ends.split_asks,
                 registration,
             }
             .spawn()

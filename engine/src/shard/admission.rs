@@ -6,10 +6,13 @@
 
 use crate::client::protocol::{ClientOp, ClientRequest};
 use crate::error::RegionError;
+use crate::kv::StateMachine as _;
 use crate::kv::{Command, WriteBatch};
 use crate::region::peer::{Region, PENDING_WRITES_MAX, PROPOSALS_MAX};
 
-use super::{Query, Response, Shard, BUSY_BACKOFF_MS, SCAN_ROWS_MAX, STAGED_BYTES_MAX};
+use super::{
+    Query, Response, Shard, BUSY_BACKOFF_MS, REGION_SPLIT_BACKPRESSURE_FACTOR, SCAN_ROWS_MAX, STAGED_BYTES_MAX,
+};
 
 impl Shard {
     /// A request off a client connection: refused unless it is meant for this
@@ -59,6 +62,7 @@ impl Shard {
     pub(super) fn on_write(&mut self, request: u64, region: u64, epoch: transport::Epoch, command: Command) {
         let (entry_max, staged_full) = (self.limits.entry_bytes_max, self.staged.bytes() > STAGED_BYTES_MAX);
         let (used_bytes, limit_bytes) = (self.memory_bytes, self.limits.memory_bytes_max);
+        let too_big = self.limits.region_split_bytes.saturating_mul(REGION_SPLIT_BACKPRESSURE_FACTOR);
         let checked = self.check_request(region, command.key()).and_then(|r| {
             if used_bytes >= limit_bytes && !matches!(command, Command::Delete { .. }) {
                 return Err(RegionError::MemoryFull { used_bytes, limit_bytes });
@@ -69,6 +73,11 @@ impl Shard {
             let alone = WriteBatch::size_bound(std::slice::from_ref(&command));
             if alone > entry_max {
                 return Err(RegionError::TooLarge { region, bytes: alone, max: entry_max });
+            }
+            if r.kv.bytes() as u64 > too_big && !r.untrimmed && r.split_proposed.is_none() {
+                // it could not split (PD unreachable, the split refused): slow
+                // its writers rather than grow without bound
+                return Err(RegionError::ServerIsBusy { region, backoff_ms: BUSY_BACKOFF_MS });
             }
             let full = r.pending_write_bytes + command.size() > entry_max;
             if full || staged_full || r.pending_writes.len() >= PENDING_WRITES_MAX || r.proposals.len() >= PROPOSALS_MAX

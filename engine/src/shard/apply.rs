@@ -93,6 +93,9 @@ impl Shard {
                 }
             }
             r.applied = e.index;
+            if r.split_proposed.is_some_and(|i| i <= e.index) {
+                r.split_proposed = None; // (applied, refused, or replaced by another leader's entry)
+            }
             self.stats.entries_applied += 1;
             if removed {
                 break; // nothing after its own removal concerns this peer

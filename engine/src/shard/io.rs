@@ -36,6 +36,9 @@ pub enum Input {
     /// A split of the region at `split_key` with ids PD allocated: proposed
     /// by the region's leader, answered once applied (`split.rs`).
     Split { request: u64, region: u64, epoch: Epoch, split: SplitRequest },
+    /// A `FindSplitKey` job's answer: the region's bytes and the key that
+    /// halves them (`None`: it cannot split).
+    SplitKeyFound { region: u64, epoch: Epoch, bytes: u64, key: Option<Vec<u8>> },
     /// A raft message from a peer shard.
     Raft(Envelope),
     /// The persist batch `batch`'s writes are on disk (the WAL acknowledges
@@ -127,4 +130,33 @@ pub enum Output {
     /// Every region that needed catch-up has caught up: clear the WAL's
     /// needs-catch-up flag (`Wal::clear_needs_catch_up`).
     CaughtUp,
+    /// Find where to split a region past the split size, off the loop
+    /// (`SplitKeyJob::run` on its O(1) clone of the state); report
+    /// `Input::SplitKeyFound`.
+    FindSplitKey(Box<SplitKeyJob>),
+    /// Ask PD for a new region id and `peers` peer ids, then hand the split
+    /// back as `Input::Split` (with a request id of the driver's own).
+    AskSplit {
+        region: u64,
+        epoch: Epoch,
+        split_key: Vec<u8>,
+        peers: usize,
+    },
+}
+
+/// A region's state to find a split key in, off the shard loop.
+pub struct SplitKeyJob {
+    pub region: u64,
+    pub epoch: Epoch,
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub kv: crate::kv::MemKv,
+}
+
+impl SplitKeyJob {
+    /// The answer to hand back as an input (O(keys of the region)).
+    pub fn run(self) -> Input {
+        let (bytes, key) = self.kv.middle_key(&self.start, &self.end);
+        Input::SplitKeyFound { region: self.region, epoch: self.epoch, bytes, key }
+    }
 }

@@ -48,6 +48,16 @@ pub const SNAPSHOT_RETRY_TICKS: u64 = 4 * ELECTION_TICKS as u64;
 /// idle or slow regions do not keep the WAL from being purged.
 pub const COMPACT_PIN_SEGMENTS_MAX: u64 = 2;
 
+/// A region whose state passes this many bytes splits in two (TiKV's default).
+pub const REGION_SPLIT_BYTES_DEFAULT: u64 = 96 << 20;
+/// Ticks a size-driven split may take from finding its key to being
+/// proposed (PD allocating its ids) before the region asks again.
+pub const SPLIT_ASK_TIMEOUT_TICKS: u64 = 5 * ELECTION_TICKS as u64;
+/// A region that could not split (PD unreachable, the split refused) and
+/// grows past this many times the split size refuses writes
+/// (`ServerIsBusy`) instead of growing without bound, as CockroachDB's do.
+pub const REGION_SPLIT_BACKPRESSURE_FACTOR: u64 = 2;
+
 /// Sizes the shard keeps under so that everything it stages fits its WAL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardLimits {
@@ -59,6 +69,8 @@ pub struct ShardLimits {
     pub memory_bytes_max: usize,
     /// Applied log bytes below which a region does not snapshot.
     pub snapshot_log_bytes_min: usize,
+    /// State bytes past which a region's leader splits it.
+    pub region_split_bytes: u64,
     /// `false` only to measure what batching buys (`--no-batching`): one
     /// fdatasync per region ready and one frame per message.
     pub batching: bool,
@@ -74,6 +86,7 @@ impl ShardLimits {
             write_bytes_max,
             memory_bytes_max: MEMORY_BYTES_DEFAULT,
             snapshot_log_bytes_min: SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
+            region_split_bytes: REGION_SPLIT_BYTES_DEFAULT,
             batching: true,
         }
     }
@@ -88,6 +101,10 @@ impl ShardLimits {
 
     pub fn with_snapshot_log_min(self, snapshot_log_bytes_min: usize) -> ShardLimits {
         ShardLimits { snapshot_log_bytes_min, ..self }
+    }
+
+    pub fn with_region_split_bytes(self, region_split_bytes: u64) -> ShardLimits {
+        ShardLimits { region_split_bytes, ..self }
     }
 }
 
@@ -108,4 +125,6 @@ pub struct ShardStats {
     pub regions_created: u64,
     pub regions_removed: u64,
     pub splits_applied: u64,
+    /// Size checks that found a region past the split size and a key to split it at.
+    pub split_checks: u64,
 }

@@ -63,7 +63,7 @@ use crate::kv::StateMachine as _;
 use crate::region::meta::{PeerMeta, RegionMeta};
 use crate::region::peer::{Region, ELECTION_TICKS};
 
-pub use io::{Input, Output, Query, Response, SplitRequest};
+pub use io::{Input, Output, Query, Response, SplitKeyJob, SplitRequest};
 pub use limits::*;
 use membership::is_healthy;
 pub use membership::RegionInit;
@@ -138,6 +138,8 @@ pub struct Shard {
     /// Split children whose first snapshot's record is staged, with the
     /// persist batch that carries it once issued.
     children_recording: BTreeMap<u64, Option<u64>>,
+    /// A split applied where this shard leads: leader reports are due now.
+    report_wanted: bool,
 }
 
 impl Shard {
@@ -172,6 +174,7 @@ impl Shard {
             early_votes: BTreeMap::new(),
             untrimmed: BTreeSet::new(),
             children_recording: BTreeMap::new(),
+            report_wanted: false,
         }
     }
 
@@ -187,7 +190,9 @@ impl Shard {
     pub fn leader_reports(&self) -> Vec<LeaderReport> {
         self.regions
             .values()
-            .filter(|r| r.is_leader())
+            // (a split child still campaigning where its parent led: reported
+            // with it, so PD's routing has no gap between the halves)
+            .filter(|r| r.is_leader() || (r.born_leading && r.raw.raft.leader_id == raft::INVALID_ID))
             .map(|r| LeaderReport {
                 meta: r.meta.clone(),
                 leader: r.meta.peer(r.peer_id).copied().unwrap_or(PeerMeta {
@@ -202,6 +207,12 @@ impl Shard {
                 pending_peers: r.meta.peers.iter().map(|p| p.peer_id).filter(|id| !is_healthy(r, *id)).collect(),
             })
             .collect()
+    }
+
+    /// Whether a split applied where this shard leads since the last call:
+    /// the driver tells PD of both halves at once.
+    pub fn take_report_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.report_wanted)
     }
 
     /// Changes the memory limit (an operator's flag; tests).

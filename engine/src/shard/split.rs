@@ -48,15 +48,17 @@ use transport::Envelope;
 
 use crate::error::RegionError;
 use crate::kv::admin::{AdminCommand, SplitCommand};
-use crate::kv::MemKv;
+use crate::kv::{MemKv, StateMachine as _};
 use crate::region::meta::{RegionLocalState, RegionMeta};
 use crate::region::peer::{Proposal, Region, ELECTION_TICKS};
 use crate::region::wal_convert::{conf_state_to_wal, hard_state_to_wal};
 use crate::region::RegionStorage;
 
+use super::io::SplitKeyJob;
 use super::snapshot::local_state;
 use super::{
-    redraw_election_timeout, Query, Response, Shard, SplitRequest, RAFT_INIT_INDEX, RAFT_INIT_TERM, SHARD_REGIONS_MAX,
+    redraw_election_timeout, Output, Query, Response, Shard, SplitRequest, RAFT_INIT_INDEX, RAFT_INIT_TERM,
+    SHARD_REGIONS_MAX, SPLIT_ASK_TIMEOUT_TICKS,
 };
 
 /// Keys a shard trims from split halves per loop iteration (each removal
@@ -118,6 +120,7 @@ impl Shard {
             assert_eq!(index, last_before + 1, "region {region}: one proposal, one entry");
             let stale = r.proposals.insert(index, Proposal { term: r.term(), requests: vec![request] });
             assert!(stale.is_none(), "region {region}: a leader's new entry at {index} had a proposal of its own");
+            r.split_proposed = Some(index);
             tracing::info!(region, index, new_region = split.new_region_id, "split proposed");
             Ok(())
         })();
@@ -136,6 +139,7 @@ impl Shard {
         self.stats.splits_applied += 1;
         let p = self.regions.get_mut(&parent).expect("the parent applied it");
         let leads = p.is_leader();
+        (p.split_check_tick, p.split_proposed) = (None, None);
         let answered = take_work_outside(p);
         for q in answered {
             self.reply(q, Err(RegionError::EpochNotMatch { current: Box::new(p_meta(&self.regions, parent)) }));
@@ -209,6 +213,8 @@ impl Shard {
             if let Err(e) = region.raw.campaign() {
                 tracing::debug!(region = id, "campaign: {e}");
             }
+            region.born_leading = true;
+            self.report_wanted = true;
         }
         assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
         let p = self.regions.get_mut(&parent).expect("the parent applied it");
@@ -264,6 +270,52 @@ impl Shard {
             if budget == 0 {
                 break;
             }
+        }
+    }
+
+    /// Once a tick: every region this shard leads whose state passed the
+    /// split size, with no split of it under way, gets its split key found
+    /// off the loop (`Output::FindSplitKey`). A half still trimming is not
+    /// measured (its map holds the other half too).
+    pub(super) fn check_split_sizes(&mut self) {
+        let (now, split_bytes) = (self.ticks, self.limits.region_split_bytes);
+        for r in self.regions.values_mut() {
+            if r.split_check_tick.is_some_and(|t| now - t >= SPLIT_ASK_TIMEOUT_TICKS) {
+                r.split_check_tick = None; // (PD did not answer, or the split was refused: try again)
+            }
+            let due = r.is_leader()
+                && r.fenced.is_none()
+                && !r.untrimmed
+                && r.split_check_tick.is_none()
+                && r.split_proposed.is_none()
+                && r.kv.bytes() as u64 >= split_bytes;
+            if !due {
+                continue;
+            }
+            r.split_check_tick = Some(now);
+            let job = SplitKeyJob {
+                region: r.id(),
+                epoch: r.meta.epoch(),
+                start: r.meta.start_key.clone(),
+                end: r.meta.end_key.clone(),
+                kv: r.kv.clone(),
+            };
+            self.outputs.push(Output::FindSplitKey(Box::new(job)));
+        }
+    }
+
+    /// A split key was found (or not) for region `id` under `epoch`: its
+    /// leader asks PD for the new ids, unless the region changed meanwhile.
+    pub(super) fn on_split_key_found(&mut self, id: u64, epoch: transport::Epoch, bytes: u64, key: Option<Vec<u8>>) {
+        let split_bytes = self.limits.region_split_bytes;
+        let Some(r) = self.regions.get_mut(&id) else { return };
+        match key {
+            Some(split_key) if r.is_leader() && r.meta.epoch() == epoch && bytes >= split_bytes => {
+                self.stats.split_checks += 1;
+                tracing::info!(region = id, bytes, "region past the split size: asking PD for a split");
+                self.outputs.push(Output::AskSplit { region: id, epoch, split_key, peers: r.meta.peers.len() });
+            }
+            _ => r.split_check_tick = None,
         }
     }
 

@@ -33,6 +33,9 @@ impl Shard {
                     self.on_change_peer(request, region, epoch, change)
                 }
                 Input::Split { request, region, epoch, split } => self.on_split(request, region, epoch, split),
+                Input::SplitKeyFound { region, epoch, bytes, key } => {
+                    self.on_split_key_found(region, epoch, bytes, key)
+                }
                 Input::Raft(envelope) => self.on_raft(envelope),
                 Input::Written { batch } => self.on_written(batch),
                 Input::Persisted { batch } => {
@@ -105,6 +108,7 @@ impl Shard {
             | Input::TransferLeader { region, .. }
             | Input::ChangePeer { region, .. }
             | Input::Split { region, .. }
+            | Input::SplitKeyFound { region, .. }
             | Input::SnapshotSent { region, .. } => self.touch(*region),
             Input::Raft(e) | Input::Snapshot { envelope: e, .. } => self.touch(e.region_id),
             Input::SnapshotWritten { id, .. } => self.touch(id.region),
@@ -120,6 +124,7 @@ impl Shard {
     fn tick(&mut self) {
         self.ticks += 1;
         self.release_snapshot_holds();
+        self.check_split_sizes();
         // (once a tick: the memory limit's figure; every region is walked now anyway)
         self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut failed = vec![];

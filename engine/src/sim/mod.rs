@@ -25,6 +25,12 @@ use crate::shard::{Input, Output, Response, ShardLimits};
 use crate::snapshot::RegionSnapshot;
 use store::{sim_wal_options, SimStore};
 
+/// Request ids from here up are the simulation's own (splits a leader
+/// asked for): no one waits for their replies.
+const SIM_INTERNAL_REQUEST_MIN: u64 = 1 << 62;
+/// Ids the simulation hands out for splits start here (above the spec's).
+const SIM_FIRST_ALLOCATED_ID: u64 = 1 << 40;
+
 /// The simulation's time step.
 pub const STEP: Duration = Duration::from_millis(1);
 
@@ -46,6 +52,9 @@ pub struct SimOptions {
     /// Applied log bytes past which a region snapshots (small, so the
     /// simulation compacts, sends and installs snapshots often).
     pub snapshot_log_bytes_min: usize,
+    /// State bytes past which a region splits (large by default: tests
+    /// that split set it).
+    pub region_split_bytes: u64,
     /// Time writing a snapshot file takes; time one takes to reach a peer.
     pub snapshot_write: Duration,
     pub snapshot_transfer: Duration,
@@ -65,6 +74,7 @@ impl SimOptions {
             disk_stall: Duration::from_millis(30),
             tick: Duration::from_millis(10),
             snapshot_log_bytes_min: 16 << 10,
+            region_split_bytes: u64::MAX,
             snapshot_write: Duration::from_millis(5),
             snapshot_transfer: Duration::from_millis(20),
             batching: true,
@@ -75,6 +85,7 @@ impl SimOptions {
     pub fn limits(&self) -> ShardLimits {
         ShardLimits::for_wal(&sim_wal_options())
             .with_snapshot_log_min(self.snapshot_log_bytes_min)
+            .with_region_split_bytes(self.region_split_bytes)
             .with_batching(self.batching)
     }
 }
@@ -131,6 +142,8 @@ pub struct Sim {
     /// Requests lost with a crashed store (their outcome is unknown).
     lost: Vec<u64>,
     snapshot_sends: Vec<SnapshotSend>,
+    /// The next id the simulation's allocator hands out (PD's role).
+    next_id: u64,
 }
 
 impl Sim {
@@ -159,6 +172,7 @@ impl Sim {
             replies: BTreeMap::new(),
             lost: vec![],
             snapshot_sends: vec![],
+            next_id: SIM_FIRST_ALLOCATED_ID,
         }
     }
 
@@ -310,6 +324,7 @@ impl Sim {
                             self.net.send(now, s.id, to, (s.id, f));
                         }
                     }
+                    Output::Reply { request, .. } if request >= SIM_INTERNAL_REQUEST_MIN => {}
                     Output::Reply { request, result } => {
                         self.in_flight.remove(&request);
                         self.replies.insert(request, result);
@@ -332,6 +347,20 @@ impl Sim {
                         s.files.0.borrow_mut().incoming.remove(&path);
                     }
                     Output::CaughtUp => node.gc.wal().clear_needs_catch_up(),
+                    // (the runtime runs it on a blocking thread: here it is answered next step)
+                    Output::FindSplitKey(job) => node.inputs.push(job.run()),
+                    Output::AskSplit { region, epoch, split_key, peers } => {
+                        // the simulation hands out ids as PD's allocator does: never reused
+                        let first = self.next_id;
+                        self.next_id += 1 + peers as u64;
+                        let split = crate::shard::SplitRequest {
+                            split_key,
+                            new_region_id: first,
+                            new_peer_ids: (first + 1..=first + peers as u64).collect(),
+                        };
+                        let request = SIM_INTERNAL_REQUEST_MIN + first;
+                        node.inputs.push(Input::Split { request, region, epoch, split });
+                    }
                 }
             }
         }
