@@ -13,153 +13,20 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use engine::client::kv_client::KvClient;
-use engine::client::one_shot::call_once;
-use engine::client::protocol::{ClientOp, ClientReply, ClientRequest};
+use engine::client::protocol::ClientOp;
 use engine::kv::Command;
 use engine::region::meta::{PeerChange, RegionMeta};
-use engine::RegionError;
 use pd::protocol::RegionView;
 use pd::{PdClient, PdClientError, PdError};
 
-use common::{free_base_port, ringraft, with_deadline};
+use common::pd_cluster::{wait_for, Cluster};
+use common::with_deadline;
 
 const REGIONS: usize = 64;
-
-struct Cluster {
-    root: tempfile::TempDir,
-    base: u16,
-    pd_addr: SocketAddr,
-    pd: Option<Child>,
-    stores: Vec<Option<Child>>,
-}
-
-impl Cluster {
-    fn log(&self, name: &str) -> std::fs::File {
-        // appended, so a killed life's log survives the restart
-        std::fs::OpenOptions::new().create(true).append(true).open(self.root.path().join(name)).unwrap()
-    }
-
-    fn read_log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.root.path().join(name)).unwrap_or_default()
-    }
-
-    fn start_pd(&mut self) {
-        let child = ringraft()
-            .args(["pd", "--data-dir"])
-            .arg(self.root.path().join("pd"))
-            .args(["--listen", &self.pd_addr.to_string(), "--initial-regions", &REGIONS.to_string()])
-            .stdout(Stdio::null())
-            .stderr(self.log("pd.log"))
-            .spawn()
-            .unwrap();
-        self.pd = Some(child);
-        let mut c = PdClient::new(self.pd_addr, 0);
-        wait_for("PD to answer", || c.cluster().is_ok());
-    }
-
-    fn store_dir(&self, n: usize) -> PathBuf {
-        self.root.path().join(format!("store-{n}"))
-    }
-
-    fn start_store(&mut self, n: usize) {
-        let peer = self.base + (n as u16 - 1) * 128;
-        let child = ringraft()
-            .args(["server", "--pd", &self.pd_addr.to_string(), "--data-dir"])
-            .arg(self.store_dir(n))
-            .args(["--peer-addr", &format!("127.0.0.1:{peer}"), "--client-addr", &format!("127.0.0.1:{}", peer + 64)])
-            .args(["--store-heartbeat", "200ms", "--region-heartbeat", "200ms"])
-            .stdout(Stdio::null())
-            .stderr(self.log(&format!("store-{n}.log")))
-            .spawn()
-            .unwrap();
-        self.stores[n - 1] = Some(child);
-    }
-
-    fn kill(child: &mut Option<Child>) {
-        if let Some(mut c) = child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn store_id(&self, n: usize) -> u64 {
-        let text = std::fs::read_to_string(self.store_dir(n).join("IDENT")).unwrap();
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()["store_id"].as_u64().unwrap()
-    }
-
-    /// `op` in region `r`, sent to store `n` (id `store_id`) itself: `Ok` only
-    /// where that store leads the region; `None` while it does not answer.
-    fn call_on(
-        &self,
-        n: usize,
-        store_id: u64,
-        r: &RegionView,
-        op: ClientOp,
-    ) -> Option<Result<ClientReply, RegionError>> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.base + (n as u16 - 1) * 128 + 64));
-        let req = ClientRequest {
-            id: 1,
-            store_id,
-            region: r.region.id,
-            conf_ver: r.region.epoch.conf_ver,
-            version: r.region.epoch.version,
-            op,
-        };
-        call_once(addr, &req, Duration::from_secs(2)).ok().map(|resp| resp.result)
-    }
-
-    fn assert_running(&mut self) {
-        for (i, c) in self.stores.iter_mut().enumerate() {
-            if let Some(status) = c.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("store {} exited ({status}); logs in {}", i + 1, self.root.path().display());
-            }
-        }
-    }
-
-    /// Waits until PD knows every region with a leader; returns PD's view.
-    fn wait_all_led(&mut self) -> Vec<RegionView> {
-        let mut pd = PdClient::new(self.pd_addr, 0);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            self.assert_running();
-            if let Ok(views) = pd.all_regions() {
-                if views.len() == REGIONS && views.iter().all(|v| v.leader.is_some()) {
-                    return views;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not every region led after 90 s; logs in {}",
-                self.root.path().display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in self.stores.iter_mut() {
-            Cluster::kill(c);
-        }
-        Cluster::kill(&mut self.pd);
-    }
-}
-
-/// Polls `done` every 50 ms for up to 60 s.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited 60 s for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A key inside `r`, right after its start.
 fn key_in(r: &RegionView, tag: &str) -> Vec<u8> {
@@ -173,19 +40,12 @@ fn durable(views: &[RegionView]) -> Vec<pd::RegionInfo> {
 #[test]
 fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
     with_deadline(Duration::from_secs(400), || {
-        let base = free_base_port(7);
-        let mut c = Cluster {
-            root: tempfile::tempdir().unwrap(),
-            base,
-            pd_addr: SocketAddr::from(([127, 0, 0, 1], base + 390)),
-            pd: None,
-            stores: vec![None, None, None],
-        };
+        let mut c = Cluster::new(7, REGIONS, &[]);
         c.start_pd();
         for n in 1..=3 {
             c.start_store(n);
         }
-        let views = c.wait_all_led();
+        let views = c.wait_all_led(Some(REGIONS));
 
         // PD's view is the stores' view: each region as its leader describes it
         let mut client = KvClient::with_pd(c.pd_addr).unwrap();
@@ -244,7 +104,7 @@ fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
         let info = |s: &[pd::protocol::StoreView]| s.iter().map(|v| v.store.clone()).collect::<Vec<_>>();
         assert_eq!(info(&stores_after), info(&stores_before));
         assert!(pd.alloc_ids(1).unwrap() >= ids_before + 10, "ids keep increasing across a PD restart");
-        c.wait_all_led();
+        c.wait_all_led(Some(REGIONS));
 
         // a store restarted keeps its id and regions, and does not ask PD for them
         let id2 = c.store_id(2);
@@ -256,7 +116,7 @@ fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
         });
         let log = c.read_log("store-2.log");
         assert_eq!(log.matches("first start").count(), 1, "only the first life asked PD for regions:\n{log}");
-        c.wait_all_led();
+        c.wait_all_led(Some(REGIONS));
         // every leader sees the restarted store's peers as caught up again, idle regions
         // included (no write has moved them back to replicating)
         wait_for("no region to report pending peers", || {

@@ -3,6 +3,8 @@
 //! in seconds instead of eating CI's time).
 #![allow(dead_code)] // (each test file uses its own part)
 
+pub mod pd_cluster;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
