@@ -46,7 +46,9 @@ fn write(client: &mut KvClient, range: std::ops::Range<u32>, acked: &mut BTreeMa
                 Ok(()) => {
                     acked.insert(item.0.clone(), item.1.clone());
                 }
-                Err(KvError::Ambiguous(_)) => {}
+                // (unknown, or definitely not applied after the client's retries ran
+                // out while a store was down: not acknowledged either way)
+                Err(KvError::Ambiguous(_) | KvError::Unavailable { .. }) => {}
                 Err(e) => panic!("put of {:?}: {e}", String::from_utf8_lossy(&item.0)),
             }
         }

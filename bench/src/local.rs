@@ -150,7 +150,13 @@ impl LocalCluster {
         std::fs::create_dir_all(&dir).map_err(|source| LocalError::Io { op: "create", path: dir.clone(), source })?;
         let mut cluster = LocalCluster {
             pd_addr,
-            spec: Arc::new(ClusterSpec { cluster_id: 0, stores: vec![], regions: vec![] }),
+            spec: Arc::new(ClusterSpec {
+                cluster_id: 0,
+                stores: vec![],
+                regions: vec![],
+                pd_regions: None,
+                pd_addr: None,
+            }),
             dir,
             status: BTreeMap::new(),
             regions: opts.regions,

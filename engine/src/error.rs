@@ -16,9 +16,11 @@ pub enum RegionError {
     RegionNotFound { region: u64 },
     #[error("key {key:?} is not in region {region} [{start:?}, {end:?})")]
     KeyNotInRegion { key: Vec<u8>, region: u64, start: Vec<u8>, end: Vec<u8> },
-    /// The request's epoch is not the region's; `current` is what the region is now.
+    /// The request's epoch is not the region's; `current` is what the
+    /// region is now, `split_off` the regions split off it lately as this
+    /// store has them (a client learns where its keys went without asking PD).
     #[error("region {}: epoch changed (now conf_ver {} version {})", .current.id, .current.conf_ver, .current.version)]
-    EpochNotMatch { current: Box<RegionMeta> },
+    EpochNotMatch { current: Box<RegionMeta>, split_off: Vec<RegionMeta> },
     /// One command larger than an entry may be: it can never be written.
     #[error("region {region}: a command of {bytes} bytes is over the entry limit of {max}")]
     TooLarge { region: u64, bytes: usize, max: usize },
@@ -40,6 +42,12 @@ pub enum RegionError {
 }
 
 impl RegionError {
+    /// `EpochNotMatch` naming the region as it is now (the shard adds the
+    /// regions split off it when it answers: `Shard::reply`).
+    pub fn epoch_not_match(current: &RegionMeta) -> RegionError {
+        RegionError::EpochNotMatch { current: Box::new(current.clone()), split_off: vec![] }
+    }
+
     /// Whether the request certainly had no effect (so it is safe to retry).
     pub fn is_definite(&self) -> bool {
         !matches!(self, RegionError::Ambiguous { .. })

@@ -49,6 +49,16 @@ pub struct ClusterSpec {
     pub cluster_id: u64,
     pub stores: Vec<StoreSpec>,
     pub regions: Vec<RegionSpec>,
+    /// The regions exactly as PD had them — binary keys, epochs after
+    /// splits and membership changes — in a spec made from PD's view
+    /// (`from_pd`): `region_metas` gives these. Never read from or written
+    /// to a file (a spec file describes a cluster's first start).
+    #[serde(skip)]
+    pub pd_regions: Option<Vec<RegionMeta>>,
+    /// The PD that view came from: a tool routing by it asks PD again for
+    /// a key no region it knows holds (after splits it has not all seen).
+    #[serde(skip)]
+    pub pd_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +95,12 @@ impl ClusterSpec {
         self.stores.iter().find(|s| s.id == id)
     }
 
-    /// Every region as meta (epoch 1/1).
+    /// Every region as meta: as PD had it (`pd_regions`), or as a spec file
+    /// describes a first start (epoch 1/1).
     pub fn region_metas(&self) -> Vec<RegionMeta> {
+        if let Some(exact) = &self.pd_regions {
+            return exact.clone();
+        }
         self.regions
             .iter()
             .map(|r| RegionMeta {
@@ -112,10 +126,8 @@ impl ClusterSpec {
         let mut pd = pd::PdClient::new(pd_addr, 0);
         let (stores, _) = pd.stores().map_err(|e| e.to_string())?;
         let regions = pd.all_regions().map_err(|e| e.to_string())?;
-        let key = |k: &[u8]| {
-            String::from_utf8(k.to_vec())
-                .map_err(|_| format!("region boundary {k:?} is not UTF-8 (a spec cannot say it)"))
-        };
+        // (the spec's text keys are for display; routing uses `pd_regions`)
+        let key = |k: &[u8]| Ok::<_, String>(k.escape_ascii().to_string());
         let spec = ClusterSpec {
             cluster_id: pd.cluster_id(),
             stores: stores
@@ -143,6 +155,8 @@ impl ClusterSpec {
                     })
                 })
                 .collect::<Result<_, String>>()?,
+            pd_regions: Some(regions.iter().map(|v| RegionMeta::from(&v.region)).collect()),
+            pd_addr: Some(pd_addr),
         };
         spec.validate().map_err(|e| format!("PD's view: {e}"))?;
         Ok(spec)
@@ -261,7 +275,7 @@ impl ClusterSpec {
                     .collect(),
             })
             .collect();
-        ClusterSpec { cluster_id, stores: store_specs, regions: region_specs }
+        ClusterSpec { cluster_id, stores: store_specs, regions: region_specs, pd_regions: None, pd_addr: None }
     }
 }
 

@@ -95,6 +95,11 @@ pub struct KvBenchArgs {
     /// The local cluster's first port (see `ringraft local --help`).
     #[arg(long, default_value_t = 20160)]
     pub base_port: u16,
+    /// The local cluster's stores split regions past this size (see
+    /// `ringraft server --help`): with `--regions 1` and a small size, the
+    /// run measures the engine while its regions split under the load.
+    #[arg(long, value_name = "BYTES", value_parser = crate::units::parse_bytes)]
+    pub region_split_size: Option<u64>,
     /// Start the local cluster without batching (one fdatasync per region
     /// ready, one frame per message): what the engine would be without it.
     #[arg(long)]
@@ -130,6 +135,7 @@ impl KvBenchArgs {
             hist: None,
             svg: None,
             base_port: 20160,
+            region_split_size: None,
             no_batching: false,
             compare_batching: false,
         }
@@ -221,7 +227,8 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn open(args: &KvBenchArgs) -> Result<Target, String> {
         if let Some(addr) = args.pd {
-            // the bench routes by the layout PD has when it starts (regions do not move meanwhile)
+            // the bench starts from the layout PD has now, and follows splits
+            // as the stores' answers (and PD, for what they do not name) tell it
             let spec = engine::spec::ClusterSpec::from_pd(addr)?;
             let what = format!("the cluster of PD {addr}");
             return Ok(Target { spec: Arc::new(spec), status: args.status.clone(), what, local: None });
@@ -238,6 +245,7 @@ impl Target {
                     regions: args.regions,
                     base_port: args.base_port,
                     no_batching: args.no_batching,
+                    region_split_size: args.region_split_size,
                     ..LocalOptions::default()
                 };
                 let batching = if args.no_batching { ", without batching" } else { "" };

@@ -35,6 +35,10 @@ const READ_BYTES: usize = 256 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// An operation unanswered this long is given up ("timeout"; a put's fate is then unknown).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sends of an operation whose key no known region holds, before it fails
+/// ("key_not_in_region"), each `ROUTE_RETRY` after asking PD again.
+const ROUTE_ATTEMPTS_MAX: u32 = 40;
+const ROUTE_RETRY: Duration = Duration::from_millis(50);
 /// How often unanswered operations are checked against `REQUEST_TIMEOUT`.
 const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -117,6 +121,8 @@ pub struct Pipeline {
     delayed_seq: u64,
     last_timeout_check: Instant,
     request_timeout: Duration,
+    /// PD's client (one connection, kept), when the layout came from PD.
+    pd: Option<pd::PdClient>,
 }
 
 impl Pipeline {
@@ -140,6 +146,7 @@ impl Pipeline {
             delayed_seq: 0,
             last_timeout_check: Instant::now(),
             request_timeout: REQUEST_TIMEOUT,
+            pd: None,
         }
     }
 
@@ -191,12 +198,45 @@ impl Pipeline {
         found.filter(|m| m.contains(key))
     }
 
+    /// The region holding `key`: as known, or (splits this client has not
+    /// all seen) as PD has it now, when the layout came from PD.
+    fn route(&mut self, key: &[u8]) -> Option<RegionMeta> {
+        if let Some(m) = self.region_of(key) {
+            return Some(m.clone());
+        }
+        self.ask_pd(key);
+        self.region_of(key).cloned()
+    }
+
+    /// Learns the region holding `key` as PD has it now (if the layout came
+    /// from PD; PD may lag its stores by a heartbeat).
+    fn ask_pd(&mut self, key: &[u8]) {
+        let Some(addr) = self.spec.pd_addr else { return };
+        let cluster_id = self.spec.cluster_id;
+        let pd = self.pd.get_or_insert_with(|| {
+            let mut pd = pd::PdClient::new(addr, cluster_id);
+            pd.set_timeout(CONNECT_TIMEOUT);
+            pd
+        });
+        match pd.region_by_key(key) {
+            Ok(v) => {
+                let leader = v.leader.map_or(v.region.peers[0].store_id, |l| l.store_id);
+                self.learn(vec![RegionMeta::from(&v.region)], leader);
+            }
+            Err(e) => tracing::debug!("asking PD for a key's region: {e}"),
+        }
+    }
+
     fn dispatch(&mut self, mut op: Op) {
         let now = Instant::now();
         op.attempts += 1;
         op.sent = now;
         op.first_tried.get_or_insert(now);
-        let Some(region) = self.region_of(&op.key).cloned() else {
+        let Some(region) = self.route(&op.key) else {
+            if self.spec.pd_addr.is_some() && op.attempts < ROUTE_ATTEMPTS_MAX {
+                // (PD hears of a split a heartbeat after its stores)
+                return self.later(op, ROUTE_RETRY);
+            }
             return self.decide(Outcome::Failed { kind: "key_not_in_region" });
         };
         let peer = self.leaders.get(&region.id).and_then(|s| region.peer_on(*s)).unwrap_or(&region.peers[0]);
@@ -234,8 +274,8 @@ impl Pipeline {
 
     /// Carries out what the policy decides after `failure` of `op`'s last send.
     fn settle(&mut self, op: Op, failure: Failure) {
-        let Some(region) = self.region_of(&op.key).cloned() else {
-            return self.decide(Outcome::Failed { kind: "key_not_in_region" });
+        let Some(region) = self.route(&op.key) else {
+            return self.dispatch(op); // (which waits for PD to learn the key's region, or gives up)
         };
         let req = policy::Request {
             kind: if op.put { OpKind::PUT } else { OpKind::GET },
@@ -243,8 +283,8 @@ impl Pipeline {
             elapsed: op.first_tried.map_or(Duration::ZERO, |t| t.elapsed()),
             region: &region,
             store_id: op.store_id,
-            // the bench routes by the layout the run started with
-            can_refresh: false,
+            // (a layout from PD: asked again after splits the answers did not name)
+            can_refresh: self.spec.pd_addr.is_some(),
         };
         let (route, wait) = match policy::decide(&req, failure) {
             Decision::Retry { route, wait } => (route, wait),
@@ -269,15 +309,41 @@ impl Pipeline {
                     *m = *current;
                 }
             }
-            Route::RefreshRegion | Route::RefreshRange { .. } | Route::RefreshStores => {
-                unreachable!("the policy asks a client without a route source to refresh nothing")
+            Route::Learn { regions, store_id } => self.learn(regions, store_id),
+            Route::RefreshRange { refused } => {
+                if let RegionError::EpochNotMatch { current, .. } = refused {
+                    self.learn(vec![*current], op.store_id);
+                }
+                self.ask_pd(&op.key);
             }
+            Route::RefreshRegion => self.ask_pd(&op.key),
+            // (the stores of a run keep their addresses)
+            Route::RefreshStores => {}
         }
         if wait.is_zero() {
             self.dispatch(op)
         } else {
             self.later(op, wait)
         }
+    }
+
+    /// Routes by `regions` from now on (a split, as the store that answered
+    /// has it): each replaces the regions it overlaps unless one of them is
+    /// newer; their leaders are taken to be on `store_id` until told otherwise.
+    fn learn(&mut self, regions: Vec<RegionMeta>, store_id: u64) {
+        for m in regions {
+            let overlapping: Vec<&RegionMeta> =
+                self.metas.iter().filter(|o| o.overlaps(&m.start_key, &m.end_key)).collect();
+            let newer_known =
+                overlapping.iter().any(|o| o.version > m.version || (o.id == m.id && o.conf_ver > m.conf_ver));
+            if newer_known {
+                continue;
+            }
+            self.metas.retain(|o| !o.overlaps(&m.start_key, &m.end_key));
+            self.leaders.insert(m.id, store_id);
+            self.metas.push(m);
+        }
+        self.by_start = self.metas.iter().enumerate().map(|(i, m)| (m.start_key.clone(), i)).collect();
     }
 
     /// Writes what was sent since the last flush: one write per connection.
@@ -485,6 +551,8 @@ mod tests {
                 end_key: String::new(),
                 peers: vec![PeerSpec { peer_id: 1, store_id: 1, shard: 0 }],
             }],
+            pd_regions: None,
+            pd_addr: None,
         }
     }
 

@@ -132,10 +132,10 @@ impl KvClient {
                 return; // the cache already knows better (PD hears of changes a heartbeat later)
             }
         }
-        let overlaps = |m: &RegionMeta| {
-            (meta.end_key.is_empty() || m.start_key < meta.end_key)
-                && (m.end_key.is_empty() || meta.start_key < m.end_key)
-        };
+        let overlaps = |m: &RegionMeta| m.overlaps(&meta.start_key, &meta.end_key);
+        if self.metas.values().any(|m| overlaps(m) && m.version > meta.version) {
+            return; // (ranges only split: an overlapping region of a later version knows better)
+        }
         let stale: Vec<u64> = self.metas.values().filter(|m| m.id != meta.id && overlaps(m)).map(|m| m.id).collect();
         for id in stale {
             self.metas.remove(&id);
@@ -373,10 +373,7 @@ impl KvClient {
     /// `to_store` (best effort: returns once the leader started the transfer).
     pub fn transfer_leader(&mut self, region_id: u64, to_store: u64) -> Result<(), KvError> {
         let region = self.known(region_id)?;
-        let to_peer = region
-            .peer_on(to_store)
-            .ok_or(KvError::Region(RegionError::EpochNotMatch { current: Box::new(region.clone()) }))?
-            .peer_id;
+        let to_peer = region.peer_on(to_store).ok_or(KvError::Region(RegionError::epoch_not_match(&region)))?.peer_id;
         self.call_in(region, ClientOp::TransferLeader { to_peer }).map(|_| ())
     }
 
@@ -627,8 +624,19 @@ impl KvClient {
                     self.rotate(&region, target.0);
                 }
             }
+            Route::Learn { regions, store_id } => {
+                // (the split's halves start led where the answering store leads)
+                for m in regions {
+                    self.learn_meta(m, Some(store_id));
+                }
+                let key = item.1.key();
+                if !self.metas.values().any(|m| m.contains(key)) && self.refresh_region(Some(key), region.id).is_err() {
+                    return Some(Err(KvError::Region(RegionError::epoch_not_match(&region))));
+                }
+                self.reroute(item);
+            }
             Route::RefreshRange { refused } => {
-                if let RegionError::EpochNotMatch { current } = &refused {
+                if let RegionError::EpochNotMatch { current, .. } = &refused {
                     self.learn_meta((**current).clone(), None);
                 }
                 if self.refresh_region(Some(item.1.key()), region.id).is_err() {
@@ -702,6 +710,8 @@ mod tests {
                 end_key: String::new(),
                 peers: vec![PeerSpec { peer_id: 1, store_id: 1, shard: 0 }],
             }],
+            pd_regions: None,
+            pd_addr: None,
         };
         (Arc::new(spec), seen)
     }

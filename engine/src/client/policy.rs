@@ -144,6 +144,11 @@ pub enum Route {
     /// The store no longer has the region (moved, removed): ask the route
     /// source for it again (it may still not know: the next peer anyway).
     RefreshRegion,
+    /// The region split: the answer names it as it is now and the regions
+    /// split off it (as the answering store has them, which is where their
+    /// leaders start): route by them at once, asking the route source only
+    /// if none of them holds the key.
+    Learn { regions: Vec<RegionMeta>, store_id: u64 },
     /// The region's range changed (a split): take `refused`'s region if it
     /// carries one and ask the route source for the key's region; if that
     /// cannot be asked, report `refused` (the old route is refused again).
@@ -204,7 +209,7 @@ pub fn decide(req: &Request, failure: Failure) -> Decision {
         RegionError::StoreNotMatch { .. } if req.can_refresh => retry(req, Route::RefreshStores, wait, last),
         // same range, another membership: route by it — except a membership
         // change, which was made against the old membership and is refused
-        RegionError::EpochNotMatch { current }
+        RegionError::EpochNotMatch { current, .. }
             if current.id == req.region.id
                 && current.version == req.region.version
                 && current.conf_ver != req.region.conf_ver
@@ -216,6 +221,11 @@ pub fn decide(req: &Request, failure: Failure) -> Decision {
                 // an older one: a new leader that has not applied the change yet
                 retry(req, Route::Same, wait, last)
             }
+        }
+        // a split the answering store applied: it names where the keys went
+        RegionError::EpochNotMatch { current, split_off } if req.kind.by_key && !split_off.is_empty() => {
+            let regions = std::iter::once((**current).clone()).chain(split_off.iter().cloned()).collect();
+            retry(req, Route::Learn { regions, store_id: req.store_id }, Duration::ZERO, last)
         }
         // the range changed (a split): the key may live in another region now
         // (PD hears of a split a heartbeat after the store: it may not know yet, hence the wait)
@@ -382,12 +392,12 @@ mod tests {
     fn a_newer_membership_in_the_answer_is_taken_and_sent_again_at_once() {
         let r = region();
         let newer = RegionMeta { conf_ver: 4, ..region() };
-        let d = decide(&req(&r, OpKind::PUT, 1), refused(RegionError::EpochNotMatch { current: Box::new(newer) }));
+        let d = decide(&req(&r, OpKind::PUT, 1), refused(RegionError::epoch_not_match(&newer)));
         let current = Box::new(RegionMeta { conf_ver: 4, ..region() });
         assert_eq!(d, Decision::Retry { route: Route::Membership { current }, wait: Duration::ZERO });
         // an older one (a new leader that has not applied the change): wait, same route
         let older = RegionMeta { conf_ver: 2, ..region() };
-        let d = decide(&req(&r, OpKind::GET, 2), refused(RegionError::EpochNotMatch { current: Box::new(older) }));
+        let d = decide(&req(&r, OpKind::GET, 2), refused(RegionError::epoch_not_match(&older)));
         assert_eq!(d, Decision::Retry { route: Route::Same, wait: backoff(2) });
     }
 
@@ -396,9 +406,26 @@ mod tests {
         let r = region();
         let change = ClientOp::ChangePeer(crate::region::meta::PeerChange::RemoveVoter(r.peers[2]));
         let newer = Box::new(RegionMeta { conf_ver: 4, ..region() });
-        let e = RegionError::EpochNotMatch { current: newer };
+        let e = RegionError::epoch_not_match(&newer);
         let d = decide(&req(&r, OpKind::of(&change), 1), refused(e.clone()));
         assert_eq!(d, Decision::GiveUp(GiveUp::Refused(e)));
+    }
+
+    #[test]
+    fn a_split_named_in_the_answer_is_routed_by_at_once_with_or_without_a_route_source() {
+        let r = region();
+        let left = RegionMeta { version: 3, end_key: b"f".to_vec(), ..region() };
+        let right = RegionMeta { id: 9, version: 3, start_key: b"f".to_vec(), ..region() };
+        let e = RegionError::EpochNotMatch { current: Box::new(left.clone()), split_off: vec![right.clone()] };
+        for can_refresh in [true, false] {
+            let q = Request { can_refresh, ..req(&r, OpKind::PUT, 1) };
+            let d = decide(&q, refused(e.clone()));
+            let route = Route::Learn { regions: vec![left.clone(), right.clone()], store_id: q.store_id };
+            assert_eq!(d, Decision::Retry { route, wait: Duration::ZERO });
+        }
+        // an admin operation names its region: nothing to re-route
+        let admin = OpKind::of(&ClientOp::TransferLeader { to_peer: 12 });
+        assert!(matches!(decide(&req(&r, admin, 1), refused(e.clone())), Decision::GiveUp(_)));
     }
 
     #[test]
@@ -406,7 +433,7 @@ mod tests {
         let r = region();
         let split = Box::new(RegionMeta { version: 3, end_key: b"f".to_vec(), ..region() });
         let errors = [
-            RegionError::EpochNotMatch { current: split },
+            RegionError::epoch_not_match(&split),
             RegionError::KeyNotInRegion { key: b"g".to_vec(), region: 7, start: b"a".to_vec(), end: b"f".to_vec() },
         ];
         for e in errors {

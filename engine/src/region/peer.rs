@@ -117,6 +117,8 @@ pub struct Region {
     pub split_check_tick: Option<u64>,
     /// The index of this leader's split proposal not yet applied.
     pub split_proposed: Option<u64>,
+    /// The last few regions split off this one (`shard::split`).
+    pub split_off: std::collections::VecDeque<u64>,
 }
 
 /// raft-rs configuration of one peer.
@@ -182,6 +184,7 @@ impl Region {
             born_leading: false,
             split_check_tick: None,
             split_proposed: None,
+            split_off: Default::default(),
         })
     }
 

@@ -68,7 +68,7 @@ impl Shard {
                 return Err(RegionError::MemoryFull { used_bytes, limit_bytes });
             }
             if epoch != r.meta.epoch() {
-                return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
+                return Err(RegionError::epoch_not_match(&r.meta));
             }
             let alone = WriteBatch::size_bound(std::slice::from_ref(&command));
             if alone > entry_max {
@@ -117,9 +117,7 @@ impl Shard {
         let result = match self.regions.get_mut(&region) {
             None => Err(RegionError::RegionNotFound { region }),
             Some(r) if !r.is_leader() => Err(RegionError::NotLeader { region, leader: r.leader() }),
-            Some(r) if r.meta.peer(to_peer).is_none() => {
-                Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) })
-            }
+            Some(r) if r.meta.peer(to_peer).is_none() => Err(RegionError::epoch_not_match(&r.meta)),
             Some(r) => {
                 r.raw.transfer_leader(to_peer);
                 Ok(Response::Done)

@@ -137,7 +137,7 @@ fn serve_reads(r: &mut Region, replies: &mut Vec<(u64, Result<Response, RegionEr
         for (q, query) in r.read_batches.remove(&ctx).map(|b| b.reads).unwrap_or_default() {
             if !r.meta.contains(super::split::query_key(&query)) {
                 // a split applied since it arrived took its key
-                replies.push((q, Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) })));
+                replies.push((q, Err(RegionError::epoch_not_match(&r.meta))));
                 continue;
             }
             let response = match query {
@@ -173,7 +173,7 @@ fn apply_batch(r: &mut Region, data: &[u8]) -> Result<Vec<Result<Response, Regio
     let batch = WriteBatchRef::decode(data).map_err(|e| format!("not a write batch: {e}"))?;
     if batch.version != r.meta.version {
         // proposed before a split this entry now follows: refuse every command
-        let err = RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) };
+        let err = RegionError::epoch_not_match(&r.meta);
         return Ok(batch.commands.iter().map(|_| Err(err.clone())).collect());
     }
     Ok(batch

@@ -226,7 +226,7 @@ impl Shard {
                 return Err(RegionError::NotLeader { region, leader: r.leader() });
             }
             if epoch != r.meta.epoch() {
-                return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
+                return Err(RegionError::epoch_not_match(&r.meta));
             }
             let refused = |reason: String| RegionError::Refused { region, reason };
             if r.raw.raft.has_pending_conf() {
@@ -317,7 +317,7 @@ pub(super) fn apply_conf_change(
     let fits = next.id == r.id() && next.conf_ver == r.meta.conf_ver + 1 && next.version == r.meta.version;
     if !fits {
         // not applied anywhere: every replica sees the same epoch here
-        return Ok((Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) }), None));
+        return Ok((Err(RegionError::epoch_not_match(&r.meta)), None));
     }
     let cs = r.raw.apply_conf_change(&cc).map_err(|err| format!("raft refuses the conf change: {err}"))?;
     r.meta = next;

@@ -318,7 +318,12 @@ impl Shard {
         }
     }
 
-    fn reply(&mut self, request: u64, result: Result<Response, RegionError>) {
+    fn reply(&mut self, request: u64, mut result: Result<Response, RegionError>) {
+        if let Err(RegionError::EpochNotMatch { current, split_off }) = &mut result {
+            if split_off.is_empty() {
+                *split_off = self.split_off(current.id);
+            }
+        }
         self.outputs.push(Output::Reply { request, result });
     }
 }

@@ -41,8 +41,6 @@
 //!   it are answered at once (`EpochNotMatch`); proposals already in the log
 //!   fail the version check at apply; reads check the range when served.
 
-use std::collections::BTreeMap;
-
 use raft::eraftpb;
 use transport::Envelope;
 
@@ -67,6 +65,10 @@ pub const SPLIT_TRIM_KEYS_PER_ITERATION: usize = 2048;
 /// Ticks a new child's leader holds its snapshots back (its followers apply
 /// the split within a few heartbeats unless they are down or far behind).
 pub const SPLIT_SNAPSHOT_HOLD_TICKS: u64 = 3 * ELECTION_TICKS as u64;
+/// Children a region remembers, to name them in `EpochNotMatch` answers.
+pub const SPLIT_OFF_REMEMBERED: usize = 4;
+/// Regions one `EpochNotMatch` names at most (children, theirs, …).
+pub const SPLIT_OFF_NAMED_MAX: usize = 16;
 /// Vote requests for not-yet-split children a shard keeps, in all.
 pub const EARLY_VOTES_MAX: usize = 64;
 
@@ -91,7 +93,7 @@ impl Shard {
                 return Err(RegionError::NotLeader { region, leader: r.leader() });
             }
             if epoch != r.meta.epoch() {
-                return Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) });
+                return Err(RegionError::epoch_not_match(&r.meta));
             }
             let refused = |reason: String| RegionError::Refused { region, reason };
             if r.raw.raft.has_pending_conf() {
@@ -141,23 +143,20 @@ impl Shard {
         let leads = p.is_leader();
         (p.split_check_tick, p.split_proposed) = (None, None);
         let answered = take_work_outside(p);
-        for q in answered {
-            self.reply(q, Err(RegionError::EpochNotMatch { current: Box::new(p_meta(&self.regions, parent)) }));
-        }
         let Some(peer) = child.peer_on(self.store_id).copied() else {
             unreachable!("a child has a peer wherever its parent has one")
         };
         if self.tombstones.get(&id).is_some_and(|removed| peer.peer_id <= *removed) {
             // (replayed: the child was removed from this store since)
             tracing::info!(region = parent, child = id, "split replayed; its child was removed from this store since");
-            return;
+            return self.answer_moved(parent, answered);
         }
         let mut storage = None;
         match self.regions.get(&id) {
             Some(r) if r.meta.conf_ver > 0 => {
                 // replayed: the child is recorded and lives on by itself
                 tracing::debug!(region = parent, child = id, "split replayed; its child is recorded");
-                return;
+                return self.answer_moved(parent, answered);
             }
             Some(r) if r.peer_id == peer.peer_id => {
                 // an uninitialized peer a message created: filled in place,
@@ -220,6 +219,10 @@ impl Shard {
         let p = self.regions.get_mut(&parent).expect("the parent applied it");
         p.untrimmed = true;
         p.children_unrecorded.insert(id);
+        p.split_off.push_back(id);
+        if p.split_off.len() > SPLIT_OFF_REMEMBERED {
+            p.split_off.pop_front();
+        }
         self.untrimmed.insert(parent);
         self.untrimmed.insert(id);
         self.dirty.insert(id);
@@ -228,6 +231,15 @@ impl Shard {
         self.start_snapshot(id);
         for e in self.early_votes.remove(&id).unwrap_or_default() {
             self.on_raft(e);
+        }
+        self.answer_moved(parent, answered);
+    }
+
+    /// Answers requests queued on `parent` whose keys a split took: the
+    /// answer names the regions split off it (`reply`), the new one included.
+    fn answer_moved(&mut self, parent: u64, requests: Vec<u64>) {
+        for q in requests {
+            self.reply(q, Err(RegionError::epoch_not_match(&self.regions[&parent].meta)));
         }
     }
 
@@ -319,6 +331,22 @@ impl Shard {
         }
     }
 
+    /// The regions split off region `id` lately — and off those, and so on
+    /// (at most `SPLIT_OFF_NAMED_MAX`) — as this shard has them now.
+    pub(super) fn split_off(&self, id: u64) -> Vec<RegionMeta> {
+        let mut out = vec![];
+        let mut next: Vec<u64> = self.regions.get(&id).map_or(vec![], |r| r.split_off.iter().copied().collect());
+        while let Some(c) = next.pop() {
+            if out.len() >= SPLIT_OFF_NAMED_MAX {
+                break;
+            }
+            let Some(child) = self.regions.get(&c) else { continue };
+            out.push(child.meta.clone());
+            next.extend(child.split_off.iter().copied());
+        }
+        out
+    }
+
     /// Releases the snapshot holds that are over (once a tick).
     pub(super) fn release_snapshot_holds(&mut self) {
         let now = self.ticks;
@@ -380,10 +408,6 @@ fn initial_storage(child: &RegionMeta, kept: Option<eraftpb::HardState>) -> Regi
     RegionStorage::new(hs, initial_conf(child), (RAFT_INIT_INDEX, RAFT_INIT_TERM), vec![])
 }
 
-fn p_meta(regions: &BTreeMap<u64, Region>, id: u64) -> RegionMeta {
-    regions[&id].meta.clone()
-}
-
 /// Takes the parent's queued writes and reads whose keys left it: they are
 /// answered at once rather than proposed under the new epoch.
 fn take_work_outside(r: &mut Region) -> Vec<u64> {
@@ -424,7 +448,7 @@ pub(super) fn apply_admin(
     let AdminCommand::Split(cmd) = AdminCommand::decode(data).map_err(|e| format!("not an admin command: {e}"))?;
     if cmd.epoch() != r.meta.epoch() {
         // not applied anywhere: every replica sees the same epoch here
-        return Ok((Err(RegionError::EpochNotMatch { current: Box::new(r.meta.clone()) }), None));
+        return Ok((Err(RegionError::epoch_not_match(&r.meta)), None));
     }
     let (left, right) = match r.meta.split(&cmd.split_key, cmd.new_region_id, &cmd.new_peer_ids) {
         Ok(halves) => halves,
