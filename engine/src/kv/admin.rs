@@ -14,8 +14,13 @@ use crate::region::meta::Epoch;
 
 /// The first byte of an admin command's entry data.
 pub const ADMIN_TAG: u8 = 0xFF;
-/// Largest encoded admin command (a split key is a key: bounded by the entry).
+/// Largest encoded admin command.
 pub const ADMIN_BYTES_MAX: usize = 64 << 10;
+// a split at the longest key with the most peers fits (varints: at most 9 bytes each)
+const _: () = assert!(
+    1 + 1 + 9 * 2 + 9 + crate::region::meta::SPLIT_KEY_BYTES_MAX + 9 + 9 + 9 * crate::region::meta::PEERS_MAX
+        <= ADMIN_BYTES_MAX
+);
 
 /// A region splits at `split_key`: it keeps [start, split_key), and a new
 /// region `new_region_id` with peers `new_peer_ids` (one per peer of the

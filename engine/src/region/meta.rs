@@ -19,6 +19,9 @@ pub struct PeerMeta {
 
 /// Largest number of replicas a region may have.
 pub const PEERS_MAX: usize = 7;
+/// Longest key a region may split at: a region's bounds ride in every
+/// raft message's envelope and every admin command.
+pub const SPLIT_KEY_BYTES_MAX: usize = 4096;
 
 /// A membership change of one region (an admin command, one at a time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
@@ -78,6 +81,12 @@ impl RegionMeta {
         new_region_id: u64,
         new_peer_ids: &[u64],
     ) -> Result<(RegionMeta, RegionMeta), String> {
+        if key.len() > SPLIT_KEY_BYTES_MAX {
+            return Err(format!(
+                "a split key of {} bytes is over SPLIT_KEY_BYTES_MAX ({SPLIT_KEY_BYTES_MAX})",
+                key.len()
+            ));
+        }
         if key <= self.start_key.as_slice() || !self.contains(key) {
             return Err(format!(
                 "split key \"{}\" is not inside region {} [\"{}\", \"{}\") (a region cannot split at its start)",
@@ -303,6 +312,8 @@ mod tests {
         assert!(m.split(b"a", 9, &[91, 92, 93]).is_err() && m.split(b"f", 9, &[91, 92, 93]).is_err(), "outside");
         assert!(m.split(b"c", 9, &[91, 92]).is_err() && m.split(b"c", 9, &[91, 91, 93]).is_err());
         assert!(m.split(b"c", 1, &[91, 92, 93]).is_err(), "its own id");
+        let long = [b"c".to_vec(), vec![b'x'; SPLIT_KEY_BYTES_MAX]].concat();
+        assert!(m.split(&long, 9, &[91, 92, 93]).unwrap_err().contains("SPLIT_KEY_BYTES_MAX"));
         let whole = RegionMeta { start_key: vec![], end_key: vec![], ..m.clone() };
         assert!(whole.split(b"", 9, &[91, 92, 93]).is_err() && whole.split(b"\0", 9, &[91, 92, 93]).is_ok());
         assert!(m.overlaps(b"a", b"c") && m.overlaps(b"e", b"") && !m.overlaps(b"f", b"") && !m.overlaps(b"a", b"b"));

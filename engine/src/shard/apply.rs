@@ -29,8 +29,9 @@ impl Shard {
         let mut removed = false;
         let mut undecodable = None;
         let r = self.regions.get_mut(&id).expect("listed");
-        if r.fenced.is_some() {
-            return; // it applies nothing more (fence.rs)
+        if r.fenced.is_some() || r.destroy_deferred {
+            // it applies nothing more (fence.rs; a removed peer waiting for its split children)
+            return;
         }
         for e in committed {
             assert_eq!(e.index, r.applied + 1, "region {id}: applying {} after {}", e.index, r.applied);

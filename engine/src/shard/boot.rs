@@ -134,11 +134,6 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
     let named: BTreeSet<_> = loaded.iter().filter_map(|r| r.snapshot).collect();
     let swept = files.sweep(named).await.map_err(BootError::Sweep)?;
     let regions = loaded.len();
-    for r in pending {
-        // (a split child whose initial state was not durable: its parent's replay creates it)
-        tracing::info!(region = r.meta.id, "split child pending: its parent's log creates it again");
-        shard.add_pending_child(r.meta.id, r.storage);
-    }
     for r in loaded {
         let snapshot = match r.snapshot {
             None => None,
@@ -160,6 +155,8 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
         // (a log lost back to its snapshot is reset to it in the WAL, as a fresh region's is)
         shard.create_region(RegionInit { meta, storage, snapshot, fresh: r.log_lost });
     }
+    // (a split child whose initial state was not durable: its parent's replay creates it)
+    shard.add_pending_children(pending.into_iter().map(|r| (r.meta, r.storage)).collect());
     shard.init_votes(&table);
     if wal.needs_catch_up() {
         shard.start_catch_up();

@@ -96,6 +96,8 @@ impl Shard {
             self.staged.push(id, write);
             self.tombstones.remove(&id);
         }
+        // (vote requests kept for a split child that came to be another way)
+        self.early_votes.remove(&id);
         let (applied, kv, snapshot_id) = match snapshot {
             None => (0, MemKv::default(), None),
             Some(s) => {
@@ -118,12 +120,6 @@ impl Shard {
         redraw_election_timeout(&mut self.rng, &mut region);
         region.timeout_term = region.term();
         assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
-    }
-
-    /// A split child recovery found with its log but not its initial state
-    /// (`split.rs`): replaying its parent's split creates it with this log.
-    pub fn add_pending_child(&mut self, region: u64, storage: RegionStorage) {
-        self.pending_children.insert(region, storage);
     }
 
     /// A region the WAL holds as removed (recovery), with the peer removed.
@@ -290,6 +286,10 @@ impl Shard {
             ..Default::default()
         };
         self.staged.push(id, write);
+        if let Some(parent) = r.initial_state_of {
+            // removed before it was recorded: its tombstone settles it
+            self.recording_staged(id, parent);
+        }
         if let Some(old) = r.snapshot {
             self.snapshot_files.replaced(self.next_batch, old);
         }

@@ -137,7 +137,9 @@ pub struct Shard {
     untrimmed: BTreeSet<u64>,
     /// Split children whose first snapshot's record is staged, with the
     /// persist batch that carries it once issued.
-    children_recording: BTreeMap<u64, Option<u64>>,
+    children_recording: BTreeMap<u64, (u64, Option<u64>)>,
+    /// Regions created during this iteration (split children): the next walks them.
+    created: Vec<u64>,
     /// A split applied where this shard leads: leader reports are due now.
     report_wanted: bool,
 }
@@ -174,6 +176,7 @@ impl Shard {
             early_votes: BTreeMap::new(),
             untrimmed: BTreeSet::new(),
             children_recording: BTreeMap::new(),
+            created: vec![],
             report_wanted: false,
         }
     }

@@ -157,9 +157,6 @@ impl Shard {
             if r.snapshot_taking.is_some() || self.ticks < r.snapshot_retry_tick || r.fenced.is_some() {
                 continue;
             }
-            if !r.children_unrecorded.is_empty() {
-                continue; // its log re-derives them until they are recorded (split.rs)
-            }
             if r.applied <= since {
                 if r.compact_wanted && r.raw.store().first() <= since {
                     // nothing new to snapshot, but a leader kept a tail for its followers
@@ -169,6 +166,9 @@ impl Shard {
                     self.staged.push(r.meta.id, write);
                 }
                 continue;
+            }
+            if !r.children_unrecorded.is_empty() {
+                continue; // its log re-derives them until they are recorded (split.rs)
             }
             let bound = self.limits.snapshot_log_bytes_min.max(r.kv.bytes() / SNAPSHOT_STATE_DIVISOR);
             // (a split child is recorded by its first snapshot: at once)
@@ -242,13 +242,13 @@ impl Shard {
             meta: Some(local_state(r)),
             ..Default::default()
         };
-        let child = r.initial_state_of.is_some();
+        let parent = r.initial_state_of;
         self.staged.push(id.region, write);
         if let Some(old) = replaced {
             self.snapshot_files.replaced(self.next_batch, old);
         }
-        if child {
-            self.recording_staged(id.region);
+        if let Some(parent) = parent {
+            self.recording_staged(id.region, parent);
         }
     }
 
@@ -363,9 +363,9 @@ impl Shard {
         if let Some(old) = replaced {
             self.snapshot_files.replaced(self.next_batch, old);
         }
-        if r.initial_state_of.is_some() {
+        if let Some(parent) = r.initial_state_of {
             // a split child recorded by its leader's snapshot instead of its own
-            self.recording_staged(id);
+            self.recording_staged(id, parent);
         }
         self.snapshot_files.stage_install(file, snapshot_id);
         self.stats.snapshots_installed += 1;

@@ -142,48 +142,92 @@ impl Shard {
         let p = self.regions.get_mut(&parent).expect("the parent applied it");
         let leads = p.is_leader();
         (p.split_check_tick, p.split_proposed) = (None, None);
+        // (whatever becomes of the child here, the parent's map holds its keys)
+        p.untrimmed = true;
+        self.untrimmed.insert(parent);
         let answered = take_work_outside(p);
+        let created = self.create_child(parent, child, kv, leads);
+        if created {
+            let p = self.regions.get_mut(&parent).expect("the parent applied it");
+            p.children_unrecorded.insert(id);
+        }
+        if self.regions.contains_key(&id) {
+            let p = self.regions.get_mut(&parent).expect("the parent applied it");
+            p.split_off.push_back(id);
+            if p.split_off.len() > SPLIT_OFF_REMEMBERED {
+                p.split_off.pop_front();
+            }
+        }
+        self.answer_moved(parent, answered);
+    }
+
+    /// Creates the split child `child` on this shard with its half `kv`;
+    /// whether it did (a replayed split finds it recorded, or removed).
+    fn create_child(&mut self, parent: u64, child: RegionMeta, kv: MemKv, leads: bool) -> bool {
+        let id = child.id;
         let Some(peer) = child.peer_on(self.store_id).copied() else {
             unreachable!("a child has a peer wherever its parent has one")
         };
         if self.tombstones.get(&id).is_some_and(|removed| peer.peer_id <= *removed) {
             // (replayed: the child was removed from this store since)
             tracing::info!(region = parent, child = id, "split replayed; its child was removed from this store since");
-            return self.answer_moved(parent, answered);
+            return false;
         }
-        let mut storage = None;
+        let mut kept = None;
+        let mut suspect = self.needs_catch_up;
         match self.regions.get(&id) {
             Some(r) if r.meta.conf_ver > 0 => {
                 // replayed: the child is recorded and lives on by itself
-                tracing::debug!(region = parent, child = id, "split replayed; its child is recorded");
-                return self.answer_moved(parent, answered);
+                // (or a leader's snapshot made it before this replica split)
+                tracing::debug!(region = parent, child = id, "split met its child initialized");
+                return false;
+            }
+            Some(r) if r.peer_id > peer.peer_id => {
+                tracing::info!(region = parent, child = id, "split met a newer peer of its child: kept");
+                return false;
             }
             Some(r) if r.peer_id == peer.peer_id => {
                 // an uninitialized peer a message created: filled in place,
                 // its term and vote kept
-                let hs = r.raw.store().hard_state().clone();
+                kept = Some(r.raw.store().hard_state().clone());
+                suspect |= r.catching_up.is_some();
                 let mut old = self.regions.remove(&id).expect("just seen");
                 let work = super::take_client_work(&mut old);
                 self.answer_client_work(id, work, RegionError::RegionNotFound { region: id });
-                storage = Some((initial_storage(&child, Some(hs)), true));
+                if let Some((_, file)) = old.receiving {
+                    self.outputs.push(Output::DiscardIncoming(file));
+                }
             }
             Some(_) => {
-                // an older peer of the region: replaced by this one
+                // an older peer of the region, removed since: replaced by this one
                 self.destroy_region(id);
+                if self.regions.contains_key(&id) {
+                    tracing::warn!(region = parent, child = id, "split child not created: an older peer waits to go");
+                    return false;
+                }
             }
             None => {}
         }
-        let (storage, stage_start) = match storage {
-            Some(s) => s,
-            None => match self.pending_children.remove(&id) {
+        let (mut storage, stage_start) = match (kept, self.pending_children.remove(&id)) {
+            (None, Some(mut recovered)) => {
                 // recovered: its log and vote are in the WAL already
-                Some(mut recovered) => {
-                    recovered.set_conf_state(initial_conf(&child));
-                    (recovered, false)
-                }
-                None => (initial_storage(&child, None), true),
-            },
+                recovered.set_conf_state(initial_conf(&child));
+                (recovered, false)
+            }
+            (kept, _) => {
+                // (a vote the table holds and the WAL does not: the child's
+                // records were lost; it comes back suspect, with that vote)
+                suspect |= kept.is_none() && self.votes.votes.contains_key(&id);
+                (initial_storage(&child, kept), true)
+            }
         };
+        if let Some(&(term, vote)) = self.votes.votes.get(&id) {
+            let mut hs = storage.hard_state().clone();
+            if crate::votes::newer((term, vote), (hs.term, hs.vote)).unwrap_or(false) {
+                (hs.term, hs.vote) = (term, vote);
+                storage.set_hard_state(hs);
+            }
+        }
         if stage_start {
             // (a meta that names no snapshot: recovery knows it for a pending child)
             let state = RegionLocalState { meta: child.clone(), snapshot: None, removed_peer: None };
@@ -197,6 +241,7 @@ impl Shard {
             self.staged.push(id, write);
         }
         self.tombstones.remove(&id);
+        let early = self.early_votes.remove(&id).unwrap_or_default();
         let mut region = Region::new(child, peer.peer_id, storage, RAFT_INIT_INDEX, kv).expect("a valid raft config");
         region.incarnation = self.next_incarnation;
         self.next_incarnation += 1;
@@ -206,7 +251,7 @@ impl Shard {
         region.raw.mut_store().hold_snapshots(true);
         redraw_election_timeout(&mut self.rng, &mut region);
         region.timeout_term = region.term();
-        if leads {
+        if leads && !suspect {
             // its peers on the other stores are followers at the initial term
             // (or about to be): no election timeout to wait for
             if let Err(e) = region.raw.campaign() {
@@ -216,23 +261,19 @@ impl Shard {
             self.report_wanted = true;
         }
         assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
-        let p = self.regions.get_mut(&parent).expect("the parent applied it");
-        p.untrimmed = true;
-        p.children_unrecorded.insert(id);
-        p.split_off.push_back(id);
-        if p.split_off.len() > SPLIT_OFF_REMEMBERED {
-            p.split_off.pop_front();
+        if suspect {
+            self.suspect(id);
         }
-        self.untrimmed.insert(parent);
         self.untrimmed.insert(id);
-        self.dirty.insert(id);
+        self.created.push(id);
         self.stats.regions_created += 1;
-        tracing::info!(region = parent, child = id, leads, "split applied");
+        tracing::info!(region = parent, child = id, leads, "split applied: child created");
         self.start_snapshot(id);
-        for e in self.early_votes.remove(&id).unwrap_or_default() {
+        // vote requests that came before this replica split
+        for e in early {
             self.on_raft(e);
         }
-        self.answer_moved(parent, answered);
+        true
     }
 
     /// Answers requests queued on `parent` whose keys a split took: the
@@ -362,32 +403,62 @@ impl Shard {
     /// recording write among them is durable once the batch is.
     pub(super) fn note_recording_issued(&mut self, batch: u64, writes: &[(u64, wal::RegionWrite)]) {
         for (region, _) in writes {
-            if let Some(b @ None) = self.children_recording.get_mut(region) {
+            if let Some((_, b @ None)) = self.children_recording.get_mut(region) {
                 *b = Some(batch);
             }
         }
     }
 
-    /// A child's first snapshot was just staged to be recorded.
-    pub(super) fn recording_staged(&mut self, child: u64) {
-        self.children_recording.insert(child, None);
+    /// A write that settles split child `child` of `parent` for good was
+    /// just staged: its first snapshot's record, or its tombstone (removed
+    /// before it was recorded: nothing of it is to be re-derived any more).
+    pub(super) fn recording_staged(&mut self, child: u64, parent: u64) {
+        self.children_recording.insert(child, (parent, None));
     }
 
     /// Persist batches up to `batch` are durable: children whose recording
-    /// rode on them are regions of their own now; their parents may
-    /// snapshot again (and one removed meanwhile goes).
+    /// rode on them are settled; their parents may snapshot again (and one
+    /// removed meanwhile goes).
     pub(super) fn children_recorded(&mut self, batch: u64) {
-        let done: Vec<u64> =
-            self.children_recording.iter().filter(|(_, b)| b.is_some_and(|b| b <= batch)).map(|(c, _)| *c).collect();
-        for child in done {
+        let done: Vec<(u64, u64)> = self
+            .children_recording
+            .iter()
+            .filter(|(_, (_, b))| b.is_some_and(|b| b <= batch))
+            .map(|(c, (p, _))| (*c, *p))
+            .collect();
+        for (child, parent) in done {
             self.children_recording.remove(&child);
-            let Some(parent) = self.regions.get_mut(&child).and_then(|c| c.initial_state_of.take()) else { continue };
+            if let Some(c) = self.regions.get_mut(&child).filter(|c| c.initial_state_of == Some(parent)) {
+                c.initial_state_of = None;
+            }
             let Some(p) = self.regions.get_mut(&parent) else { continue };
             p.children_unrecorded.remove(&child);
             tracing::debug!(region = parent, child, "split child recorded");
             if p.children_unrecorded.is_empty() && p.destroy_deferred {
                 self.destroy_region(parent);
             }
+        }
+    }
+
+    /// Split children recovery found pending, each kept for the region
+    /// whose range holds it (its parent, restarted from before the split):
+    /// that region takes no snapshot, installs none and is not destroyed
+    /// until its replayed split has recorded them.
+    pub fn add_pending_children(&mut self, children: Vec<(RegionMeta, RegionStorage)>) {
+        for (meta, storage) in children {
+            let id = meta.id;
+            match self.regions.values_mut().find(|r| r.meta.conf_ver > 0 && r.meta.contains(&meta.start_key)) {
+                Some(p) => {
+                    tracing::info!(
+                        region = p.id(),
+                        child = id,
+                        "split child pending: its parent's log creates it again"
+                    );
+                    p.children_unrecorded.insert(id);
+                }
+                None => tracing::warn!(child = id, "split child pending, and no region here holds its range"),
+            }
+            self.pending_children.insert(id, storage);
         }
     }
 }

@@ -93,6 +93,8 @@ impl Shard {
             })
             .collect();
         self.dirty.extend(left);
+        let created = std::mem::take(&mut self.created);
+        self.dirty.extend(created);
         std::mem::take(&mut self.outputs)
     }
 
@@ -129,6 +131,9 @@ impl Shard {
         self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut failed = vec![];
         for r in self.regions.values_mut() {
+            if r.born_leading && r.raw.raft.leader_id != raft::INVALID_ID {
+                r.born_leading = false; // (someone leads it: PD hears from that leader)
+            }
             if r.fenced.is_some() || r.catching_up.is_some() {
                 continue; // never campaigns (fence.rs, catch_up.rs); a fenced one sends no heartbeat
             }

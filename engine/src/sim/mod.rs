@@ -299,7 +299,7 @@ impl Sim {
             node.snapshot_writes = later;
             for (_, snap) in due {
                 node.inputs.push(Input::SnapshotWritten { id: snap.id(), result: Ok(0) });
-                s.files.0.borrow_mut().snapshots.insert(snap.id(), *snap);
+                s.files.0.borrow_mut().snapshots.insert(snap.id(), snap.as_filed());
             }
             if node.inputs.is_empty() && !node.shard.has_ready() {
                 continue;

@@ -54,7 +54,7 @@ fn missing(what: &str, path: PathBuf) -> SnapshotFileError {
 
 impl SnapshotStore for SimFiles {
     async fn write(&self, snap: RegionSnapshot) -> Result<u64, SnapshotFileError> {
-        self.0.borrow_mut().snapshots.insert(snap.id(), snap);
+        self.0.borrow_mut().snapshots.insert(snap.id(), snap.as_filed());
         Ok(0)
     }
 

@@ -79,4 +79,14 @@ impl RegionSnapshot {
     pub fn id(&self) -> SnapshotId {
         SnapshotId { region: self.meta.id, index: self.index, term: self.term }
     }
+
+    /// The snapshot as its file holds it: only its region's range (a split
+    /// half's map may still hold the other half's keys). O(rows): for the
+    /// simulator, whose files are these values.
+    pub fn as_filed(self) -> RegionSnapshot {
+        let (start, end) = (&self.meta.start_key, &self.meta.end_key);
+        use crate::kv::StateMachine as _;
+        let kv = crate::kv::MemKv::from_rows(self.kv.rows_in(start, end).map(|(k, v)| (k, v.to_vec())));
+        RegionSnapshot { kv, ..self }
+    }
 }
