@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run benchmarks: `kv`, `wal`, `transport` (`ringraft bench` alone runs
+    /// Run benchmarks: `kv`, `wal`, `transport`, `split` (`ringraft bench` alone runs
     /// `kv` with its defaults against a local cluster it starts: under a minute).
     Bench {
         #[command(subcommand)]
@@ -93,6 +93,10 @@ enum BenchCommand {
     /// against a plain TCP pump in the same run: messages/s, frames/s,
     /// messages per frame, MB/s, frame latency.
     Transport(bench::transport::TransportBenchArgs),
+    /// What splitting a region costs the shard loop: the cut, the trims of
+    /// both halves (the longest against its 10 ms bound), and the middle
+    /// key's search (off the loop), on a state machine of the region's size.
+    Split(bench::split::SplitBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             let ran = match which {
                 Some(BenchCommand::Wal(args)) => bench::wal::run(args),
                 Some(BenchCommand::Transport(args)) => bench::transport::run(args),
+                Some(BenchCommand::Split(args)) => bench::split::run(args),
                 Some(BenchCommand::Kv(args)) => bench::kv::run(args),
                 Some(BenchCommand::Check(args)) => bench::kv::check::run(args),
                 None => bench::kv::run(bench::kv::KvBenchArgs::default_run()),

@@ -11,6 +11,7 @@
 //! - [`local`]: a local cluster of `ringraft server` processes.
 //! - [`wal`]: one shard's WAL with many regions appending at once.
 //! - [`transport`]: one shard's batched raft traffic over loopback, against a raw TCP pump.
+//! - [`split`]: what splitting a region of a given size costs the shard loop.
 
 // `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
 #![allow(clippy::manual_is_multiple_of)]
@@ -19,6 +20,7 @@ pub mod kv;
 pub mod latency;
 pub mod local;
 pub mod signals;
+pub mod split;
 pub mod transport;
 pub mod units;
 pub mod wal;

@@ -46,6 +46,15 @@ pub struct ShardMetrics {
     pub wal_seals: AtomicU64,
     /// Loop iterations (each steps the shard once with what arrived).
     pub iterations: AtomicU64,
+    /// The longest loop iteration since the store started (stepping the
+    /// shard and carrying out its outputs), in microseconds.
+    pub iteration_us_max: AtomicU64,
+    /// Splits applied on this shard's replicas (leaders and followers).
+    pub splits_applied: AtomicU64,
+    /// Splits this shard's leaders proposed and saw applied, and the
+    /// longest of them from proposal to applied, in microseconds.
+    pub splits_led: AtomicU64,
+    pub split_us_max: AtomicU64,
 }
 
 /// The store's shards, by index.
@@ -57,7 +66,7 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 26] = [
+    let metrics: [Metric; 30] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
         ("ringraft_regions_fenced", "gauge", "regions fenced on this replica: a committed entry did not decode", |m| {
@@ -131,6 +140,16 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
             "shard loop iterations (writes per iteration: / writes proposed)",
             |m| &m.iterations,
         ),
+        ("ringraft_loop_iteration_us_max", "gauge", "the longest shard loop iteration since the start", |m| {
+            &m.iteration_us_max
+        }),
+        ("ringraft_splits_applied_total", "counter", "region splits applied on this shard's replicas", |m| {
+            &m.splits_applied
+        }),
+        ("ringraft_splits_led_total", "counter", "splits this shard's leaders proposed and applied", |m| &m.splits_led),
+        ("ringraft_split_us_max", "gauge", "the longest of those splits, from proposal to applied", |m| {
+            &m.split_us_max
+        }),
     ];
     for (name, kind, help, get) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));

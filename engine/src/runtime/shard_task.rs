@@ -237,6 +237,8 @@ struct ShardTask {
     file_inputs: Rc<RefCell<Vec<Input>>>,
     /// Request id in the shard → (connection, the client's id).
     routes: BTreeMap<u64, (u64, u64)>,
+    /// Split requests handed to the shard, and when (their duration is a metric).
+    splits_started: BTreeMap<u64, Instant>,
     next_request: u64,
     directory_seen: u64,
     /// (kept across iterations: their memory is reused, not faulted in afresh)
@@ -302,6 +304,7 @@ impl ShardTask {
             persist_inputs: Rc::default(),
             file_inputs: Rc::default(),
             routes: BTreeMap::new(),
+            splits_started: BTreeMap::new(),
             next_request: 1,
             directory_seen: 0,
             inputs: vec![],
@@ -336,10 +339,13 @@ impl ShardTask {
                 continue;
             }
             self.shard.recycle_frame_buffers(self.endpoint.take_spent_buffers());
+            let began = Instant::now();
+            self.time_splits(began);
             let mut outputs = self.shard.step(self.inputs.drain(..));
             for out in outputs.drain(..) {
                 self.carry_out(cfg, out);
             }
+            cfg.metrics.iteration_us_max.fetch_max(began.elapsed().as_micros() as u64, Ordering::Relaxed);
             self.shard.recycle_outputs(outputs);
             self.inputs.shrink_to(INPUTS_KEPT_MAX);
             if last_publish.elapsed() >= METRICS_PUBLISH_INTERVAL {
@@ -433,6 +439,22 @@ impl ShardTask {
         }
     }
 
+    /// Notes when the split requests among this iteration's inputs start.
+    fn time_splits(&mut self, now: Instant) {
+        for input in &self.inputs {
+            let request = match input {
+                Input::Split { request, .. } => *request,
+                Input::Client { request, req } if matches!(req.op, crate::client::protocol::ClientOp::Split(_)) => {
+                    *request
+                }
+                _ => continue,
+            };
+            if self.splits_started.len() < SPLITS_TIMED_MAX {
+                self.splits_started.insert(request, now);
+            }
+        }
+    }
+
     /// Reads and checks a received snapshot file off the loop; the shard
     /// steps it once it is whole.
     fn read_received_snapshot(&self, envelope: transport::Envelope, path: PathBuf) {
@@ -510,26 +532,42 @@ impl ShardTask {
                     tracing::debug!(region, "split ask dropped (asked again later): {e}");
                 }
             }
-            // a PD directive's outcome: no client waits for it
-            Output::Reply { request, result } if control::is_internal(request) => {
-                directives::log_outcome(cfg.shard, request, &result)
-            }
-            Output::Reply { request, result } => {
-                if let Some((conn, id)) = self.routes.remove(&request) {
-                    let result = result.map(|r| match r {
-                        Response::Done => ClientReply::Done,
-                        Response::Cas(ok) => ClientReply::Cas(ok),
-                        Response::Value(v) => ClientReply::Value(v),
-                        Response::Rows(rows) => ClientReply::Rows(rows),
-                        Response::Region(meta) => ClientReply::Region(meta),
-                        Response::Split(halves) => ClientReply::Split(halves),
-                    });
-                    self.queues.reply(conn, &ClientResponse { id, result });
+            // (a split's reply: how long it took to apply is a metric)
+            Output::Reply { ref result, request } if self.splits_started.contains_key(&request) => {
+                let began = self.splits_started.remove(&request).expect("checked");
+                if result.is_ok() {
+                    cfg.metrics.splits_led.fetch_add(1, Ordering::Relaxed);
+                    cfg.metrics.split_us_max.fetch_max(began.elapsed().as_micros() as u64, Ordering::Relaxed);
                 }
+                self.route_reply(cfg, out);
             }
+            out @ Output::Reply { .. } => self.route_reply(cfg, out),
+        }
+    }
+
+    /// A reply: a directive's outcome is logged (no client waits for it),
+    /// a client's goes back on its connection.
+    fn route_reply(&mut self, cfg: &ShardConfig, out: Output) {
+        let Output::Reply { request, result } = out else { unreachable!("only replies are routed") };
+        if control::is_internal(request) {
+            return directives::log_outcome(cfg.shard, request, &result);
+        }
+        if let Some((conn, id)) = self.routes.remove(&request) {
+            let result = result.map(|r| match r {
+                Response::Done => ClientReply::Done,
+                Response::Cas(ok) => ClientReply::Cas(ok),
+                Response::Value(v) => ClientReply::Value(v),
+                Response::Rows(rows) => ClientReply::Rows(rows),
+                Response::Region(meta) => ClientReply::Region(meta),
+                Response::Split(halves) => ClientReply::Split(halves),
+            });
+            self.queues.reply(conn, &ClientResponse { id, result });
         }
     }
 }
+
+/// Split requests whose duration is timed at once (more are not timed).
+const SPLITS_TIMED_MAX: usize = 64;
 
 /// Removes a file no longer needed; a failure is only logged (the next
 /// start sweeps what the WAL does not name).
@@ -565,6 +603,7 @@ fn publish(
     m.snapshots_taken.store(st.snapshots_taken, r);
     m.snapshots_sent.store(st.snapshots_sent, r);
     m.snapshots_installed.store(st.snapshots_installed, r);
+    m.splits_applied.store(st.splits_applied, r);
     m.memory_bytes.store(shard.memory_bytes() as u64, r);
     let lag: u64 = shard.regions().map(|g| g.raw.raft.raft_log.committed.saturating_sub(g.applied)).sum();
     m.apply_lag_entries.store(lag, r);
