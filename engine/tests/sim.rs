@@ -153,6 +153,7 @@ struct ChaosRun {
     crashes: u32,
     partitions: u32,
     membership_changes: u32,
+    splits: u32,
 }
 
 /// 6 s of simulated time: 8 clients on 12 keys of 4 regions over 3 stores,
@@ -162,10 +163,12 @@ struct ChaosRun {
 /// everything healed and restarted, outstanding operations finished, and
 /// every key read once more through its leader.
 fn chaos_run(seed: u64) -> ChaosRun {
-    chaos_run_with(seed, true)
+    chaos_run_with(seed, true, false)
 }
 
-fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
+/// `splits`: regions also split at random keys of the workload while it
+/// runs (through their leaders, ids from the simulation's allocator).
+fn chaos_run_with(seed: u64, batching: bool, splits: bool) -> ChaosRun {
     use engine::sim::workload::Workload;
     use transport::{FaultConfig, SeededRng};
 
@@ -186,11 +189,13 @@ fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
     let mut sim = Sim::new(opts);
     let keys: Vec<Vec<u8>> = (0..4).flat_map(|r| (0..3).map(move |n| key(r, n))).collect();
     let mut chaos = SeededRng::new(seed ^ 0x5eed_c4a0);
+    let split_keys = keys.clone();
     let mut work = Workload::new(seed ^ 0xc11e_4750, keys, 8);
     let mut down: Option<(u64, u64)> = None;
     let (mut crashes, mut partitions, mut membership_changes) = (0, 0, 0);
     let mut next_peer_id = 10_000;
     let mut change_requests = vec![];
+    let (mut split_requests, mut splits_done) = (vec![], 0);
     while sim.elapsed_us() < 6_000_000 {
         let now = sim.elapsed_us();
         if now.is_multiple_of(100_000) {
@@ -233,6 +238,25 @@ fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
                     }));
                 }
             }
+            let split_owed = splits && splits_done == 0 && split_requests.is_empty() && now >= 2_500_000;
+            if splits && (chaos.chance(200_000) || split_owed) {
+                // a split at one of the workload's keys, through its region's leader
+                let at = split_keys[chaos.between(0, split_keys.len() as u64 - 1) as usize].clone();
+                let meta = sim.region_of(&at).clone();
+                let led = sim.leader_of(meta.id).and_then(|l| {
+                    sim.stores[&l].node.as_ref().unwrap().shard.region(meta.id).map(|r| (l, r.meta.clone()))
+                });
+                if let Some((leader, current)) = led.filter(|(_, m)| m.contains(&at) && m.start_key != at) {
+                    let first = sim.alloc_ids(1 + current.peers.len() as u64);
+                    let split = engine::shard::SplitRequest {
+                        split_key: at,
+                        new_region_id: first,
+                        new_peer_ids: (first + 1..=first + current.peers.len() as u64).collect(),
+                    };
+                    let (region, epoch) = (current.id, current.epoch());
+                    split_requests.push(sim.submit(leader, |request| Input::Split { request, region, epoch, split }));
+                }
+            }
             if chaos.chance(100_000) || (partitions == 0 && now == 2_000_000) {
                 // isolate one store from both others (a leader there goes stale), or cut one link
                 let a = chaos.between(1, 3);
@@ -247,6 +271,14 @@ fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
         }
         work.step(&mut sim, true);
         sim.step();
+        split_requests.retain(|r| match sim.take_reply(*r) {
+            Some(Ok(_)) => {
+                splits_done += 1;
+                false
+            }
+            Some(Err(_)) => false, // refused (a change pending, the region moved on): fine
+            None => true,
+        });
         change_requests.retain(|r| match sim.take_reply(*r) {
             Some(Ok(_)) => {
                 membership_changes += 1;
@@ -270,7 +302,7 @@ fn chaos_run_with(seed: u64, batching: bool) -> ChaosRun {
     assert!(led, "seed {seed}: no leaders after healing: {}", describe(&sim));
     sim.refresh_metas();
     work.read_every_key(&mut sim);
-    ChaosRun { sim, work, crashes, partitions, membership_changes }
+    ChaosRun { sim, work, crashes, partitions, membership_changes, splits: splits_done }
 }
 
 /// Under loss, delay, duplication, reordering, partitions and crashes, every
@@ -320,13 +352,47 @@ fn under_loss_delay_reordering_partitions_and_crashes_every_history_is_lineariza
     });
 }
 
+/// Regions split at random keys while the chaos run's clients work and
+/// stores crash, links break and membership changes: every history is
+/// still linearizable (writes proposed before a split and applied after it
+/// refused, never misapplied), replicas converge, and no shard ever holds
+/// two initialized regions that overlap.
+#[test]
+fn splits_under_the_chaos_workload_keep_every_history_linearizable() {
+    use history::{check, Verdict};
+    for_seeds(4, |seed| {
+        let mut run = chaos_run_with(seed, true, true);
+        match check(&run.work.history) {
+            Verdict::Linearizable => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        assert!(run.splits > 0 && run.crashes > 0, "seed {seed}: {} splits, {} crashes", run.splits, run.crashes);
+        run.sim.refresh_metas();
+        settle_and_assert_converged(&mut run.sim, seed);
+        for s in run.sim.stores.values() {
+            let n = s.node.as_ref().expect("up");
+            let metas: Vec<_> = n.shard.regions().map(|r| &r.meta).filter(|m| m.conf_ver > 0).collect();
+            for (i, a) in metas.iter().enumerate() {
+                for b in &metas[i + 1..] {
+                    assert!(!a.overlaps(&b.start_key, &b.end_key), "seed {seed}: store {}: {a:?} and {b:?}", s.id);
+                }
+            }
+        }
+        assert!(run.sim.run_until(Duration::from_secs(5), |s| s.all_quiet()), "seed {seed}: work left in flight");
+        eprintln!(
+            "seed {seed}: {} splits, {} crashes, {} membership changes: linearizable",
+            run.splits, run.crashes, run.membership_changes
+        );
+    });
+}
+
 /// `--no-batching` (one persist per region ready, one frame per message)
 /// exists to measure what batching buys; it must be just as correct.
 #[test]
 fn without_batching_every_history_is_still_linearizable() {
     use history::{check, Verdict};
     for_seeds(2, |seed| {
-        let mut run = chaos_run_with(seed, false);
+        let mut run = chaos_run_with(seed, false, false);
         match check(&run.work.history) {
             Verdict::Linearizable => {}
             other => panic!("seed {seed}: {other:?}"),

@@ -357,3 +357,65 @@ fn regions_past_the_split_size_split_on_their_own_and_keep_every_write() {
         assert_store_states(&sim, seed, &expected);
     });
 }
+
+/// A split is refused at propose while a membership change is pending
+/// (and checked again at apply against the epoch it was made for).
+#[test]
+fn a_split_is_refused_while_a_membership_change_is_pending() {
+    use engine::region::meta::PeerChange;
+    for_seeds(2, |seed| {
+        let mut opts = SimOptions::new(seed);
+        opts.regions = 1;
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        put_all(&mut sim, seed, &[key(1), key(2)], b"v");
+        let leader = sim.leader_of(1).unwrap();
+        let meta = sim.stores[&leader].node.as_ref().unwrap().shard.region(1).unwrap().meta.clone();
+        let follower = *meta.peers.iter().find(|p| p.store_id != leader).unwrap();
+        let (epoch, change) = (meta.epoch(), PeerChange::RemoveVoter(follower));
+        let c = sim.submit(leader, |request| Input::ChangePeer { request, region: 1, epoch, change });
+        let split = SplitRequest { split_key: key(2), new_region_id: 2, new_peer_ids: vec![201, 202, 203] };
+        let s = sim.submit(leader, |request| Input::Split { request, region: 1, epoch, split });
+        assert!(sim.run_until(Duration::from_secs(10), |s2| s2.has_reply(c) && s2.has_reply(s)), "seed {seed}");
+        match sim.take_reply(s) {
+            Some(Err(RegionError::Refused { reason, .. })) => assert!(reason.contains("membership"), "{reason}"),
+            other => panic!("seed {seed}: a split behind a pending membership change: {other:?}"),
+        }
+        assert_eq!(sim.take_reply(c), Some(Ok(Response::Done)), "seed {seed}");
+    });
+}
+
+/// A region that cannot split (its leader's asks for ids are never
+/// answered: PD unreachable) and grows past twice the split size slows
+/// its writers (`ServerIsBusy`) instead of growing without bound.
+#[test]
+fn a_region_that_cannot_split_refuses_writes_past_twice_the_split_size() {
+    for_seeds(2, |seed| {
+        let mut opts = SimOptions::new(seed);
+        opts.regions = 1;
+        opts.region_split_bytes = 8 << 10;
+        opts.split_ids = false;
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut busy = 0;
+        for n in 0..200 {
+            let (leader, meta) = route(&sim, &key(n)).expect("led");
+            let command = Command::Put { key: key(n), value: vec![b'v'; 200] };
+            let r =
+                sim.submit(leader, |request| Input::Write { request, region: meta.id, epoch: meta.epoch(), command });
+            assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}");
+            match sim.take_reply(r).unwrap() {
+                Ok(_) => {}
+                Err(RegionError::ServerIsBusy { .. }) => busy += 1,
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+        let leader = sim.leader_of(1).unwrap();
+        let r = sim.stores[&leader].node.as_ref().unwrap().shard.region(1).unwrap();
+        use engine::kv::StateMachine as _;
+        // (200 puts of ≈ 270 bytes would make 54 KiB)
+        assert!(busy > 100, "seed {seed}: only {busy} puts refused");
+        assert!(r.kv.bytes() < 3 * (8 << 10), "seed {seed}: the region grew to {} bytes", r.kv.bytes());
+        assert_eq!(sim.stores[&leader].node.as_ref().unwrap().shard.regions().count(), 1, "seed {seed}: it split");
+    });
+}

@@ -55,6 +55,9 @@ pub struct SimOptions {
     /// State bytes past which a region splits (large by default: tests
     /// that split set it).
     pub region_split_bytes: u64,
+    /// Whether a leader's ask for split ids is answered (`false`: PD is
+    /// unreachable, and regions cannot split by size).
+    pub split_ids: bool,
     /// Time writing a snapshot file takes; time one takes to reach a peer.
     pub snapshot_write: Duration,
     pub snapshot_transfer: Duration,
@@ -75,6 +78,7 @@ impl SimOptions {
             tick: Duration::from_millis(10),
             snapshot_log_bytes_min: 16 << 10,
             region_split_bytes: u64::MAX,
+            split_ids: true,
             snapshot_write: Duration::from_millis(5),
             snapshot_transfer: Duration::from_millis(20),
             batching: true,
@@ -248,16 +252,37 @@ impl Sim {
             .map(|(_, id)| id)
     }
 
-    /// Routes by each region's meta as its leader holds it now (what a
-    /// placement driver would tell clients after a membership change).
+    /// Routes by the newest meta of each region any store holds now (what a
+    /// placement driver would tell clients after membership changes and
+    /// splits): per region its newest epoch, and over overlapping ranges the
+    /// newest version — the layout keeps covering the key space.
     pub fn refresh_metas(&mut self) {
-        for i in 0..self.metas.len() {
-            let id = self.metas[i].id;
-            let led = self.leader_of(id).and_then(|s| self.stores[&s].node.as_ref()).and_then(|n| n.shard.region(id));
-            if let Some(r) = led.filter(|r| r.meta.conf_ver > self.metas[i].conf_ver) {
-                self.metas[i] = r.meta.clone();
+        let mut newest: BTreeMap<u64, RegionMeta> = self.metas.iter().map(|m| (m.id, m.clone())).collect();
+        for n in self.stores.values().filter_map(|s| s.node.as_ref()) {
+            for r in n.shard.regions().filter(|r| r.meta.conf_ver > 0) {
+                let known = newest.get(&r.meta.id).map(|m| (m.version, m.conf_ver));
+                if known.is_none_or(|k| (r.meta.version, r.meta.conf_ver) > k) {
+                    newest.insert(r.meta.id, r.meta.clone());
+                }
             }
         }
+        let mut by_version: Vec<RegionMeta> = newest.into_values().collect();
+        by_version.sort_by(|a, b| b.version.cmp(&a.version).then(a.id.cmp(&b.id)));
+        let mut layout: Vec<RegionMeta> = vec![];
+        for m in by_version {
+            if !layout.iter().any(|l| l.overlaps(&m.start_key, &m.end_key)) {
+                layout.push(m);
+            }
+        }
+        layout.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        self.metas = layout;
+    }
+
+    /// `count` ids no one had before (the simulation's stand-in for PD's allocator).
+    pub fn alloc_ids(&mut self, count: u64) -> u64 {
+        let first = self.next_id;
+        self.next_id += count;
+        first
     }
 
     /// Runs one step of simulated time.
@@ -349,10 +374,11 @@ impl Sim {
                     Output::CaughtUp => node.gc.wal().clear_needs_catch_up(),
                     // (the runtime runs it on a blocking thread: here it is answered next step)
                     Output::FindSplitKey(job) => node.inputs.push(job.run()),
+                    Output::AskSplit { .. } if !self.options.split_ids => {}
                     Output::AskSplit { region, epoch, split_key, peers } => {
                         // the simulation hands out ids as PD's allocator does: never reused
                         let first = self.next_id;
-                        self.next_id += 1 + peers as u64;
+                        self.next_id += 1 + peers as u64; // (as `alloc_ids`: `self` is borrowed here)
                         let split = crate::shard::SplitRequest {
                             split_key,
                             new_region_id: first,

@@ -174,11 +174,13 @@ impl Workload {
         const ATTEMPTS_MAX: usize = 50;
         let client = self.clients.len() as u64;
         for key in self.keys.clone() {
-            let region = sim.region_of(&key).id;
             let mut attempts = 0;
             loop {
                 attempts += 1;
                 assert!(attempts <= ATTEMPTS_MAX, "no read of {key:?} succeeded after {ATTEMPTS_MAX} attempts");
+                // (a split may have moved the key since the last attempt)
+                sim.refresh_metas();
+                let region = sim.region_of(&key).id;
                 let Some(store) = sim.leader_of(region) else {
                     sim.run_for(Duration::from_millis(50));
                     continue;
