@@ -11,25 +11,8 @@ use engine::shard::{Input, Response, SplitRequest};
 use engine::sim::{Sim, SimOptions};
 use engine::RegionError;
 
-fn seeds(default_count: u64) -> Vec<u64> {
-    match std::env::var("RINGRAFT_SEED") {
-        Ok(s) => vec![s.parse().expect("RINGRAFT_SEED is a number")],
-        Err(_) => {
-            let count = std::env::var("RINGRAFT_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
-            (0..count).collect()
-        }
-    }
-}
-
-fn for_seeds(default_count: u64, f: impl Fn(u64)) {
-    for seed in seeds(default_count) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed)));
-        if let Err(e) = result {
-            eprintln!("failed with seed {seed}: replay with RINGRAFT_SEED={seed}");
-            std::panic::resume_unwind(e);
-        }
-    }
-}
+mod seeds;
+use seeds::for_seeds;
 
 fn key(n: u64) -> Vec<u8> {
     format!("k{n:04}").into_bytes()

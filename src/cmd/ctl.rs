@@ -142,21 +142,7 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
         }
         CtlOp::Region { id: Some(region), .. } => {
             let m = client.region(region).map_err(|e| e.to_string())?;
-            let key = |k: &[u8]| {
-                if k.is_empty() {
-                    "(unbounded)".to_string()
-                } else {
-                    format!("{:?}", String::from_utf8_lossy(k))
-                }
-            };
-            println!(
-                "region {}: [{}, {}) conf_ver {} version {}",
-                m.id,
-                key(&m.start_key),
-                key(&m.end_key),
-                m.conf_ver,
-                m.version
-            );
+            println!("{}", region_line(&m));
             for p in &m.peers {
                 println!("  peer {} on store {} shard {}", p.peer_id, p.store_id, p.shard);
             }
@@ -215,25 +201,8 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
                 new_peer_ids: (first + 1..first + u64::from(count)).collect(),
             };
             let (left, right) = client.split(region.id, split).map_err(|e| e.to_string())?;
-            let show = |m: &engine::region::meta::RegionMeta| {
-                let key = |k: &[u8]| {
-                    if k.is_empty() {
-                        "(unbounded)".to_string()
-                    } else {
-                        format!("{:?}", String::from_utf8_lossy(k))
-                    }
-                };
-                format!(
-                    "region {} [{}, {}) conf_ver {} version {}",
-                    m.id,
-                    key(&m.start_key),
-                    key(&m.end_key),
-                    m.conf_ver,
-                    m.version
-                )
-            };
-            println!("split: {}", show(&left));
-            println!("       {}", show(&right));
+            println!("split: {}", region_line(&left));
+            println!("       {}", region_line(&right));
         }
         CtlOp::TransferLeader { region, store } => {
             client.transfer_leader(region, store).map_err(|e| e.to_string())?;
@@ -246,4 +215,23 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A region on one line: id, range (keys as text; unbounded ends named), epoch.
+fn region_line(m: &engine::region::meta::RegionMeta) -> String {
+    let key = |k: &[u8]| {
+        if k.is_empty() {
+            "(unbounded)".to_string()
+        } else {
+            format!("{:?}", String::from_utf8_lossy(k))
+        }
+    };
+    format!(
+        "region {} [{}, {}) conf_ver {} version {}",
+        m.id,
+        key(&m.start_key),
+        key(&m.end_key),
+        m.conf_ver,
+        m.version
+    )
 }
