@@ -38,8 +38,15 @@
 //!   `SPLIT_SNAPSHOT_HOLD_TICKS`: followers that have not applied the split
 //!   yet get the time to, and then need none.
 //! - **In flight.** Writes and reads queued on the parent whose keys left
-//!   it are answered at once (`EpochNotMatch`); proposals already in the log
-//!   fail the version check at apply; reads check the range when served.
+//!   it are answered at once (`EpochNotMatch`, naming the regions split
+//!   off it: `Shard::reply`); proposals already in the log fail the version
+//!   check at apply; reads check the range when served.
+//! - **By size.** Once a tick, a leader past `region_split_bytes` (and not
+//!   trimming) has its middle key found off the loop (`Output::FindSplitKey`)
+//!   and asks for ids (`Output::AskSplit`; the driver brings back an
+//!   `Input::Split`), again after `SPLIT_ASK_TIMEOUT_TICKS` without one. Past
+//!   twice the size with no split proposed, its writes are refused
+//!   (`admission.rs`), so a region that cannot split does not grow unbounded.
 
 use raft::eraftpb;
 use transport::Envelope;
