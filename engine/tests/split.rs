@@ -352,6 +352,9 @@ fn a_split_is_refused_while_a_membership_change_is_pending() {
         let mut sim = Sim::new(opts);
         assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
         put_all(&mut sim, seed, &[key(1), key(2)], b"v");
+        // (a removal is refused while a follower is not known to keep up: let them settle)
+        sim.run_for(Duration::from_secs(1));
+        put_all(&mut sim, seed, &[key(1), key(2)], b"w");
         let leader = sim.leader_of(1).unwrap();
         let meta = sim.stores[&leader].node.as_ref().unwrap().shard.region(1).unwrap().meta.clone();
         let follower = *meta.peers.iter().find(|p| p.store_id != leader).unwrap();
@@ -400,5 +403,55 @@ fn a_region_that_cannot_split_refuses_writes_past_twice_the_split_size() {
         assert!(busy > 100, "seed {seed}: only {busy} puts refused");
         assert!(r.kv.bytes() < 3 * (8 << 10), "seed {seed}: the region grew to {} bytes", r.kv.bytes());
         assert_eq!(sim.stores[&leader].node.as_ref().unwrap().shard.regions().count(), 1, "seed {seed}: it split");
+    });
+}
+
+/// A replica that was away while a region split, and while the new region
+/// then removed its peer there, applies the split when it comes back — and
+/// the child it creates is removed again (a member's removal notice), not
+/// resurrected for good.
+#[test]
+fn a_child_removed_elsewhere_before_this_replica_split_is_not_resurrected() {
+    use engine::region::meta::PeerChange;
+    for_seeds(3, |seed| {
+        let mut opts = SimOptions::new(seed);
+        opts.regions = 1;
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        put_all(&mut sim, seed, &[key(1), key(30)], b"v");
+        let leader = sim.leader_of(1).unwrap();
+        let away = leader % 3 + 1;
+        for s in 1..=3 {
+            if s != away {
+                sim.partition(away, s);
+            }
+        }
+        assert!(matches!(split(&mut sim, 1, &key(20), 2), Ok(Response::Split(_))), "seed {seed}");
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(2).is_some()), "seed {seed}: child not led");
+        let removed = loop {
+            let l = sim.leader_of(2).unwrap();
+            let meta = sim.stores[&l].node.as_ref().unwrap().shard.region(2).unwrap().meta.clone();
+            let peer = *meta.peer_on(away).unwrap();
+            let (epoch, change) = (meta.epoch(), PeerChange::RemoveVoter(peer));
+            let r = sim.submit(l, |request| Input::ChangePeer { request, region: 2, epoch, change });
+            assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}");
+            match sim.take_reply(r).unwrap() {
+                Ok(_) => break peer,
+                Err(e) if e.is_definite() => sim.run_for(Duration::from_millis(100)),
+                Err(e) => panic!("seed {seed}: {e:?}"),
+            }
+        };
+        sim.heal_all();
+        let gone = |s: &Sim| {
+            let shard = &s.stores[&away].node.as_ref().unwrap().shard;
+            shard.region(1).is_some_and(|r| r.meta.version == 2) && shard.region(2).is_none() && shard.is_tombstone(2)
+        };
+        assert!(
+            sim.run_until(Duration::from_secs(20), gone),
+            "seed {seed}: store {away} split late and kept the child's removed peer {}",
+            removed.peer_id
+        );
+        sim.run_for(Duration::from_secs(2));
+        assert!(gone(&sim), "seed {seed}: the removed child came back");
     });
 }

@@ -127,4 +127,6 @@ pub struct ShardStats {
     pub splits_applied: u64,
     /// Size checks that found a region past the split size and a key to split it at.
     pub split_checks: u64,
+    /// Vote requests kept for a split child not split off here yet (stepped once it is).
+    pub early_votes_kept: u64,
 }

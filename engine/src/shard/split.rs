@@ -306,6 +306,7 @@ impl Shard {
         let kept: usize = self.early_votes.values().map(Vec::len).sum();
         if vote && kept < EARLY_VOTES_MAX {
             self.early_votes.entry(envelope.region_id).or_default().push(envelope.clone());
+            self.stats.early_votes_kept += 1;
         }
         true
     }
