@@ -455,3 +455,80 @@ fn a_child_removed_elsewhere_before_this_replica_split_is_not_resurrected() {
         assert!(gone(&sim), "seed {seed}: the removed child came back");
     });
 }
+
+/// PD's view of the regions, as epochs by region id, checked to tile the
+/// key space and never to go back from what `seen` recorded (`None`: PD is
+/// down).
+fn check_pd_view(sim: &mut Sim, seed: u64, seen: &mut BTreeMap<u64, (u64, u64)>) -> Option<Vec<RegionMeta>> {
+    let views = sim.pd.as_mut().expect("the simulation runs PD").regions()?;
+    let metas: Vec<RegionMeta> = views.iter().map(|v| RegionMeta::from(&v.region)).collect();
+    assert!(
+        metas.first().is_some_and(|m| m.start_key.is_empty())
+            && metas.last().is_some_and(|m| m.end_key.is_empty())
+            && metas.windows(2).all(|w| w[0].end_key == w[1].start_key),
+        "seed {seed}: PD's regions do not tile the key space: {metas:?}"
+    );
+    for m in &metas {
+        let epoch = (m.version, m.conf_ver);
+        if let Some(before) = seen.insert(m.id, epoch) {
+            assert!(before <= epoch, "seed {seed}: region {} went back in PD from {before:?} to {epoch:?}", m.id);
+        }
+    }
+    Some(metas)
+}
+
+/// With PD's real `Cluster` in the simulation: the one region it laid out
+/// splits by size as writes come, with ids from PD's allocator, while PD is
+/// crashed and restarted from its saved state and a store crashes and
+/// restarts. PD's view always tiles the key space and no epoch in it goes
+/// back; at the end it is every leader's view, and every write is kept.
+#[test]
+fn splits_with_pd_in_the_simulation_keep_its_view_the_leaders() {
+    for_seeds(3, |seed| {
+        let mut opts = SimOptions::new(seed);
+        opts.regions = 1;
+        opts.pd = true;
+        opts.region_split_bytes = 8 << 10;
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut seen = BTreeMap::new();
+        let mut expected = BTreeMap::new();
+        for round in 0..10u64 {
+            match round {
+                3 => sim.pd.as_mut().unwrap().crash(),
+                5 => sim.pd.as_mut().unwrap().restart(),
+                6 => sim.crash(1 + seed % 3),
+                7 => sim.restart(1 + seed % 3),
+                _ => {}
+            }
+            let keys: Vec<Vec<u8>> = (0..40).map(|n| key(round * 40 + n)).collect();
+            let value = vec![b'v'; 100];
+            put_all(&mut sim, seed, &keys, &value);
+            expected.extend(keys.into_iter().map(|k| (k, value.clone())));
+            sim.run_for(Duration::from_millis(100));
+            check_pd_view(&mut sim, seed, &mut seen);
+        }
+        assert_eq!(sim.pd.as_ref().unwrap().restarts, 1);
+        settle_and_assert_converged(&mut sim, seed);
+        assert_store_states(&sim, seed, &expected);
+        let mut matched = false;
+        for _ in 0..100 {
+            sim.run_for(Duration::from_millis(100));
+            let pd_view = check_pd_view(&mut sim, seed, &mut seen).expect("PD is up");
+            let leaders: Vec<Option<RegionMeta>> = pd_view
+                .iter()
+                .map(|m| {
+                    let l = sim.leader_of(m.id)?;
+                    sim.stores[&l].node.as_ref()?.shard.region(m.id).map(|r| r.meta.clone())
+                })
+                .collect();
+            let hosted = sim.stores[&1].node.as_ref().unwrap().shard.regions().count();
+            if pd_view.len() == hosted && pd_view.iter().zip(&leaders).all(|(p, l)| l.as_ref() == Some(p)) {
+                matched = true;
+                break;
+            }
+        }
+        assert!(matched, "seed {seed}: PD's view never became the leaders'");
+        assert!(seen.len() >= 4, "seed {seed}: only {} regions ever in PD's view", seen.len());
+    });
+}

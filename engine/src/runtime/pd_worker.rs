@@ -278,7 +278,7 @@ pub struct Heartbeats {
 }
 
 /// `r` in PD's terms; `written_bytes`: what it applied since the last report.
-fn report_of(r: LeaderReport, written_bytes: u64) -> RegionReport {
+pub(crate) fn report_of(r: LeaderReport, written_bytes: u64) -> RegionReport {
     RegionReport {
         region: pd::RegionInfo::from(&r.meta),
         leader: r.leader.into(),

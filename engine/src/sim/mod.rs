@@ -9,6 +9,7 @@
 //! partitioned or the destination is down (the sender then hears of the
 //! failure, as from the transport's snapshot stream).
 
+pub mod pd;
 pub mod store;
 pub mod workload;
 
@@ -30,6 +31,10 @@ use store::{sim_wal_options, SimStore};
 const SIM_INTERNAL_REQUEST_MIN: u64 = 1 << 62;
 /// Ids the simulation hands out for splits start here (above the spec's).
 const SIM_FIRST_ALLOCATED_ID: u64 = 1 << 40;
+
+/// How often the stores report their leaders' regions to PD (when the
+/// simulation runs PD).
+const PD_REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The simulation's time step.
 pub const STEP: Duration = Duration::from_millis(1);
@@ -58,6 +63,11 @@ pub struct SimOptions {
     /// Whether a leader's ask for split ids is answered (`false`: PD is
     /// unreachable, and regions cannot split by size).
     pub split_ids: bool,
+    /// Run PD's real `Cluster` in the simulation (`pd::SimPd`): the initial
+    /// layout comes from it, leaders report to it, split ids come from its
+    /// allocator, and it can be crashed and restarted. Otherwise the layout
+    /// is `bootstrap_spec` and the simulation hands out ids itself.
+    pub pd: bool,
     /// Time writing a snapshot file takes; time one takes to reach a peer.
     pub snapshot_write: Duration,
     pub snapshot_transfer: Duration,
@@ -79,6 +89,7 @@ impl SimOptions {
             snapshot_log_bytes_min: 16 << 10,
             region_split_bytes: u64::MAX,
             split_ids: true,
+            pd: false,
             snapshot_write: Duration::from_millis(5),
             snapshot_transfer: Duration::from_millis(20),
             batching: true,
@@ -148,13 +159,22 @@ pub struct Sim {
     snapshot_sends: Vec<SnapshotSend>,
     /// The next id the simulation's allocator hands out (PD's role).
     next_id: u64,
+    /// PD, when the simulation runs it (`SimOptions::pd`).
+    pub pd: Option<pd::SimPd>,
+    /// When the leaders next report to PD.
+    next_pd_report: Instant,
 }
 
 impl Sim {
     pub fn new(options: SimOptions) -> Sim {
         let start = Instant::now();
         let mut rng = SeededRng::new(options.seed);
-        let metas = bootstrap_spec(options.stores, options.regions);
+        let (pd, metas) = if options.pd {
+            let (pd, metas) = pd::SimPd::bootstrap(options.stores, options.regions);
+            (Some(pd), metas)
+        } else {
+            (None, bootstrap_spec(options.stores, options.regions))
+        };
         let limits = options.limits();
         let stores =
             (1..=options.stores).map(|id| (id, SimStore::bootstrap(id, &metas, rng.next_u64(), limits))).collect();
@@ -177,6 +197,8 @@ impl Sim {
             lost: vec![],
             snapshot_sends: vec![],
             next_id: SIM_FIRST_ALLOCATED_ID,
+            pd,
+            next_pd_report: start,
         }
     }
 
@@ -289,6 +311,18 @@ impl Sim {
     pub fn step(&mut self) {
         self.now += STEP;
         let now = self.now;
+        if now >= self.next_pd_report {
+            // every store's PD worker reports its leaders' regions
+            self.next_pd_report = now + PD_REPORT_INTERVAL;
+            let now_ms = (now - self.start).as_millis() as u64;
+            if let Some(pd) = self.pd.as_mut() {
+                for s in self.stores.values() {
+                    if let Some(n) = s.node.as_ref() {
+                        pd.report(s.id, n.shard.leader_reports(), now_ms);
+                    }
+                }
+            }
+        }
         for (id, s) in self.stores.iter_mut() {
             let next = self.next_tick.get_mut(id).expect("every store ticks");
             if now >= *next {
@@ -376,9 +410,18 @@ impl Sim {
                     Output::FindSplitKey(job) => node.inputs.push(job.run()),
                     Output::AskSplit { .. } if !self.options.split_ids => {}
                     Output::AskSplit { region, epoch, split_key, peers } => {
-                        // the simulation hands out ids as PD's allocator does: never reused
-                        let first = self.next_id;
-                        self.next_id += 1 + peers as u64; // (as `alloc_ids`: `self` is borrowed here)
+                        // ids from PD's allocator (none while it is down: the leader asks
+                        // again), or the simulation's own, which are never reused either
+                        let first = match self.pd.as_mut() {
+                            Some(pd) => match pd.alloc_ids(1 + peers as u64) {
+                                Some(first) => first,
+                                None => continue,
+                            },
+                            None => {
+                                self.next_id += 1 + peers as u64; // (as `alloc_ids`: `self` is borrowed here)
+                                self.next_id - 1 - peers as u64
+                            }
+                        };
                         let split = crate::shard::SplitRequest {
                             split_key,
                             new_region_id: first,

@@ -1,0 +1,109 @@
+//! PD in the simulation: the real `pd::Cluster` (it is sans-IO), on an
+//! in-memory `MetaStore`, answering what the stores' PD workers would ask
+//! it — registration and the initial layout, the leaders' region reports,
+//! the ids of the splits leaders ask for — and restarted from its saved
+//! state like the process would be. While it is down, asks for split ids go
+//! unanswered (the leaders ask again) and reports are not sent.
+
+use pd::cluster::ClusterConfig;
+use pd::protocol::{PdRequest, PdResponse, RegionView};
+use pd::storage::MemMetaStore;
+use pd::Cluster;
+
+use crate::region::meta::RegionMeta;
+use crate::shard::LeaderReport;
+
+pub struct SimPd {
+    config: ClusterConfig,
+    store: MemMetaStore,
+    /// `None` while PD is down.
+    cluster: Option<Cluster<MemMetaStore>>,
+    pub restarts: u32,
+}
+
+impl SimPd {
+    /// A new cluster's PD with `stores` stores registered (ids 1..=stores)
+    /// and `regions` initial regions laid out; returns it and the layout.
+    pub fn bootstrap(stores: u64, regions: u64) -> (SimPd, Vec<RegionMeta>) {
+        let config = ClusterConfig {
+            new_cluster_id: 1,
+            replicas: stores as u32,
+            initial_regions: regions as u32,
+            store_down_after_ms: 20_000,
+        };
+        let store = MemMetaStore::default();
+        let mut cluster = Cluster::open(store.clone(), &config).expect("a new PD opens");
+        for n in 1..=stores {
+            let port = 10_000 + 2 * n as u16;
+            let req = PdRequest::RegisterStore {
+                store_id: 0,
+                token: n,
+                shards: 1,
+                peer_addr: ([127, 0, 0, 1], port).into(),
+                client_addr: ([127, 0, 0, 1], port + 1).into(),
+                capacity_bytes: 1 << 30,
+            };
+            match cluster.handle(req, 0) {
+                Ok(PdResponse::Registered { store_id, .. }) => {
+                    assert_eq!(store_id, n, "PD numbers the simulation's stores 1..")
+                }
+                other => panic!("registering store {n} with PD: {other:?}"),
+            }
+        }
+        let mut layout = std::collections::BTreeMap::new();
+        for n in 1..=stores {
+            match cluster.handle(PdRequest::BootstrapRegions { store_id: n }, 0) {
+                Ok(PdResponse::Regions(views)) => {
+                    layout.extend(views.iter().map(|v| (v.region.id, RegionMeta::from(&v.region))))
+                }
+                other => panic!("store {n}'s initial regions from PD: {other:?}"),
+            }
+        }
+        let mut metas: Vec<RegionMeta> = layout.into_values().collect();
+        metas.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        (SimPd { config, store, cluster: Some(cluster), restarts: 0 }, metas)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// PD goes down (what it saved survives).
+    pub fn crash(&mut self) {
+        self.cluster = None;
+    }
+
+    /// PD comes back from what it saved; its soft state (leaders) refills from reports.
+    pub fn restart(&mut self) {
+        self.cluster = Some(Cluster::open(self.store.clone(), &self.config).expect("PD reopens its saved state"));
+        self.restarts += 1;
+    }
+
+    /// `count` new ids from PD's allocator, unless PD is down.
+    pub fn alloc_ids(&mut self, count: u64) -> Option<u64> {
+        match self.cluster.as_mut()?.handle(PdRequest::AllocIds { count: count as u32 }, 0) {
+            Ok(PdResponse::Ids { first, .. }) => Some(first),
+            other => panic!("PD's allocator: {other:?}"),
+        }
+    }
+
+    /// A store's leaders report their regions (as its PD worker does).
+    pub fn report(&mut self, store_id: u64, led: Vec<LeaderReport>, now_ms: u64) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        if led.is_empty() {
+            return;
+        }
+        let reports = led.into_iter().map(|r| crate::runtime::pd_worker::report_of(r, 0)).collect();
+        // (stale reports are refused one by one: that is PD's business)
+        let _ = c.handle(PdRequest::RegionHeartbeats { store_id, reports }, now_ms);
+    }
+
+    /// Every region as PD sees it, in key order (`None` while PD is down).
+    pub fn regions(&mut self) -> Option<Vec<RegionView>> {
+        let c = self.cluster.as_mut()?;
+        match c.handle(PdRequest::ScanRegions { start_key: vec![], limit: u32::MAX }, 0) {
+            Ok(PdResponse::Regions(views)) => Some(views),
+            other => panic!("PD's regions: {other:?}"),
+        }
+    }
+}
