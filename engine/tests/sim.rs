@@ -145,18 +145,21 @@ struct ChaosRun {
 /// everything healed and restarted, outstanding operations finished, and
 /// every key read once more through its leader.
 fn chaos_run(seed: u64) -> ChaosRun {
-    chaos_run_with(seed, true, false)
+    chaos_run_with(seed, true, false, false)
 }
 
 /// `splits`: regions also split at random keys of the workload while it
-/// runs (through their leaders, ids from the simulation's allocator).
-fn chaos_run_with(seed: u64, batching: bool, splits: bool) -> ChaosRun {
+/// runs (through their leaders). `with_pd`: PD's real `Cluster` runs in the
+/// simulation (the layout, the leaders' reports, the split ids) and is
+/// crashed and restarted at random too.
+fn chaos_run_with(seed: u64, batching: bool, splits: bool, with_pd: bool) -> ChaosRun {
     use engine::sim::workload::Workload;
     use transport::{FaultConfig, SeededRng};
 
     let mut opts = SimOptions::new(seed);
     opts.regions = 4;
     opts.batching = batching;
+    opts.pd = with_pd;
     // snapshots every few dozen writes: crashes land mid-snapshot, restarts
     // load snapshots, and lagging replicas are sent them
     opts.snapshot_log_bytes_min = 1 << 10;
@@ -205,19 +208,29 @@ fn chaos_run_with(seed: u64, batching: bool, splits: bool) -> ChaosRun {
                     let meta = sim.stores[&leader].node.as_ref().unwrap().shard.region(region).unwrap().meta.clone();
                     let change = if meta.peers.len() == 3 {
                         let others: Vec<_> = meta.peers.iter().filter(|p| p.store_id != leader).collect();
-                        PeerChange::RemoveVoter(*others[chaos.between(0, 1) as usize])
+                        Some(PeerChange::RemoveVoter(*others[chaos.between(0, 1) as usize]))
                     } else {
                         let store = (1..=3).find(|s| meta.peer_on(*s).is_none()).unwrap();
-                        next_peer_id += 1;
-                        PeerChange::AddVoter(PeerMeta { peer_id: next_peer_id, store_id: store, shard: 0 })
+                        // (with PD in the simulation, its allocator's — PD refuses ids it
+                        // never handed out — and none while it is down)
+                        let id = match sim.pd.is_some() {
+                            true => sim.alloc_ids(1),
+                            false => Some(next_peer_id + 1),
+                        };
+                        id.map(|peer_id| {
+                            next_peer_id = peer_id;
+                            PeerChange::AddVoter(PeerMeta { peer_id, store_id: store, shard: 0 })
+                        })
                     };
                     let epoch = meta.epoch();
-                    change_requests.push(sim.submit(leader, |request| Input::ChangePeer {
-                        request,
-                        region,
-                        epoch,
-                        change,
-                    }));
+                    if let Some(change) = change {
+                        change_requests.push(sim.submit(leader, |request| Input::ChangePeer {
+                            request,
+                            region,
+                            epoch,
+                            change,
+                        }));
+                    }
                 }
             }
             let split_owed = splits && splits_done == 0 && split_requests.is_empty() && now >= 2_500_000;
@@ -228,8 +241,10 @@ fn chaos_run_with(seed: u64, batching: bool, splits: bool) -> ChaosRun {
                 let led = sim.leader_of(meta.id).and_then(|l| {
                     sim.stores[&l].node.as_ref().unwrap().shard.region(meta.id).map(|r| (l, r.meta.clone()))
                 });
-                if let Some((leader, current)) = led.filter(|(_, m)| m.contains(&at) && m.start_key != at) {
-                    let first = sim.alloc_ids(1 + current.peers.len() as u64);
+                let led = led.filter(|(_, m)| m.contains(&at) && m.start_key != at);
+                if let Some(((leader, current), first)) =
+                    led.and_then(|l| sim.alloc_ids(1 + l.1.peers.len() as u64).map(|f| (l, f)))
+                {
                     let split = engine::shard::SplitRequest {
                         split_key: at,
                         new_region_id: first,
@@ -237,6 +252,14 @@ fn chaos_run_with(seed: u64, batching: bool, splits: bool) -> ChaosRun {
                     };
                     let (region, epoch) = (current.id, current.epoch());
                     split_requests.push(sim.submit(leader, |request| Input::Split { request, region, epoch, split }));
+                }
+            }
+            if let Some(pd) = sim.pd.as_mut() {
+                // (PD down for a while, then back from what it saved)
+                if pd.is_up() && (chaos.chance(50_000) || (pd.restarts == 0 && now == 3_000_000)) {
+                    pd.crash();
+                } else if !pd.is_up() && chaos.chance(300_000) {
+                    pd.restart();
                 }
             }
             if chaos.chance(100_000) || (partitions == 0 && now == 2_000_000) {
@@ -273,6 +296,9 @@ fn chaos_run_with(seed: u64, batching: bool, splits: bool) -> ChaosRun {
     }
     if let Some((s, _)) = down {
         sim.restart(s);
+    }
+    if let Some(pd) = sim.pd.as_mut().filter(|pd| !pd.is_up()) {
+        pd.restart();
     }
     sim.heal_all();
     while !work.idle() {
@@ -343,7 +369,9 @@ fn under_loss_delay_reordering_partitions_and_crashes_every_history_is_lineariza
 fn splits_under_the_chaos_workload_keep_every_history_linearizable() {
     use history::{check, Verdict};
     for_seeds(4, |seed| {
-        let mut run = chaos_run_with(seed, true, true);
+        // (half the seeds with PD's real Cluster in the simulation, crashed and restarted)
+        let with_pd = seed % 2 == 1;
+        let mut run = chaos_run_with(seed, true, true, with_pd);
         match check(&run.work.history) {
             Verdict::Linearizable => {}
             other => panic!("seed {seed}: {other:?}"),
@@ -361,6 +389,14 @@ fn splits_under_the_chaos_workload_keep_every_history_linearizable() {
             }
         }
         assert!(run.sim.run_until(Duration::from_secs(5), |s| s.all_quiet()), "seed {seed}: work left in flight");
+        if let Some(pd) = run.sim.pd.as_mut() {
+            // PD's view tiles the key space (the leaders' reports of both halves came together)
+            let views = pd.regions().expect("up");
+            let tiles = views.first().is_some_and(|v| v.region.start_key.is_empty())
+                && views.last().is_some_and(|v| v.region.end_key.is_empty())
+                && views.windows(2).all(|w| w[0].region.end_key == w[1].region.start_key);
+            assert!(tiles && pd.restarts > 0, "seed {seed}: PD's regions after {} restarts: {views:?}", pd.restarts);
+        }
         eprintln!(
             "seed {seed}: {} splits, {} crashes, {} membership changes: linearizable",
             run.splits, run.crashes, run.membership_changes
@@ -374,7 +410,7 @@ fn splits_under_the_chaos_workload_keep_every_history_linearizable() {
 fn without_batching_every_history_is_still_linearizable() {
     use history::{check, Verdict};
     for_seeds(2, |seed| {
-        let mut run = chaos_run_with(seed, false, false);
+        let mut run = chaos_run_with(seed, false, false, false);
         match check(&run.work.history) {
             Verdict::Linearizable => {}
             other => panic!("seed {seed}: {other:?}"),

@@ -300,11 +300,15 @@ impl Sim {
         self.metas = layout;
     }
 
-    /// `count` ids no one had before (the simulation's stand-in for PD's allocator).
-    pub fn alloc_ids(&mut self, count: u64) -> u64 {
+    /// `count` ids no one had before: from PD's allocator when the
+    /// simulation runs PD (`None` while it is down), else its own.
+    pub fn alloc_ids(&mut self, count: u64) -> Option<u64> {
+        if let Some(pd) = self.pd.as_mut() {
+            return pd.alloc_ids(count);
+        }
         let first = self.next_id;
         self.next_id += count;
-        first
+        Some(first)
     }
 
     /// Runs one step of simulated time.
