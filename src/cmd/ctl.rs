@@ -100,6 +100,13 @@ pub enum CtlOp {
 }
 
 pub fn ctl(args: CtlArgs) -> Result<(), String> {
+    // `ringraft ctl regions | head`: a reader that goes away ends the
+    // command quietly, as it does any Unix tool (Rust ignores SIGPIPE, and
+    // printing to the closed pipe would panic)
+    // SAFETY: restoring a signal's default disposition, before any thread starts
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let target = match (&args.pd, &args.spec) {
         (Some(addr), _) => Target::Pd(*addr),
         (None, Some(path)) => {
