@@ -10,7 +10,7 @@ use transport::{Destination, Envelope, Target};
 use crate::error::RegionError;
 use crate::kv::MemKv;
 use crate::region::meta::{PeerChange, PeerMeta, RegionLocalState, RegionMeta};
-use crate::region::peer::{Proposal, Region};
+use crate::region::peer::Region;
 use crate::region::wal_convert::{conf_state_to_wal, hard_state_to_wal};
 use crate::region::RegionStorage;
 use crate::snapshot::{RegionSnapshot, SnapshotConf};
@@ -217,13 +217,7 @@ impl Shard {
     /// and proposes it; it is answered when applied.
     pub(super) fn on_change_peer(&mut self, request: u64, region: u64, epoch: transport::Epoch, change: PeerChange) {
         let proposed = (|| {
-            let r = self.regions.get_mut(&region).ok_or(RegionError::RegionNotFound { region })?;
-            if !r.is_leader() {
-                return Err(RegionError::NotLeader { region, leader: r.leader() });
-            }
-            if epoch != r.meta.epoch() {
-                return Err(RegionError::epoch_not_match(&r.meta));
-            }
+            let r = super::propose::admin_region(&mut self.regions, region, epoch)?;
             let refused = |reason: String| RegionError::Refused { region, reason };
             if r.raw.raft.has_pending_conf() {
                 return Err(refused("another membership change is not applied yet".into()));
@@ -247,12 +241,8 @@ impl Shard {
             }
             let mut cc = eraftpb::ConfChange { node_id: peer.peer_id, context: next.encode(), ..Default::default() };
             cc.set_change_type(change_type);
-            let last_before = r.raw.raft.raft_log.last_index();
-            r.raw.propose_conf_change(vec![], cc).map_err(|e| refused(format!("raft refused the change: {e}")))?;
-            let index = r.raw.raft.raft_log.last_index();
-            assert_eq!(index, last_before + 1, "region {region}: one proposal, one entry");
-            let stale = r.proposals.insert(index, Proposal { term: r.term(), requests: vec![request] });
-            assert!(stale.is_none(), "region {region}: a leader's new entry at {index} had a proposal of its own");
+            super::propose::propose_admin(r, request, |raw| raw.propose_conf_change(vec![], cc))
+                .map_err(|e| refused(format!("raft refused the change: {e}")))?;
             Ok(())
         })();
         if let Err(e) = proposed {

@@ -7,7 +7,7 @@
 
 use crate::error::RegionError;
 use crate::kv::{Command, WriteBatch};
-use crate::region::peer::{Proposal, ReadBatch};
+use crate::region::peer::{Proposal, ReadBatch, Region};
 
 use super::{Shard, BUSY_BACKOFF_MS};
 
@@ -85,4 +85,37 @@ impl Shard {
             self.reply(q, res);
         }
     }
+}
+
+/// The region an admin request (a membership change, a split) is for, if
+/// this peer leads it at the epoch the request was made for.
+pub(super) fn admin_region(
+    regions: &mut std::collections::BTreeMap<u64, Region>,
+    region: u64,
+    epoch: transport::Epoch,
+) -> Result<&mut Region, RegionError> {
+    let r = regions.get_mut(&region).ok_or(RegionError::RegionNotFound { region })?;
+    if !r.is_leader() || r.fenced.is_some() {
+        return Err(RegionError::NotLeader { region, leader: r.leader() });
+    }
+    if epoch != r.meta.epoch() {
+        return Err(RegionError::epoch_not_match(&r.meta));
+    }
+    Ok(r)
+}
+
+/// Proposes one admin entry (`propose` appends it) and tracks it as
+/// request `request`'s, answered when that entry applies; its index.
+pub(super) fn propose_admin(
+    r: &mut Region,
+    request: u64,
+    propose: impl FnOnce(&mut raft::RawNode<crate::region::RegionStorage>) -> raft::Result<()>,
+) -> raft::Result<u64> {
+    let last_before = r.raw.raft.raft_log.last_index();
+    propose(&mut r.raw)?;
+    let index = r.raw.raft.raft_log.last_index();
+    assert_eq!(index, last_before + 1, "region {}: one proposal, one entry", r.id());
+    let stale = r.proposals.insert(index, Proposal { term: r.term(), requests: vec![request] });
+    assert!(stale.is_none(), "region {}: a leader's new entry at {index} had a proposal of its own", r.id());
+    Ok(index)
 }

@@ -55,7 +55,7 @@ use crate::error::RegionError;
 use crate::kv::admin::{AdminCommand, SplitCommand};
 use crate::kv::{MemKv, StateMachine as _};
 use crate::region::meta::{RegionLocalState, RegionMeta};
-use crate::region::peer::{Proposal, Region, ELECTION_TICKS};
+use crate::region::peer::{Region, ELECTION_TICKS};
 use crate::region::wal_convert::{conf_state_to_wal, hard_state_to_wal};
 use crate::region::RegionStorage;
 
@@ -95,13 +95,7 @@ impl Shard {
         let hosted = self.regions.len() + self.tombstones.len();
         let new_id_here = self.regions.contains_key(&split.new_region_id);
         let proposed = (|| {
-            let r = self.regions.get_mut(&region).ok_or(RegionError::RegionNotFound { region })?;
-            if !r.is_leader() || r.fenced.is_some() {
-                return Err(RegionError::NotLeader { region, leader: r.leader() });
-            }
-            if epoch != r.meta.epoch() {
-                return Err(RegionError::epoch_not_match(&r.meta));
-            }
+            let r = super::propose::admin_region(&mut self.regions, region, epoch)?;
             let refused = |reason: String| RegionError::Refused { region, reason };
             if r.raw.raft.has_pending_conf() {
                 return Err(refused("a membership change is not applied yet".into()));
@@ -123,12 +117,8 @@ impl Shard {
                 new_region_id: split.new_region_id,
                 new_peer_ids: split.new_peer_ids,
             });
-            let last_before = r.raw.raft.raft_log.last_index();
-            r.raw.propose(vec![], cmd.encode()).map_err(|e| refused(format!("raft refused the split: {e}")))?;
-            let index = r.raw.raft.raft_log.last_index();
-            assert_eq!(index, last_before + 1, "region {region}: one proposal, one entry");
-            let stale = r.proposals.insert(index, Proposal { term: r.term(), requests: vec![request] });
-            assert!(stale.is_none(), "region {region}: a leader's new entry at {index} had a proposal of its own");
+            let index = super::propose::propose_admin(r, request, |raw| raw.propose(vec![], cmd.encode()))
+                .map_err(|e| refused(format!("raft refused the split: {e}")))?;
             r.split_proposed = Some(index);
             tracing::info!(region, index, new_region = split.new_region_id, "split proposed");
             Ok(())
@@ -334,37 +324,6 @@ impl Shard {
         }
     }
 
-    /// Once a tick: every region this shard leads whose state passed the
-    /// split size, with no split of it under way, gets its split key found
-    /// off the loop (`Output::FindSplitKey`). A half still trimming is not
-    /// measured (its map holds the other half too).
-    pub(super) fn check_split_sizes(&mut self) {
-        let (now, split_bytes) = (self.ticks, self.limits.region_split_bytes);
-        for r in self.regions.values_mut() {
-            if r.split_check_tick.is_some_and(|t| now - t >= SPLIT_ASK_TIMEOUT_TICKS) {
-                r.split_check_tick = None; // (PD did not answer, or the split was refused: try again)
-            }
-            let due = r.is_leader()
-                && r.fenced.is_none()
-                && !r.untrimmed
-                && r.split_check_tick.is_none()
-                && r.split_proposed.is_none()
-                && r.kv.bytes() as u64 >= split_bytes;
-            if !due {
-                continue;
-            }
-            r.split_check_tick = Some(now);
-            let job = SplitKeyJob {
-                region: r.id(),
-                epoch: r.meta.epoch(),
-                start: r.meta.start_key.clone(),
-                end: r.meta.end_key.clone(),
-                kv: r.kv.clone(),
-            };
-            self.outputs.push(Output::FindSplitKey(Box::new(job)));
-        }
-    }
-
     /// A split key was found (or not) for region `id` under `epoch`: its
     /// leader asks PD for the new ids, unless the region changed meanwhile.
     pub(super) fn on_split_key_found(&mut self, id: u64, epoch: transport::Epoch, bytes: u64, key: Option<Vec<u8>>) {
@@ -394,17 +353,6 @@ impl Shard {
             next.extend(child.split_off.iter().copied());
         }
         out
-    }
-
-    /// Releases the snapshot holds that are over (once a tick).
-    pub(super) fn release_snapshot_holds(&mut self) {
-        let now = self.ticks;
-        for r in self.regions.values_mut() {
-            if r.snapshot_hold_until_tick.is_some_and(|t| t <= now) {
-                r.snapshot_hold_until_tick = None;
-                r.raw.mut_store().hold_snapshots(false);
-            }
-        }
     }
 
     /// Issued persist batch `batch` carries these region writes: a child's
@@ -469,6 +417,42 @@ impl Shard {
             self.pending_children.insert(id, storage);
         }
     }
+}
+
+/// A region's split upkeep once a tick (in the tick's one walk over every
+/// region): a new child's snapshot hold ends; a child campaigning where its
+/// parent led stops being reported as led once someone leads it; and a
+/// leader whose state passed `split_bytes`, with no split of it under way
+/// and none of another half's keys left to trim, gets its split key found
+/// off the loop (the job returned, for `Output::FindSplitKey`).
+pub(super) fn on_tick(r: &mut Region, now: u64, split_bytes: u64) -> Option<SplitKeyJob> {
+    if r.snapshot_hold_until_tick.is_some_and(|t| t <= now) {
+        r.snapshot_hold_until_tick = None;
+        r.raw.mut_store().hold_snapshots(false);
+    }
+    if r.born_leading && r.raw.raft.leader_id != raft::INVALID_ID {
+        r.born_leading = false; // (someone leads it: PD hears from that leader)
+    }
+    if r.split_check_tick.is_some_and(|t| now - t >= SPLIT_ASK_TIMEOUT_TICKS) {
+        r.split_check_tick = None; // (PD did not answer, or the split was refused: try again)
+    }
+    let due = r.is_leader()
+        && r.fenced.is_none()
+        && !r.untrimmed
+        && r.split_check_tick.is_none()
+        && r.split_proposed.is_none()
+        && r.kv.bytes() as u64 >= split_bytes;
+    if !due {
+        return None;
+    }
+    r.split_check_tick = Some(now);
+    Some(SplitKeyJob {
+        region: r.id(),
+        epoch: r.meta.epoch(),
+        start: r.meta.start_key.clone(),
+        end: r.meta.end_key.clone(),
+        kv: r.kv.clone(),
+    })
 }
 
 /// A split child's raft membership at its start: its peers, all voters.

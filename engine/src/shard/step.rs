@@ -125,14 +125,13 @@ impl Shard {
 
     fn tick(&mut self) {
         self.ticks += 1;
-        self.release_snapshot_holds();
-        self.check_split_sizes();
         // (once a tick: the memory limit's figure; every region is walked now anyway)
         self.memory_bytes = self.regions.values().map(|r| r.raw.store().entry_bytes() + r.kv.bytes()).sum();
         let mut failed = vec![];
+        let split_bytes = self.limits.region_split_bytes;
         for r in self.regions.values_mut() {
-            if r.born_leading && r.raw.raft.leader_id != raft::INVALID_ID {
-                r.born_leading = false; // (someone leads it: PD hears from that leader)
+            if let Some(job) = super::split::on_tick(r, self.ticks, split_bytes) {
+                self.outputs.push(super::Output::FindSplitKey(Box::new(job)));
             }
             if r.fenced.is_some() || r.catching_up.is_some() {
                 continue; // never campaigns (fence.rs, catch_up.rs); a fenced one sends no heartbeat
