@@ -340,7 +340,6 @@ impl ShardTask {
             }
             self.shard.recycle_frame_buffers(self.endpoint.take_spent_buffers());
             let began = Instant::now();
-            self.time_splits(began);
             let mut outputs = self.shard.step(self.inputs.drain(..));
             for out in outputs.drain(..) {
                 self.carry_out(cfg, out);
@@ -414,7 +413,12 @@ impl ShardTask {
         self.inputs.append(&mut self.file_inputs.borrow_mut());
         if let Some(directives) = &cfg.directives {
             // PD's directives, as the PD worker made them (their replies are logged)
-            self.inputs.extend(directives.try_iter().take(control::DIRECTIVES_QUEUED_MAX));
+            for input in directives.try_iter().take(control::DIRECTIVES_QUEUED_MAX) {
+                if let Input::Split { request, .. } = input {
+                    self.time_split(request); // (a split its leader asked PD's ids for)
+                }
+                self.inputs.push(input);
+            }
         }
         for r in self.endpoint.take_snapshot_reports() {
             self.inputs.push(Input::SnapshotSent { region: r.region_id, to_peer: r.to_peer, ok: r.outcome.is_ok() });
@@ -431,6 +435,9 @@ impl ShardTask {
             self.next_request += 1;
             assert!(!control::is_internal(request), "client request ids ran into the store's own");
             self.routes.insert(request, (conn, req.id));
+            if matches!(req.op, crate::client::protocol::ClientOp::Split(_)) {
+                self.time_split(request); // (an operator's split)
+            }
             self.inputs.push(Input::Client { request, req });
         }
         self.inputs.append(&mut self.persist_inputs.borrow_mut());
@@ -439,19 +446,10 @@ impl ShardTask {
         }
     }
 
-    /// Notes when the split requests among this iteration's inputs start.
-    fn time_splits(&mut self, now: Instant) {
-        for input in &self.inputs {
-            let request = match input {
-                Input::Split { request, .. } => *request,
-                Input::Client { request, req } if matches!(req.op, crate::client::protocol::ClientOp::Split(_)) => {
-                    *request
-                }
-                _ => continue,
-            };
-            if self.splits_started.len() < SPLITS_TIMED_MAX {
-                self.splits_started.insert(request, now);
-            }
+    /// Notes when split request `request` starts (its duration is a metric).
+    fn time_split(&mut self, request: u64) {
+        if self.splits_started.len() < SPLITS_TIMED_MAX {
+            self.splits_started.insert(request, Instant::now());
         }
     }
 
