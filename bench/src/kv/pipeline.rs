@@ -332,11 +332,7 @@ impl Pipeline {
     /// newer; their leaders are taken to be on `store_id` until told otherwise.
     fn learn(&mut self, regions: Vec<RegionMeta>, store_id: u64) {
         for m in regions {
-            let overlapping: Vec<&RegionMeta> =
-                self.metas.iter().filter(|o| o.overlaps(&m.start_key, &m.end_key)).collect();
-            let newer_known =
-                overlapping.iter().any(|o| o.version > m.version || (o.id == m.id && o.conf_ver > m.conf_ver));
-            if newer_known {
+            if policy::is_stale(&m, &self.metas) {
                 continue;
             }
             self.metas.retain(|o| !o.overlaps(&m.start_key, &m.end_key));

@@ -126,16 +126,10 @@ impl KvClient {
     /// Takes `meta` into the cache unless the cache knows a newer epoch of
     /// it; regions it overlaps are dropped (they are older: a split).
     fn learn_meta(&mut self, meta: RegionMeta, leader_store: Option<u64>) {
-        if let Some(cur) = self.metas.get(&meta.id) {
-            let (ours, theirs) = (cur.epoch(), meta.epoch());
-            if ours.conf_ver > theirs.conf_ver || ours.version > theirs.version {
-                return; // the cache already knows better (PD hears of changes a heartbeat later)
-            }
+        if policy::is_stale(&meta, self.metas.values()) {
+            return; // the cache already knows better (PD hears of changes a heartbeat later)
         }
         let overlaps = |m: &RegionMeta| m.overlaps(&meta.start_key, &meta.end_key);
-        if self.metas.values().any(|m| overlaps(m) && m.version > meta.version) {
-            return; // (ranges only split: an overlapping region of a later version knows better)
-        }
         let stale: Vec<u64> = self.metas.values().filter(|m| m.id != meta.id && overlaps(m)).map(|m| m.id).collect();
         for id in stale {
             self.metas.remove(&id);

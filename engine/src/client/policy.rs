@@ -158,6 +158,19 @@ pub enum Route {
     RefreshStores,
 }
 
+/// Whether a region a client learns (from PD or an answer) is older than
+/// what it knows already: the same region at a later epoch, or an
+/// overlapping one of a later version (ranges only split: a region cut
+/// from it since knows better). Both clients' route caches take a learned
+/// region only if not, replacing every cached region it overlaps.
+pub fn is_stale<'a>(learned: &RegionMeta, known: impl IntoIterator<Item = &'a RegionMeta>) -> bool {
+    known.into_iter().any(|k| {
+        let same_newer = k.id == learned.id && (k.conf_ver > learned.conf_ver || k.version > learned.version);
+        let cut_since = k.version > learned.version && k.overlaps(&learned.start_key, &learned.end_key);
+        same_newer || cut_since
+    })
+}
+
 /// Why a request definitely not applied was given up.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GiveUp {
@@ -409,6 +422,20 @@ mod tests {
         let e = RegionError::epoch_not_match(&newer);
         let d = decide(&req(&r, OpKind::of(&change), 1), refused(e.clone()));
         assert_eq!(d, Decision::GiveUp(GiveUp::Refused(e)));
+    }
+
+    #[test]
+    fn a_learned_region_is_stale_when_its_epoch_or_a_region_cut_from_it_since_is_newer() {
+        let r = region();
+        let left = RegionMeta { version: 3, end_key: b"f".to_vec(), ..region() };
+        let right = RegionMeta { id: 9, version: 3, start_key: b"f".to_vec(), ..region() };
+        assert!(is_stale(&r, [&left]), "the same region, split since");
+        assert!(is_stale(&r, [&right]), "a region cut from it since");
+        assert!(!is_stale(&left, [&r]) && !is_stale(&right, [&r, &left]), "newer than what is known");
+        let moved = RegionMeta { conf_ver: r.conf_ver + 1, ..region() };
+        assert!(is_stale(&r, [&moved]) && !is_stale(&moved, [&r]), "membership: conf_ver");
+        let elsewhere = RegionMeta { id: 11, version: 9, start_key: b"x".to_vec(), end_key: b"y".to_vec(), ..region() };
+        assert!(!is_stale(&left, [&elsewhere]), "a later version elsewhere says nothing");
     }
 
     #[test]
