@@ -18,6 +18,17 @@ fn key(n: u64) -> Vec<u8> {
     format!("k{n:04}").into_bytes()
 }
 
+/// A simulation of one region on three stores (`tune` adjusts its
+/// options), once that region has a leader.
+fn one_region(seed: u64, tune: impl FnOnce(&mut SimOptions)) -> Sim {
+    let mut opts = SimOptions::new(seed);
+    opts.regions = 1;
+    tune(&mut opts);
+    let mut sim = Sim::new(opts);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+    sim
+}
+
 /// The region holding `key` as the leaders see it now (what PD would say).
 fn route(sim: &Sim, key: &[u8]) -> Option<(u64, RegionMeta)> {
     let mut best: Option<(u64, u64, RegionMeta)> = None;
@@ -30,26 +41,6 @@ fn route(sim: &Sim, key: &[u8]) -> Option<(u64, RegionMeta)> {
         }
     }
     best.map(|(store, _, meta)| (store, meta))
-}
-
-/// Puts `value` at `key` through the leader of the region holding it,
-/// following epoch changes and leader changes until it is applied.
-fn put(sim: &mut Sim, seed: u64, k: &[u8], value: &[u8]) {
-    for _ in 0..200 {
-        let Some((leader, meta)) = route(sim, k) else {
-            sim.run_for(Duration::from_millis(20));
-            continue;
-        };
-        let command = Command::Put { key: k.to_vec(), value: value.to_vec() };
-        let r = sim.submit(leader, |request| Input::Write { request, region: meta.id, epoch: meta.epoch(), command });
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}: put not answered");
-        match sim.take_reply(r).unwrap() {
-            Ok(Response::Done) => return,
-            Err(e) if e.is_definite() => sim.run_for(Duration::from_millis(20)),
-            other => panic!("seed {seed}: put of {k:?}: {other:?}"),
-        }
-    }
-    panic!("seed {seed}: put of {k:?} never applied");
 }
 
 /// Puts `value` at every key of `keys` at once (few entries, few WAL
@@ -172,12 +163,10 @@ fn snapshots_sent(sim: &Sim) -> u64 {
 #[test]
 fn a_region_splits_online_and_both_halves_serve_across_a_restart() {
     for_seeds(4, |seed| {
-        let mut opts = SimOptions::new(seed);
-        opts.regions = 1;
-        // (no snapshot of the parent after the split: the restart replays it)
-        opts.snapshot_log_bytes_min = 64 << 20;
-        let mut sim = Sim::new(opts);
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut sim = one_region(seed, |opts| {
+            // (no snapshot of the parent after the split: the restart replays it)
+            opts.snapshot_log_bytes_min = 64 << 20;
+        });
         let keys: Vec<Vec<u8>> = (0..60).map(key).collect();
         put_all(&mut sim, seed, &keys, b"one");
         let mut expected: BTreeMap<_, _> = keys.iter().map(|k| (k.clone(), b"one".to_vec())).collect();
@@ -257,13 +246,10 @@ fn a_region_splits_online_and_both_halves_serve_across_a_restart() {
 #[test]
 fn a_crash_at_any_point_of_a_split_replays_into_the_same_regions() {
     for_seeds(12, |seed| {
-        let mut opts = SimOptions::new(seed);
-        opts.regions = 1;
-        let mut sim = Sim::new(opts);
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut sim = one_region(seed, |_| {});
         let mut expected = BTreeMap::new();
         for n in 0..40 {
-            put(&mut sim, seed, &key(n), b"one");
+            put_all(&mut sim, seed, &[key(n)], b"one");
             expected.insert(key(n), b"one".to_vec());
         }
         let leader = sim.leader_of(1).unwrap();
@@ -287,7 +273,7 @@ fn a_crash_at_any_point_of_a_split_replays_into_the_same_regions() {
             "seed {seed}"
         );
         for n in 0..40 {
-            put(&mut sim, seed, &key(n), b"two");
+            put_all(&mut sim, seed, &[key(n)], b"two");
             expected.insert(key(n), b"two".to_vec());
         }
         settle_and_assert_converged(&mut sim, seed);
@@ -311,11 +297,9 @@ fn a_crash_at_any_point_of_a_split_replays_into_the_same_regions() {
 #[test]
 fn regions_past_the_split_size_split_on_their_own_and_keep_every_write() {
     for_seeds(3, |seed| {
-        let mut opts = SimOptions::new(seed);
-        opts.regions = 1;
-        opts.region_split_bytes = 8 << 10;
-        let mut sim = Sim::new(opts);
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut sim = one_region(seed, |opts| {
+            opts.region_split_bytes = 8 << 10;
+        });
         let sent_before = snapshots_sent(&sim);
         let mut expected = BTreeMap::new();
         for round in 0..8u64 {
@@ -347,10 +331,7 @@ fn regions_past_the_split_size_split_on_their_own_and_keep_every_write() {
 fn a_split_is_refused_while_a_membership_change_is_pending() {
     use engine::region::meta::PeerChange;
     for_seeds(2, |seed| {
-        let mut opts = SimOptions::new(seed);
-        opts.regions = 1;
-        let mut sim = Sim::new(opts);
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut sim = one_region(seed, |_| {});
         put_all(&mut sim, seed, &[key(1), key(2)], b"v");
         // (a removal is refused while a follower is not known to keep up: let them settle)
         sim.run_for(Duration::from_secs(1));
@@ -377,12 +358,10 @@ fn a_split_is_refused_while_a_membership_change_is_pending() {
 #[test]
 fn a_region_that_cannot_split_refuses_writes_past_twice_the_split_size() {
     for_seeds(2, |seed| {
-        let mut opts = SimOptions::new(seed);
-        opts.regions = 1;
-        opts.region_split_bytes = 8 << 10;
-        opts.split_ids = false;
-        let mut sim = Sim::new(opts);
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut sim = one_region(seed, |opts| {
+            opts.region_split_bytes = 8 << 10;
+            opts.split_ids = false;
+        });
         let mut busy = 0;
         for n in 0..200 {
             let (leader, meta) = route(&sim, &key(n)).expect("led");
@@ -414,10 +393,7 @@ fn a_region_that_cannot_split_refuses_writes_past_twice_the_split_size() {
 fn a_child_removed_elsewhere_before_this_replica_split_is_not_resurrected() {
     use engine::region::meta::PeerChange;
     for_seeds(3, |seed| {
-        let mut opts = SimOptions::new(seed);
-        opts.regions = 1;
-        let mut sim = Sim::new(opts);
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut sim = one_region(seed, |_| {});
         put_all(&mut sim, seed, &[key(1), key(30)], b"v");
         let leader = sim.leader_of(1).unwrap();
         let away = leader % 3 + 1;
@@ -485,12 +461,10 @@ fn check_pd_view(sim: &mut Sim, seed: u64, seen: &mut BTreeMap<u64, (u64, u64)>)
 #[test]
 fn splits_with_pd_in_the_simulation_keep_its_view_the_leaders() {
     for_seeds(3, |seed| {
-        let mut opts = SimOptions::new(seed);
-        opts.regions = 1;
-        opts.pd = true;
-        opts.region_split_bytes = 8 << 10;
-        let mut sim = Sim::new(opts);
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        let mut sim = one_region(seed, |opts| {
+            opts.pd = true;
+            opts.region_split_bytes = 8 << 10;
+        });
         let mut seen = BTreeMap::new();
         let mut expected = BTreeMap::new();
         for round in 0..10u64 {
