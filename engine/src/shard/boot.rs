@@ -14,8 +14,10 @@
 //!   looked at again (a restart must not resurrect a removed peer): every
 //!   live region is loaded with the snapshot its record names, and starts
 //!   from that snapshot's meta and membership (its log replays every change
-//!   since); every tombstone is kept, and snapshot files the WAL does not name — partial
-//!   writes, replaced snapshots, received files never installed — go.
+//!   since); every tombstone is kept; a split child whose initial state was
+//!   not durable is kept aside for its parent's replay to create again; and
+//!   snapshot files the WAL does not name — partial writes, replaced
+//!   snapshots, received files never installed — go.
 //! - Either way the shard's vote table (`crate::votes`) is read: a region
 //!   whose WAL lost a vote (a damaged last record, cut at recovery) gets it
 //!   back from the table, and later tables count on from its generation.
@@ -105,9 +107,8 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
         shard.init_votes(&table);
         return Ok((shard, BootReport::FirstStart { regions }));
     }
-    let (pending, mut loaded): (Vec<_>, Vec<_>) =
+    let (mut pending, mut loaded): (Vec<_>, Vec<_>) =
         load_regions(wal, wal.needs_catch_up()).await?.into_iter().partition(|r| r.pending_child);
-    let mut pending = pending;
     // a vote the WAL lost (its record damaged and cut) is restored from the table
     for r in loaded.iter_mut().chain(pending.iter_mut()) {
         let region = r.meta.id;

@@ -358,6 +358,9 @@ impl Shard {
     /// Issued persist batch `batch` carries these region writes: a child's
     /// recording write among them is durable once the batch is.
     pub(super) fn note_recording_issued(&mut self, batch: u64, writes: &[(u64, wal::RegionWrite)]) {
+        if self.children_recording.is_empty() {
+            return; // (as nearly always: no lookup per region write of every batch)
+        }
         for (region, _) in writes {
             if let Some((_, b @ None)) = self.children_recording.get_mut(region) {
                 *b = Some(batch);

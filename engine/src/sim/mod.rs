@@ -347,6 +347,7 @@ impl Sim {
         }
         self.deliver_snapshots();
         let (lo, hi) = self.options.disk_latency;
+        let mut split_asks = vec![];
         for s in self.stores.values_mut() {
             let Some(node) = s.node.as_mut() else { continue };
             if node.persist.as_ref().is_some_and(|p| p.durable_at <= now) {
@@ -413,28 +414,24 @@ impl Sim {
                     // (the runtime runs it on a blocking thread: here it is answered next step)
                     Output::FindSplitKey(job) => node.inputs.push(job.run()),
                     Output::AskSplit { .. } if !self.options.split_ids => {}
+                    // (answered once every store has stepped: the allocator is the simulation's)
                     Output::AskSplit { region, epoch, split_key, peers } => {
-                        // ids from PD's allocator (none while it is down: the leader asks
-                        // again), or the simulation's own, which are never reused either
-                        let first = match self.pd.as_mut() {
-                            Some(pd) => match pd.alloc_ids(1 + peers as u64) {
-                                Some(first) => first,
-                                None => continue,
-                            },
-                            None => {
-                                self.next_id += 1 + peers as u64; // (as `alloc_ids`: `self` is borrowed here)
-                                self.next_id - 1 - peers as u64
-                            }
-                        };
-                        let split = crate::shard::SplitRequest {
-                            split_key,
-                            new_region_id: first,
-                            new_peer_ids: (first + 1..=first + peers as u64).collect(),
-                        };
-                        let request = SIM_INTERNAL_REQUEST_MIN + first;
-                        node.inputs.push(Input::Split { request, region, epoch, split });
+                        split_asks.push((s.id, region, epoch, split_key, peers))
                     }
                 }
+            }
+        }
+        for (store, region, epoch, split_key, peers) in split_asks {
+            // ids from PD's allocator (none while it is down: the leader asks again)
+            let Some(first) = self.alloc_ids(1 + peers as u64) else { continue };
+            let split = crate::shard::SplitRequest {
+                split_key,
+                new_region_id: first,
+                new_peer_ids: (first + 1..=first + peers as u64).collect(),
+            };
+            let request = SIM_INTERNAL_REQUEST_MIN + first;
+            if let Some(node) = self.stores.get_mut(&store).and_then(|s| s.node.as_mut()) {
+                node.inputs.push(Input::Split { request, region, epoch, split });
             }
         }
     }
