@@ -432,6 +432,168 @@ fn a_child_removed_elsewhere_before_this_replica_split_is_not_resurrected() {
     });
 }
 
+/// The region of `id` on `store`, if it hosts one.
+fn region_on(sim: &Sim, store: u64, id: u64) -> Option<&engine::region::Region> {
+    sim.stores[&store].node.as_ref().expect("up").shard.region(id)
+}
+
+/// A read and a write waiting on the parent when the split applies — the
+/// read's ReadIndex sent, the write queued behind the split's entry — are
+/// answered at once, `EpochNotMatch` naming the new region, when their
+/// key left: the read is checked again when served (the halves share one
+/// map until trimmed, so it would find the value); a key that stayed is
+/// served.
+#[test]
+fn reads_and_writes_waiting_on_the_parent_when_it_splits_are_answered_at_once() {
+    for_seeds(4, |seed| {
+        let mut sim = one_region(seed, |_| {});
+        let keys: Vec<Vec<u8>> = (0..40).map(key).collect();
+        put_all(&mut sim, seed, &keys, b"v");
+        let leader = sim.leader_of(1).unwrap();
+        let meta = region_on(&sim, leader, 1).unwrap().meta.clone();
+        // the followers' answers wait: the split's entry stays out, uncommitted
+        sim.hold(leader, 1);
+        let new_peer_ids = meta.peers.iter().map(|p| 200 + p.store_id).collect();
+        let req = SplitRequest { split_key: key(20), new_region_id: 2, new_peer_ids };
+        let s = sim.submit(leader, |request| Input::Split { request, region: 1, epoch: meta.epoch(), split: req });
+        sim.run_for(Duration::from_millis(3));
+        let moved = sim.submit(leader, |request| Input::Read { request, region: 1, key: key(30) });
+        let stayed = sim.submit(leader, |request| Input::Read { request, region: 1, key: key(5) });
+        let command = Command::Put { key: key(31), value: b"w".to_vec() };
+        let write = sim.submit(leader, |request| Input::Write { request, region: 1, epoch: meta.epoch(), command });
+        // (the leader and a follower have the split's entry on disk, the
+        // follower's answer held: what commits it — and lets the leader apply
+        // it — arrives with what confirms the reads)
+        let split_index = region_on(&sim, leader, 1).unwrap().raw.raft.raft_log.last_index();
+        let persisted = |s: &Sim| {
+            let has_it = |st: u64| region_on(s, st, 1).unwrap().raw.raft.raft_log.persisted >= split_index;
+            has_it(leader) && (1..=3).any(|st| st != leader && has_it(st))
+        };
+        assert!(sim.run_until(Duration::from_millis(100), persisted), "seed {seed}: the split's entry is not on disk");
+        sim.run_for(Duration::from_millis(2));
+        let parent = region_on(&sim, leader, 1).unwrap();
+        assert_eq!(parent.meta.version, meta.version, "seed {seed}: the split applied while its answers were held");
+        assert!(!parent.read_batches.is_empty(), "seed {seed}: the reads' ReadIndex was not sent");
+        assert!(sim.held() > 0, "seed {seed}: nothing held");
+        for r in [s, moved, stayed, write] {
+            assert!(!sim.has_reply(r), "seed {seed}: answered before the split committed");
+        }
+        sim.release();
+        // (no timeout: answered within a few steps of the commit)
+        let answered = |s2: &Sim| [s, moved, stayed, write].iter().all(|r| s2.has_reply(*r));
+        assert!(sim.run_until(Duration::from_millis(50), answered), "seed {seed}: left waiting");
+        assert!(matches!(sim.take_reply(s), Some(Ok(Response::Split(_)))), "seed {seed}");
+        for (r, what) in [(moved, "the read"), (write, "the write")] {
+            match sim.take_reply(r) {
+                Some(Err(RegionError::EpochNotMatch { current, split_off })) => {
+                    assert_eq!(current.end_key, key(20), "seed {seed}: {what}");
+                    assert!(split_off.iter().any(|m| m.id == 2), "seed {seed}: {what} does not name the new region");
+                }
+                other => panic!("seed {seed}: {what} of a key that left: {other:?}"),
+            }
+        }
+        assert_eq!(sim.take_reply(stayed), Some(Ok(Response::Value(Some(b"v".to_vec())))), "seed {seed}");
+    });
+}
+
+/// The child's vote requests that reach a replica before it applied the
+/// split are kept, not dropped (only initialized regions own key ranges, so
+/// they create no peer), and stepped once the split creates the child
+/// there: that replica's child votes as it would have on time.
+#[test]
+fn vote_requests_arriving_before_the_split_are_stepped_once_it_applies() {
+    for_seeds(4, |seed| {
+        let mut sim = one_region(seed, |_| {});
+        put_all(&mut sim, seed, &[key(1), key(30)], b"v");
+        let leader = sim.leader_of(1).unwrap();
+        let late = leader % 3 + 1;
+        sim.hold(late, 1);
+        assert!(matches!(split(&mut sim, 1, &key(20), 2), Ok(Response::Split(_))), "seed {seed}");
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.leader_of(2).is_some()), "seed {seed}: child not led");
+        let kept = sim.stores[&late].node.as_ref().unwrap().shard.stats().early_votes_kept;
+        assert!(kept >= 1, "seed {seed}: store {late} kept no vote request");
+        assert!(region_on(&sim, late, 2).is_none(), "seed {seed}: a vote request created a peer");
+        sim.release();
+        assert!(
+            sim.run_until(Duration::from_secs(5), |s| region_on(s, late, 2).is_some()),
+            "seed {seed}: store {late} never split"
+        );
+        let child_leader = sim.leader_of(2).unwrap();
+        let elected = &region_on(&sim, child_leader, 2).unwrap().raw.raft;
+        let here = &region_on(&sim, late, 2).unwrap().raw.raft;
+        assert_eq!(
+            (here.term, here.vote),
+            (elected.term, elected.vote),
+            "seed {seed}: the late replica's child did not vote on the requests it kept"
+        );
+    });
+}
+
+/// A replica added to a region whose parent state has not reached it yet
+/// gets an uninitialized peer of the child from the child's leader, and
+/// that peer votes. The parent's snapshot is not blocked by it, and the
+/// split replayed after it fills the peer in place with its term and vote
+/// (forgetting the vote would allow two leaders in one term).
+#[test]
+fn a_split_fills_an_uninitialized_child_in_place_keeping_its_vote() {
+    use engine::region::meta::{PeerChange, PeerMeta};
+    for_seeds(4, |seed| {
+        let mut sim = one_region(seed, |opts| {
+            // (the parent's snapshot stays the one before the split: the new replica replays it)
+            opts.snapshot_log_bytes_min = 64 << 20;
+        });
+        put_all(&mut sim, seed, &[key(1), key(30)], b"v");
+        sim.run_for(Duration::from_secs(1));
+        let leader = sim.leader_of(1).unwrap();
+        let meta = region_on(&sim, leader, 1).unwrap().meta.clone();
+        let away = leader % 3 + 1;
+        let old = *meta.peer_on(away).unwrap();
+        let change = |sim: &mut Sim, change| loop {
+            let l = sim.leader_of(1).unwrap();
+            let epoch = region_on(sim, l, 1).unwrap().meta.epoch();
+            let r = sim.submit(l, |request| Input::ChangePeer { request, region: 1, epoch, change });
+            assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}");
+            match sim.take_reply(r).unwrap() {
+                Ok(_) => break,
+                Err(e) if e.is_definite() => sim.run_for(Duration::from_millis(100)),
+                Err(e) => panic!("seed {seed}: {e:?}"),
+            }
+        };
+        change(&mut sim, PeerChange::RemoveVoter(old));
+        assert!(sim.run_until(Duration::from_secs(10), |s| region_on(s, away, 1).is_none()), "seed {seed}");
+        // back as a new peer: the leader snapshots the parent for it, but
+        // that snapshot is slow to arrive — after the split
+        sim.hold_snapshots(away, 1);
+        change(&mut sim, PeerChange::AddVoter(PeerMeta { peer_id: 1000 + away, ..old }));
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.held() > 0), "seed {seed}: no snapshot sent");
+        assert!(matches!(split(&mut sim, 1, &key(20), 2), Ok(Response::Split(_))), "seed {seed}");
+        let child = |s: &Sim| region_on(s, away, 2).map(|r| (r.meta.conf_ver, r.raw.raft.term, r.raw.raft.vote));
+        assert!(
+            sim.run_until(Duration::from_secs(5), |s| child(s).is_some()),
+            "seed {seed}: the child's leader did not create its peer on store {away}"
+        );
+        // leadership moves: the uninitialized peer votes in that election
+        let first = sim.leader_of(2).unwrap();
+        let next = (1..=3).find(|s| *s != first && *s != away).unwrap();
+        let to_peer = region_on(&sim, next, 2).unwrap().peer_id;
+        let r = sim.submit(first, |request| Input::TransferLeader { request, region: 2, to_peer });
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.leader_of(2) == Some(next)), "seed {seed}");
+        assert!(sim.run_until(Duration::from_secs(1), |s| s.has_reply(r)), "seed {seed}");
+        let term = region_on(&sim, next, 2).unwrap().term();
+        assert_eq!(child(&sim), Some((0, term, to_peer)), "seed {seed}: the uninitialized peer did not vote");
+
+        let installed = sim.stores[&away].node.as_ref().unwrap().shard.stats().snapshots_installed;
+        sim.release();
+        let initialized = |s: &Sim| child(s).is_some_and(|(conf_ver, _, _)| conf_ver > 0);
+        assert!(sim.run_until(Duration::from_secs(10), initialized), "seed {seed}: never filled");
+        let stats = sim.stores[&away].node.as_ref().unwrap().shard.stats().clone();
+        assert_eq!(stats.snapshots_installed, installed + 1, "seed {seed}: the parent's snapshot only");
+        assert_eq!(region_on(&sim, next, 2).unwrap().term(), term, "seed {seed}: another election");
+        assert_eq!(child(&sim).map(|(_, t, v)| (t, v)), Some((term, to_peer)), "seed {seed}: the vote was forgotten");
+        settle_and_assert_converged(&mut sim, seed);
+    });
+}
+
 /// PD's view of the regions, as epochs by region id, checked to tile the
 /// key space and never to go back from what `seen` recorded (`None`: PD is
 /// down).

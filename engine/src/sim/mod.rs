@@ -163,6 +163,12 @@ pub struct Sim {
     pub pd: Option<pd::SimPd>,
     /// When the leaders next report to PD.
     next_pd_report: Instant,
+    /// (store, region) pairs whose arriving raft messages are held back (`hold`).
+    held_routes: std::collections::BTreeSet<(u64, u64)>,
+    /// Messages held back, in arrival order, with their destination store.
+    held: Vec<(u64, Envelope)>,
+    /// (store, region) pairs whose snapshots are held back (`hold_snapshots`).
+    held_snapshot_routes: std::collections::BTreeSet<(u64, u64)>,
 }
 
 impl Sim {
@@ -199,6 +205,9 @@ impl Sim {
             next_id: SIM_FIRST_ALLOCATED_ID,
             pd,
             next_pd_report: start,
+            held_routes: Default::default(),
+            held: vec![],
+            held_snapshot_routes: Default::default(),
         }
     }
 
@@ -262,6 +271,42 @@ impl Sim {
 
     pub fn heal_all(&mut self) {
         self.net.heal_all();
+    }
+
+    /// Holds back every raft message of `region` that arrives at `store`
+    /// (after the network's own faults) until `release`: a test forces an
+    /// ordering with it, as TiKV's tests do with region packet filters.
+    pub fn hold(&mut self, store: u64, region: u64) {
+        self.held_routes.insert((store, region));
+    }
+
+    /// Holds back every snapshot of `region` sent to `store` until
+    /// `release` (its sender hears nothing meanwhile: a slow transfer).
+    pub fn hold_snapshots(&mut self, store: u64, region: u64) {
+        self.held_snapshot_routes.insert((store, region));
+    }
+
+    /// How many messages and snapshots are held back now.
+    pub fn held(&self) -> usize {
+        let snapshots = self.snapshot_sends.iter().filter(|t| self.snapshot_held(t)).count();
+        self.held.len() + snapshots
+    }
+
+    fn snapshot_held(&self, t: &SnapshotSend) -> bool {
+        t.arrives_at <= self.now && self.held_snapshot_routes.contains(&(t.to.store_id, t.envelope.region_id))
+    }
+
+    /// Hands every held message to its store at once (in arrival order;
+    /// a store that is down loses them), lets held snapshots arrive, and
+    /// holds no more.
+    pub fn release(&mut self) {
+        self.held_routes.clear();
+        self.held_snapshot_routes.clear();
+        for (store, env) in std::mem::take(&mut self.held) {
+            if let Some(node) = self.stores.get_mut(&store).and_then(|s| s.node.as_mut()) {
+                node.inputs.push(Input::Raft(env));
+            }
+        }
     }
 
     /// The store whose peer leads `region` (the one with the highest term, if several think so).
@@ -342,7 +387,11 @@ impl Sim {
             };
             for env in decode_frame(&frame.bytes) {
                 debug_assert_eq!(env.from.store_id, from);
-                node.inputs.push(Input::Raft(env));
+                if self.held_routes.contains(&(frame.to.store_id, env.region_id)) {
+                    self.held.push((frame.to.store_id, env));
+                } else {
+                    node.inputs.push(Input::Raft(env));
+                }
             }
         }
         self.deliver_snapshots();
@@ -439,7 +488,9 @@ impl Sim {
     /// Hands snapshots that arrived to their stores and tells their senders.
     fn deliver_snapshots(&mut self) {
         let now = self.now;
-        let (due, later): (Vec<_>, Vec<_>) = self.snapshot_sends.drain(..).partition(|t| t.arrives_at <= now);
+        let sends = std::mem::take(&mut self.snapshot_sends);
+        let (due, later): (Vec<_>, Vec<_>) =
+            sends.into_iter().partition(|t| t.arrives_at <= now && !self.snapshot_held(t));
         self.snapshot_sends = later;
         for t in due {
             let (region, to_peer) = (t.envelope.region_id, t.envelope.to.peer_id);
