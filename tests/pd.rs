@@ -143,7 +143,7 @@ fn a_cluster_run_by_pd_routes_writes_and_survives_pd_and_store_restarts() {
             let Some(leader) = v.leader.filter(|_| v.pending_peers.is_empty()) else { return false };
             leader_store = leader.store_id;
             let victim = *r.region.peers.iter().find(|p| p.store_id != leader_store).unwrap();
-            match admin.change_peer(r.region.id, PeerChange::RemoveVoter(victim.into())) {
+            match admin.change_peer(r.region.id, PeerChange::RemovePeer(victim.into())) {
                 Ok(()) => true,
                 Err(engine::client::kv_client::KvError::Region(engine::RegionError::Refused { .. })) => false,
                 Err(e) => panic!("removing {victim:?}: {e}"),

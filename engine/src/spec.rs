@@ -109,11 +109,7 @@ impl ClusterSpec {
                 end_key: r.end_key.as_bytes().to_vec(),
                 conf_ver: 1,
                 version: 1,
-                peers: r
-                    .peers
-                    .iter()
-                    .map(|p| PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard })
-                    .collect(),
+                peers: r.peers.iter().map(|p| PeerMeta::voter(p.peer_id, p.store_id, p.shard)).collect(),
                 max_peer_id: r.peers.iter().map(|p| p.peer_id).max().unwrap_or(0),
             })
             .collect()

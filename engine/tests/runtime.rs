@@ -452,7 +452,7 @@ fn a_peer_removed_and_added_back_on_real_stores() {
         retrying(
             "remove the peer on store 3",
             || {
-                let r = client.change_peer(region, PeerChange::RemoveVoter(old));
+                let r = client.change_peer(region, PeerChange::RemovePeer(old));
                 if r.is_err() {
                     let _ = client.transfer_leader(region, 1);
                 }
@@ -467,7 +467,7 @@ fn a_peer_removed_and_added_back_on_real_stores() {
         let regions = wait_metric(status[2], "ringraft_regions", Duration::from_secs(30), |v| v >= 1);
         assert_eq!(regions, 1, "the tombstone held across a restart");
 
-        let new = PeerMeta { peer_id: meta.max_peer_id + 100, store_id: 3, shard: 0 };
+        let new = PeerMeta::voter(meta.max_peer_id + 100, 3, 0);
         retrying("add a peer on store 3", || client.change_peer(region, PeerChange::AddVoter(new)), busy);
         wait_metric(status[2], "ringraft_regions", Duration::from_secs(30), |v| v == 2);
         wait_metric(status[2], "ringraft_snapshots_installed_total", Duration::from_secs(60), |v| v >= 1);

@@ -208,7 +208,7 @@ fn chaos_run_with(seed: u64, batching: bool, splits: bool, with_pd: bool) -> Cha
                     let meta = sim.stores[&leader].node.as_ref().unwrap().shard.region(region).unwrap().meta.clone();
                     let change = if meta.peers.len() == 3 {
                         let others: Vec<_> = meta.peers.iter().filter(|p| p.store_id != leader).collect();
-                        Some(PeerChange::RemoveVoter(*others[chaos.between(0, 1) as usize]))
+                        Some(PeerChange::RemovePeer(*others[chaos.between(0, 1) as usize]))
                     } else {
                         let store = (1..=3).find(|s| meta.peer_on(*s).is_none()).unwrap();
                         // (with PD in the simulation, its allocator's — PD refuses ids it
@@ -219,7 +219,7 @@ fn chaos_run_with(seed: u64, batching: bool, splits: bool, with_pd: bool) -> Cha
                         };
                         id.map(|peer_id| {
                             next_peer_id = peer_id;
-                            PeerChange::AddVoter(PeerMeta { peer_id, store_id: store, shard: 0 })
+                            PeerChange::AddVoter(PeerMeta::voter(peer_id, store, 0))
                         })
                     };
                     let epoch = meta.epoch();
@@ -722,7 +722,7 @@ fn a_removed_peer_stays_removed_and_a_re_added_one_catches_up_by_snapshot() {
         // refusals: the leader itself, a member twice
         let me = *meta.peer_on(leader).unwrap();
         assert!(matches!(
-            change(&mut sim, region, PeerChange::RemoveVoter(me)),
+            change(&mut sim, region, PeerChange::RemovePeer(me)),
             Err(engine::RegionError::Refused { .. })
         ));
         assert!(matches!(
@@ -730,7 +730,7 @@ fn a_removed_peer_stays_removed_and_a_re_added_one_catches_up_by_snapshot() {
             Err(engine::RegionError::Refused { .. })
         ));
 
-        assert_eq!(change(&mut sim, region, PeerChange::RemoveVoter(old_peer)), Ok(Response::Done), "seed {seed}");
+        assert_eq!(change(&mut sim, region, PeerChange::RemovePeer(old_peer)), Ok(Response::Done), "seed {seed}");
         let gone = |s: &Sim| s.stores[&victim].node.as_ref().unwrap().shard.is_tombstone(region);
         assert!(sim.run_until(Duration::from_secs(10), gone), "seed {seed}: store {victim} kept its removed peer");
         let (_, now) = leader_meta(&sim, region);
@@ -773,7 +773,7 @@ fn a_removed_peer_stays_removed_and_a_re_added_one_catches_up_by_snapshot() {
         expected.insert(k, b"two".to_vec());
 
         // back under a new peer id: created by the leader's first message, filled by a snapshot
-        let new_peer = PeerMeta { peer_id: old_peer.peer_id + 1000, store_id: victim, shard: 0 };
+        let new_peer = PeerMeta::voter(old_peer.peer_id + 1000, victim, 0);
         assert_eq!(change(&mut sim, region, PeerChange::AddVoter(new_peer)), Ok(Response::Done), "seed {seed}");
         let caught_up = |s: &Sim| {
             let (l, _) = leader_meta(s, region);

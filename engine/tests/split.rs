@@ -339,7 +339,7 @@ fn a_split_is_refused_while_a_membership_change_is_pending() {
         let leader = sim.leader_of(1).unwrap();
         let meta = sim.stores[&leader].node.as_ref().unwrap().shard.region(1).unwrap().meta.clone();
         let follower = *meta.peers.iter().find(|p| p.store_id != leader).unwrap();
-        let (epoch, change) = (meta.epoch(), PeerChange::RemoveVoter(follower));
+        let (epoch, change) = (meta.epoch(), PeerChange::RemovePeer(follower));
         let c = sim.submit(leader, |request| Input::ChangePeer { request, region: 1, epoch, change });
         let split = SplitRequest { split_key: key(2), new_region_id: 2, new_peer_ids: vec![201, 202, 203] };
         let s = sim.submit(leader, |request| Input::Split { request, region: 1, epoch, split });
@@ -408,7 +408,7 @@ fn a_child_removed_elsewhere_before_this_replica_split_is_not_resurrected() {
             let l = sim.leader_of(2).unwrap();
             let meta = sim.stores[&l].node.as_ref().unwrap().shard.region(2).unwrap().meta.clone();
             let peer = *meta.peer_on(away).unwrap();
-            let (epoch, change) = (meta.epoch(), PeerChange::RemoveVoter(peer));
+            let (epoch, change) = (meta.epoch(), PeerChange::RemovePeer(peer));
             let r = sim.submit(l, |request| Input::ChangePeer { request, region: 2, epoch, change });
             assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}");
             match sim.take_reply(r).unwrap() {
@@ -559,7 +559,7 @@ fn a_split_fills_an_uninitialized_child_in_place_keeping_its_vote() {
                 Err(e) => panic!("seed {seed}: {e:?}"),
             }
         };
-        change(&mut sim, PeerChange::RemoveVoter(old));
+        change(&mut sim, PeerChange::RemovePeer(old));
         assert!(sim.run_until(Duration::from_secs(10), |s| region_on(s, away, 1).is_none()), "seed {seed}");
         // back as a new peer: the leader snapshots the parent for it, but
         // that snapshot is slow to arrive — after the split

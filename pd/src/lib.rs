@@ -24,5 +24,5 @@ pub mod storage;
 
 pub use client::{PdClient, PdClientError};
 pub use cluster::Cluster;
-pub use meta::{Epoch, PeerInfo, RegionInfo, RegionStats, StoreInfo};
+pub use meta::{Epoch, PeerInfo, PeerRole, RegionInfo, RegionStats, StoreInfo};
 pub use protocol::{PdError, PdRequest, PdResponse};

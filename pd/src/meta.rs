@@ -33,12 +33,51 @@ impl Epoch {
     }
 }
 
-/// One replica: which peer, on which store and shard.
+/// One replica: which peer, on which store and shard, in which role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub peer_id: u64,
     pub store_id: u64,
     pub shard: u16,
+    #[serde(default)]
+    pub role: PeerRole,
+}
+
+impl PeerInfo {
+    pub const fn voter(peer_id: u64, store_id: u64, shard: u16) -> PeerInfo {
+        PeerInfo { peer_id, store_id, shard, role: PeerRole::Voter }
+    }
+
+    /// Whether it counts for the region's quorum once any joint state is
+    /// left (a voter, or a learner being promoted).
+    pub fn is_voter_after_joint(&self) -> bool {
+        matches!(self.role, PeerRole::Voter | PeerRole::IncomingVoter)
+    }
+}
+
+/// A peer's part in its region's raft group (the engine's roles, TiKV's
+/// names): voters count for quorum; learners are replicated to and count for
+/// nothing; in a joint configuration a learner being promoted is an
+/// incoming voter and a voter being demoted a demoting voter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerRole {
+    #[default]
+    Voter,
+    Learner,
+    IncomingVoter,
+    DemotingVoter,
+}
+
+impl PeerRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerRole::Voter => "voter",
+            PeerRole::Learner => "learner",
+            PeerRole::IncomingVoter => "incoming-voter",
+            PeerRole::DemotingVoter => "demoting-voter",
+        }
+    }
 }
 
 /// A region's durable description: the part PD keeps across restarts.
@@ -194,7 +233,7 @@ mod tests {
             start_key: start.into(),
             end_key: end.into(),
             epoch: Epoch { conf_ver: 1, version: 1 },
-            peers: vec![PeerInfo { peer_id: 5, store_id: 1, shard: 0 }],
+            peers: vec![PeerInfo::voter(5, 1, 0)],
             max_peer_id: 5,
         }
     }
@@ -222,7 +261,7 @@ mod tests {
         let mut r = region("b", "a");
         assert!(r.validate().unwrap_err().contains("start key"));
         r = region("", "");
-        r.peers.push(PeerInfo { peer_id: 5, store_id: 2, shard: 0 });
+        r.peers.push(PeerInfo::voter(5, 2, 0));
         r.max_peer_id = 9;
         assert!(r.validate().unwrap_err().contains("two peers"));
         let s = StoreInfo {

@@ -18,8 +18,9 @@ use crate::meta::{RegionInfo, StoreInfo};
 
 /// The state file's first bytes.
 pub const STATE_MAGIC: [u8; 8] = *b"RRPDSTAT";
-/// Bumped on any incompatible change of the state's encoding.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the state's encoding (2: peers
+/// carry a role).
+pub const STATE_FORMAT_VERSION: u32 = 2;
 /// `magic | u32 version | u64 payload length | u32 CRC32C(payload)`.
 pub const STATE_HEADER_BYTES: usize = 8 + 4 + 8 + 4;
 /// Largest state file PD reads back.
@@ -104,7 +105,12 @@ pub fn decode_state(path: &str, bytes: &[u8]) -> Result<ClusterState, StorageErr
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != STATE_FORMAT_VERSION {
-        return Err(corrupt(8, format!("format version {version}, this PD reads {STATE_FORMAT_VERSION}")));
+        return Err(corrupt(
+            8,
+            format!(
+                "format version {version}, this PD reads {STATE_FORMAT_VERSION} (a state written by another build: start that build, or a new cluster)"
+            ),
+        ));
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));

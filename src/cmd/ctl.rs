@@ -173,7 +173,7 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
                 }
                 (None, Target::Spec(_)) => return Err("with --spec, give the new peer's id (--peer-id)".into()),
             };
-            let peer = engine::region::meta::PeerMeta { peer_id, store_id: store, shard };
+            let peer = engine::region::meta::PeerMeta::voter(peer_id, store, shard);
             let change = engine::region::meta::PeerChange::AddVoter(peer);
             client.change_peer(region, change).map_err(|e| e.to_string())?;
             println!("region {region}: peer {peer_id} added on store {store}");
@@ -182,7 +182,7 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
             let meta = client.region(region).map_err(|e| e.to_string())?;
             let peer = *meta.peer_on(store).ok_or(format!("region {region} has no peer on store {store}"))?;
             client
-                .change_peer(region, engine::region::meta::PeerChange::RemoveVoter(peer))
+                .change_peer(region, engine::region::meta::PeerChange::RemovePeer(peer))
                 .map_err(|e| e.to_string())?;
             println!("region {region}: peer {} on store {store} removed", peer.peer_id);
         }

@@ -275,7 +275,7 @@ mod tests {
     use crate::region::meta::PeerMeta;
 
     fn region() -> RegionMeta {
-        let peer = |i: u64| PeerMeta { peer_id: 10 + i, store_id: i, shard: 0 };
+        let peer = |i: u64| PeerMeta::voter(10 + i, i, 0);
         RegionMeta {
             id: 7,
             start_key: b"a".to_vec(),
@@ -315,7 +315,7 @@ mod tests {
     fn a_leader_hint_is_followed_at_once_for_reads_and_writes() {
         let r = region();
         for kind in [OpKind::GET, OpKind::PUT] {
-            let hint = PeerMeta { peer_id: 12, store_id: 2, shard: 0 };
+            let hint = PeerMeta::voter(12, 2, 0);
             let d = decide(&req(&r, kind, 1), refused(RegionError::NotLeader { region: 7, leader: Some(hint) }));
             assert_eq!(d, Decision::Retry { route: Route::Leader { store_id: 2 }, wait: Duration::ZERO });
         }
@@ -325,7 +325,7 @@ mod tests {
     fn a_request_that_keeps_being_hinted_waits_after_a_few_hops() {
         // the hinted leader may be dead: hops at once are bounded, then it backs off
         let r = region();
-        let hint = PeerMeta { peer_id: 12, store_id: 2, shard: 0 };
+        let hint = PeerMeta::voter(12, 2, 0);
         let e = || refused(RegionError::NotLeader { region: 7, leader: Some(hint) });
         for attempts in 1..=HINT_HOPS_AT_ONCE_MAX {
             let d = decide(&req(&r, OpKind::PUT, attempts), e());
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn a_hint_naming_the_store_just_asked_is_not_followed_at_once() {
         let r = region();
-        let itself = PeerMeta { peer_id: 11, store_id: 1, shard: 0 };
+        let itself = PeerMeta::voter(11, 1, 0);
         let d = decide(&req(&r, OpKind::PUT, 3), refused(RegionError::NotLeader { region: 7, leader: Some(itself) }));
         assert_eq!(d, Decision::Retry { route: Route::NextPeer, wait: backoff(3) });
     }
@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn a_write_whose_connection_broke_after_it_was_sent_is_ambiguous_never_retried() {
         let r = region();
-        let change = ClientOp::ChangePeer(crate::region::meta::PeerChange::RemoveVoter(r.peers[2]));
+        let change = ClientOp::ChangePeer(crate::region::meta::PeerChange::RemovePeer(r.peers[2]));
         let delete = ClientOp::Write(Command::Delete { key: b"b".to_vec() });
         for kind in [OpKind::PUT, OpKind::of(&delete), OpKind::of(&change)] {
             assert_eq!(decide(&req(&r, kind, 1), Failure::Lost), Decision::Ambiguous, "{kind:?}");
@@ -417,7 +417,7 @@ mod tests {
     #[test]
     fn a_membership_change_made_against_an_old_membership_is_refused_not_rerouted() {
         let r = region();
-        let change = ClientOp::ChangePeer(crate::region::meta::PeerChange::RemoveVoter(r.peers[2]));
+        let change = ClientOp::ChangePeer(crate::region::meta::PeerChange::RemovePeer(r.peers[2]));
         let newer = Box::new(RegionMeta { conf_ver: 4, ..region() });
         let e = RegionError::epoch_not_match(&newer);
         let d = decide(&req(&r, OpKind::of(&change), 1), refused(e.clone()));
@@ -511,7 +511,7 @@ mod tests {
     #[test]
     fn the_attempt_budget_ends_even_retries_that_wait_for_nothing() {
         let r = region();
-        let hint = PeerMeta { peer_id: 12, store_id: 2, shard: 0 };
+        let hint = PeerMeta::voter(12, 2, 0);
         let e = || refused(RegionError::NotLeader { region: 7, leader: Some(hint) });
         assert!(matches!(decide(&req(&r, OpKind::GET, ATTEMPTS_MAX - 1), e()), Decision::Retry { .. }));
         match decide(&req(&r, OpKind::GET, ATTEMPTS_MAX), e()) {

@@ -9,37 +9,133 @@ use bytes::Bytes;
 
 pub use transport::Epoch;
 
-/// One replica of a region: which peer, on which store and shard.
+/// One replica of a region: which peer, on which store and shard, in which role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
 pub struct PeerMeta {
     pub peer_id: u64,
     pub store_id: u64,
     pub shard: u16,
+    pub role: PeerRole,
 }
 
-/// Largest number of replicas a region may have.
+impl PeerMeta {
+    pub const fn voter(peer_id: u64, store_id: u64, shard: u16) -> PeerMeta {
+        PeerMeta { peer_id, store_id, shard, role: PeerRole::Voter }
+    }
+
+    pub const fn learner(peer_id: u64, store_id: u64, shard: u16) -> PeerMeta {
+        PeerMeta { peer_id, store_id, shard, role: PeerRole::Learner }
+    }
+
+    /// The same peer in `role`.
+    pub const fn with_role(self, role: PeerRole) -> PeerMeta {
+        PeerMeta { role, ..self }
+    }
+
+    /// Whether `other` is the same replica, whatever the role of either.
+    pub fn same_replica(&self, other: &PeerMeta) -> bool {
+        (self.peer_id, self.store_id, self.shard) == (other.peer_id, other.store_id, other.shard)
+    }
+}
+
+/// A peer's part in its region's raft group (TiKV's roles). The roles of a
+/// region's peers say all of its raft configuration (`RegionMeta::conf_state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum PeerRole {
+    /// Counts for quorum (in a joint configuration, in both halves) and may lead.
+    #[default]
+    Voter,
+    /// Replicated to, never counted, never a candidate: a new replica
+    /// catching up before its promotion, or a demoted one before its removal.
+    Learner,
+    /// Joint only: a learner being promoted, a voter of the incoming
+    /// configuration (a voter once the region leaves the joint state).
+    IncomingVoter,
+    /// Joint only: a voter being demoted, a voter of the outgoing
+    /// configuration (a learner once the region leaves the joint state).
+    DemotingVoter,
+}
+
+impl PeerRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerRole::Voter => "voter",
+            PeerRole::Learner => "learner",
+            PeerRole::IncomingVoter => "incoming-voter",
+            PeerRole::DemotingVoter => "demoting-voter",
+        }
+    }
+}
+
+/// Largest number of replicas a region may have (learners included).
 pub const PEERS_MAX: usize = 7;
 /// Longest key a region may split at: a region's bounds ride in every
 /// raft message's envelope and every admin command.
 pub const SPLIT_KEY_BYTES_MAX: usize = 4096;
 
 /// A membership change of one region (an admin command, one at a time).
+/// Moving a replica is a sequence of them (PD's operator): add a learner,
+/// enter a joint configuration that promotes it and demotes the old
+/// voter, leave it, remove the demoted peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum PeerChange {
     /// Add a voter; it starts empty and is sent a snapshot.
     AddVoter(PeerMeta),
-    /// Remove a voter (never the leader: transfer leadership first). The
-    /// removed peer leaves a tombstone on its shard.
-    RemoveVoter(PeerMeta),
+    /// Add a learner: it starts empty, is sent a snapshot and the log, and
+    /// counts for nothing until promoted.
+    AddLearner(PeerMeta),
+    /// Make a learner that caught up a voter (one voter more).
+    PromoteLearner(PeerMeta),
+    /// Remove a peer, voter or learner (never the leader: transfer
+    /// leadership first). The removed peer leaves a tombstone on its shard.
+    RemovePeer(PeerMeta),
+    /// Replace a voter, in one joint-consensus change: `promote` (a learner
+    /// that caught up) becomes a voter while `demote` (a voter) becomes a
+    /// learner. Until `LeaveJoint` applies, both the old and the new voters
+    /// must each have a quorum.
+    EnterJoint { promote: PeerMeta, demote: PeerMeta },
+    /// Leaves the joint configuration: only the new voters count.
+    LeaveJoint,
+}
+
+impl PeerChange {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerChange::AddVoter(_) => "add-voter",
+            PeerChange::AddLearner(_) => "add-learner",
+            PeerChange::PromoteLearner(_) => "promote-learner",
+            PeerChange::RemovePeer(_) => "remove-peer",
+            PeerChange::EnterJoint { .. } => "enter-joint",
+            PeerChange::LeaveJoint => "leave-joint",
+        }
+    }
 }
 
 impl RegionMeta {
-    /// The meta after `change` (conf_ver + 1), or why it cannot be made.
+    /// The meta after `change` (conf_ver + 1), or why it cannot be made:
+    /// the one rule for the leader at propose and every replica at apply.
     pub fn changed(&self, change: PeerChange) -> Result<RegionMeta, String> {
         let mut next = self.clone();
         next.conf_ver += 1;
+        if self.is_joint() && change != PeerChange::LeaveJoint {
+            return Err(format!(
+                "region {} is in a joint configuration: it must leave it first ({} refused)",
+                self.id,
+                change.name()
+            ));
+        }
+        let member = |p: &PeerMeta, role: PeerRole| match self.peer(p.peer_id) {
+            Some(q) if q.same_replica(p) && q.role == role => Ok(()),
+            Some(q) if q.same_replica(p) => {
+                Err(format!("peer {} is a {}, not a {}", p.peer_id, q.role.name(), role.name()))
+            }
+            _ => Err(format!("peer {} on store {} is not a member", p.peer_id, p.store_id)),
+        };
+        let set_role = |next: &mut RegionMeta, id: u64, role: PeerRole| {
+            next.peers.iter_mut().filter(|q| q.peer_id == id).for_each(|q| q.role = role)
+        };
         match change {
-            PeerChange::AddVoter(p) => {
+            PeerChange::AddVoter(p) | PeerChange::AddLearner(p) => {
                 if self.peer_on(p.store_id).is_some() {
                     return Err(format!("store {} already has a peer of the region", p.store_id));
                 }
@@ -53,20 +149,104 @@ impl RegionMeta {
                 if self.peers.len() >= PEERS_MAX {
                     return Err(format!("the region already has PEERS_MAX ({PEERS_MAX}) peers"));
                 }
-                next.peers.push(p);
+                let role = if matches!(change, PeerChange::AddVoter(_)) { PeerRole::Voter } else { PeerRole::Learner };
+                next.peers.push(p.with_role(role));
             }
-            PeerChange::RemoveVoter(p) => {
-                if self.peer(p.peer_id) != Some(&p) {
-                    return Err(format!("{p:?} is not a member"));
-                }
-                if self.peers.len() == 1 {
-                    return Err("the region's last peer cannot be removed".into());
+            PeerChange::PromoteLearner(p) => {
+                member(&p, PeerRole::Learner)?;
+                set_role(&mut next, p.peer_id, PeerRole::Voter);
+            }
+            PeerChange::RemovePeer(p) => {
+                match self.peer(p.peer_id) {
+                    Some(q) if q.same_replica(&p) => {}
+                    _ => return Err(format!("peer {} on store {} is not a member", p.peer_id, p.store_id)),
                 }
                 next.peers.retain(|q| q.peer_id != p.peer_id);
+                if next.voters().count() == 0 {
+                    return Err("the region's last voter cannot be removed".into());
+                }
+            }
+            PeerChange::EnterJoint { promote, demote } => {
+                member(&promote, PeerRole::Learner)?;
+                member(&demote, PeerRole::Voter)?;
+                set_role(&mut next, promote.peer_id, PeerRole::IncomingVoter);
+                set_role(&mut next, demote.peer_id, PeerRole::DemotingVoter);
+            }
+            PeerChange::LeaveJoint => {
+                if !self.is_joint() {
+                    return Err(format!("region {} is not in a joint configuration", self.id));
+                }
+                for q in next.peers.iter_mut() {
+                    q.role = match q.role {
+                        PeerRole::IncomingVoter => PeerRole::Voter,
+                        PeerRole::DemotingVoter => PeerRole::Learner,
+                        other => other,
+                    };
+                }
             }
         }
         Ok(next)
     }
+
+    /// Whether the region is in a joint configuration (between `EnterJoint`
+    /// and `LeaveJoint`).
+    pub fn is_joint(&self) -> bool {
+        self.peers.iter().any(|p| matches!(p.role, PeerRole::IncomingVoter | PeerRole::DemotingVoter))
+    }
+
+    /// The voters of the configuration the region is in or entering (the
+    /// incoming one, when joint).
+    pub fn voters(&self) -> impl Iterator<Item = &PeerMeta> {
+        self.peers.iter().filter(|p| matches!(p.role, PeerRole::Voter | PeerRole::IncomingVoter))
+    }
+
+    /// The voters of the configuration a joint region leaves (empty when not joint).
+    pub fn outgoing_voters(&self) -> impl Iterator<Item = &PeerMeta> {
+        let joint = self.is_joint();
+        self.peers.iter().filter(move |p| joint && matches!(p.role, PeerRole::Voter | PeerRole::DemotingVoter))
+    }
+
+    /// Whether the peer may lead or campaign after the region leaves any
+    /// joint state: a voter of both configurations.
+    pub fn is_lasting_voter(&self, peer_id: u64) -> bool {
+        self.peer(peer_id).is_some_and(|p| p.role == PeerRole::Voter)
+    }
+
+    /// raft's configuration, as the roles of the peers say it.
+    pub fn conf_state(&self) -> raft::eraftpb::ConfState {
+        let ids = |role: &dyn Fn(PeerRole) -> bool| {
+            let mut v: Vec<u64> = self.peers.iter().filter(|p| role(p.role)).map(|p| p.peer_id).collect();
+            v.sort_unstable();
+            v
+        };
+        let joint = self.is_joint();
+        raft::eraftpb::ConfState {
+            voters: ids(&|r| matches!(r, PeerRole::Voter | PeerRole::IncomingVoter)),
+            learners: ids(&|r| r == PeerRole::Learner),
+            voters_outgoing: if joint {
+                ids(&|r| matches!(r, PeerRole::Voter | PeerRole::DemotingVoter))
+            } else {
+                vec![]
+            },
+            learners_next: ids(&|r| r == PeerRole::DemotingVoter),
+            auto_leave: false,
+            ..Default::default()
+        }
+    }
+}
+
+/// Whether two raft configurations have the same members in the same parts
+/// (raft keeps its lists in no particular order).
+pub fn same_conf(a: &raft::eraftpb::ConfState, b: &raft::eraftpb::ConfState) -> bool {
+    let sorted = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v
+    };
+    sorted(&a.voters) == sorted(&b.voters)
+        && sorted(&a.learners) == sorted(&b.learners)
+        && sorted(&a.voters_outgoing) == sorted(&b.voters_outgoing)
+        && sorted(&a.learners_next) == sorted(&b.learners_next)
 }
 
 impl RegionMeta {
@@ -96,6 +276,9 @@ impl RegionMeta {
                 self.end_key.escape_ascii()
             ));
         }
+        if self.is_joint() {
+            return Err(format!("region {} is in a joint configuration: it splits once it left it", self.id));
+        }
         if new_region_id == self.id || new_region_id == 0 {
             return Err(format!("{new_region_id} is not a new region id"));
         }
@@ -115,12 +298,7 @@ impl RegionMeta {
             end_key: self.end_key.clone(),
             conf_ver: self.conf_ver,
             version: self.version + 1,
-            peers: self
-                .peers
-                .iter()
-                .zip(new_peer_ids)
-                .map(|(p, &peer_id)| PeerMeta { peer_id, store_id: p.store_id, shard: p.shard })
-                .collect(),
+            peers: self.peers.iter().zip(new_peer_ids).map(|(p, &peer_id)| PeerMeta { peer_id, ..*p }).collect(),
             max_peer_id: *sorted.last().expect("a region has peers"),
         };
         Ok((left, right))
@@ -224,13 +402,25 @@ impl RegionLocalState {
 // PD knows nothing of the engine: regions cross to it and back in its own types.
 impl From<pd::PeerInfo> for PeerMeta {
     fn from(p: pd::PeerInfo) -> PeerMeta {
-        PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard }
+        let role = match p.role {
+            pd::PeerRole::Voter => PeerRole::Voter,
+            pd::PeerRole::Learner => PeerRole::Learner,
+            pd::PeerRole::IncomingVoter => PeerRole::IncomingVoter,
+            pd::PeerRole::DemotingVoter => PeerRole::DemotingVoter,
+        };
+        PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard, role }
     }
 }
 
 impl From<PeerMeta> for pd::PeerInfo {
     fn from(p: PeerMeta) -> pd::PeerInfo {
-        pd::PeerInfo { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard }
+        let role = match p.role {
+            PeerRole::Voter => pd::PeerRole::Voter,
+            PeerRole::Learner => pd::PeerRole::Learner,
+            PeerRole::IncomingVoter => pd::PeerRole::IncomingVoter,
+            PeerRole::DemotingVoter => pd::PeerRole::DemotingVoter,
+        };
+        pd::PeerInfo { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard, role }
     }
 }
 
@@ -273,7 +463,7 @@ mod tests {
             end_key: b"d".to_vec(),
             conf_ver: 1,
             version: 2,
-            peers: vec![PeerMeta { peer_id: 31, store_id: 1, shard: 0 }],
+            peers: vec![PeerMeta::voter(31, 1, 0)],
             max_peer_id: 31,
         };
         assert_eq!(RegionMeta::decode(&m.encode()), Ok(m.clone()));
@@ -287,7 +477,7 @@ mod tests {
 
     #[test]
     fn a_split_cuts_the_range_at_the_key_and_bumps_both_versions() {
-        let p = |peer_id, store_id| PeerMeta { peer_id, store_id, shard: store_id as u16 % 2 };
+        let p = |peer_id, store_id| PeerMeta::voter(peer_id, store_id, store_id as u16 % 2);
         let m = RegionMeta {
             id: 1,
             start_key: b"b".to_vec(),
@@ -320,8 +510,54 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_moves_through_a_learner_and_a_joint_configuration() {
+        let m = RegionMeta {
+            id: 1,
+            start_key: vec![],
+            end_key: vec![],
+            conf_ver: 1,
+            version: 1,
+            peers: vec![PeerMeta::voter(11, 1, 0), PeerMeta::voter(12, 2, 0), PeerMeta::voter(13, 3, 0)],
+            max_peer_id: 13,
+        };
+        let (new, old) = (PeerMeta::voter(14, 4, 0), PeerMeta::voter(13, 3, 0));
+        let learning = m.changed(PeerChange::AddLearner(new)).unwrap();
+        assert_eq!(learning.peer(14).map(|p| p.role), Some(PeerRole::Learner));
+        assert_eq!((learning.voters().count(), learning.conf_state().learners), (3, vec![14]));
+        assert!(learning.changed(PeerChange::EnterJoint { promote: old, demote: new }).is_err(), "roles swapped");
+        assert!(learning.changed(PeerChange::LeaveJoint).unwrap_err().contains("not in a joint"));
+
+        let joint = learning.changed(PeerChange::EnterJoint { promote: new, demote: old }).unwrap();
+        assert!(joint.is_joint() && joint.conf_ver == 3);
+        let cs = joint.conf_state();
+        assert_eq!(
+            (cs.voters, cs.voters_outgoing, cs.learners, cs.learners_next),
+            (vec![11, 12, 14], vec![11, 12, 13], vec![], vec![13])
+        );
+        assert!(!joint.is_lasting_voter(13) && !joint.is_lasting_voter(14) && joint.is_lasting_voter(11));
+        for refused in [PeerChange::AddLearner(PeerMeta::voter(15, 5, 0)), PeerChange::RemovePeer(old)] {
+            assert!(joint.changed(refused).unwrap_err().contains("leave it first"), "{refused:?}");
+        }
+        assert!(joint.split(b"k", 9, &[91, 92, 93, 94]).unwrap_err().contains("joint"));
+
+        let left = joint.changed(PeerChange::LeaveJoint).unwrap();
+        assert!(!left.is_joint());
+        assert_eq!(left.peer(13).map(|p| p.role), Some(PeerRole::Learner));
+        assert_eq!(left.peer(14).map(|p| p.role), Some(PeerRole::Voter));
+        let done = left.changed(PeerChange::RemovePeer(old)).unwrap();
+        assert_eq!(done.voters().map(|p| p.store_id).collect::<Vec<_>>(), vec![1, 2, 4]);
+        assert_eq!(done.conf_state().voters, vec![11, 12, 14]);
+        // a promotion, simply
+        let promoted = learning.changed(PeerChange::PromoteLearner(new)).unwrap();
+        assert_eq!((promoted.voters().count(), promoted.is_joint()), (4, false));
+        assert!(promoted.changed(PeerChange::PromoteLearner(new)).unwrap_err().contains("is a voter"));
+        // the meta with its roles round-trips
+        assert_eq!(RegionMeta::decode(&joint.encode()), Ok(joint));
+    }
+
+    #[test]
     fn membership_changes_bump_the_epoch_and_never_reuse_a_peer_id() {
-        let p = |peer_id, store_id| PeerMeta { peer_id, store_id, shard: 0 };
+        let p = |peer_id, store_id| PeerMeta::voter(peer_id, store_id, 0);
         let m = RegionMeta {
             id: 1,
             start_key: vec![],
@@ -331,14 +567,14 @@ mod tests {
             peers: vec![p(11, 1), p(12, 2), p(13, 3)],
             max_peer_id: 13,
         };
-        let removed = m.changed(PeerChange::RemoveVoter(p(13, 3))).unwrap();
+        let removed = m.changed(PeerChange::RemovePeer(p(13, 3))).unwrap();
         assert_eq!((removed.conf_ver, removed.peers.len(), removed.max_peer_id), (2, 2, 13));
         assert!(removed.changed(PeerChange::AddVoter(p(13, 3))).unwrap_err().contains("never reused"));
         assert!(removed.changed(PeerChange::AddVoter(p(14, 2))).unwrap_err().contains("already has a peer"));
         let added = removed.changed(PeerChange::AddVoter(p(14, 3))).unwrap();
         assert_eq!((added.conf_ver, added.max_peer_id, added.peer_on(3)), (3, 14, Some(&p(14, 3))));
-        assert!(m.changed(PeerChange::RemoveVoter(p(12, 9))).is_err(), "a peer as it is not");
+        assert!(m.changed(PeerChange::RemovePeer(p(12, 9))).is_err(), "a peer as it is not");
         let alone = RegionMeta { peers: vec![p(11, 1)], ..m };
-        assert!(alone.changed(PeerChange::RemoveVoter(p(11, 1))).is_err(), "the last peer stays");
+        assert!(alone.changed(PeerChange::RemovePeer(p(11, 1))).is_err(), "the last peer stays");
     }
 }

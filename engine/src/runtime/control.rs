@@ -131,7 +131,7 @@ mod tests {
     use crate::region::meta::{PeerMeta, RegionMeta};
 
     fn report(region: u64) -> LeaderReport {
-        let leader = PeerMeta { peer_id: region + 100, store_id: 1, shard: 0 };
+        let leader = PeerMeta::voter(region + 100, 1, 0);
         LeaderReport {
             meta: RegionMeta {
                 id: region,

@@ -26,9 +26,23 @@ const STORES_FILE: &str = "STORES";
 const BOOTSTRAP_FILE: &str = "BOOTSTRAP";
 const SHARD_DIR_PREFIX: &str = "shard-";
 
+/// The layout of what a store keeps (its WAL's region metas, snapshot
+/// files): bumped on any change a build before it could not read, so a data
+/// directory another build wrote is refused, never misread. 2: peers carry
+/// a role (voter, learner).
+pub const DATA_FORMAT_VERSION: u32 = 2;
+
+/// An IDENT without a format: written before formats were numbered.
+fn first_data_format() -> u32 {
+    1
+}
+
 /// What a store is; fixed when the store is created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ident {
+    /// `DATA_FORMAT_VERSION` of the build that created the store.
+    #[serde(default = "first_data_format")]
+    pub format: u32,
     pub cluster_id: u64,
     pub store_id: u64,
     pub shards: u16,
@@ -92,7 +106,17 @@ pub fn has_shard_data(data_dir: &Path) -> bool {
 
 /// The store's ident, if it has one.
 pub fn read_ident(data_dir: &Path) -> Result<Option<Ident>, DataDirError> {
-    read_json(&ident_path(data_dir), "an ident file")
+    let ident: Option<Ident> = read_json(&ident_path(data_dir), "an ident file")?;
+    match ident {
+        Some(i) if i.format != DATA_FORMAT_VERSION => Err(DataDirError::Invalid {
+            path: ident_path(data_dir),
+            what: format!(
+                "a store of data format {}, this build reads format {DATA_FORMAT_VERSION}: run the build that wrote it, or start this store with an empty data directory",
+                i.format
+            ),
+        }),
+        other => Ok(other),
+    }
 }
 
 /// The store's ident, if it has one; a directory that holds shard data but
@@ -200,7 +224,14 @@ mod tests {
         assert!(read_bootstrap(&d).unwrap().is_none() && !has_bootstrap(&d));
         assert!(!has_shard_data(&d));
 
-        let ident = Ident { cluster_id: 7, store_id: 3, shards: 2, token: 99, wals: Some(vec![5, 6]) };
+        let ident = Ident {
+            format: DATA_FORMAT_VERSION,
+            cluster_id: 7,
+            store_id: 3,
+            shards: 2,
+            token: 99,
+            wals: Some(vec![5, 6]),
+        };
         write_ident(&d, &ident).unwrap();
         assert_eq!(read_ident(&d).unwrap(), Some(ident));
         let addrs = StoreAddrs {
@@ -211,7 +242,7 @@ mod tests {
         let stores = BTreeMap::from([(3, addrs)]);
         write_stores(&d, &stores).unwrap();
         assert_eq!(read_stores(&d).unwrap(), Some(stores));
-        let peer = pd::PeerInfo { peer_id: 4, store_id: 3, shard: 1 };
+        let peer = pd::PeerInfo::voter(4, 3, 1);
         let region = pd::RegionInfo {
             id: 2,
             start_key: vec![],
@@ -237,6 +268,17 @@ mod tests {
         let e = read_ident_of_store(dir.path()).unwrap_err();
         assert!(e.to_string().contains("holds shard data"), "{e}");
         assert_ne!(fresh_nonce(1), 0);
+    }
+
+    #[test]
+    fn a_store_another_data_format_wrote_is_refused_naming_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        // (an IDENT of before formats were numbered: format 1)
+        let old = r#"{ "cluster_id": 7, "store_id": 3, "shards": 1, "token": 9 }"#;
+        std::fs::write(dir.path().join(IDENT_FILE), old).unwrap();
+        let err = read_ident(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("data format 1") && err.contains(&format!("format {DATA_FORMAT_VERSION}")), "{err}");
+        assert!(err.contains("IDENT"), "names the file: {err}");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn directive_op(d: &Directive, meta: &RegionMeta) -> Result<DirectiveOp, Str
             DirectiveOp::TransferLeader { to_peer: to.peer_id }
         }
         DirectiveAction::AddPeer(p) => DirectiveOp::ChangePeer(PeerChange::AddVoter(PeerMeta::from(*p))),
-        DirectiveAction::RemovePeer(p) => DirectiveOp::ChangePeer(PeerChange::RemoveVoter(PeerMeta::from(*p))),
+        DirectiveAction::RemovePeer(p) => DirectiveOp::ChangePeer(PeerChange::RemovePeer(PeerMeta::from(*p))),
     })
 }
 
@@ -149,10 +149,7 @@ mod tests {
             end_key: vec![],
             conf_ver: 3,
             version: 2,
-            peers: vec![
-                PeerMeta { peer_id: 10, store_id: 1, shard: 0 },
-                PeerMeta { peer_id: 11, store_id: 2, shard: 0 },
-            ],
+            peers: vec![PeerMeta::voter(10, 1, 0), PeerMeta::voter(11, 2, 0)],
             max_peer_id: 11,
         }
     }
@@ -170,10 +167,10 @@ mod tests {
         assert!(directive_op(&directive(3, 1, to2), &m).is_err(), "an older version: before a split");
         let nowhere = DirectiveAction::TransferLeader { to_store: 9 };
         assert!(directive_op(&directive(3, 2, nowhere), &m).unwrap_err().contains("no peer on store 9"));
-        let p = pd::PeerInfo { peer_id: 12, store_id: 3, shard: 1 };
+        let p = pd::PeerInfo::voter(12, 3, 1);
         assert_eq!(
             directive_op(&directive(3, 2, DirectiveAction::AddPeer(p)), &m),
-            Ok(DirectiveOp::ChangePeer(PeerChange::AddVoter(PeerMeta { peer_id: 12, store_id: 3, shard: 1 })))
+            Ok(DirectiveOp::ChangePeer(PeerChange::AddVoter(PeerMeta::voter(12, 3, 1))))
         );
     }
 
@@ -181,7 +178,7 @@ mod tests {
     fn a_directive_enters_the_leaders_shard_as_an_internal_input_and_a_full_queue_drops_without_waiting() {
         let (pd, shards) = channels(2);
         let mut runner = DirectiveRunner::new(pd.directives);
-        let p = pd::PeerInfo { peer_id: 12, store_id: 3, shard: 1 };
+        let p = pd::PeerInfo::voter(12, 3, 1);
         let work = vec![
             (directive(3, 2, DirectiveAction::TransferLeader { to_store: 2 }), meta(), 1),
             (directive(3, 2, DirectiveAction::AddPeer(p)), meta(), 1),

@@ -129,8 +129,14 @@ pub fn join(opts: &PdOptions, data_dir: &Path, stop: &AtomicBool) -> Result<Join
         }
         None => {
             // written before registering, so a crash right after leaves the token to repeat with
-            let ident =
-                Ident { cluster_id: 0, store_id: 0, shards: opts.shards, token: data_dir::fresh_nonce(0), wals: None };
+            let ident = Ident {
+                format: data_dir::DATA_FORMAT_VERSION,
+                cluster_id: 0,
+                store_id: 0,
+                shards: opts.shards,
+                token: data_dir::fresh_nonce(0),
+                wals: None,
+            };
             data_dir::write_ident(data_dir, &ident)?;
             ident
         }
@@ -491,7 +497,7 @@ mod tests {
     use super::*;
 
     fn report(id: u64, key_bytes: usize) -> RegionReport {
-        let peer = pd::PeerInfo { peer_id: id + 1, store_id: 1, shard: 0 };
+        let peer = pd::PeerInfo::voter(id + 1, 1, 0);
         RegionReport {
             region: pd::RegionInfo {
                 id,

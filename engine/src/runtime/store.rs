@@ -125,8 +125,14 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     let (ident, me, initial_regions, directory, pd) = match &opts.source {
         ClusterSource::Spec { spec, store_id } => {
             let s = spec.store(*store_id).ok_or(StoreError::UnknownStore(*store_id))?;
-            let ident =
-                Ident { cluster_id: spec.cluster_id, store_id: *store_id, shards: s.shards, token: 0, wals: None };
+            let ident = Ident {
+                format: data_dir::DATA_FORMAT_VERSION,
+                cluster_id: spec.cluster_id,
+                store_id: *store_id,
+                shards: s.shards,
+                token: 0,
+                wals: None,
+            };
             check_ident(&opts.data_dir, &ident)?;
             let me = StoreAddrs { peer_addr: s.peer_addr, client_addr: s.client_addr, shards: s.shards };
             (ident, me, spec.region_metas(), Arc::new(Directory::from_spec(spec)), None)

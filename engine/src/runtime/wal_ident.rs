@@ -207,7 +207,14 @@ mod tests {
     use super::*;
 
     fn ident(wals: Option<Vec<u64>>) -> Ident {
-        Ident { cluster_id: 7, store_id: 2, shards: 1, token: 0, wals }
+        Ident {
+            format: crate::runtime::data_dir::DATA_FORMAT_VERSION,
+            cluster_id: 7,
+            store_id: 2,
+            shards: 1,
+            token: 0,
+            wals,
+        }
     }
 
     fn found(nonce: u64, last_segment: u64) -> WalIdent {

@@ -118,6 +118,13 @@ impl Shard {
             None => Err(RegionError::RegionNotFound { region }),
             Some(r) if !r.is_leader() => Err(RegionError::NotLeader { region, leader: r.leader() }),
             Some(r) if r.meta.peer(to_peer).is_none() => Err(RegionError::epoch_not_match(&r.meta)),
+            Some(r) if !r.meta.is_lasting_voter(to_peer) => Err(RegionError::Refused {
+                region,
+                reason: format!(
+                    "peer {to_peer} is a {}: leadership goes only to a voter that stays one",
+                    r.meta.peer(to_peer).expect("checked").role.name()
+                ),
+            }),
             Some(r) => {
                 r.raw.transfer_leader(to_peer);
                 Ok(Response::Done)

@@ -27,6 +27,7 @@ impl Shard {
         let mut replies = vec![];
         let mut splits = vec![];
         let mut removed = false;
+        let mut gone = vec![];
         let mut undecodable = None;
         let r = self.regions.get_mut(&id).expect("listed");
         if r.fenced.is_some() || r.destroy_deferred {
@@ -50,15 +51,21 @@ impl Shard {
                     r.applied_bytes_since_snapshot += e.data.len();
                     r.applied_bytes_total += e.data.len() as u64;
                 }),
-                EntryType::EntryConfChange => super::membership::apply_conf_change(r, &e).map(|(result, write)| {
-                    removed = r.meta.peer(r.peer_id).is_none();
-                    // (its own removal is recorded with its tombstone, in one write)
-                    if let Some(w) = write.filter(|_| !removed) {
-                        self.staged.push(id, w);
-                    }
-                    vec![result]
-                }),
-                EntryType::EntryConfChangeV2 => Err("a ConfChangeV2, which this engine never proposes".to_string()),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let before = r.meta.peers.clone();
+                    super::membership::apply_conf_change(r, &e).map(|(result, write)| {
+                        removed = r.meta.peer(r.peer_id).is_none();
+                        if r.is_leader() {
+                            // (a removed learner never campaigns: it would not hear of its removal)
+                            gone.extend(before.into_iter().filter(|p| r.meta.peer(p.peer_id).is_none()));
+                        }
+                        // (its own removal is recorded with its tombstone, in one write)
+                        if let Some(w) = write.filter(|_| !removed) {
+                            self.staged.push(id, w);
+                        }
+                        vec![result]
+                    })
+                }
             };
             let results = match applied {
                 Ok(results) => results,
@@ -101,6 +108,9 @@ impl Shard {
             if removed {
                 break; // nothing after its own removal concerns this peer
             }
+        }
+        for peer in gone {
+            self.send_removal_notice(id, peer);
         }
         // (the children first: a parent removed or fenced by a later entry
         // still had them, and its removal waits until they are recorded)

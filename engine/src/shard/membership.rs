@@ -36,7 +36,7 @@ impl RegionInit {
     /// the empty snapshot at `RAFT_INIT_INDEX`, whose file the caller makes
     /// durable before the shard's first batch records it.
     pub fn bootstrap(meta: RegionMeta) -> (RegionInit, RegionSnapshot) {
-        let cs = eraftpb::ConfState { voters: meta.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() };
+        let cs = meta.conf_state();
         let hs = eraftpb::HardState { term: RAFT_INIT_TERM, vote: 0, commit: RAFT_INIT_INDEX, ..Default::default() };
         let snap = RegionSnapshot {
             meta: meta.clone(),
@@ -60,12 +60,8 @@ impl RegionInit {
             conf_ver: 0,
             version: 0,
             peers: vec![
-                PeerMeta { peer_id: envelope.to.peer_id, store_id: envelope.to.store_id, shard: envelope.to.shard },
-                PeerMeta {
-                    peer_id: envelope.from.peer_id,
-                    store_id: envelope.from.store_id,
-                    shard: envelope.from.shard,
-                },
+                PeerMeta::voter(envelope.to.peer_id, envelope.to.store_id, envelope.to.shard),
+                PeerMeta::voter(envelope.from.peer_id, envelope.from.store_id, envelope.from.shard),
             ],
             max_peer_id: 0,
         };
@@ -143,20 +139,21 @@ impl Shard {
         }
     }
 
-    /// Tells the sender of `envelope` — a peer removed under an epoch this
-    /// region has applied — that it was removed (an empty message).
-    pub(super) fn send_removal_notice(&mut self, envelope: &Envelope) {
-        let r = self.regions.get(&envelope.region_id).expect("hosted");
+    /// Tells `peer` — removed under an epoch this region has applied — that
+    /// it was removed (an empty message): the sender of a message from a
+    /// removed peer, or, from its leader, a peer just removed.
+    pub(super) fn send_removal_notice(&mut self, region: u64, peer: PeerMeta) {
+        let r = self.regions.get(&region).expect("hosted");
         let notice = Envelope {
             region_id: r.id(),
             start_key: r.key_range.0.clone(),
             end_key: r.key_range.1.clone(),
             epoch: r.meta.epoch(),
             from: transport::Peer { peer_id: r.peer_id, store_id: self.store_id, shard: self.shard },
-            to: Target { peer_id: envelope.from.peer_id, store_id: envelope.from.store_id, shard: envelope.from.shard },
+            to: Target { peer_id: peer.peer_id, store_id: peer.store_id, shard: peer.shard },
             message: bytes::Bytes::new(),
         };
-        let dest = Destination { store_id: envelope.from.store_id, shard: envelope.from.shard };
+        let dest = Destination { store_id: peer.store_id, shard: peer.shard };
         if let Err(e) = self.outboxes.push(dest, &notice) {
             tracing::warn!(region = notice.region_id, "removal notice dropped: {e}");
         }
@@ -222,28 +219,36 @@ impl Shard {
             if r.raw.raft.has_pending_conf() {
                 return Err(refused("another membership change is not applied yet".into()));
             }
-            let (change_type, peer) = match change {
-                PeerChange::AddVoter(p) => (eraftpb::ConfChangeType::AddNode, p),
-                PeerChange::RemoveVoter(p) if p.peer_id == r.peer_id => {
-                    return Err(refused("the leader cannot remove itself: transfer leadership first".into()))
-                }
-                PeerChange::RemoveVoter(p) => (eraftpb::ConfChangeType::RemoveNode, p),
-            };
             let next = r.meta.changed(change).map_err(refused)?;
-            // never leave the region without a quorum of voters that are up
-            // and keeping up (a new peer counts as neither until it caught up)
-            let healthy = next.peers.iter().filter(|p| is_healthy(r, p.peer_id)).count();
-            if healthy < next.peers.len() / 2 + 1 {
-                return Err(refused(format!(
-                    "after the change only {healthy} of {} voters would be up and keeping up: not a quorum",
-                    next.peers.len()
-                )));
+            check_leader_stays(r.peer_id, &next).map_err(refused)?;
+            if let PeerChange::PromoteLearner(p) | PeerChange::EnterJoint { promote: p, .. } = change {
+                if !is_healthy(r, p.peer_id) {
+                    return Err(refused(format!(
+                        "learner {} on store {} has not caught up: it is promoted once it has",
+                        p.peer_id, p.store_id
+                    )));
+                }
             }
-            let mut cc = eraftpb::ConfChange { node_id: peer.peer_id, context: next.encode(), ..Default::default() };
-            cc.set_change_type(change_type);
-            super::propose::propose_admin(r, request, |raw| raw.propose_conf_change(vec![], cc))
-                .map_err(|e| refused(format!("raft refused the change: {e}")))?;
-            Ok(())
+            check_healthy_quorums(r, &next).map_err(refused)?;
+            let context = next.encode();
+            let result = match conf_change_of(change) {
+                RaftChange::Simple(change_type, node_id) => {
+                    let mut cc = eraftpb::ConfChange { node_id, context, ..Default::default() };
+                    cc.set_change_type(change_type);
+                    super::propose::propose_admin(r, request, |raw| raw.propose_conf_change(vec![], cc))
+                }
+                RaftChange::Joint(changes) => {
+                    let mut cc = eraftpb::ConfChangeV2 { context, ..Default::default() };
+                    if !changes.is_empty() {
+                        // (explicit: the region leaves the joint state only when
+                        // told to; leaving is an empty change of transition Auto)
+                        cc.set_transition(eraftpb::ConfChangeTransition::Explicit);
+                        cc.set_changes(changes.into());
+                    }
+                    super::propose::propose_admin(r, request, |raw| raw.propose_conf_change(vec![], cc))
+                }
+            };
+            result.map_err(|e| refused(format!("raft refused the change: {e}")))
         })();
         if let Err(e) = proposed {
             self.reply(request, Err(e));
@@ -292,24 +297,108 @@ impl Shard {
     }
 }
 
+/// raft's form of a membership change.
+enum RaftChange {
+    Simple(eraftpb::ConfChangeType, u64),
+    /// A ConfChangeV2 (entering the joint state with these changes; none: leaving it).
+    Joint(Vec<eraftpb::ConfChangeSingle>),
+}
+
+fn conf_change_of(change: PeerChange) -> RaftChange {
+    use eraftpb::ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+    let single = |change_type, node_id| {
+        let mut c = eraftpb::ConfChangeSingle { node_id, ..Default::default() };
+        c.set_change_type(change_type);
+        c
+    };
+    match change {
+        PeerChange::AddVoter(p) | PeerChange::PromoteLearner(p) => RaftChange::Simple(AddNode, p.peer_id),
+        PeerChange::AddLearner(p) => RaftChange::Simple(AddLearnerNode, p.peer_id),
+        PeerChange::RemovePeer(p) => RaftChange::Simple(RemoveNode, p.peer_id),
+        PeerChange::EnterJoint { promote, demote } => {
+            RaftChange::Joint(vec![single(AddNode, promote.peer_id), single(AddLearnerNode, demote.peer_id)])
+        }
+        PeerChange::LeaveJoint => RaftChange::Joint(vec![]),
+    }
+}
+
+/// No leader proposes a change that leaves it outside the voters: it
+/// hands leadership to a voter first (raft-rs would let a removed leader
+/// lead on, on a path it leaves untested). A leader demoted in a joint
+/// change is still a voter of the outgoing half: it must hand over before
+/// the region leaves the joint state.
+fn check_leader_stays(leader: u64, next: &RegionMeta) -> Result<(), String> {
+    if next.voters().any(|p| p.peer_id == leader) {
+        return Ok(());
+    }
+    if next.outgoing_voters().any(|p| p.peer_id == leader) {
+        return Ok(()); // entering a joint state that demotes it
+    }
+    Err(format!(
+        "the change would leave the leader (peer {leader}) outside the voters: transfer leadership to a voter that stays first"
+    ))
+}
+
+/// Never leave the region without a quorum of voters that are up and
+/// keeping up (a new peer counts as neither until it caught up) — in a
+/// joint configuration, in each half.
+fn check_healthy_quorums(r: &Region, next: &RegionMeta) -> Result<(), String> {
+    let halves = [("", next.voters().collect::<Vec<_>>()), (" of the outgoing half", next.outgoing_voters().collect())];
+    for (which, voters) in halves.iter().filter(|(_, v)| !v.is_empty()) {
+        let healthy = voters.iter().filter(|p| is_healthy(r, p.peer_id)).count();
+        if healthy < voters.len() / 2 + 1 {
+            return Err(format!(
+                "after the change only {healthy} of {} voters{which} would be up and keeping up: not a quorum",
+                voters.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Applies a committed membership change: checked against the region's
 /// epoch as it is now (another change may have applied since it was
 /// proposed), then raft's configuration, the meta and their WAL write.
-/// `Err` (nothing applied) if the entry does not decode.
+/// The meta's roles and raft's configuration must then agree. `Err`
+/// (nothing applied, or the two disagree: the region is fenced) if the
+/// entry does not decode.
 #[allow(clippy::type_complexity)]
 pub(super) fn apply_conf_change(
     r: &mut Region,
     e: &eraftpb::Entry,
 ) -> Result<(Result<Response, RegionError>, Option<wal::RegionWrite>), String> {
-    let cc =
-        eraftpb::ConfChange::parse_from_carllerche_bytes(&e.data).map_err(|err| format!("not a conf change: {err}"))?;
-    let next = RegionMeta::decode(&cc.context).map_err(|err| format!("a conf change without a region meta: {err}"))?;
+    let cc = match e.get_entry_type() {
+        eraftpb::EntryType::EntryConfChangeV2 => eraftpb::ConfChangeV2::parse_from_carllerche_bytes(&e.data)
+            .map_err(|err| format!("not a joint conf change: {err}"))?,
+        _ => {
+            // (a simple change: raft takes it as a V2 of one change, transition Auto)
+            let v1 = eraftpb::ConfChange::parse_from_carllerche_bytes(&e.data)
+                .map_err(|err| format!("not a conf change: {err}"))?;
+            let mut single = eraftpb::ConfChangeSingle { node_id: v1.node_id, ..Default::default() };
+            single.set_change_type(v1.get_change_type());
+            eraftpb::ConfChangeV2 { changes: vec![single].into(), context: v1.context, ..Default::default() }
+        }
+    };
+    let context = cc.context.clone();
+    let next = RegionMeta::decode(&context).map_err(|err| format!("a conf change without a region meta: {err}"))?;
     let fits = next.id == r.id() && next.conf_ver == r.meta.conf_ver + 1 && next.version == r.meta.version;
     if !fits {
         // not applied anywhere: every replica sees the same epoch here
         return Ok((Err(RegionError::epoch_not_match(&r.meta)), None));
     }
     let cs = r.raw.apply_conf_change(&cc).map_err(|err| format!("raft refuses the conf change: {err}"))?;
+    if !crate::region::meta::same_conf(&cs, &next.conf_state()) {
+        return Err(format!("raft's configuration {cs:?} is not the one the region's roles say: {next:?}"));
+    }
+    let voter = next.voters().chain(next.outgoing_voters()).any(|p| p.peer_id == r.peer_id);
+    if r.is_leader() && !voter {
+        // a change another leader proposed took this one out of the voters:
+        // raft-rs would leave it leading (and unwraps its own progress in
+        // places); it steps down, as TiKV's peers do, and the voters elect
+        tracing::info!(region = r.id(), peer = r.peer_id, "leader no longer a voter: stepping down");
+        let term = r.term();
+        r.raw.raft.become_follower(term, raft::INVALID_ID);
+    }
     r.meta = next;
     r.raw.mut_store().set_conf_state(cs.clone());
     let write =

@@ -198,11 +198,11 @@ impl Shard {
             .filter(|r| r.is_leader() || (r.born_leading && r.raw.raft.leader_id == raft::INVALID_ID))
             .map(|r| LeaderReport {
                 meta: r.meta.clone(),
-                leader: r.meta.peer(r.peer_id).copied().unwrap_or(PeerMeta {
-                    peer_id: r.peer_id,
-                    store_id: self.store_id,
-                    shard: self.shard,
-                }),
+                leader: r.meta.peer(r.peer_id).copied().unwrap_or(PeerMeta::voter(
+                    r.peer_id,
+                    self.store_id,
+                    self.shard,
+                )),
                 term: r.term(),
                 approximate_bytes: r.kv.bytes() as u64,
                 approximate_keys: r.kv.keys() as u64,

@@ -100,9 +100,6 @@ impl Shard {
             if r.raw.raft.has_pending_conf() {
                 return Err(refused("a membership change is not applied yet".into()));
             }
-            if !r.raw.raft.prs().conf().to_conf_state().voters_outgoing.is_empty() {
-                return Err(refused("the region is in a joint configuration".into()));
-            }
             r.meta.split(&split.split_key, split.new_region_id, &split.new_peer_ids).map_err(refused)?;
             if new_id_here {
                 return Err(refused(format!("region {} is already on this shard", split.new_region_id)));
@@ -208,7 +205,7 @@ impl Shard {
         let (mut storage, stage_start) = match (kept, self.pending_children.remove(&id)) {
             (None, Some(mut recovered)) => {
                 // recovered: its log and vote are in the WAL already
-                recovered.set_conf_state(initial_conf(&child));
+                recovered.set_conf_state(child.conf_state());
                 (recovered, false)
             }
             (kept, _) => {
@@ -248,7 +245,7 @@ impl Shard {
         region.raw.mut_store().hold_snapshots(true);
         redraw_election_timeout(&mut self.rng, &mut region);
         region.timeout_term = region.term();
-        if leads && !suspect {
+        if leads && !suspect && region.raw.raft.promotable() {
             // its peers on the other stores are followers at the initial term
             // (or about to be): no election timeout to wait for
             if let Err(e) = region.raw.campaign() {
@@ -458,11 +455,6 @@ pub(super) fn on_tick(r: &mut Region, now: u64, split_bytes: u64) -> Option<Spli
     })
 }
 
-/// A split child's raft membership at its start: its peers, all voters.
-fn initial_conf(child: &RegionMeta) -> eraftpb::ConfState {
-    eraftpb::ConfState { voters: child.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() }
-}
-
 /// A split child's log view at its start: after (`RAFT_INIT_INDEX`,
 /// `RAFT_INIT_TERM`), committed there, with `kept`'s term and vote when an
 /// uninitialized peer of it voted already.
@@ -471,7 +463,7 @@ fn initial_storage(child: &RegionMeta, kept: Option<eraftpb::HardState>) -> Regi
     if let Some(k) = kept.filter(|k| k.term >= RAFT_INIT_TERM) {
         (hs.term, hs.vote) = (k.term, k.vote);
     }
-    RegionStorage::new(hs, initial_conf(child), (RAFT_INIT_INDEX, RAFT_INIT_TERM), vec![])
+    RegionStorage::new(hs, child.conf_state(), (RAFT_INIT_INDEX, RAFT_INIT_TERM), vec![])
 }
 
 /// Takes the parent's queued writes and reads whose keys left it: they are

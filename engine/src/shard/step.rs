@@ -184,13 +184,14 @@ impl Shard {
             // not yet filled by a snapshot: it knows its peers only as they
             // write to it (a new leader must be answered too)
             let f = envelope.from;
-            r.meta.peers.push(PeerMeta { peer_id: f.peer_id, store_id: f.store_id, shard: f.shard });
+            r.meta.peers.push(PeerMeta::voter(f.peer_id, f.store_id, f.shard));
         }
         if r.meta.peer(envelope.from.peer_id).is_none() && envelope.epoch.conf_ver < r.meta.conf_ver {
             // a peer removed under an epoch we have applied (it was away when
             // it happened): it must not disturb the region, and is told so
             tracing::debug!(region = r.id(), from = envelope.from.peer_id, "message from a removed peer dropped");
-            return self.send_removal_notice(&envelope);
+            let f = envelope.from;
+            return self.send_removal_notice(envelope.region_id, PeerMeta::voter(f.peer_id, f.store_id, f.shard));
         }
         let msg = match eraftpb::Message::parse_from_carllerche_bytes(&envelope.message) {
             Ok(m) => m,

@@ -43,6 +43,8 @@ pub const STEP: Duration = Duration::from_millis(1);
 pub struct SimOptions {
     pub seed: u64,
     pub stores: u64,
+    /// Replicas of each initial region (on stores `i`, `i + 1`, … of region `i`).
+    pub replicas: u64,
     pub regions: u64,
     /// Faults on every frame between stores (its seed is derived from `seed`).
     pub faults: FaultConfig,
@@ -80,6 +82,7 @@ impl SimOptions {
         SimOptions {
             seed,
             stores: 3,
+            replicas: 3,
             regions: 16,
             faults: FaultConfig::default(),
             disk_latency: (Duration::from_micros(200), Duration::from_millis(2)),
@@ -123,18 +126,24 @@ pub fn region_start_key(i: u64) -> Vec<u8> {
     }
 }
 
-/// The bootstrap spec: `regions` regions splitting the key space, each with
-/// a peer on every store (shard 0), peer ids `region * 100 + store`.
-pub fn bootstrap_spec(stores: u64, regions: u64) -> Vec<RegionMeta> {
+/// The bootstrap spec: `regions` regions splitting the key space, region
+/// `i` with `replicas` peers on stores `i % stores + 1` onwards (shard 0),
+/// peer ids `region * 100 + store`.
+pub fn bootstrap_spec(stores: u64, replicas: u64, regions: u64) -> Vec<RegionMeta> {
+    assert!((1..=stores).contains(&replicas), "{replicas} replicas on {stores} stores");
     (0..regions)
-        .map(|i| RegionMeta {
-            id: i + 1,
-            start_key: region_start_key(i),
-            end_key: if i + 1 == regions { vec![] } else { region_start_key(i + 1) },
-            conf_ver: 1,
-            version: 1,
-            peers: (1..=stores).map(|s| PeerMeta { peer_id: (i + 1) * 100 + s, store_id: s, shard: 0 }).collect(),
-            max_peer_id: (i + 1) * 100 + stores,
+        .map(|i| {
+            let mut on: Vec<u64> = (0..replicas).map(|r| (i + r) % stores + 1).collect();
+            on.sort_unstable();
+            RegionMeta {
+                id: i + 1,
+                start_key: region_start_key(i),
+                end_key: if i + 1 == regions { vec![] } else { region_start_key(i + 1) },
+                conf_ver: 1,
+                version: 1,
+                peers: on.iter().map(|&s| PeerMeta::voter((i + 1) * 100 + s, s, 0)).collect(),
+                max_peer_id: (i + 1) * 100 + on.last().expect("replicas ≥ 1"),
+            }
         })
         .collect()
 }
@@ -176,10 +185,10 @@ impl Sim {
         let start = Instant::now();
         let mut rng = SeededRng::new(options.seed);
         let (pd, metas) = if options.pd {
-            let (pd, metas) = pd::SimPd::bootstrap(options.stores, options.regions);
+            let (pd, metas) = pd::SimPd::bootstrap(options.stores, options.replicas, options.regions);
             (Some(pd), metas)
         } else {
-            (None, bootstrap_spec(options.stores, options.regions))
+            (None, bootstrap_spec(options.stores, options.replicas, options.regions))
         };
         let limits = options.limits();
         let stores =

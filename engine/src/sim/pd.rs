@@ -23,11 +23,12 @@ pub struct SimPd {
 
 impl SimPd {
     /// A new cluster's PD with `stores` stores registered (ids 1..=stores)
-    /// and `regions` initial regions laid out; returns it and the layout.
-    pub fn bootstrap(stores: u64, regions: u64) -> (SimPd, Vec<RegionMeta>) {
+    /// and `regions` initial regions of `replicas` replicas laid out;
+    /// returns it and the layout.
+    pub fn bootstrap(stores: u64, replicas: u64, regions: u64) -> (SimPd, Vec<RegionMeta>) {
         let config = ClusterConfig {
             new_cluster_id: 1,
-            replicas: stores as u32,
+            replicas: replicas as u32,
             initial_regions: regions as u32,
             store_down_after_ms: 20_000,
         };

@@ -184,7 +184,7 @@ mod tests {
             end_key: vec![],
             conf_ver: 1,
             version: 1,
-            peers: vec![PeerMeta { peer_id: 31, store_id: 1, shard: 0 }],
+            peers: vec![PeerMeta::voter(31, 1, 0)],
             max_peer_id: 31,
         };
         let snap = |index| RegionSnapshot {

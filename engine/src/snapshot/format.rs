@@ -1,7 +1,7 @@
 //! A snapshot file, byte by byte (all integers little-endian):
 //!
 //! ```text
-//! magic        8 bytes  "RRSNAP\0\x01"
+//! magic        8 bytes  "RRSNAP\0\x02" (the last byte: the format version)
 //! header_len   u32      ≤ HEADER_BYTES_MAX
 //! header       bincode  region id, index, term, region meta, ConfState, row count
 //! rows         row_count × ( u32 key_len | u32 value_len | key | value ), keys strictly increasing
@@ -21,7 +21,8 @@ use crate::kv::{MemKv, StateMachine, ENTRY_BYTES_MAX};
 use crate::region::meta::RegionMeta;
 use crate::snapshot::{RegionSnapshot, SnapshotConf};
 
-pub const MAGIC: [u8; 8] = *b"RRSNAP\0\x01";
+/// Its last byte is the format version (2: peers in the meta carry a role).
+pub const MAGIC: [u8; 8] = *b"RRSNAP\0\x02";
 /// Largest header (a meta with `PEERS_MAX` peers and its key range).
 pub const HEADER_BYTES_MAX: u32 = 1 << 20;
 /// Largest key or value in a row (a command never carries more than an entry holds).
@@ -144,6 +145,10 @@ pub fn decode(input: impl Read) -> Result<RegionSnapshot, DecodeError> {
     let mut r = Checked { inner: input, crc: 0, offset: 0 };
     let mut magic = [0u8; 8];
     r.take(&mut magic)?;
+    if magic[..7] == MAGIC[..7] && magic[7] != MAGIC[7] {
+        let what = format!("a snapshot of format version {}, this build reads {}", magic[7], MAGIC[7]);
+        return Err(DecodeError::Invalid { offset: 7, what });
+    }
     if magic != MAGIC {
         return Err(DecodeError::Invalid { offset: 0, what: format!("not a ringraft snapshot (magic {magic:02x?})") });
     }
@@ -229,7 +234,7 @@ mod tests {
                 end_key: b"l".to_vec(),
                 conf_ver: 2,
                 version: 3,
-                peers: vec![PeerMeta { peer_id: 71, store_id: 1, shard: 0 }],
+                peers: vec![PeerMeta::voter(71, 1, 0)],
                 max_peer_id: 71,
             },
             index: 42,
@@ -267,6 +272,13 @@ mod tests {
         match decode(&huge[..]) {
             Err(DecodeError::Invalid { offset: 12, what }) => assert!(what.contains("HEADER_BYTES_MAX"), "{what}"),
             other => panic!("huge header: {other:?}"),
+        }
+        // a file another format wrote names both versions
+        let mut older = bytes.clone();
+        older[7] = 1;
+        match decode(&older[..]) {
+            Err(DecodeError::Invalid { offset: 7, what }) => assert!(what.contains("format version 1"), "{what}"),
+            other => panic!("an older format: {other:?}"),
         }
     }
 

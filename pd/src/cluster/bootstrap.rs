@@ -39,7 +39,7 @@ pub fn initial_regions(n: u32, replicas: u32, stores: &[StoreInfo], mut ids: imp
                 .min_by_key(|s| (load.get(&(store.id, *s)).copied().unwrap_or(0), *s))
                 .expect("a store has at least one shard");
             *load.entry((store.id, shard)).or_default() += 1;
-            peers.push(PeerInfo { peer_id: ids(), store_id: store.id, shard });
+            peers.push(PeerInfo::voter(ids(), store.id, shard));
         }
         let max_peer_id = peers.iter().map(|p| p.peer_id).max().expect("at least one replica");
         regions.push(RegionInfo {

@@ -87,7 +87,7 @@ mod tests {
             start_key: start.into(),
             end_key: end.into(),
             epoch: Epoch { conf_ver: 1, version: 1 },
-            peers: vec![PeerInfo { peer_id: 100 + id, store_id: 1, shard: 0 }],
+            peers: vec![PeerInfo::voter(100 + id, 1, 0)],
             max_peer_id: 100 + id,
         }
     }

@@ -194,7 +194,7 @@ fn bootstrapped(initial_regions: u32) -> (MemMetaStore, Pd, Vec<u64>) {
 fn move_peer(c: &mut Pd, r: &RegionInfo, index: usize, to: u64) -> RegionInfo {
     let peer_id = alloc(c, 1);
     let mut n = r.clone();
-    n.peers[index] = PeerInfo { peer_id, store_id: to, shard: 0 };
+    n.peers[index] = PeerInfo::voter(peer_id, to, 0);
     n.max_peer_id = n.max_peer_id.max(peer_id);
     n.epoch.conf_ver += 1;
     n
@@ -873,7 +873,7 @@ fn a_report_using_ids_pd_never_handed_out_is_invalid() {
     let handed = alloc(&mut c, 1); // the last id handed out
     let with_peer = |peer_id| {
         let mut n = a.clone();
-        n.peers[2] = PeerInfo { peer_id, store_id: s[3], shard: 0 };
+        n.peers[2] = PeerInfo::voter(peer_id, s[3], 0);
         n.max_peer_id = peer_id;
         n.epoch.conf_ver += 1;
         n
@@ -1063,11 +1063,8 @@ fn a_directive_is_delivered_once_with_the_report_at_its_epoch() {
     assert_eq!(send(&mut c, report(&a, leader_store(&a), 1)).1, vec![], "delivered once");
 
     // in a batch, the directive comes with the report of its region
-    let add = Directive {
-        region_id: a.id,
-        epoch: a.epoch,
-        action: DirectiveAction::AddPeer(PeerInfo { peer_id: 1, store_id: s[3], shard: 0 }),
-    };
+    let add =
+        Directive { region_id: a.id, epoch: a.epoch, action: DirectiveAction::AddPeer(PeerInfo::voter(1, s[3], 0)) };
     assert_eq!(c.add_directive(add.clone()), Ok(()));
     let store_id = leader_store(&a);
     let mut batch = vec![report(&a, store_id, 1)];
@@ -1329,7 +1326,7 @@ fn run(steps: Vec<Step>) {
                 let free = *stores.iter().find(|id| s.region.peer_on(**id).is_none()).unwrap();
                 let peer_id = alloc(&mut c, 1);
                 let i = peer % s.region.peers.len();
-                s.region.peers[i] = PeerInfo { peer_id, store_id: free, shard: 1 };
+                s.region.peers[i] = PeerInfo::voter(peer_id, free, 1);
                 s.region.max_peer_id = peer_id;
                 s.region.epoch.conf_ver += 1;
                 m.set(s);

@@ -1,0 +1,247 @@
+//! Replica moves under the deterministic simulator: a new replica joins as
+//! a learner, is promoted in a joint change that demotes the replica it
+//! replaces, the region leaves the joint state, the demoted replica goes.
+//! A failing seed is printed; `RINGRAFT_SEED=N` replays it,
+//! `RINGRAFT_SEEDS=N` runs more.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use engine::kv::Command;
+use engine::region::meta::{PeerChange, PeerMeta, PeerRole, RegionMeta};
+use engine::shard::{Input, Response, SplitRequest};
+use engine::sim::{Sim, SimOptions};
+use engine::RegionError;
+
+mod seeds;
+use seeds::for_seeds;
+
+const REGION: u64 = 1;
+/// The store the simulation starts with no replica on.
+const NEW_STORE: u64 = 4;
+
+fn key(n: u64) -> Vec<u8> {
+    format!("k{n:04}").into_bytes()
+}
+
+/// One region with replicas on stores 1–3 of four, once it has a leader.
+fn region_on_three_of_four(seed: u64) -> Sim {
+    let mut opts = SimOptions::new(seed);
+    (opts.stores, opts.replicas, opts.regions) = (4, 3, 1);
+    let mut sim = Sim::new(opts);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+    sim
+}
+
+/// The region's leader and its meta.
+fn leader_meta(sim: &Sim) -> (u64, RegionMeta) {
+    let leader = sim.leader_of(REGION).expect("led");
+    (leader, sim.stores[&leader].node.as_ref().unwrap().shard.region(REGION).unwrap().meta.clone())
+}
+
+/// A membership change through the leader, answered.
+fn try_change(sim: &mut Sim, change: PeerChange) -> Result<Response, RegionError> {
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(REGION).is_some()), "no leader");
+    let (leader, meta) = leader_meta(sim);
+    let r = sim.submit(leader, |request| Input::ChangePeer { request, region: REGION, epoch: meta.epoch(), change });
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "membership change not answered");
+    sim.take_reply(r).unwrap()
+}
+
+/// A membership change through the leader, tried again while the reason
+/// it is refused may pass (a quorum or a learner not keeping up yet, a new
+/// leader's entry not applied yet, a leader change).
+fn change(sim: &mut Sim, seed: u64, change: PeerChange) {
+    for _ in 0..100 {
+        match try_change(sim, change) {
+            Ok(Response::Done) => return,
+            Err(RegionError::Refused { reason, .. })
+                if ["caught up", "quorum", "not applied yet"].iter().any(|r| reason.contains(r)) => {}
+            Err(e) if e.is_definite() && !matches!(e, RegionError::Refused { .. }) => {}
+            other => panic!("seed {seed}: {change:?}: {other:?}"),
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    panic!("seed {seed}: {change:?} refused for 10 s");
+}
+
+/// Takes the region out of its joint state as PD's operator does: a
+/// leader being demoted hands leadership to a voter that stays one first.
+fn leave_joint(sim: &mut Sim, seed: u64) {
+    for _ in 0..50 {
+        let (leader, meta) = leader_meta(sim);
+        if !meta.is_lasting_voter(meta.peer_on(leader).unwrap().peer_id) {
+            let to_peer = meta.peers.iter().find(|p| p.role == PeerRole::Voter).unwrap().peer_id;
+            sim.submit(leader, |request| Input::TransferLeader { request, region: REGION, to_peer });
+            sim.run_for(Duration::from_millis(200));
+            continue;
+        }
+        return change(sim, seed, PeerChange::LeaveJoint);
+    }
+    panic!("seed {seed}: leadership never left the demoted peer");
+}
+
+/// Puts every key through the leader until each is applied.
+fn put_all(sim: &mut Sim, seed: u64, keys: &[Vec<u8>], value: &[u8]) {
+    for k in keys {
+        for attempt in 0.. {
+            assert!(attempt < 100, "seed {seed}: put of {k:?} never applied");
+            assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(REGION).is_some()), "seed {seed}");
+            let (leader, meta) = leader_meta(sim);
+            let command = Command::Put { key: k.clone(), value: value.to_vec() };
+            let r =
+                sim.submit(leader, |request| Input::Write { request, region: REGION, epoch: meta.epoch(), command });
+            assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}");
+            match sim.take_reply(r).unwrap() {
+                Ok(Response::Done) => break,
+                Err(e) if e.is_definite() => sim.run_for(Duration::from_millis(20)),
+                other => panic!("seed {seed}: put of {k:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Every store that has a replica of the region agrees with the leader's
+/// meta and holds `expected`; the stores in `without` hold none.
+fn settle_and_check(sim: &mut Sim, seed: u64, expected: &BTreeMap<Vec<u8>, Vec<u8>>, without: &[u64]) {
+    let (_, meta) = leader_meta(sim);
+    let settled = |s: &Sim| {
+        let (l, _) = leader_meta(s);
+        let target = s.stores[&l].node.as_ref().unwrap().shard.region(REGION).unwrap().applied;
+        meta.peers.iter().all(|p| {
+            let r = s.stores[&p.store_id].node.as_ref().unwrap().shard.region(REGION);
+            r.is_some_and(|r| r.applied >= target && r.meta == meta)
+        })
+    };
+    assert!(sim.run_until(Duration::from_secs(20), settled), "seed {seed}: replicas of {meta:?} never settled");
+    for p in &meta.peers {
+        let r = sim.stores[&p.store_id].node.as_ref().unwrap().shard.region(REGION).unwrap();
+        let rows: BTreeMap<_, _> = r.rows().into_iter().collect();
+        assert!(rows == *expected, "seed {seed}: store {} holds {} keys of {}", p.store_id, rows.len(), expected.len());
+    }
+    for s in without {
+        let shard = &sim.stores[s].node.as_ref().unwrap().shard;
+        assert!(shard.region(REGION).is_none() && shard.is_tombstone(REGION), "seed {seed}: store {s} kept a replica");
+    }
+}
+
+/// A follower's replica moves to a new store: a learner first (refused
+/// promotion until it caught up by snapshot; it counts for no quorum, so
+/// writes go on with its store down), then one joint change promotes it
+/// and demotes the old one — the region serves in the joint state, refuses
+/// other changes and splits there, and comes back from a restart of every
+/// store still joint — then it leaves the joint state and the demoted
+/// learner is removed (a tombstone on its store).
+#[test]
+fn a_follower_moves_through_a_learner_and_a_joint_change() {
+    for_seeds(4, |seed| {
+        let mut sim = region_on_three_of_four(seed);
+        let keys: Vec<Vec<u8>> = (0..40).map(key).collect();
+        put_all(&mut sim, seed, &keys, b"one");
+        let mut expected: BTreeMap<_, _> = keys.iter().map(|k| (k.clone(), b"one".to_vec())).collect();
+        let (leader, meta) = leader_meta(&sim);
+        let old = *meta.peers.iter().find(|p| p.store_id != leader).unwrap();
+        let new = PeerMeta::learner(meta.max_peer_id + 1, NEW_STORE, 0);
+
+        assert_eq!(try_change(&mut sim, PeerChange::AddLearner(new)), Ok(Response::Done), "seed {seed}");
+        match try_change(&mut sim, PeerChange::EnterJoint { promote: new, demote: old }) {
+            Err(RegionError::Refused { reason, .. }) => assert!(reason.contains("caught up"), "seed {seed}: {reason}"),
+            other => panic!("seed {seed}: a learner promoted before it caught up: {other:?}"),
+        }
+        // a learner counts for no quorum: writes commit with its store down
+        sim.crash(NEW_STORE);
+        put_all(&mut sim, seed, &keys[..10], b"two");
+        expected.extend(keys[..10].iter().map(|k| (k.clone(), b"two".to_vec())));
+        sim.restart(NEW_STORE);
+        change(&mut sim, seed, PeerChange::EnterJoint { promote: new, demote: old });
+        let (_, joint) = leader_meta(&sim);
+        assert!(joint.is_joint(), "seed {seed}: {joint:?}");
+        assert_eq!(joint.peer(new.peer_id).map(|p| p.role), Some(PeerRole::IncomingVoter));
+        assert_eq!(joint.peer(old.peer_id).map(|p| p.role), Some(PeerRole::DemotingVoter));
+        put_all(&mut sim, seed, &keys[10..20], b"three");
+        expected.extend(keys[10..20].iter().map(|k| (k.clone(), b"three".to_vec())));
+        match try_change(&mut sim, PeerChange::RemovePeer(old)) {
+            Err(RegionError::Refused { reason, .. }) => assert!(reason.contains("joint"), "seed {seed}: {reason}"),
+            other => panic!("seed {seed}: a simple change in the joint state: {other:?}"),
+        }
+        let (leader, _) = leader_meta(&sim);
+        let split = SplitRequest { split_key: key(20), new_region_id: 9, new_peer_ids: vec![91, 92, 93, 94] };
+        let r = sim.submit(leader, |request| Input::Split { request, region: REGION, epoch: joint.epoch(), split });
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}");
+        assert!(matches!(sim.take_reply(r), Some(Err(RegionError::Refused { .. }))), "seed {seed}: split while joint");
+
+        for s in 1..=4 {
+            sim.crash(s);
+        }
+        for s in 1..=4 {
+            sim.restart(s);
+        }
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(REGION).is_some()), "seed {seed}");
+        assert_eq!(leader_meta(&sim).1, joint, "seed {seed}: the restart left the joint state or went back");
+        leave_joint(&mut sim, seed);
+        let (_, left) = leader_meta(&sim);
+        assert_eq!(left.peer(old.peer_id).map(|p| p.role), Some(PeerRole::Learner), "seed {seed}");
+        change(&mut sim, seed, PeerChange::RemovePeer(old.with_role(PeerRole::Learner)));
+        put_all(&mut sim, seed, &keys[20..30], b"four");
+        expected.extend(keys[20..30].iter().map(|k| (k.clone(), b"four".to_vec())));
+        let (_, done) = leader_meta(&sim);
+        let mut stores: Vec<u64> = done.voters().map(|p| p.store_id).collect();
+        stores.sort_unstable();
+        let mut want: Vec<u64> = (1..=4).filter(|s| *s != old.store_id).collect();
+        want.sort_unstable();
+        assert_eq!((stores, done.peers.len()), (want, 3), "seed {seed}: {done:?}");
+        settle_and_check(&mut sim, seed, &expected, &[old.store_id]);
+    });
+}
+
+/// The leader's own replica moves: it may be demoted in the joint change
+/// (it still counts in the outgoing half), but it may not take the region
+/// out of the joint state while being demoted, and leadership goes only to
+/// a voter that stays one (not a learner, not a demoting voter); once
+/// handed over, the new leader leaves the joint state and removes it.
+#[test]
+fn a_leader_being_moved_hands_over_before_the_region_leaves_the_joint_state() {
+    for_seeds(4, |seed| {
+        let mut sim = region_on_three_of_four(seed);
+        let keys: Vec<Vec<u8>> = (0..20).map(key).collect();
+        put_all(&mut sim, seed, &keys, b"one");
+        let expected: BTreeMap<_, _> = keys.iter().map(|k| (k.clone(), b"one".to_vec())).collect();
+        let (leader, meta) = leader_meta(&sim);
+        let old = *meta.peer_on(leader).unwrap();
+        let new = PeerMeta::learner(meta.max_peer_id + 1, NEW_STORE, 0);
+        change(&mut sim, seed, PeerChange::AddLearner(new));
+        let transfer = |sim: &mut Sim, to_peer: u64| {
+            let (leader, _) = leader_meta(sim);
+            let r = sim.submit(leader, |request| Input::TransferLeader { request, region: REGION, to_peer });
+            assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)), "seed {seed}");
+            sim.take_reply(r).unwrap()
+        };
+        match transfer(&mut sim, new.peer_id) {
+            Err(RegionError::Refused { reason, .. }) => assert!(reason.contains("learner"), "seed {seed}: {reason}"),
+            other => panic!("seed {seed}: leadership handed to a learner: {other:?}"),
+        }
+        change(&mut sim, seed, PeerChange::EnterJoint { promote: new, demote: old });
+        assert_eq!(sim.leader_of(REGION), Some(leader), "seed {seed}: the demoted leader leads on in the joint state");
+        match try_change(&mut sim, PeerChange::LeaveJoint) {
+            Err(RegionError::Refused { reason, .. }) => {
+                assert!(reason.contains("transfer leadership"), "seed {seed}: {reason}")
+            }
+            other => panic!("seed {seed}: a demoted leader left the joint state: {other:?}"),
+        }
+        match transfer(&mut sim, new.peer_id) {
+            Err(RegionError::Refused { reason, .. }) => {
+                assert!(reason.contains("incoming-voter"), "seed {seed}: {reason}")
+            }
+            other => panic!("seed {seed}: leadership handed to an incoming voter: {other:?}"),
+        }
+        let stays = *meta.peers.iter().find(|p| p.store_id != leader).unwrap();
+        assert_eq!(transfer(&mut sim, stays.peer_id), Ok(Response::Done), "seed {seed}");
+        assert!(
+            sim.run_until(Duration::from_secs(5), |s| s.leader_of(REGION) == Some(stays.store_id)),
+            "seed {seed}: leadership stayed on the demoted peer"
+        );
+        change(&mut sim, seed, PeerChange::LeaveJoint);
+        change(&mut sim, seed, PeerChange::RemovePeer(old.with_role(PeerRole::Learner)));
+        settle_and_check(&mut sim, seed, &expected, &[old.store_id]);
+    });
+}
