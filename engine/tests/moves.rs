@@ -16,12 +16,12 @@ use engine::RegionError;
 mod seeds;
 use seeds::for_seeds;
 
-const REGION: u64 = 1;
 /// The store the simulation starts with no replica on.
 const NEW_STORE: u64 = 4;
 
+/// A key of the first region (PD's layout starts its second at "5000").
 fn key(n: u64) -> Vec<u8> {
-    format!("k{n:04}").into_bytes()
+    format!("0k{n:04}").into_bytes()
 }
 
 /// One region with replicas on stores 1–3 of four, once it has a leader.
@@ -33,17 +33,23 @@ fn region_on_three_of_four(seed: u64) -> Sim {
     sim
 }
 
+/// The region the tests move: the first of the initial layout (PD numbers
+/// regions its own way).
+fn region(sim: &Sim) -> u64 {
+    sim.metas[0].id
+}
+
 /// The region's leader and its meta.
 fn leader_meta(sim: &Sim) -> (u64, RegionMeta) {
-    let leader = sim.leader_of(REGION).expect("led");
-    (leader, sim.stores[&leader].node.as_ref().unwrap().shard.region(REGION).unwrap().meta.clone())
+    let leader = sim.leader_of(region(sim)).expect("led");
+    (leader, sim.stores[&leader].node.as_ref().unwrap().shard.region(region(sim)).unwrap().meta.clone())
 }
 
 /// A membership change through the leader, answered.
 fn try_change(sim: &mut Sim, change: PeerChange) -> Result<Response, RegionError> {
-    assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(REGION).is_some()), "no leader");
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(region(s)).is_some()), "no leader");
     let (leader, meta) = leader_meta(sim);
-    let r = sim.submit(leader, |request| Input::ChangePeer { request, region: REGION, epoch: meta.epoch(), change });
+    let r = sim.submit(leader, |request| Input::ChangePeer { request, region: meta.id, epoch: meta.epoch(), change });
     assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "membership change not answered");
     sim.take_reply(r).unwrap()
 }
@@ -72,7 +78,7 @@ fn leave_joint(sim: &mut Sim, seed: u64) {
         let (leader, meta) = leader_meta(sim);
         if !meta.is_lasting_voter(meta.peer_on(leader).unwrap().peer_id) {
             let to_peer = meta.peers.iter().find(|p| p.role == PeerRole::Voter).unwrap().peer_id;
-            sim.submit(leader, |request| Input::TransferLeader { request, region: REGION, to_peer });
+            sim.submit(leader, |request| Input::TransferLeader { request, region: meta.id, to_peer });
             sim.run_for(Duration::from_millis(200));
             continue;
         }
@@ -84,17 +90,21 @@ fn leave_joint(sim: &mut Sim, seed: u64) {
 /// Puts every key through the leader until each is applied.
 fn put_all(sim: &mut Sim, seed: u64, keys: &[Vec<u8>], value: &[u8]) {
     for k in keys {
+        let mut last = None;
         for attempt in 0.. {
-            assert!(attempt < 100, "seed {seed}: put of {k:?} never applied");
-            assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(REGION).is_some()), "seed {seed}");
+            assert!(attempt < 100, "seed {seed}: put of {k:?} never applied: {last:?}");
+            assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(region(s)).is_some()), "seed {seed}");
             let (leader, meta) = leader_meta(sim);
             let command = Command::Put { key: k.clone(), value: value.to_vec() };
             let r =
-                sim.submit(leader, |request| Input::Write { request, region: REGION, epoch: meta.epoch(), command });
+                sim.submit(leader, |request| Input::Write { request, region: meta.id, epoch: meta.epoch(), command });
             assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}");
             match sim.take_reply(r).unwrap() {
                 Ok(Response::Done) => break,
-                Err(e) if e.is_definite() => sim.run_for(Duration::from_millis(20)),
+                Err(e) if e.is_definite() => {
+                    last = Some(e);
+                    sim.run_for(Duration::from_millis(20))
+                }
                 other => panic!("seed {seed}: put of {k:?}: {other:?}"),
             }
         }
@@ -107,21 +117,22 @@ fn settle_and_check(sim: &mut Sim, seed: u64, expected: &BTreeMap<Vec<u8>, Vec<u
     let (_, meta) = leader_meta(sim);
     let settled = |s: &Sim| {
         let (l, _) = leader_meta(s);
-        let target = s.stores[&l].node.as_ref().unwrap().shard.region(REGION).unwrap().applied;
+        let target = s.stores[&l].node.as_ref().unwrap().shard.region(region(s)).unwrap().applied;
         meta.peers.iter().all(|p| {
-            let r = s.stores[&p.store_id].node.as_ref().unwrap().shard.region(REGION);
+            let r = s.stores[&p.store_id].node.as_ref().unwrap().shard.region(region(s));
             r.is_some_and(|r| r.applied >= target && r.meta == meta)
         })
     };
     assert!(sim.run_until(Duration::from_secs(20), settled), "seed {seed}: replicas of {meta:?} never settled");
+    let id = meta.id;
     for p in &meta.peers {
-        let r = sim.stores[&p.store_id].node.as_ref().unwrap().shard.region(REGION).unwrap();
+        let r = sim.stores[&p.store_id].node.as_ref().unwrap().shard.region(id).unwrap();
         let rows: BTreeMap<_, _> = r.rows().into_iter().collect();
         assert!(rows == *expected, "seed {seed}: store {} holds {} keys of {}", p.store_id, rows.len(), expected.len());
     }
     for s in without {
         let shard = &sim.stores[s].node.as_ref().unwrap().shard;
-        assert!(shard.region(REGION).is_none() && shard.is_tombstone(REGION), "seed {seed}: store {s} kept a replica");
+        assert!(shard.region(id).is_none() && shard.is_tombstone(id), "seed {seed}: store {s} kept a replica");
     }
 }
 
@@ -166,7 +177,7 @@ fn a_follower_moves_through_a_learner_and_a_joint_change() {
         }
         let (leader, _) = leader_meta(&sim);
         let split = SplitRequest { split_key: key(20), new_region_id: 9, new_peer_ids: vec![91, 92, 93, 94] };
-        let r = sim.submit(leader, |request| Input::Split { request, region: REGION, epoch: joint.epoch(), split });
+        let r = sim.submit(leader, |request| Input::Split { request, region: joint.id, epoch: joint.epoch(), split });
         assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}");
         assert!(matches!(sim.take_reply(r), Some(Err(RegionError::Refused { .. }))), "seed {seed}: split while joint");
 
@@ -176,7 +187,7 @@ fn a_follower_moves_through_a_learner_and_a_joint_change() {
         for s in 1..=4 {
             sim.restart(s);
         }
-        assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(REGION).is_some()), "seed {seed}");
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.leader_of(region(s)).is_some()), "seed {seed}");
         assert_eq!(leader_meta(&sim).1, joint, "seed {seed}: the restart left the joint state or went back");
         leave_joint(&mut sim, seed);
         let (_, left) = leader_meta(&sim);
@@ -211,8 +222,8 @@ fn a_leader_being_moved_hands_over_before_the_region_leaves_the_joint_state() {
         let new = PeerMeta::learner(meta.max_peer_id + 1, NEW_STORE, 0);
         change(&mut sim, seed, PeerChange::AddLearner(new));
         let transfer = |sim: &mut Sim, to_peer: u64| {
-            let (leader, _) = leader_meta(sim);
-            let r = sim.submit(leader, |request| Input::TransferLeader { request, region: REGION, to_peer });
+            let (leader, meta) = leader_meta(sim);
+            let r = sim.submit(leader, |request| Input::TransferLeader { request, region: meta.id, to_peer });
             assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)), "seed {seed}");
             sim.take_reply(r).unwrap()
         };
@@ -221,7 +232,11 @@ fn a_leader_being_moved_hands_over_before_the_region_leaves_the_joint_state() {
             other => panic!("seed {seed}: leadership handed to a learner: {other:?}"),
         }
         change(&mut sim, seed, PeerChange::EnterJoint { promote: new, demote: old });
-        assert_eq!(sim.leader_of(REGION), Some(leader), "seed {seed}: the demoted leader leads on in the joint state");
+        assert_eq!(
+            sim.leader_of(region(&sim)),
+            Some(leader),
+            "seed {seed}: the demoted leader leads on in the joint state"
+        );
         match try_change(&mut sim, PeerChange::LeaveJoint) {
             Err(RegionError::Refused { reason, .. }) => {
                 assert!(reason.contains("transfer leadership"), "seed {seed}: {reason}")
@@ -237,11 +252,112 @@ fn a_leader_being_moved_hands_over_before_the_region_leaves_the_joint_state() {
         let stays = *meta.peers.iter().find(|p| p.store_id != leader).unwrap();
         assert_eq!(transfer(&mut sim, stays.peer_id), Ok(Response::Done), "seed {seed}");
         assert!(
-            sim.run_until(Duration::from_secs(5), |s| s.leader_of(REGION) == Some(stays.store_id)),
+            sim.run_until(Duration::from_secs(5), |s| s.leader_of(region(s)) == Some(stays.store_id)),
             "seed {seed}: leadership stayed on the demoted peer"
         );
         change(&mut sim, seed, PeerChange::LeaveJoint);
         change(&mut sim, seed, PeerChange::RemovePeer(old.with_role(PeerRole::Learner)));
         settle_and_check(&mut sim, seed, &expected, &[old.store_id]);
+    });
+}
+
+/// A simulation of PD and four stores, two regions of three replicas (on
+/// stores 1–3 and 2–4), once every region is led and PD has heard of it.
+fn with_pd(seed: u64) -> Sim {
+    let mut opts = SimOptions::new(seed);
+    (opts.stores, opts.replicas, opts.regions, opts.pd) = (4, 3, 2, true);
+    let mut sim = Sim::new(opts);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leaders");
+    sim.run_for(Duration::from_millis(500));
+    sim
+}
+
+/// Runs until PD has no operator under way and the first region is
+/// neither joint nor has a learner (all its replicas are voters).
+fn until_pd_is_done(sim: &mut Sim, seed: u64, limit: Duration) {
+    let done = |s: &mut Sim| {
+        let idle = s.pd.as_mut().unwrap().operators().is_empty();
+        idle && s.leader_of(region(s)).is_some() && leader_meta(s).1.peers.iter().all(|p| p.role == PeerRole::Voter)
+    };
+    let until = sim.elapsed_us() + limit.as_micros() as u64;
+    while !done(sim) {
+        assert!(sim.elapsed_us() < until, "seed {seed}: PD still busy: {:?}", sim.pd.as_mut().unwrap().operators());
+        sim.run_for(Duration::from_millis(100));
+    }
+}
+
+/// PD moves a replica by hand (`ctl move`): its operator walks learner →
+/// joint → leave → removal through the leader's directives, writes go on
+/// throughout, and the region ends on the new stores with every write.
+/// Moving the leader's own replica hands leadership over first.
+#[test]
+fn pd_moves_a_replica_by_hand_through_its_operator() {
+    for_seeds(4, |seed| {
+        let mut sim = with_pd(seed);
+        let keys: Vec<Vec<u8>> = (0..30).map(key).collect();
+        put_all(&mut sim, seed, &keys[..10], b"one");
+        let (leader, meta) = leader_meta(&sim);
+        let from =
+            if seed % 2 == 0 { leader } else { meta.peers.iter().find(|p| p.store_id != leader).unwrap().store_id };
+        let now_ms = sim.elapsed_us() / 1000;
+        sim.pd.as_mut().unwrap().move_region(meta.id, from, NEW_STORE, now_ms).expect("the move starts");
+        put_all(&mut sim, seed, &keys[10..20], b"two");
+        until_pd_is_done(&mut sim, seed, Duration::from_secs(30));
+        put_all(&mut sim, seed, &keys[20..], b"three");
+        let (_, done) = leader_meta(&sim);
+        let mut on: Vec<u64> = done.voters().map(|p| p.store_id).collect();
+        on.sort_unstable();
+        let mut want: Vec<u64> =
+            meta.peers.iter().map(|p| p.store_id).filter(|s| *s != from).chain([NEW_STORE]).collect();
+        want.sort_unstable();
+        assert_eq!((on, done.peers.len()), (want, 3), "seed {seed}: {done:?}");
+        let expected: BTreeMap<_, _> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), [&b"one"[..], b"two", b"three"][i / 10].to_vec()))
+            .collect();
+        settle_and_check(&mut sim, seed, &expected, &[from]);
+    });
+}
+
+/// A move interrupted before its joint change (its target store is down,
+/// so the learner never catches up) is abandoned when its step times out,
+/// and the replica checker removes the learner it left: the region keeps
+/// its original replicas. One interrupted after its joint change (PD
+/// crashes and restarts, forgetting it) is finished by the checker: the
+/// region leaves the joint state and the demoted replica goes.
+#[test]
+fn an_interrupted_move_ends_with_the_old_or_the_new_replicas_never_joint() {
+    for_seeds(3, |seed| {
+        let mut sim = with_pd(seed);
+        put_all(&mut sim, seed, &[key(1), key(2)], b"v");
+        let (leader, meta) = leader_meta(&sim);
+        let from = meta.peers.iter().find(|p| p.store_id != leader).unwrap().store_id;
+        sim.crash(NEW_STORE);
+        let now_ms = sim.elapsed_us() / 1000;
+        sim.pd.as_mut().unwrap().move_region(meta.id, from, NEW_STORE, now_ms).expect("the move starts");
+        // (the learner's step may take STEP_SLOW_MIN_MS)
+        until_pd_is_done(&mut sim, seed, Duration::from_secs(90));
+        let (_, after) = leader_meta(&sim);
+        let on = |m: &RegionMeta| {
+            let mut v: Vec<(u64, PeerRole)> = m.peers.iter().map(|p| (p.store_id, p.role)).collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(on(&after), on(&meta), "seed {seed}: the abandoned move left {after:?}");
+        sim.restart(NEW_STORE);
+
+        // again, PD forgetting it once the region is joint
+        let now_ms = sim.elapsed_us() / 1000;
+        sim.pd.as_mut().unwrap().move_region(meta.id, from, NEW_STORE, now_ms).expect("the move starts");
+        let joint = |s: &Sim| s.leader_of(region(s)).is_some() && leader_meta(s).1.is_joint();
+        assert!(sim.run_until(Duration::from_secs(30), joint), "seed {seed}: never joint");
+        sim.pd.as_mut().unwrap().crash();
+        sim.run_for(Duration::from_millis(300));
+        sim.pd.as_mut().unwrap().restart();
+        until_pd_is_done(&mut sim, seed, Duration::from_secs(30));
+        let (_, done) = leader_meta(&sim);
+        assert!(done.peer_on(NEW_STORE).is_some_and(|p| p.role == PeerRole::Voter), "seed {seed}: {done:?}");
+        assert!(done.peer_on(from).is_none() && done.peers.len() == 3, "seed {seed}: {done:?}");
     });
 }

@@ -49,8 +49,13 @@ fn stores_join_through_pd_report_their_regions_and_carry_out_a_directive() {
 }
 
 fn run() {
-    let config =
-        ClusterConfig { new_cluster_id: 77, replicas: 3, initial_regions: REGIONS as u32, store_down_after_ms: 5000 };
+    let config = ClusterConfig {
+        new_cluster_id: 77,
+        replicas: 3,
+        initial_regions: REGIONS as u32,
+        store_down_after_ms: 5000,
+        initial_stores: 0,
+    };
     let cluster = pd::Cluster::open(MemMetaStore::default(), &config).unwrap();
     let server = PdServer::start(cluster, "127.0.0.1:0".parse().unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();

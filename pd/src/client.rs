@@ -10,8 +10,8 @@ use transport::{FrameDecoder, FrameKind};
 
 use crate::meta::StoreStats;
 use crate::protocol::{
-    decode, encode_frame, ClusterView, PdError, PdRequest, PdResponse, RegionReport, RegionView, RequestFrame,
-    ResponseFrame, StoreView, PD_MESSAGE_BYTES_MAX, SCAN_REGIONS_MAX,
+    decode, encode_frame, ClusterView, OperatorView, PdError, PdRequest, PdResponse, RegionReport, RegionView,
+    RequestFrame, ResponseFrame, StoreView, PD_MESSAGE_BYTES_MAX, SCAN_REGIONS_MAX,
 };
 
 /// Bytes read at a time.
@@ -189,6 +189,27 @@ impl PdClient {
     pub fn region_by_id(&mut self, region_id: u64) -> Result<RegionView, PdClientError> {
         match self.call(PdRequest::GetRegionById { region_id })? {
             PdResponse::Region(v) => Ok(v),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    /// The operators under way.
+    pub fn operators(&mut self) -> Result<Vec<OperatorView>, PdClientError> {
+        match self.call(PdRequest::GetOperators)? {
+            PdResponse::Operators(v) => Ok(v),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    /// Starts moving `region_id`'s replica on `from_store` to `to_store`; the operator.
+    pub fn move_region(
+        &mut self,
+        region_id: u64,
+        from_store: u64,
+        to_store: u64,
+    ) -> Result<Vec<OperatorView>, PdClientError> {
+        match self.call(PdRequest::MoveRegion { region_id, from_store, to_store })? {
+            PdResponse::Operators(v) => Ok(v),
             r => Err(self.unexpected(r)),
         }
     }

@@ -11,6 +11,8 @@
 //!   later means another `MetaStore` (docs/pd.md).
 //! - [`protocol`]: requests and answers on the wire (transport frames,
 //!   bincode 2), and the typed errors a caller acts on.
+//! - [`schedule`]: operators that move replicas, and the checkers that
+//!   make them (learners, joint changes, the replica count).
 //! - [`server`] and [`client`]: a blocking TCP server and client.
 //!
 //! PD knows nothing of the engine: stores report to it in its own terms.
@@ -19,6 +21,7 @@ pub mod client;
 pub mod cluster;
 pub mod meta;
 pub mod protocol;
+pub mod schedule;
 pub mod server;
 pub mod storage;
 

@@ -110,6 +110,20 @@ impl RegionInfo {
         self.peers.iter().find(|p| p.store_id == store_id)
     }
 
+    pub fn peer(&self, peer_id: u64) -> Option<&PeerInfo> {
+        self.peers.iter().find(|p| p.peer_id == peer_id)
+    }
+
+    /// Whether the region is between entering and leaving a joint configuration.
+    pub fn is_joint(&self) -> bool {
+        self.peers.iter().any(|p| matches!(p.role, PeerRole::IncomingVoter | PeerRole::DemotingVoter))
+    }
+
+    /// Its voters once any joint state is left (the replica count PD keeps).
+    pub fn voters(&self) -> impl Iterator<Item = &PeerInfo> {
+        self.peers.iter().filter(|p| p.is_voter_after_joint())
+    }
+
     /// Checks what holds for every region, whatever reported it.
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {

@@ -86,6 +86,15 @@ pub enum PdRequest {
         start_key: Vec<u8>,
         limit: u32,
     },
+    /// Moves the region's replica on `from_store` to `to_store` (an
+    /// operator by hand; it replaces any other of the region).
+    MoveRegion {
+        region_id: u64,
+        from_store: u64,
+        to_store: u64,
+    },
+    /// The operators under way.
+    GetOperators,
 }
 
 /// What a leader tells PD of its region.
@@ -126,6 +135,7 @@ pub enum PdResponse {
     },
     Store(StoreView),
     Region(RegionView),
+    Operators(Vec<OperatorView>),
 }
 
 /// A region as PD sees it: its durable description and the latest report.
@@ -169,9 +179,33 @@ pub struct Directive {
 
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum DirectiveAction {
-    TransferLeader { to_store: u64 },
+    TransferLeader {
+        to_store: u64,
+    },
+    /// Add a voter at once (by hand; operators add learners).
     AddPeer(PeerInfo),
     RemovePeer(PeerInfo),
+    AddLearner(PeerInfo),
+    PromoteLearner(PeerInfo),
+    /// One joint change: the learner `promote` in, the voter `demote` out.
+    EnterJoint {
+        promote: PeerInfo,
+        demote: PeerInfo,
+    },
+    LeaveJoint,
+}
+
+/// An operator under way, for `ctl operators`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct OperatorView {
+    pub id: u64,
+    pub region_id: u64,
+    pub kind: String,
+    pub steps: Vec<String>,
+    /// The step under way (an index into `steps`).
+    pub current: u32,
+    pub age_ms: u64,
+    pub step_age_ms: u64,
 }
 
 /// PD's errors, each with what a caller needs to act on it.

@@ -122,6 +122,20 @@ impl<S: MetaStore + 'static> PdServer<S> {
             for (name, help, v) in gauges {
                 put(name, "gauge", help, v);
             }
+            let ops = shared.cluster.lock().map(|c| c.operator_counts()).unwrap_or_default();
+            out.push_str("# HELP ringraft_pd_operators_total operators by kind and how they went (started, finished, abandoned: timed out or the region changed under it, replaced by an admin move)\n# TYPE ringraft_pd_operators_total counter\n");
+            for (kind, c) in ops {
+                for (outcome, v) in [
+                    ("started", c.started),
+                    ("finished", c.finished),
+                    ("abandoned", c.abandoned),
+                    ("replaced", c.replaced),
+                ] {
+                    out.push_str(&format!(
+                        "ringraft_pd_operators_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {v}\n"
+                    ));
+                }
+            }
             out
         }
     }

@@ -16,7 +16,13 @@ use pd::storage::FileMetaStore;
 use pd::{Cluster, PdClient, PdClientError, PdError, PdRequest, PdResponse};
 
 fn config() -> ClusterConfig {
-    ClusterConfig { new_cluster_id: 4242, replicas: 1, initial_regions: 4, store_down_after_ms: 10_000 }
+    ClusterConfig {
+        new_cluster_id: 4242,
+        replicas: 1,
+        initial_regions: 4,
+        store_down_after_ms: 10_000,
+        initial_stores: 0,
+    }
 }
 
 fn start(dir: &std::path::Path) -> PdServer<FileMetaStore> {

@@ -89,6 +89,15 @@ pub enum CtlOp {
     /// Remove region REGION's peer on STORE (not its leader: transfer
     /// leadership first). The removed peer leaves a tombstone.
     RemovePeer { region: u64, store: u64 },
+    /// Move region REGION's replica on FROM_STORE to TO_STORE, safely
+    /// (needs --pd, whose operator does it): a learner on TO_STORE first,
+    /// filled by a snapshot; once it caught up, one joint change promotes
+    /// it and demotes the old replica (leadership moves away first if the
+    /// old replica leads); then the old replica goes. The region never has
+    /// fewer voters meanwhile. Prints the operator; `ctl operators` follows it.
+    Move { region: u64, from_store: u64, to_store: u64 },
+    /// What PD is doing: its operators under way, each step and its age (needs --pd).
+    Operators,
     /// A simple write load (`ringraft bench kv` is the full benchmark): THREADS clients,
     /// each sending BATCH puts at a time (pipelined, each acknowledged on
     /// its own) for DURATION; prints writes/s and the batch round-trip times.
@@ -118,6 +127,10 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
         CtlOp::Stores => return cmd_pd_view::stores(&target, args.json),
         CtlOp::Store { store } => return cmd_pd_view::store(&target, store, args.json),
         CtlOp::Regions => return cmd_pd_view::regions(&target, args.json),
+        CtlOp::Operators => return cmd_pd_view::operators(&target, args.json),
+        CtlOp::Move { region, from_store, to_store } => {
+            return cmd_pd_view::move_region(&target, region, from_store, to_store, args.json)
+        }
         CtlOp::Region { key: Some(key), id: None } => return cmd_pd_view::region_by_key(&target, &key, args.json),
         CtlOp::Region { key: Some(_), id: Some(_) } => return Err("give a KEY or --id, not both".into()),
         CtlOp::Region { key: None, id: Some(id) } if matches!(target, Target::Pd(_)) => {
@@ -144,14 +157,19 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
             }
         }
         CtlOp::Region { id: None, .. } => return Err("give the region's KEY (with --pd) or --id N".into()),
-        CtlOp::Stores | CtlOp::Store { .. } | CtlOp::Regions | CtlOp::Region { key: Some(_), .. } => {
+        CtlOp::Stores
+        | CtlOp::Store { .. }
+        | CtlOp::Regions
+        | CtlOp::Operators
+        | CtlOp::Move { .. }
+        | CtlOp::Region { key: Some(_), .. } => {
             unreachable!("answered from PD above")
         }
         CtlOp::Region { id: Some(region), .. } => {
             let m = client.region(region).map_err(|e| e.to_string())?;
             println!("{}", region_line(&m));
             for p in &m.peers {
-                println!("  peer {} on store {} shard {}", p.peer_id, p.store_id, p.shard);
+                println!("  peer {} on store {} shard {} ({})", p.peer_id, p.store_id, p.shard, p.role.name());
             }
         }
         CtlOp::AddPeer { region, store, peer_id, shard } => {

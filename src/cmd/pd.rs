@@ -45,6 +45,7 @@ pub fn pd(args: PdArgs) -> Result<(), String> {
         replicas: args.replicas,
         initial_regions: args.initial_regions,
         store_down_after_ms: args.store_down_after.as_millis() as u64,
+        initial_stores: 0,
     };
     let storage = pd::storage::FileMetaStore::open(&args.data_dir).map_err(|e| e.to_string())?;
     let cluster = pd::Cluster::open(storage, &config).map_err(|e| e.to_string())?;

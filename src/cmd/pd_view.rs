@@ -1,7 +1,7 @@
 //! `ringraft ctl --pd … stores|store|regions|region`: the cluster as PD
 //! sees it, as a table or (`--json`) one JSON document for scripts.
 
-use pd::protocol::{RegionView, StoreView};
+use pd::protocol::{OperatorView, RegionView, StoreView};
 use serde_json::{json, Value};
 
 use super::ctl::Target;
@@ -26,7 +26,7 @@ fn region_json(v: &RegionView) -> Value {
         "end_key": key_text(&r.end_key),
         "conf_ver": r.epoch.conf_ver,
         "version": r.epoch.version,
-        "peers": r.peers.iter().map(|p| json!({"peer_id": p.peer_id, "store_id": p.store_id, "shard": p.shard})).collect::<Vec<_>>(),
+        "peers": r.peers.iter().map(|p| json!({"peer_id": p.peer_id, "store_id": p.store_id, "shard": p.shard, "role": p.role.name()})).collect::<Vec<_>>(),
         "leader": v.leader.map(|l| l.store_id),
         "leader_peer": v.leader.map(|l| l.peer_id),
         "term": v.term,
@@ -74,7 +74,15 @@ fn print_regions(views: &[RegionView]) {
     for v in views {
         let r = &v.region;
         let leader = v.leader.map_or("-".to_string(), |l| format!("store {}", l.store_id));
-        let peers: Vec<String> = r.peers.iter().map(|p| format!("{}@{}/{}", p.peer_id, p.store_id, p.shard)).collect();
+        // (a learner marked "(learner)", a peer in a joint change by its role)
+        let peers: Vec<String> = r
+            .peers
+            .iter()
+            .map(|p| match p.role {
+                pd::PeerRole::Voter => format!("{}@{}/{}", p.peer_id, p.store_id, p.shard),
+                role => format!("{}@{}/{}({})", p.peer_id, p.store_id, p.shard, role.name()),
+            })
+            .collect();
         println!(
             "{:>8}  {:<12} {:<12} {:>8} {:>7}  {:<10} {:>10} {:>10}  {}",
             r.id,
@@ -110,6 +118,62 @@ fn print_stores(views: &[StoreView]) {
             v.stats.regions_fenced
         );
     }
+}
+
+fn operator_json(v: &OperatorView) -> Value {
+    json!({
+        "id": v.id,
+        "region": v.region_id,
+        "kind": v.kind,
+        "steps": v.steps,
+        "step": v.current,
+        "age_ms": v.age_ms,
+        "step_age_ms": v.step_age_ms,
+    })
+}
+
+fn print_operators(views: &[OperatorView]) {
+    if views.is_empty() {
+        println!("no operator under way");
+    }
+    for v in views {
+        println!(
+            "operator {} region {} {} (started {:.1} s ago; this step {:.1} s ago)",
+            v.id,
+            v.region_id,
+            v.kind,
+            v.age_ms as f64 / 1000.0,
+            v.step_age_ms as f64 / 1000.0
+        );
+        for (i, s) in v.steps.iter().enumerate() {
+            let mark = match (i as u32).cmp(&v.current) {
+                std::cmp::Ordering::Less => "done",
+                std::cmp::Ordering::Equal => "now ",
+                std::cmp::Ordering::Greater => "    ",
+            };
+            println!("  {mark} {s}");
+        }
+    }
+}
+
+/// `ctl operators`: what PD is doing.
+pub fn operators(target: &Target, json: bool) -> Result<(), String> {
+    let ops = pd_client(target)?.operators().map_err(|e| e.to_string())?;
+    match json {
+        true => print_json(&Value::Array(ops.iter().map(operator_json).collect())),
+        false => print_operators(&ops),
+    }
+    Ok(())
+}
+
+/// `ctl move`: an operator by hand.
+pub fn move_region(target: &Target, region: u64, from: u64, to: u64, json: bool) -> Result<(), String> {
+    let ops = pd_client(target)?.move_region(region, from, to).map_err(|e| e.to_string())?;
+    match json {
+        true => print_json(&Value::Array(ops.iter().map(operator_json).collect())),
+        false => print_operators(&ops),
+    }
+    Ok(())
 }
 
 pub fn stores(target: &Target, json: bool) -> Result<(), String> {

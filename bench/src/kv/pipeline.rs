@@ -220,8 +220,9 @@ impl Pipeline {
         });
         match pd.region_by_key(key) {
             Ok(v) => {
-                let leader = v.leader.map_or(v.region.peers[0].store_id, |l| l.store_id);
-                self.learn(vec![RegionMeta::from(&v.region)], leader);
+                let meta = RegionMeta::from(&v.region);
+                let leader = v.leader.map_or(meta.first_voter().store_id, |l| l.store_id);
+                self.learn(vec![meta], leader);
             }
             Err(e) => tracing::debug!("asking PD for a key's region: {e}"),
         }
@@ -239,7 +240,7 @@ impl Pipeline {
             }
             return self.decide(Outcome::Failed { kind: "key_not_in_region" });
         };
-        let peer = self.leaders.get(&region.id).and_then(|s| region.peer_on(*s)).unwrap_or(&region.peers[0]);
+        let peer = self.leaders.get(&region.id).and_then(|s| region.peer_on(*s)).unwrap_or(region.first_voter());
         let target = (peer.store_id, peer.shard);
         op.store_id = target.0;
         let id = self.next_id;
@@ -382,8 +383,7 @@ impl Pipeline {
     }
 
     fn rotate(&mut self, region: &RegionMeta, from_store: u64) {
-        let i = region.peers.iter().position(|p| p.store_id == from_store).unwrap_or(0);
-        self.leaders.insert(region.id, region.peers[(i + 1) % region.peers.len()].store_id);
+        self.leaders.insert(region.id, region.next_voter_after(from_store).store_id);
     }
 
     fn decide(&mut self, outcome: Outcome) {

@@ -196,7 +196,7 @@ impl KvClient {
 
     fn target(&self, region: &RegionMeta) -> (u64, u16) {
         let cached = self.leaders.get(&region.id).and_then(|s| region.peer_on(*s));
-        let peer = cached.unwrap_or(&region.peers[0]);
+        let peer = cached.unwrap_or(region.first_voter());
         (peer.store_id, peer.shard)
     }
 
@@ -216,8 +216,7 @@ impl KvClient {
 
     /// Moves to the peer of a region after the one on `from_store` (no leader known).
     fn rotate(&mut self, region: &RegionMeta, from_store: u64) {
-        let i = region.peers.iter().position(|p| p.store_id == from_store).unwrap_or(0);
-        self.leaders.insert(region.id, region.peers[(i + 1) % region.peers.len()].store_id);
+        self.leaders.insert(region.id, region.next_voter_after(from_store).store_id);
     }
 
     fn conn(&mut self, target: (u64, u16)) -> std::io::Result<&mut Conn> {

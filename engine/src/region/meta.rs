@@ -212,6 +212,22 @@ impl RegionMeta {
         self.peer(peer_id).is_some_and(|p| p.role == PeerRole::Voter)
     }
 
+    /// Where a client sends a request when it knows no leader: a voter (a
+    /// learner never leads).
+    pub fn first_voter(&self) -> &PeerMeta {
+        self.voters().next().or(self.peers.first()).expect("a region has peers")
+    }
+
+    /// The voter after the one on `store_id`, in peer order (no leader
+    /// known: the next one may know it).
+    pub fn next_voter_after(&self, store_id: u64) -> &PeerMeta {
+        let voters: Vec<&PeerMeta> = self.voters().collect();
+        match voters.iter().position(|p| p.store_id == store_id) {
+            Some(i) => voters[(i + 1) % voters.len()],
+            None => self.first_voter(),
+        }
+    }
+
     /// raft's configuration, as the roles of the peers say it.
     pub fn conf_state(&self) -> raft::eraftpb::ConfState {
         let ids = |role: &dyn Fn(PeerRole) -> bool| {

@@ -119,6 +119,9 @@ pub struct Region {
     pub split_proposed: Option<u64>,
     /// The last few regions split off this one (`shard::split`).
     pub split_off: std::collections::VecDeque<u64>,
+    /// The shard tick at which each peer's last message arrived (whether a
+    /// leader sees a peer up: `shard::membership::is_healthy`).
+    pub heard_at_tick: BTreeMap<u64, u64>,
 }
 
 /// raft-rs configuration of one peer.
@@ -185,6 +188,7 @@ impl Region {
             split_check_tick: None,
             split_proposed: None,
             split_off: Default::default(),
+            heard_at_tick: BTreeMap::new(),
         })
     }
 

@@ -64,6 +64,13 @@ pub fn directive_op(d: &Directive, meta: &RegionMeta) -> Result<DirectiveOp, Str
         }
         DirectiveAction::AddPeer(p) => DirectiveOp::ChangePeer(PeerChange::AddVoter(PeerMeta::from(*p))),
         DirectiveAction::RemovePeer(p) => DirectiveOp::ChangePeer(PeerChange::RemovePeer(PeerMeta::from(*p))),
+        DirectiveAction::AddLearner(p) => DirectiveOp::ChangePeer(PeerChange::AddLearner(PeerMeta::from(*p))),
+        DirectiveAction::PromoteLearner(p) => DirectiveOp::ChangePeer(PeerChange::PromoteLearner(PeerMeta::from(*p))),
+        DirectiveAction::EnterJoint { promote, demote } => DirectiveOp::ChangePeer(PeerChange::EnterJoint {
+            promote: PeerMeta::from(*promote),
+            demote: PeerMeta::from(*demote),
+        }),
+        DirectiveAction::LeaveJoint => DirectiveOp::ChangePeer(PeerChange::LeaveJoint),
     })
 }
 

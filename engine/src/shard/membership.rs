@@ -10,7 +10,7 @@ use transport::{Destination, Envelope, Target};
 use crate::error::RegionError;
 use crate::kv::MemKv;
 use crate::region::meta::{PeerChange, PeerMeta, RegionLocalState, RegionMeta};
-use crate::region::peer::Region;
+use crate::region::peer::{Region, ELECTION_TICKS};
 use crate::region::wal_convert::{conf_state_to_wal, hard_state_to_wal};
 use crate::region::RegionStorage;
 use crate::snapshot::{RegionSnapshot, SnapshotConf};
@@ -213,6 +213,7 @@ impl Shard {
     /// A membership change: the leader checks it against the region as it is
     /// and proposes it; it is answered when applied.
     pub(super) fn on_change_peer(&mut self, request: u64, region: u64, epoch: transport::Epoch, change: PeerChange) {
+        let now = self.ticks;
         let proposed = (|| {
             let r = super::propose::admin_region(&mut self.regions, region, epoch)?;
             let refused = |reason: String| RegionError::Refused { region, reason };
@@ -222,14 +223,14 @@ impl Shard {
             let next = r.meta.changed(change).map_err(refused)?;
             check_leader_stays(r.peer_id, &next).map_err(refused)?;
             if let PeerChange::PromoteLearner(p) | PeerChange::EnterJoint { promote: p, .. } = change {
-                if !is_healthy(r, p.peer_id) {
+                if !is_healthy(r, p.peer_id, now) {
                     return Err(refused(format!(
                         "learner {} on store {} has not caught up: it is promoted once it has",
                         p.peer_id, p.store_id
                     )));
                 }
             }
-            check_healthy_quorums(r, &next).map_err(refused)?;
+            check_healthy_quorums(r, &next, now).map_err(refused)?;
             let context = next.encode();
             let result = match conf_change_of(change) {
                 RaftChange::Simple(change_type, node_id) => {
@@ -342,13 +343,14 @@ fn check_leader_stays(leader: u64, next: &RegionMeta) -> Result<(), String> {
 /// Never leave the region without a quorum of voters that are up and
 /// keeping up (a new peer counts as neither until it caught up) — in a
 /// joint configuration, in each half.
-fn check_healthy_quorums(r: &Region, next: &RegionMeta) -> Result<(), String> {
+fn check_healthy_quorums(r: &Region, next: &RegionMeta, now: u64) -> Result<(), String> {
     let halves = [("", next.voters().collect::<Vec<_>>()), (" of the outgoing half", next.outgoing_voters().collect())];
     for (which, voters) in halves.iter().filter(|(_, v)| !v.is_empty()) {
-        let healthy = voters.iter().filter(|p| is_healthy(r, p.peer_id)).count();
+        let behind: Vec<u64> = voters.iter().map(|p| p.peer_id).filter(|id| !is_healthy(r, *id, now)).collect();
+        let healthy = voters.len() - behind.len();
         if healthy < voters.len() / 2 + 1 {
             return Err(format!(
-                "after the change only {healthy} of {} voters{which} would be up and keeping up: not a quorum",
+                "after the change only {healthy} of {} voters{which} would be up and keeping up (not {behind:?}): not a quorum",
                 voters.len()
             ));
         }
@@ -406,18 +408,21 @@ pub(super) fn apply_conf_change(
     Ok((Ok(Response::Done), Some(write)))
 }
 
-/// Whether the leader `r` sees peer `id` as up and keeping up: itself, or a
-/// follower it heard from within an election timeout that it replicates
-/// to or that has every entry. (A follower back from a restart or a broken
-/// link is probed, and raft-rs moves it back to replicating only on an
-/// append's answer: in an idle region, one that already has everything
-/// would stay "probed" until the next write.)
-pub(crate) fn is_healthy(r: &Region, id: u64) -> bool {
+/// Whether the leader `r` sees peer `id` as up and keeping up at shard
+/// tick `now`: itself, or a follower it heard from within an election
+/// timeout that it replicates to or that has every entry. (A follower back
+/// from a restart or a broken link is probed, and raft-rs moves it back to
+/// replicating only on an append's answer: in an idle region, one that
+/// already has everything would stay "probed" until the next write. Not
+/// raft-rs's `recent_active`: check-quorum clears it every election
+/// timeout, so a check right after that would find every follower away.)
+pub(crate) fn is_healthy(r: &Region, id: u64, now: u64) -> bool {
     let last = r.raw.raft.raft_log.last_index();
+    let heard = r.heard_at_tick.get(&id).is_some_and(|at| now.saturating_sub(*at) <= ELECTION_TICKS as u64);
     id == r.peer_id
-        || r.raw.raft.prs().get(id).is_some_and(|p| {
-            p.recent_active
-                && (p.state == raft::ProgressState::Replicate
-                    || (p.state == raft::ProgressState::Probe && p.matched >= last))
-        })
+        || (heard
+            && r.raw.raft.prs().get(id).is_some_and(|p| {
+                p.state == raft::ProgressState::Replicate
+                    || (p.state == raft::ProgressState::Probe && p.matched >= last)
+            }))
 }

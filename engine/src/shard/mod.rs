@@ -207,7 +207,13 @@ impl Shard {
                 approximate_bytes: r.kv.bytes() as u64,
                 approximate_keys: r.kv.keys() as u64,
                 applied_bytes_total: r.applied_bytes_total,
-                pending_peers: r.meta.peers.iter().map(|p| p.peer_id).filter(|id| !is_healthy(r, *id)).collect(),
+                pending_peers: r
+                    .meta
+                    .peers
+                    .iter()
+                    .map(|p| p.peer_id)
+                    .filter(|id| !is_healthy(r, *id, self.ticks))
+                    .collect(),
             })
             .collect()
     }

@@ -219,6 +219,7 @@ impl Shard {
             tracing::warn!(region = r.id(), from = envelope.from.store_id, "snapshot message without its data dropped");
             return;
         }
+        r.heard_at_tick.insert(envelope.from.peer_id, self.ticks);
         if let Err(e) = r.raw.step(msg) {
             tracing::debug!(region = r.id(), "step: {e}");
         }

@@ -29,6 +29,9 @@ use store::{sim_wal_options, SimStore};
 /// Request ids from here up are the simulation's own (splits a leader
 /// asked for): no one waits for their replies.
 const SIM_INTERNAL_REQUEST_MIN: u64 = 1 << 62;
+/// Request ids of PD's directives start here (below the split asks', which
+/// add ids from `SIM_FIRST_ALLOCATED_ID` or PD's allocator).
+const SIM_DIRECTIVE_REQUEST_MIN: u64 = SIM_INTERNAL_REQUEST_MIN + (1 << 61);
 /// Ids the simulation hands out for splits start here (above the spec's).
 const SIM_FIRST_ALLOCATED_ID: u64 = 1 << 40;
 
@@ -172,6 +175,9 @@ pub struct Sim {
     pub pd: Option<pd::SimPd>,
     /// When the leaders next report to PD.
     next_pd_report: Instant,
+    /// The last request id the simulation gave to work of its own (PD's
+    /// directives; split asks use `SIM_INTERNAL_REQUEST_MIN` + the new id).
+    next_internal_request: u64,
     /// (store, region) pairs whose arriving raft messages are held back (`hold`).
     held_routes: std::collections::BTreeSet<(u64, u64)>,
     /// Messages held back, in arrival order, with their destination store.
@@ -214,6 +220,7 @@ impl Sim {
             next_id: SIM_FIRST_ALLOCATED_ID,
             pd,
             next_pd_report: start,
+            next_internal_request: SIM_DIRECTIVE_REQUEST_MIN,
             held_routes: Default::default(),
             held: vec![],
             held_snapshot_routes: Default::default(),
@@ -374,9 +381,15 @@ impl Sim {
             self.next_pd_report = now + PD_REPORT_INTERVAL;
             let now_ms = (now - self.start).as_millis() as u64;
             if let Some(pd) = self.pd.as_mut() {
-                for s in self.stores.values() {
-                    if let Some(n) = s.node.as_ref() {
-                        pd.report(s.id, n.shard.leader_reports(), now_ms);
+                let next_request = &mut self.next_internal_request;
+                for s in self.stores.values_mut() {
+                    if let Some(n) = s.node.as_mut() {
+                        let request = || {
+                            *next_request += 1;
+                            *next_request
+                        };
+                        let directives = pd.report(s.id, n.shard.leader_reports(), now_ms, request);
+                        n.inputs.extend(directives);
                     }
                 }
             }
@@ -446,7 +459,12 @@ impl Sim {
                             self.net.send(now, s.id, to, (s.id, f));
                         }
                     }
-                    Output::Reply { request, .. } if request >= SIM_INTERNAL_REQUEST_MIN => {}
+                    Output::Reply { request, result } if request >= SIM_INTERNAL_REQUEST_MIN => {
+                        // (a split ask's or a directive's: as the runtime, only logged)
+                        if let Err(e) = result {
+                            tracing::info!(store = s.id, "the simulation's own request {request} refused: {e}");
+                        }
+                    }
                     Output::Reply { request, result } => {
                         self.in_flight.remove(&request);
                         self.replies.insert(request, result);

@@ -31,6 +31,7 @@ impl SimPd {
             replicas: replicas as u32,
             initial_regions: regions as u32,
             store_down_after_ms: 20_000,
+            initial_stores: stores as u32,
         };
         let store = MemMetaStore::default();
         let mut cluster = Cluster::open(store.clone(), &config).expect("a new PD opens");
@@ -88,15 +89,60 @@ impl SimPd {
         }
     }
 
-    /// A store's leaders report their regions (as its PD worker does).
-    pub fn report(&mut self, store_id: u64, led: Vec<LeaderReport>, now_ms: u64) {
-        let Some(c) = self.cluster.as_mut() else { return };
-        if led.is_empty() {
-            return;
+    /// A store heartbeats PD and its leaders report their regions (as its
+    /// PD worker does); PD's directives for them, each as the shard input
+    /// it becomes (`request` numbers the inputs), with the region it is for.
+    pub fn report(
+        &mut self,
+        store_id: u64,
+        led: Vec<LeaderReport>,
+        now_ms: u64,
+        mut request: impl FnMut() -> u64,
+    ) -> Vec<crate::shard::Input> {
+        let Some(c) = self.cluster.as_mut() else { return vec![] };
+        let stats = pd::meta::StoreStats::default();
+        if let Err(e) = c.handle(PdRequest::StoreHeartbeat { store_id, stats }, now_ms) {
+            panic!("store {store_id}'s heartbeat: {e}");
         }
+        if led.is_empty() {
+            return vec![];
+        }
+        let metas: std::collections::BTreeMap<u64, RegionMeta> =
+            led.iter().map(|r| (r.meta.id, r.meta.clone())).collect();
         let reports = led.into_iter().map(|r| crate::runtime::pd_worker::report_of(r, 0)).collect();
         // (stale reports are refused one by one: that is PD's business)
-        let _ = c.handle(PdRequest::RegionHeartbeats { store_id, reports }, now_ms);
+        let Ok(PdResponse::RegionHeartbeats { directives, .. }) =
+            c.handle(PdRequest::RegionHeartbeats { store_id, reports }, now_ms)
+        else {
+            return vec![];
+        };
+        let mut inputs = vec![];
+        for d in directives {
+            let Some(meta) = metas.get(&d.region_id) else { continue };
+            match crate::runtime::directives::directive_op(&d, meta) {
+                Ok(op) => inputs.push(op.into_input(request(), d.region_id, meta.epoch())),
+                Err(e) => tracing::debug!("directive ignored: {e}"),
+            }
+        }
+        inputs
+    }
+
+    /// The operators under way (none while PD is down).
+    pub fn operators(&mut self) -> Vec<pd::protocol::OperatorView> {
+        let Some(c) = self.cluster.as_mut() else { return vec![] };
+        match c.handle(PdRequest::GetOperators, 0) {
+            Ok(PdResponse::Operators(ops)) => ops,
+            other => panic!("PD's operators: {other:?}"),
+        }
+    }
+
+    /// Asks PD to move `region`'s replica on `from` to `to` (`ctl move`).
+    pub fn move_region(&mut self, region_id: u64, from_store: u64, to_store: u64, now_ms: u64) -> Result<(), String> {
+        let c = self.cluster.as_mut().ok_or("PD is down")?;
+        match c.handle(PdRequest::MoveRegion { region_id, from_store, to_store }, now_ms) {
+            Ok(PdResponse::Operators(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     }
 
     /// Every region as PD sees it, in key order (`None` while PD is down).

@@ -11,8 +11,15 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
     }
 }
 
-/// Runs `f` for every seed, naming the seed that failed.
+/// Runs `f` for every seed, naming the seed that failed. `RUST_LOG` set:
+/// the engine's logs go to stderr (to follow one replayed seed).
 pub fn for_seeds(default_count: u64, f: impl Fn(u64)) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     for seed in seeds(default_count) {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed)));
         if let Err(e) = result {

@@ -16,6 +16,10 @@ use crate::protocol::{
     ClusterView, Directive, PdError, PdRequest, PdResponse, RegionReport, RegionView, StoreView, ALLOC_IDS_MAX,
     REGION_REPORTS_MAX, SCAN_BYTES_MAX, SCAN_REGIONS_MAX,
 };
+use crate::schedule::controller::Operators;
+use crate::schedule::operator::{self, Operator, OperatorKind};
+use crate::schedule::replica_checker::{self, StoreLoad};
+use crate::schedule::step::RegionState;
 use crate::storage::{ClusterState, MetaStore, StorageError};
 use bootstrap::INITIAL_REGIONS_MAX;
 use regions::RegionIndex;
@@ -28,6 +32,8 @@ pub const STORES_MAX: usize = 4096;
 pub const REGIONS_MAX: usize = 1 << 20;
 /// Most directives waiting for their regions' leaders.
 pub const DIRECTIVES_MAX: usize = 65_536;
+/// How often the checkers look over every region (on store heartbeats).
+pub const PATROL_INTERVAL_MS: u64 = 1_000;
 
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -37,6 +43,9 @@ pub struct ClusterConfig {
     pub initial_regions: u32,
     /// A store silent this long is shown as down.
     pub store_down_after_ms: u64,
+    /// Stores that must register before a new cluster lays out its
+    /// regions (at least `replicas`; 0: `replicas`).
+    pub initial_stores: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +82,11 @@ pub struct Cluster<S: MetaStore> {
     heartbeats: BTreeMap<u64, (u64, StoreStats)>,
     directives: BTreeMap<u64, Directive>,
     store_down_after_ms: u64,
+    initial_stores: u32,
+    /// Operators under way (soft: lost with a restart, when the replica
+    /// checker finishes or undoes what they left).
+    operators: Operators,
+    last_patrol_ms: Option<u64>,
 }
 
 impl<S: MetaStore> Cluster<S> {
@@ -120,6 +134,9 @@ impl<S: MetaStore> Cluster<S> {
             heartbeats: BTreeMap::new(),
             directives: BTreeMap::new(),
             store_down_after_ms: config.store_down_after_ms,
+            initial_stores: config.initial_stores,
+            operators: Operators::default(),
+            last_patrol_ms: None,
         };
         for s in state.stores {
             s.validate().map_err(|e| OpenError::Invalid(format!("store {}: {e}", s.id)))?;
@@ -141,7 +158,7 @@ impl<S: MetaStore> Cluster<S> {
             // nothing was laid out yet: this start's flags decide
             c.replicas = config.replicas;
             c.initial_regions = config.initial_regions;
-            if c.stores.len() >= c.replicas as usize {
+            if c.stores.len() >= c.stores_to_bootstrap() {
                 // (fewer replicas now: the stores already registered are enough)
                 c.bootstrap();
             }
@@ -179,7 +196,13 @@ impl<S: MetaStore> Cluster<S> {
             ("ringraft_pd_directives_waiting", "directives waiting for their leaders", self.directives.len() as u64),
             ("ringraft_pd_ids_reserved_until", "ids below this may have been handed out", self.ids_reserved_until),
             ("ringraft_pd_bootstrapped", "1 once the initial regions are laid out", u64::from(self.bootstrapped)),
+            ("ringraft_pd_operators_running", "operators under way", self.operators.len() as u64),
         ]
+    }
+
+    /// How operators started and ended so far, by kind (since PD started).
+    pub fn operator_counts(&self) -> Vec<(&'static str, crate::schedule::controller::OperatorCounts)> {
+        self.operators.counts.iter().map(|(k, c)| (*k, *c)).collect()
     }
 
     fn state(&self) -> ClusterState {
@@ -253,9 +276,17 @@ impl<S: MetaStore> Cluster<S> {
             PdRequest::StoreHeartbeat { store_id, stats } => {
                 self.known_store(store_id)?;
                 self.heartbeats.insert(store_id, (now_ms, stats));
+                if self.last_patrol_ms.is_none_or(|at| now_ms.saturating_sub(at) >= PATROL_INTERVAL_MS) {
+                    self.last_patrol_ms = Some(now_ms);
+                    self.patrol(now_ms)?;
+                }
                 Ok(PdResponse::Heartbeat { stores_version: self.stores_version })
             }
-            PdRequest::RegionHeartbeats { store_id, reports } => self.region_heartbeats(store_id, reports),
+            PdRequest::RegionHeartbeats { store_id, reports } => self.region_heartbeats(store_id, reports, now_ms),
+            PdRequest::MoveRegion { region_id, from_store, to_store } => {
+                self.move_region(region_id, from_store, to_store, now_ms)
+            }
+            PdRequest::GetOperators => Ok(PdResponse::Operators(self.operators.views(now_ms))),
             PdRequest::AllocIds { count } => {
                 if count == 0 || count > ALLOC_IDS_MAX {
                     return Err(PdError::Invalid(format!("ask for 1..={ALLOC_IDS_MAX} ids, not {count}")));
@@ -300,11 +331,19 @@ impl<S: MetaStore> Cluster<S> {
         }
     }
 
+    /// How many stores a new cluster waits for before laying out its regions.
+    fn stores_to_bootstrap(&self) -> usize {
+        self.replicas.max(self.initial_stores) as usize
+    }
+
     fn check_bootstrapped(&self) -> Result<(), PdError> {
         if self.bootstrapped {
             return Ok(());
         }
-        Err(PdError::NotBootstrapped { registered: self.stores.len() as u32, needed: self.replicas })
+        Err(PdError::NotBootstrapped {
+            registered: self.stores.len() as u32,
+            needed: self.stores_to_bootstrap() as u32,
+        })
     }
 
     fn known_store(&self, store_id: u64) -> Result<&StoreInfo, PdError> {
@@ -387,7 +426,7 @@ impl<S: MetaStore> Cluster<S> {
                 tracing::info!(store = info.id, addr = %info.peer_addr, shards = info.shards, "store registered");
             }
         }
-        if !self.bootstrapped && self.stores.len() >= self.replicas as usize {
+        if !self.bootstrapped && self.stores.len() >= self.stores_to_bootstrap() {
             self.bootstrap();
             changed = true;
         }
@@ -414,7 +453,96 @@ impl<S: MetaStore> Cluster<S> {
         tracing::info!(regions = n, replicas, stores = stores.len(), "cluster bootstrapped");
     }
 
-    fn region_heartbeats(&mut self, store_id: u64, reports: Vec<RegionReport>) -> Result<PdResponse, PdError> {
+    /// Looks over every region no operator drives and starts what the
+    /// replica checker says it needs (within the operators' limits).
+    fn patrol(&mut self, now_ms: u64) -> Result<(), PdError> {
+        if !self.bootstrapped {
+            return Ok(());
+        }
+        let loads = self.store_loads(now_ms);
+        let reserved = self.ids_reserved_until;
+        let ids: Vec<u64> = self.regions.iter().map(|r| r.id).collect();
+        for id in ids {
+            if self.operators.get(id).is_some() {
+                continue;
+            }
+            let region = self.regions.get(id).expect("listed").clone();
+            let soft = self.soft.get(&id).cloned().unwrap_or_default();
+            let mut taken = None;
+            let wanted = replica_checker::check(&region, soft.leader, self.replicas as usize, &loads, || {
+                *taken.get_or_insert_with(|| self.take_ids(1))
+            });
+            if let Some((kind, steps)) = wanted {
+                let op = Operator::new(kind, &region, soft.stats.approximate_bytes, steps, now_ms);
+                if let Err(why) = self.operators.add(op) {
+                    tracing::debug!(region = id, kind = kind.name(), "not now: {why}");
+                }
+            }
+        }
+        if self.ids_reserved_until != reserved {
+            self.save_or_fail()?;
+        }
+        Ok(())
+    }
+
+    /// Every store as the checkers see it.
+    fn store_loads(&self, now_ms: u64) -> Vec<StoreLoad> {
+        let mut replicas: BTreeMap<u64, usize> = BTreeMap::new();
+        for r in self.regions.iter() {
+            for p in &r.peers {
+                *replicas.entry(p.store_id).or_default() += 1;
+            }
+        }
+        self.stores
+            .values()
+            .map(|s| StoreLoad {
+                store_id: s.id,
+                shards: s.shards,
+                up: self.store_view(s, now_ms).up,
+                regions: replicas.get(&s.id).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// An operator by hand: the region's replica on `from_store` moves to `to_store`.
+    fn move_region(&mut self, region_id: u64, from: u64, to: u64, now_ms: u64) -> Result<PdResponse, PdError> {
+        self.check_bootstrapped()?;
+        let region = self.regions.get(region_id).ok_or(PdError::UnknownRegion { region_id })?.clone();
+        let target = self.known_store(to)?.clone();
+        self.known_store(from)?;
+        let soft = self.soft.get(&region_id).cloned().unwrap_or_default();
+        let refused = |why: String| Err(PdError::Invalid(format!("region {region_id}: {why}")));
+        if region.peer_on(to).is_some() {
+            return refused(format!("store {to} already has a replica"));
+        }
+        if region.peer_on(from).is_none_or(|p| p.role != crate::meta::PeerRole::Voter) {
+            return refused(format!("store {from} has no voter of it"));
+        }
+        if region.is_joint() {
+            return refused("it is in a joint configuration (an operator is finishing)".into());
+        }
+        if soft.leader.is_none() {
+            return refused("its leader has not reported since PD started: try again shortly".into());
+        }
+        let load = StoreLoad { store_id: to, shards: target.shards, up: true, regions: 0 };
+        let peer_id = self.take_ids(1);
+        self.save_or_fail()?;
+        let to_peer = PeerInfo::voter(peer_id, to, replica_checker::pick_shard(&region, &load));
+        let Some(steps) = operator::move_steps(&region, soft.leader, from, to_peer) else {
+            return refused(format!("no voter other than store {from}'s could lead meanwhile"));
+        };
+        let op = Operator::new(OperatorKind::AdminMove, &region, soft.stats.approximate_bytes, steps, now_ms);
+        self.operators.add(op).map_err(|why| PdError::Invalid(format!("region {region_id}: {why}")))?;
+        let view = self.operators.views(now_ms).into_iter().filter(|v| v.region_id == region_id).collect();
+        Ok(PdResponse::Operators(view))
+    }
+
+    fn region_heartbeats(
+        &mut self,
+        store_id: u64,
+        reports: Vec<RegionReport>,
+        now_ms: u64,
+    ) -> Result<PdResponse, PdError> {
         self.known_store(store_id)?;
         if reports.len() > REGION_REPORTS_MAX {
             return Err(PdError::Invalid(format!("{} reports, over {REGION_REPORTS_MAX}", reports.len())));
@@ -439,6 +567,13 @@ impl<S: MetaStore> Cluster<S> {
                         self.directives.remove(&id);
                     }
                     _ => {}
+                }
+                if let (true, Some(region)) = (is_leader, self.regions.get(id)) {
+                    let soft = self.soft.get(&id).expect("just accepted");
+                    let state = RegionState { region, leader: soft.leader, pending_peers: &soft.pending_peers };
+                    if let Some(action) = self.operators.on_report(&state, now_ms) {
+                        directives.push(Directive { region_id: id, epoch, action });
+                    }
                 }
             }
             outcomes.push(outcome.map(|_| ()));
@@ -503,6 +638,7 @@ impl<S: MetaStore> Cluster<S> {
                 self.regions.remove(o);
                 self.soft.remove(&o);
                 self.directives.remove(&o);
+                self.operators.forget(o);
             }
             self.regions.put(rep.region.clone());
         }

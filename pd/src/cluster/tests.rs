@@ -18,7 +18,13 @@ const DOWN_AFTER_MS: u64 = 10_000;
 // ---------------------------------------------------------------- helpers
 
 fn config() -> ClusterConfig {
-    ClusterConfig { new_cluster_id: CLUSTER_ID, replicas: 3, initial_regions: 64, store_down_after_ms: DOWN_AFTER_MS }
+    ClusterConfig {
+        new_cluster_id: CLUSTER_ID,
+        replicas: 3,
+        initial_regions: 64,
+        store_down_after_ms: DOWN_AFTER_MS,
+        initial_stores: 0,
+    }
 }
 
 fn config_with(initial_regions: u32) -> ClusterConfig {

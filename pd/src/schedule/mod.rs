@@ -1,0 +1,19 @@
+//! Scheduling: how PD changes where replicas live (docs/pd.md, "Moving
+//! replicas"), as TiKV PD does it.
+//!
+//! - [`step`]: one membership change or leadership transfer, what the
+//!   leader is asked to do for it, and when a report shows it done.
+//! - [`operator`]: the steps that take one region from its replicas to
+//!   the ones wanted (a move: learner → joint change → leave → removal).
+//! - [`controller`]: the operators under way, advanced by each report of
+//!   their region's leader, within limits.
+//! - [`replica_checker`]: what a region needs to have `--replicas` voters
+//!   and nothing half-done.
+//!
+//! All of it is logic without I/O, run under the cluster's lock: the
+//! directives it makes go out with the answers to region heartbeats.
+
+pub mod controller;
+pub mod operator;
+pub mod replica_checker;
+pub mod step;
