@@ -361,3 +361,79 @@ fn an_interrupted_move_ends_with_the_old_or_the_new_replicas_never_joint() {
         assert!(done.peer_on(from).is_none() && done.peers.len() == 3, "seed {seed}: {done:?}");
     });
 }
+
+/// Whether any region (as the leaders have it) keeps a replica on `store`.
+fn holds_replicas(sim: &Sim, store: u64) -> bool {
+    sim.stores
+        .values()
+        .filter_map(|s| s.node.as_ref().map(|n| (s.id, n)))
+        .any(|(id, n)| id != store && n.shard.regions().any(|r| r.is_leader() && r.meta.peer_on(store).is_some()))
+}
+
+/// Runs until every region is led, not joint, without learners, and PD has
+/// no operator under way.
+fn until_all_settled(sim: &mut Sim, seed: u64, limit: Duration) {
+    let done = |s: &mut Sim| {
+        let idle = s.pd.as_mut().unwrap().operators().is_empty();
+        let regions: Vec<u64> = s.metas.iter().map(|m| m.id).collect();
+        idle && regions.iter().all(|id| {
+            s.leader_of(*id).is_some_and(|l| {
+                let r = s.stores[&l].node.as_ref().unwrap().shard.region(*id).unwrap();
+                r.meta.peers.iter().all(|p| p.role == PeerRole::Voter) && r.meta.peers.len() == 3
+            })
+        })
+    };
+    let until = sim.elapsed_us() + limit.as_micros() as u64;
+    while !done(sim) {
+        assert!(sim.elapsed_us() < until, "seed {seed}: PD still busy: {:?}", sim.pd.as_mut().unwrap().operators());
+        sim.run_for(Duration::from_millis(100));
+    }
+}
+
+/// A store down past PD's down time has its replicas rebuilt on the
+/// others (every region back to three voters, every write kept); back up,
+/// its stale replicas are removed. A drained store is emptied the same way
+/// and then removed from the cluster.
+#[test]
+fn a_down_store_is_rebuilt_elsewhere_and_a_drained_store_empties_and_is_removed() {
+    for_seeds(3, |seed| {
+        let mut sim = with_pd(seed);
+        let keys: Vec<Vec<u8>> = (0..20).map(key).collect();
+        put_all(&mut sim, seed, &keys, b"v");
+        let expected: BTreeMap<_, _> = keys.iter().map(|k| (k.clone(), b"v".to_vec())).collect();
+        let (leader, meta) = leader_meta(&sim);
+        let down =
+            if seed % 2 == 0 { leader } else { meta.peers.iter().find(|p| p.store_id != leader).unwrap().store_id };
+        sim.crash(down);
+        // (disconnected at first: nothing moves before the down time)
+        sim.run_for(Duration::from_millis(engine::sim::pd::SIM_MAX_STORE_DOWN_MS / 2));
+        assert!(holds_replicas(&sim, down), "seed {seed}: replicas moved off a store only disconnected");
+        sim.run_for(Duration::from_millis(engine::sim::pd::SIM_MAX_STORE_DOWN_MS));
+        until_all_settled(&mut sim, seed, Duration::from_secs(60));
+        assert!(!holds_replicas(&sim, down), "seed {seed}: store {down} still holds replicas");
+        settle_and_check(&mut sim, seed, &expected, &[]);
+        sim.restart(down);
+        let emptied = |s: &Sim| s.stores[&down].node.as_ref().unwrap().shard.regions().count() == 0;
+        assert!(sim.run_until(Duration::from_secs(20), emptied), "seed {seed}: store {down} kept its stale replicas");
+
+        let drained = (1..=4).find(|s| *s != down && holds_replicas(&sim, *s)).unwrap();
+        let now_ms = sim.elapsed_us() / 1000;
+        sim.pd.as_mut().unwrap().drain_store(drained, now_ms).expect("the drain starts");
+        let emptied = |s: &Sim| !holds_replicas(s, drained);
+        assert!(sim.run_until(Duration::from_secs(60), emptied), "seed {seed}: store {drained} still holds replicas");
+        until_all_settled(&mut sim, seed, Duration::from_secs(60));
+        let removed = |s: &mut Sim| {
+            let now_ms = s.elapsed_us() / 1000;
+            let stores = s.pd.as_mut().unwrap().stores(now_ms);
+            stores.iter().any(|v| v.store.id == drained && v.store.state == pd::meta::StoreState::Removed)
+        };
+        for _ in 0..50 {
+            if removed(&mut sim) {
+                break;
+            }
+            sim.run_for(Duration::from_millis(100));
+        }
+        assert!(removed(&mut sim), "seed {seed}: the drained store {drained} was not removed");
+        settle_and_check(&mut sim, seed, &expected, &[]);
+    });
+}

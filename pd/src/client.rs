@@ -214,6 +214,14 @@ impl PdClient {
         }
     }
 
+    /// Starts draining a store (its replicas move elsewhere, then it is removed).
+    pub fn drain_store(&mut self, store_id: u64) -> Result<StoreView, PdClientError> {
+        match self.call(PdRequest::DrainStore { store_id })? {
+            PdResponse::Store(v) => Ok(v),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
     /// Every region, in key order (page by page).
     pub fn all_regions(&mut self) -> Result<Vec<RegionView>, PdClientError> {
         let mut all: Vec<RegionView> = vec![];

@@ -178,6 +178,33 @@ pub struct StoreInfo {
     /// Drawn by the store when it first registers: a registration repeated
     /// after a crash (before the store wrote down its id) is recognised by it.
     pub token: u64,
+    /// Serving, being emptied, or emptied and gone for good (durable: an
+    /// operator said so; whether it is heard from is the liveness PD sees).
+    #[serde(default)]
+    pub state: StoreState,
+}
+
+/// What an operator decided of a store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreState {
+    #[default]
+    Serving,
+    /// `ctl drain-store`: its replicas move to other stores, then it is removed.
+    Draining,
+    /// Drained: it holds nothing and may not come back under its id (its
+    /// addresses are free for a new store).
+    Removed,
+}
+
+impl StoreState {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreState::Serving => "serving",
+            StoreState::Draining => "draining",
+            StoreState::Removed => "removed",
+        }
+    }
 }
 
 /// Shard `shard`'s address of a store whose shards listen from `base` on.
@@ -285,6 +312,7 @@ mod tests {
             shards: 2,
             capacity_bytes: 0,
             token: 1,
+            state: StoreState::Serving,
         };
         assert!(s.validate().unwrap_err().contains("overlap"));
     }

@@ -95,6 +95,10 @@ pub enum PdRequest {
     },
     /// The operators under way.
     GetOperators,
+    /// Moves every replica off the store, then removes it from the cluster.
+    DrainStore {
+        store_id: u64,
+    },
 }
 
 /// What a leader tells PD of its region.
@@ -154,7 +158,11 @@ pub struct StoreView {
     pub store: StoreInfo,
     /// Milliseconds since its last heartbeat; None: none since PD started.
     pub last_heartbeat_ms_ago: Option<u64>,
+    /// Heard from within `--store-down-after`.
     pub up: bool,
+    /// Silent past `--max-store-down-time` (counted from PD's start when
+    /// not heard from since): its replicas are rebuilt elsewhere.
+    pub down: bool,
     pub stats: StoreStats,
 }
 

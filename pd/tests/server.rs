@@ -22,6 +22,7 @@ fn config() -> ClusterConfig {
         initial_regions: 4,
         store_down_after_ms: 10_000,
         initial_stores: 0,
+        max_store_down_ms: 1_800_000,
     }
 }
 

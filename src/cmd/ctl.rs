@@ -65,7 +65,8 @@ pub enum CtlOp {
     },
     /// Every region as PD sees it, in key order (needs --pd).
     Regions,
-    /// Every store as PD sees it: addresses, up or down, figures (needs --pd).
+    /// Every store as PD sees it: addresses, state (up, disconnected, down,
+    /// draining, removed), regions and leaders (needs --pd).
     Stores,
     /// Store STORE as PD sees it (needs --pd).
     Store { store: u64 },
@@ -98,6 +99,12 @@ pub enum CtlOp {
     Move { region: u64, from_store: u64, to_store: u64 },
     /// What PD is doing: its operators under way, each step and its age (needs --pd).
     Operators,
+    /// Move every replica off store STORE, then remove it from the cluster
+    /// (needs --pd). Refused when the other stores could not hold
+    /// --replicas copies of every region. Works on a store that is down.
+    /// Once removed, the store is refused if it comes back under its id;
+    /// its addresses are free for a new store (an empty data directory).
+    DrainStore { store: u64 },
     /// A simple write load (`ringraft bench kv` is the full benchmark): THREADS clients,
     /// each sending BATCH puts at a time (pipelined, each acknowledged on
     /// its own) for DURATION; prints writes/s and the batch round-trip times.
@@ -128,6 +135,7 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
         CtlOp::Store { store } => return cmd_pd_view::store(&target, store, args.json),
         CtlOp::Regions => return cmd_pd_view::regions(&target, args.json),
         CtlOp::Operators => return cmd_pd_view::operators(&target, args.json),
+        CtlOp::DrainStore { store } => return cmd_pd_view::drain_store(&target, store, args.json),
         CtlOp::Move { region, from_store, to_store } => {
             return cmd_pd_view::move_region(&target, region, from_store, to_store, args.json)
         }
@@ -161,6 +169,7 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
         | CtlOp::Store { .. }
         | CtlOp::Regions
         | CtlOp::Operators
+        | CtlOp::DrainStore { .. }
         | CtlOp::Move { .. }
         | CtlOp::Region { key: Some(_), .. } => {
             unreachable!("answered from PD above")

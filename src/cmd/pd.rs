@@ -17,9 +17,16 @@ pub struct PdArgs {
     /// bootstraps when this many stores have registered).
     #[arg(long, default_value_t = 3)]
     replicas: u32,
-    /// A store silent for this long is shown as down.
+    /// A store silent for this long is disconnected: shown so, and no new
+    /// replica or leadership goes to it.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::parse_duration)]
     store_down_after: std::time::Duration,
+    /// A store silent for this long is down: its replicas are rebuilt on the
+    /// other stores (each region keeps --replicas voters). After PD
+    /// restarts it waits this long before calling any store down, since it
+    /// knows nothing of who was alive. Units: ms, s, m, h.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = super::parse_duration)]
+    max_store_down_time: std::time::Duration,
     /// The id of a new cluster [default: random]; an existing one keeps its own.
     #[arg(long)]
     cluster_id: Option<u64>,
@@ -46,6 +53,7 @@ pub fn pd(args: PdArgs) -> Result<(), String> {
         initial_regions: args.initial_regions,
         store_down_after_ms: args.store_down_after.as_millis() as u64,
         initial_stores: 0,
+        max_store_down_ms: args.max_store_down_time.as_millis() as u64,
     };
     let storage = pd::storage::FileMetaStore::open(&args.data_dir).map_err(|e| e.to_string())?;
     let cluster = pd::Cluster::open(storage, &config).map_err(|e| e.to_string())?;

@@ -45,6 +45,8 @@ fn store_json(v: &StoreView) -> Value {
         "shards": s.shards,
         "capacity_bytes": s.capacity_bytes,
         "up": v.up,
+        "down": v.down,
+        "state": store_state(v),
         "last_heartbeat_ms_ago": v.last_heartbeat_ms_ago,
         "region_count": v.stats.region_count,
         "leader_count": v.stats.leader_count,
@@ -52,6 +54,17 @@ fn store_json(v: &StoreView) -> Value {
         "writes_per_sec": v.stats.writes_per_sec,
         "regions_fenced": v.stats.regions_fenced,
     })
+}
+
+/// A store's state in a word: what an operator decided of it (draining,
+/// removed), else what PD hears of it (up, disconnected, down).
+fn store_state(v: &StoreView) -> &'static str {
+    match v.store.state {
+        pd::meta::StoreState::Serving if v.down => "down",
+        pd::meta::StoreState::Serving if !v.up => "disconnected",
+        pd::meta::StoreState::Serving => "up",
+        other => other.name(),
+    }
 }
 
 fn print_json(v: &Value) {
@@ -100,18 +113,18 @@ fn print_regions(views: &[RegionView]) {
 
 fn print_stores(views: &[StoreView]) {
     println!(
-        "{:>6}  {:<22} {:<22} {:>6} {:<5} {:>8} {:>8} {:>10} {:>7}",
+        "{:>6}  {:<22} {:<22} {:>6} {:<12} {:>8} {:>8} {:>10} {:>7}",
         "store", "peer addr", "client addr", "shards", "state", "regions", "leaders", "writes/s", "fenced"
     );
     for v in views {
         let s = &v.store;
         println!(
-            "{:>6}  {:<22} {:<22} {:>6} {:<5} {:>8} {:>8} {:>10} {:>7}",
+            "{:>6}  {:<22} {:<22} {:>6} {:<12} {:>8} {:>8} {:>10} {:>7}",
             s.id,
             s.peer_addr.to_string(),
             s.client_addr.to_string(),
             s.shards,
-            if v.up { "up" } else { "down" },
+            store_state(v),
             v.stats.region_count,
             v.stats.leader_count,
             v.stats.writes_per_sec,
@@ -172,6 +185,18 @@ pub fn move_region(target: &Target, region: u64, from: u64, to: u64, json: bool)
     match json {
         true => print_json(&Value::Array(ops.iter().map(operator_json).collect())),
         false => print_operators(&ops),
+    }
+    Ok(())
+}
+
+/// `ctl drain-store`.
+pub fn drain_store(target: &Target, store: u64, json: bool) -> Result<(), String> {
+    let v = pd_client(target)?.drain_store(store).map_err(|e| e.to_string())?;
+    match json {
+        true => print_json(&store_json(&v)),
+        false => println!(
+            "store {store}: draining — its replicas move to other stores (`ctl operators`), then it is removed"
+        ),
     }
     Ok(())
 }

@@ -21,6 +21,10 @@ pub struct SimPd {
     pub restarts: u32,
 }
 
+/// A store silent this long is down in the simulation (its replicas are
+/// rebuilt elsewhere): seconds, where a real cluster waits 30 minutes.
+pub const SIM_MAX_STORE_DOWN_MS: u64 = 10_000;
+
 impl SimPd {
     /// A new cluster's PD with `stores` stores registered (ids 1..=stores)
     /// and `regions` initial regions of `replicas` replicas laid out;
@@ -32,6 +36,7 @@ impl SimPd {
             initial_regions: regions as u32,
             store_down_after_ms: 20_000,
             initial_stores: stores as u32,
+            max_store_down_ms: SIM_MAX_STORE_DOWN_MS,
         };
         let store = MemMetaStore::default();
         let mut cluster = Cluster::open(store.clone(), &config).expect("a new PD opens");
@@ -133,6 +138,24 @@ impl SimPd {
         match c.handle(PdRequest::GetOperators, 0) {
             Ok(PdResponse::Operators(ops)) => ops,
             other => panic!("PD's operators: {other:?}"),
+        }
+    }
+
+    /// `ctl drain-store`.
+    pub fn drain_store(&mut self, store_id: u64, now_ms: u64) -> Result<(), String> {
+        let c = self.cluster.as_mut().ok_or("PD is down")?;
+        match c.handle(PdRequest::DrainStore { store_id }, now_ms) {
+            Ok(PdResponse::Store(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    /// Every store as PD sees it (none while PD is down).
+    pub fn stores(&mut self, now_ms: u64) -> Vec<pd::protocol::StoreView> {
+        let Some(c) = self.cluster.as_mut() else { return vec![] };
+        match c.handle(PdRequest::GetStores, now_ms) {
+            Ok(PdResponse::Stores { stores, .. }) => stores,
+            other => panic!("PD's stores: {other:?}"),
         }
     }
 

@@ -66,6 +66,7 @@ mod tests {
             shards,
             capacity_bytes: 0,
             token: id,
+            state: Default::default(),
         }
     }
 

@@ -11,7 +11,7 @@ pub mod regions;
 
 use std::collections::BTreeMap;
 
-use crate::meta::{PeerInfo, RegionInfo, RegionStats, StoreInfo, StoreStats};
+use crate::meta::{PeerInfo, RegionInfo, RegionStats, StoreInfo, StoreState, StoreStats};
 use crate::protocol::{
     ClusterView, Directive, PdError, PdRequest, PdResponse, RegionReport, RegionView, StoreView, ALLOC_IDS_MAX,
     REGION_REPORTS_MAX, SCAN_BYTES_MAX, SCAN_REGIONS_MAX,
@@ -41,8 +41,11 @@ pub struct ClusterConfig {
     pub new_cluster_id: u64,
     pub replicas: u32,
     pub initial_regions: u32,
-    /// A store silent this long is shown as down.
+    /// A store silent this long is shown as disconnected (no new replica
+    /// or leadership goes to it).
     pub store_down_after_ms: u64,
+    /// A store silent this long is down: its replicas are rebuilt elsewhere.
+    pub max_store_down_ms: u64,
     /// Stores that must register before a new cluster lays out its
     /// regions (at least `replicas`; 0: `replicas`).
     pub initial_stores: u32,
@@ -82,6 +85,7 @@ pub struct Cluster<S: MetaStore> {
     heartbeats: BTreeMap<u64, (u64, StoreStats)>,
     directives: BTreeMap<u64, Directive>,
     store_down_after_ms: u64,
+    max_store_down_ms: u64,
     initial_stores: u32,
     /// Operators under way (soft: lost with a restart, when the replica
     /// checker finishes or undoes what they left).
@@ -135,6 +139,7 @@ impl<S: MetaStore> Cluster<S> {
             directives: BTreeMap::new(),
             store_down_after_ms: config.store_down_after_ms,
             initial_stores: config.initial_stores,
+            max_store_down_ms: config.max_store_down_ms,
             operators: Operators::default(),
             last_patrol_ms: None,
         };
@@ -261,7 +266,15 @@ impl<S: MetaStore> Cluster<S> {
     pub fn handle(&mut self, req: PdRequest, now_ms: u64) -> Result<PdResponse, PdError> {
         match req {
             PdRequest::RegisterStore { store_id, token, shards, peer_addr, client_addr, capacity_bytes } => {
-                let info = StoreInfo { id: store_id, peer_addr, client_addr, shards, capacity_bytes, token };
+                let info = StoreInfo {
+                    id: store_id,
+                    peer_addr,
+                    client_addr,
+                    shards,
+                    capacity_bytes,
+                    token,
+                    state: StoreState::Serving,
+                };
                 self.register(info)
             }
             PdRequest::BootstrapRegions { store_id } => {
@@ -287,6 +300,7 @@ impl<S: MetaStore> Cluster<S> {
                 self.move_region(region_id, from_store, to_store, now_ms)
             }
             PdRequest::GetOperators => Ok(PdResponse::Operators(self.operators.views(now_ms))),
+            PdRequest::DrainStore { store_id } => self.drain_store(store_id, now_ms),
             PdRequest::AllocIds { count } => {
                 if count == 0 || count > ALLOC_IDS_MAX {
                     return Err(PdError::Invalid(format!("ask for 1..={ALLOC_IDS_MAX} ids, not {count}")));
@@ -364,10 +378,14 @@ impl<S: MetaStore> Cluster<S> {
     fn store_view(&self, s: &StoreInfo, now_ms: u64) -> StoreView {
         let hb = self.heartbeats.get(&s.id);
         let ago = hb.map(|(at, _)| now_ms.saturating_sub(*at));
+        // (after a PD restart nothing is known of a store: it is called down
+        // only once PD has run that long without hearing from it)
+        let silent_ms = ago.unwrap_or(now_ms);
         StoreView {
             store: s.clone(),
             last_heartbeat_ms_ago: ago,
             up: ago.is_some_and(|a| a <= self.store_down_after_ms),
+            down: silent_ms > self.max_store_down_ms,
             stats: hb.map(|(_, st)| *st).unwrap_or_default(),
         }
     }
@@ -389,6 +407,14 @@ impl<S: MetaStore> Cluster<S> {
         };
         if let Some(id) = existing {
             let s = &self.stores[&id];
+            if s.state == StoreState::Removed {
+                return Err(PdError::StoreMismatch {
+                    store_id: id,
+                    reason: "it was drained and removed from the cluster: start it with an empty data directory to join as a new store".into(),
+                });
+            }
+            // (its state is the operator's word, not the store's)
+            info.state = s.state;
             if s.shards != info.shards {
                 return Err(PdError::StoreMismatch {
                     store_id: id,
@@ -397,8 +423,12 @@ impl<S: MetaStore> Cluster<S> {
             }
             info.id = id;
         }
-        let clash =
-            self.stores.values().filter(|s| s.id != info.id).find_map(|s| Some((s.id, s.shared_address(&info)?)));
+        // (a removed store's addresses are free again)
+        let clash = self
+            .stores
+            .values()
+            .filter(|s| s.id != info.id && s.state != StoreState::Removed)
+            .find_map(|s| Some((s.id, s.shared_address(&info)?)));
         if let Some((store_id, addr)) = clash {
             return Err(PdError::DuplicateStoreAddress { addr, store_id });
         }
@@ -479,10 +509,50 @@ impl<S: MetaStore> Cluster<S> {
                 }
             }
         }
-        if self.ids_reserved_until != reserved {
+        // a draining store that holds nothing any more is removed
+        let mut changed = self.ids_reserved_until != reserved;
+        let drained: Vec<u64> = loads.iter().filter(|l| l.regions == 0).map(|l| l.store_id).collect();
+        for id in drained {
+            let s = self.stores.get_mut(&id).expect("listed");
+            if s.state == StoreState::Draining {
+                s.state = StoreState::Removed;
+                self.stores_version += 1;
+                changed = true;
+                tracing::info!(store = id, "store drained: removed from the cluster");
+            }
+        }
+        if changed {
             self.save_or_fail()?;
         }
         Ok(())
+    }
+
+    /// `ctl drain-store`: every replica on the store moves elsewhere, then
+    /// the store is removed. Refused when the other stores cannot hold
+    /// `--replicas` copies of every region.
+    fn drain_store(&mut self, store_id: u64, now_ms: u64) -> Result<PdResponse, PdError> {
+        self.check_bootstrapped()?;
+        let s = self.known_store(store_id)?.clone();
+        if s.state != StoreState::Serving {
+            return Err(PdError::Invalid(format!("store {store_id} is {} already", s.state.name())));
+        }
+        let others = self
+            .stores
+            .values()
+            .filter(|o| o.id != store_id && o.state == StoreState::Serving && !self.store_view(o, now_ms).down)
+            .count();
+        if others < self.replicas as usize {
+            return Err(PdError::Invalid(format!(
+                "draining store {store_id} would leave {others} store(s) to hold {} replicas of every region",
+                self.replicas
+            )));
+        }
+        self.stores.get_mut(&store_id).expect("known").state = StoreState::Draining;
+        self.stores_version += 1;
+        self.save_or_fail()?;
+        tracing::info!(store = store_id, "store draining: its replicas move to other stores");
+        let view = self.store_view(&self.stores[&store_id], now_ms);
+        Ok(PdResponse::Store(view))
     }
 
     /// Every store as the checkers see it.
@@ -495,11 +565,15 @@ impl<S: MetaStore> Cluster<S> {
         }
         self.stores
             .values()
-            .map(|s| StoreLoad {
-                store_id: s.id,
-                shards: s.shards,
-                up: self.store_view(s, now_ms).up,
-                regions: replicas.get(&s.id).copied().unwrap_or(0),
+            .map(|s| {
+                let view = self.store_view(s, now_ms);
+                StoreLoad {
+                    store_id: s.id,
+                    shards: s.shards,
+                    up: view.up && s.state == StoreState::Serving,
+                    evacuate: view.down || s.state != StoreState::Serving,
+                    regions: replicas.get(&s.id).copied().unwrap_or(0),
+                }
             })
             .collect()
     }
@@ -524,7 +598,10 @@ impl<S: MetaStore> Cluster<S> {
         if soft.leader.is_none() {
             return refused("its leader has not reported since PD started: try again shortly".into());
         }
-        let load = StoreLoad { store_id: to, shards: target.shards, up: true, regions: 0 };
+        if target.state != StoreState::Serving {
+            return refused(format!("store {to} is {}", target.state.name()));
+        }
+        let load = StoreLoad { store_id: to, shards: target.shards, up: true, evacuate: false, regions: 0 };
         let peer_id = self.take_ids(1);
         self.save_or_fail()?;
         let to_peer = PeerInfo::voter(peer_id, to, replica_checker::pick_shard(&region, &load));

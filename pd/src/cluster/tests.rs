@@ -24,6 +24,7 @@ fn config() -> ClusterConfig {
         initial_regions: 64,
         store_down_after_ms: DOWN_AFTER_MS,
         initial_stores: 0,
+        max_store_down_ms: 1_800_000,
     }
 }
 
@@ -1396,4 +1397,62 @@ proptest! {
     ) {
         run(steps);
     }
+}
+
+// ---------------------------------------------------------------- store states
+
+fn drain(c: &mut Pd, store_id: u64, now_ms: u64) -> Result<PdResponse, PdError> {
+    c.handle(PdRequest::DrainStore { store_id }, now_ms)
+}
+
+fn store_state(c: &mut Pd, id: u64, now_ms: u64) -> StoreView {
+    match c.handle(PdRequest::GetStore { store_id: id }, now_ms).unwrap() {
+        PdResponse::Store(v) => v,
+        other => panic!("GetStore answered with {other:?}"),
+    }
+}
+
+/// A drain is refused when the others could not hold every replica; a
+/// drained store holding nothing is removed at the next patrol, durably;
+/// back under its id it is refused, and its address is free for a new store.
+#[test]
+fn a_drained_store_is_removed_once_empty_and_never_comes_back_under_its_id() {
+    let (store, mut c, ids) = bootstrapped(1);
+    // the fourth store holds nothing: three others remain, enough for 3 replicas
+    for id in &ids[..3] {
+        c.handle(PdRequest::StoreHeartbeat { store_id: *id, stats: Default::default() }, 100).unwrap();
+    }
+    assert!(matches!(drain(&mut c, ids[3], 100), Ok(PdResponse::Store(_))));
+    assert!(matches!(drain(&mut c, ids[3], 100), Err(PdError::Invalid(why)) if why.contains("draining already")));
+    match drain(&mut c, ids[0], 100) {
+        Err(PdError::Invalid(why)) => assert!(why.contains("would leave 2 store(s)"), "{why}"),
+        other => panic!("a drain leaving too few stores: {other:?}"),
+    }
+    c.handle(PdRequest::StoreHeartbeat { store_id: ids[0], stats: Default::default() }, 2_000).unwrap();
+    assert_eq!(store_state(&mut c, ids[3], 2_000).store.state, StoreState::Removed);
+    assert!(saved(&store).stores.iter().any(|s| s.id == ids[3] && s.state == StoreState::Removed), "durably");
+    match try_register(&mut c, registration(ids[3], 7600, 7600, 2)) {
+        Err(PdError::StoreMismatch { reason, .. }) => assert!(reason.contains("removed"), "{reason}"),
+        other => panic!("a removed store came back: {other:?}"),
+    }
+    let (new_id, _) = try_register(&mut c, registration(0, 99, 7600, 2)).expect("its address is free again");
+    assert!(new_id != ids[3]);
+}
+
+/// Down is counted from the last heartbeat — or, after a restart, from
+/// PD's own start: it knows nothing of who was alive before.
+#[test]
+fn a_store_is_down_only_past_the_down_time_and_after_a_restart_from_the_start() {
+    let store = MemMetaStore::default();
+    let cfg = ClusterConfig { max_store_down_ms: 60_000, ..config_with(1) };
+    let mut c = open(&store, &cfg);
+    let id = register(&mut c, 7000);
+    assert!(!store_state(&mut c, id, 59_000).down, "never heard of, but PD is young");
+    assert!(store_state(&mut c, id, 61_000).down);
+    c.handle(PdRequest::StoreHeartbeat { store_id: id, stats: Default::default() }, 61_000).unwrap();
+    let v = store_state(&mut c, id, 100_000);
+    assert!(!v.up && !v.down, "disconnected, not down: {v:?}");
+    assert!(store_state(&mut c, id, 122_000).down);
+    let mut restarted = open(&store, &cfg);
+    assert!(!store_state(&mut restarted, id, 1_000).down, "a restarted PD waits the down time");
 }

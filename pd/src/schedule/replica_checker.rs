@@ -5,7 +5,7 @@
 
 use crate::meta::{PeerInfo, PeerRole, RegionInfo};
 
-use super::operator::{add_voter_steps, leave_joint_steps, remove_steps, OperatorKind};
+use super::operator::{add_voter_steps, leave_joint_steps, move_steps, remove_steps, OperatorKind};
 use super::step::Step;
 
 /// A store as the checkers see it.
@@ -13,8 +13,10 @@ use super::step::Step;
 pub struct StoreLoad {
     pub store_id: u64,
     pub shards: u16,
-    /// Heard from lately: it can take a replica.
+    /// Heard from lately and serving: it can take a replica.
     pub up: bool,
+    /// Down for good or draining: its replicas go elsewhere.
+    pub evacuate: bool,
     /// Replicas of regions it holds (voters and learners).
     pub regions: usize,
 }
@@ -50,7 +52,19 @@ pub fn check(
     if let Some(learner) = region.peers.iter().find(|p| p.role == PeerRole::Learner) {
         return Some((OperatorKind::RemoveOrphanLearner, remove_steps(region, leader, *learner)?));
     }
+    let evacuating = |p: &PeerInfo| stores.iter().any(|s| s.store_id == p.store_id && s.evacuate);
     let voters = region.voters().count();
+    if let Some(gone) = region.voters().find(|p| evacuating(p)).filter(|_| voters <= replicas) {
+        // (a region with a voter to spare loses that one instead, below)
+        let to = pick_target(region, stores)?;
+        let peer = PeerInfo {
+            peer_id: new_peer_id(),
+            store_id: to.store_id,
+            shard: pick_shard(region, &to),
+            role: PeerRole::Learner,
+        };
+        return Some((OperatorKind::ReplaceReplica, move_steps(region, leader, gone.store_id, peer)?));
+    }
     if voters < replicas {
         let to = pick_target(region, stores)?;
         let peer = PeerInfo {
@@ -65,7 +79,7 @@ pub fn check(
         // the replica on the busiest store goes (not the leader's when another will do)
         let load = |p: &PeerInfo| stores.iter().find(|s| s.store_id == p.store_id).map_or(usize::MAX, |s| s.regions);
         let leads = |p: &PeerInfo| leader.is_some_and(|l| l.peer_id == p.peer_id);
-        let victim = region.voters().max_by_key(|p| (!leads(p), load(p), p.store_id))?;
+        let victim = region.voters().max_by_key(|p| (evacuating(p), !leads(p), load(p), p.store_id))?;
         return Some((OperatorKind::RemoveReplica, remove_steps(region, leader, *victim)?));
     }
     None
@@ -88,7 +102,10 @@ mod tests {
     }
 
     fn stores(loads: &[(u64, bool, usize)]) -> Vec<StoreLoad> {
-        loads.iter().map(|&(store_id, up, regions)| StoreLoad { store_id, shards: 1, up, regions }).collect()
+        loads
+            .iter()
+            .map(|&(store_id, up, regions)| StoreLoad { store_id, shards: 1, up, evacuate: false, regions })
+            .collect()
     }
 
     #[test]
