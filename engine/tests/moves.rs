@@ -437,3 +437,53 @@ fn a_down_store_is_rebuilt_elsewhere_and_a_drained_store_empties_and_is_removed(
         settle_and_check(&mut sim, seed, &expected, &[]);
     });
 }
+
+/// Leaders piled on one store (as splits leave them) are spread by PD's
+/// balance-leader until every store leads within the tolerance, and then
+/// stay put: no transfer undoes another.
+#[test]
+fn pd_spreads_leaders_piled_on_one_store_and_then_leaves_them_be() {
+    for_seeds(3, |seed| {
+        let mut opts = SimOptions::new(seed);
+        (opts.stores, opts.replicas, opts.regions, opts.pd) = (3, 3, 9, true);
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leaders");
+        let ids: Vec<u64> = sim.metas.iter().map(|m| m.id).collect();
+        for id in &ids {
+            let Some(l) = sim.leader_of(*id) else { continue };
+            let to_peer =
+                sim.stores[&l].node.as_ref().unwrap().shard.region(*id).unwrap().meta.peer_on(1).unwrap().peer_id;
+            sim.submit(l, |request| Input::TransferLeader { request, region: *id, to_peer });
+        }
+        let counts = |s: &Sim| {
+            let mut n = [0usize; 3];
+            for id in &ids {
+                if let Some(l) = s.leader_of(*id) {
+                    n[l as usize - 1] += 1;
+                }
+            }
+            n
+        };
+        let spread = |s: &Sim| {
+            let n = counts(s);
+            n.iter().sum::<usize>() == ids.len() && n.iter().max().unwrap() - n.iter().min().unwrap() <= 2
+        };
+        sim.run_for(Duration::from_millis(300));
+        assert!(
+            counts(&sim)[0] >= 6,
+            "seed {seed}: the transfers by hand did not pile leaders on store 1: {:?}",
+            counts(&sim)
+        );
+        assert!(
+            sim.run_until(Duration::from_secs(30), spread),
+            "seed {seed}: leaders stayed piled up: {:?}",
+            counts(&sim)
+        );
+        until_all_settled(&mut sim, seed, Duration::from_secs(10));
+        let started = sim.pd.as_mut().unwrap().operators_started("balance-leader");
+        assert!(started >= 3, "seed {seed}: {started} transfers");
+        sim.run_for(Duration::from_secs(10));
+        assert_eq!(sim.pd.as_mut().unwrap().operators_started("balance-leader"), started, "seed {seed}: flapping");
+        assert!(spread(&sim), "seed {seed}: {:?}", counts(&sim));
+    });
+}

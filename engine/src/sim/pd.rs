@@ -141,6 +141,12 @@ impl SimPd {
         }
     }
 
+    /// Operators started, by kind, since PD last started.
+    pub fn operators_started(&mut self, kind: &str) -> u64 {
+        let Some(c) = self.cluster.as_ref() else { return 0 };
+        c.operator_counts().iter().filter(|(k, _)| *k == kind).map(|(_, c)| c.started).sum()
+    }
+
     /// `ctl drain-store`.
     pub fn drain_store(&mut self, store_id: u64, now_ms: u64) -> Result<(), String> {
         let c = self.cluster.as_mut().ok_or("PD is down")?;

@@ -20,6 +20,7 @@ use crate::schedule::controller::Operators;
 use crate::schedule::operator::{self, Operator, OperatorKind};
 use crate::schedule::replica_checker::{self, StoreLoad};
 use crate::schedule::step::RegionState;
+use crate::schedule::{balance_leader, balance_region};
 use crate::storage::{ClusterState, MetaStore, StorageError};
 use bootstrap::INITIAL_REGIONS_MAX;
 use regions::RegionIndex;
@@ -509,6 +510,7 @@ impl<S: MetaStore> Cluster<S> {
                 }
             }
         }
+        self.balance(now_ms);
         // a draining store that holds nothing any more is removed
         let mut changed = self.ids_reserved_until != reserved;
         let drained: Vec<u64> = loads.iter().filter(|l| l.regions == 0).map(|l| l.store_id).collect();
@@ -553,6 +555,72 @@ impl<S: MetaStore> Cluster<S> {
         tracing::info!(store = store_id, "store draining: its replicas move to other stores");
         let view = self.store_view(&self.stores[&store_id], now_ms);
         Ok(PdResponse::Store(view))
+    }
+
+    /// Evens out replica and leader counts, a few operators at a time.
+    fn balance(&mut self, now_ms: u64) {
+        let leader_of: BTreeMap<u64, u64> =
+            self.soft.iter().filter_map(|(id, s)| Some((*id, s.leader?.store_id))).collect();
+        let (replica_delta, leader_delta) = self.operators.projected(&leader_of);
+        let project = |n: usize, d: Option<&i64>| (n as i64 + d.copied().unwrap_or(0)).max(0) as usize;
+        let mut loads = self.store_loads(now_ms);
+        for l in loads.iter_mut() {
+            l.regions = project(l.regions, replica_delta.get(&l.store_id));
+        }
+        let settled = |c: &Self, r: &RegionInfo| {
+            let soft = c.soft.get(&r.id);
+            c.operators.get(r.id).is_none()
+                && soft.is_some_and(|s| s.leader.is_some() && s.pending_peers.is_empty())
+                && r.peers.iter().all(|p| p.role == crate::meta::PeerRole::Voter)
+        };
+        if self.operators.count_of(OperatorKind::BalanceRegion) < balance_region::BALANCE_REGION_OPERATORS_MAX {
+            let candidates: Vec<(RegionInfo, Option<PeerInfo>, bool)> = self
+                .regions
+                .iter()
+                .map(|r| (r.clone(), self.soft.get(&r.id).and_then(|s| s.leader), settled(self, r)))
+                .collect();
+            let mut taken = None;
+            let picked = balance_region::pick_move(
+                &loads,
+                candidates.iter().map(|(region, leader, settled)| balance_region::Candidate {
+                    region,
+                    leader: *leader,
+                    settled: *settled,
+                }),
+                || *taken.get_or_insert_with(|| self.take_ids(1)),
+            );
+            if let Some((region_id, kind, steps)) = picked {
+                let region = self.regions.get(region_id).expect("listed").clone();
+                let bytes = self.soft.get(&region_id).map_or(0, |s| s.stats.approximate_bytes);
+                if let Err(why) = self.operators.add(Operator::new(kind, &region, bytes, steps, now_ms)) {
+                    tracing::debug!(region = region_id, "balance-region not now: {why}");
+                }
+            }
+        }
+        if self.operators.count_of(OperatorKind::BalanceLeader) < balance_leader::BALANCE_LEADER_OPERATORS_MAX {
+            let mut leaders: BTreeMap<u64, usize> = BTreeMap::new();
+            for store in leader_of.values() {
+                *leaders.entry(*store).or_default() += 1;
+            }
+            let projected: BTreeMap<u64, usize> = loads
+                .iter()
+                .map(|l| {
+                    (l.store_id, project(leaders.get(&l.store_id).copied().unwrap_or(0), leader_delta.get(&l.store_id)))
+                })
+                .collect();
+            let led: Vec<(&RegionInfo, u64)> = self
+                .regions
+                .iter()
+                .filter(|r| settled(self, r))
+                .filter_map(|r| Some((r, *leader_of.get(&r.id)?)))
+                .collect();
+            if let Some((region_id, kind, steps)) = balance_leader::pick_transfer(&loads, &projected, led.into_iter()) {
+                let region = self.regions.get(region_id).expect("listed").clone();
+                if let Err(why) = self.operators.add(Operator::new(kind, &region, 0, steps, now_ms)) {
+                    tracing::debug!(region = region_id, "balance-leader not now: {why}");
+                }
+            }
+        }
     }
 
     /// Every store as the checkers see it.

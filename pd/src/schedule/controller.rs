@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::protocol::{DirectiveAction, OperatorView};
 
 use super::operator::{Advance, Operator, OperatorKind};
-use super::step::RegionState;
+use super::step::{RegionState, Step};
 
 /// Most operators under way at once.
 pub const OPERATORS_MAX: usize = 1024;
@@ -116,6 +116,34 @@ impl Operators {
             tracing::info!(operator = op.id, region = region_id, "operator dropped: its region was replaced");
             self.count(op.kind).abandoned += 1;
         }
+    }
+
+    /// Operators of `kind` under way.
+    pub fn count_of(&self, kind: OperatorKind) -> usize {
+        self.by_region.values().filter(|o| o.kind == kind).count()
+    }
+
+    /// What the operators under way will change in each store's replica
+    /// count (+1 a learner to add, −1 a peer to remove) and leader count
+    /// (a transfer's target +1, the region's current leader store −1).
+    pub fn projected(&self, leaders: &BTreeMap<u64, u64>) -> (BTreeMap<u64, i64>, BTreeMap<u64, i64>) {
+        let (mut replicas, mut led) = (BTreeMap::new(), BTreeMap::new());
+        for o in self.by_region.values() {
+            for step in &o.steps[o.current..] {
+                match step {
+                    Step::AddLearner(p) => *replicas.entry(p.store_id).or_default() += 1,
+                    Step::RemovePeer(p) => *replicas.entry(p.store_id).or_default() -= 1,
+                    Step::TransferLeader { to_store } => {
+                        *led.entry(*to_store).or_default() += 1;
+                        if let Some(from) = leaders.get(&o.region_id) {
+                            *led.entry(*from).or_default() -= 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (replicas, led)
     }
 
     pub fn views(&self, now_ms: u64) -> Vec<OperatorView> {
