@@ -9,14 +9,16 @@ use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// A base port whose local-cluster range (3 stores × 128 ports and the
-/// metrics ports after them) is free now, below the ephemeral ports.
+/// A base port whose local-cluster range (3 stores × 128 ports, the
+/// metrics ports after them, then two more stores) is free now, below the
+/// ephemeral ports.
 pub fn free_base_port(salt: u32) -> u16 {
     for attempt in 0..200u32 {
         let base = 10_000 + ((std::process::id() % 89) * 211 + (salt * 50 + attempt) * 1_009) % 20_000;
         let ports: Vec<u32> = (0..3u32)
             .flat_map(|s| [base + s * 128, base + s * 128 + 64])
             .chain((0..5).map(|i| base + 384 + i)) // metrics ports, PD and PD's metrics
+            .chain((0..2u32).flat_map(|s| [base + 512 + s * 128, base + 576 + s * 128])) // stores 4 and 5
             .collect();
         if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok()) {
             return base as u16;

@@ -26,10 +26,13 @@ pub struct Cluster {
     pub regions: usize,
     /// Passed to every store, after the flags every store gets.
     pub store_args: Vec<String>,
+    /// Passed to PD, after the flags it always gets.
+    pub pd_args: Vec<String>,
 }
 
 impl Cluster {
-    /// A cluster of three stores (none started yet) on a free port range.
+    /// A cluster of up to five stores (none started yet; three make the
+    /// cluster bootstrap) on a free port range.
     pub fn new(salt: u32, regions: usize, store_args: &[&str]) -> Cluster {
         let base = free_base_port(salt);
         Cluster {
@@ -37,9 +40,10 @@ impl Cluster {
             base,
             pd_addr: SocketAddr::from(([127, 0, 0, 1], base + 390)),
             pd: None,
-            stores: vec![None, None, None],
+            stores: vec![None, None, None, None, None],
             regions,
             store_args: store_args.iter().map(|s| s.to_string()).collect(),
+            pd_args: vec![],
         }
     }
 
@@ -56,6 +60,7 @@ impl Cluster {
             .args(["pd", "--data-dir"])
             .arg(self.root.path().join("pd"))
             .args(["--listen", &self.pd_addr.to_string(), "--initial-regions", &self.regions.to_string()])
+            .args(&self.pd_args)
             .stdout(Stdio::null())
             .stderr(self.log("pd.log"))
             .spawn()
@@ -69,8 +74,16 @@ impl Cluster {
         self.root.path().join(format!("store-{n}"))
     }
 
+    /// Store `n`'s base peer port (its client port is 64 above).
+    fn peer_port(&self, n: usize) -> u16 {
+        match n {
+            1..=3 => self.base + (n as u16 - 1) * 128,
+            _ => self.base + 512 + (n as u16 - 4) * 128,
+        }
+    }
+
     pub fn start_store(&mut self, n: usize) {
-        let peer = self.base + (n as u16 - 1) * 128;
+        let peer = self.peer_port(n);
         let child = ringraft()
             .args(["server", "--pd", &self.pd_addr.to_string(), "--data-dir"])
             .arg(self.store_dir(n))
@@ -106,7 +119,7 @@ impl Cluster {
         r: &RegionView,
         op: ClientOp,
     ) -> Option<Result<ClientReply, RegionError>> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.base + (n as u16 - 1) * 128 + 64));
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.peer_port(n) + 64));
         let req = ClientRequest {
             id: 1,
             store_id,
