@@ -58,6 +58,14 @@ enum Command {
     /// Talk to a running cluster: get, put, delete, cas, scan, admin, and
     /// the cluster as PD sees it (stores, regions).
     Ctl(CtlArgs),
+    /// Run the whole multi-raft story on a local cluster, checking every
+    /// acknowledged write after each phase: splits (by size and by hand),
+    /// two stores joining and balanced, a move by hand, a store down past
+    /// PD's down time and rebuilt, a store drained and removed, every store
+    /// restarted. Prints each phase, then one JSON line; fails on a lost
+    /// write or a phase that does not converge (exit 2, keeping the logs). A few
+    /// minutes (scripts/verify-multiraft.sh runs it).
+    Verify(bench::verify::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -133,6 +141,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Ctl(args) => ctl(args).map(|()| ExitCode::SUCCESS),
+        Command::Verify(args) => bench::verify::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -23,4 +23,5 @@ pub mod signals;
 pub mod split;
 pub mod transport;
 pub mod units;
+pub mod verify;
 pub mod wal;

@@ -47,6 +47,11 @@ pub struct LocalOptions {
     pub no_batching: bool,
     /// PD's address; `None`: the port after the stores' status ports.
     pub pd_addr: Option<SocketAddr>,
+    /// Stores started later (`add_store`): their ports are kept free too,
+    /// after the first `stores`'.
+    pub later_stores: u64,
+    /// More flags for PD (`--max-store-down-time 10s`, …).
+    pub pd_args: Vec<String>,
 }
 
 impl Default for LocalOptions {
@@ -61,6 +66,8 @@ impl Default for LocalOptions {
             region_split_size: None,
             no_batching: false,
             pd_addr: None,
+            later_stores: 0,
+            pd_args: vec![],
         }
     }
 }
@@ -91,6 +98,7 @@ pub struct LocalCluster {
     pub regions: u64,
     /// The stores, by their number in this cluster (1..=stores; not their ids).
     children: BTreeMap<u64, Child>,
+    opts: LocalOptions,
     pd: Option<Child>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -111,21 +119,24 @@ impl LocalCluster {
         if opts.cores == 0 || opts.cores > 64 {
             return Err(LocalError::Options("--cores must be 1..=64".into()));
         }
-        let status_base = u32::from(opts.base_port) + opts.stores as u32 * 128;
-        if status_base + opts.stores as u32 + 2 > u32::from(u16::MAX) {
+        let slots = opts.stores + opts.later_stores;
+        if slots > LOCAL_STORES_MAX {
+            return Err(LocalError::Options(format!("at most {LOCAL_STORES_MAX} stores in all")));
+        }
+        let status_base = u32::from(opts.base_port) + slots as u32 * 128;
+        if status_base + slots as u32 + 2 > u32::from(u16::MAX) {
             return Err(LocalError::Options(format!(
                 "--base-port {} leaves no room for the status and PD ports",
                 opts.base_port
             )));
         }
         let status_of = |n: u64| SocketAddr::from(([127, 0, 0, 1], (status_base + n as u32 - 1) as u16));
-        let pd_addr = opts
-            .pd_addr
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], (status_base + opts.stores as u32) as u16)));
+        let pd_addr =
+            opts.pd_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], (status_base + slots as u32) as u16)));
         // a port already answering is another cluster: it would take our clients
         let pd_status = SocketAddr::new(pd_addr.ip(), pd_addr.port().wrapping_add(1));
         let mut ports: Vec<SocketAddr> = vec![pd_addr, pd_status];
-        for n in 1..=opts.stores {
+        for n in 1..=slots {
             let (peer, client) = store_addrs(opts.base_port, n);
             ports.push(status_of(n));
             for i in 0..opts.cores {
@@ -161,12 +172,13 @@ impl LocalCluster {
             status: BTreeMap::new(),
             regions: opts.regions,
             children: BTreeMap::new(),
+            opts: opts.clone(),
             pd: None,
             _temp: temp,
         };
         let started = cluster.spawn_pd(opts).and_then(|()| {
             (1..=opts.stores).try_for_each(|n| cluster.spawn_store(n, opts, status_of(n)))?;
-            cluster.learn_ids(opts, status_of, START_WAIT)?;
+            (1..=opts.stores).try_for_each(|n| cluster.learn_id(n, status_of(n), START_WAIT).map(|_| ()))?;
             // (a cluster started again from its --data-dir has the regions PD laid out
             // then, whatever this start's --initial-regions says)
             let mut pd = pd::PdClient::new(cluster.pd_addr, 0);
@@ -224,7 +236,8 @@ impl LocalCluster {
             .args(["--listen", &self.pd_addr.to_string()])
             .args(["--status-addr", &self.pd_status_addr().to_string()])
             .args(["--initial-regions", &opts.regions.to_string()])
-            .args(["--replicas", &opts.stores.min(3).to_string()]);
+            .args(["--replicas", &opts.stores.min(3).to_string()])
+            .args(&opts.pd_args);
         let child =
             cmd.spawn().map_err(|source| LocalError::Io { op: "start PD in", path: self.dir.clone(), source })?;
         self.pd = Some(child);
@@ -272,37 +285,79 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Waits until every store wrote the id PD gave it, and keys the status addresses by it.
-    fn learn_ids(
-        &mut self,
-        opts: &LocalOptions,
-        status_of: impl Fn(u64) -> SocketAddr,
-        limit: Duration,
-    ) -> Result<(), LocalError> {
+    /// Waits until store `n` wrote the id PD gave it, and keys its status
+    /// address by it; its id.
+    fn learn_id(&mut self, n: u64, status: SocketAddr, limit: Duration) -> Result<u64, LocalError> {
         let deadline = Instant::now() + limit;
-        for n in 1..=opts.stores {
-            let ident = self.dir.join(format!("store-{n}")).join("IDENT");
-            loop {
-                self.check_children()?;
-                let id = std::fs::read_to_string(&ident)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<engine::runtime::data_dir::Ident>(&t).ok())
-                    .map_or(0, |i| i.store_id);
-                if id != 0 {
-                    self.status.insert(id, status_of(n));
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(LocalError::Timeout {
-                        what: format!("store {n} has not registered with PD"),
-                        waited: limit,
-                        dir: self.dir.clone(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let ident = self.dir.join(format!("store-{n}")).join("IDENT");
+        loop {
+            self.check_children()?;
+            let id = std::fs::read_to_string(&ident)
+                .ok()
+                .and_then(|t| serde_json::from_str::<engine::runtime::data_dir::Ident>(&t).ok())
+                .map_or(0, |i| i.store_id);
+            if id != 0 {
+                self.status.insert(id, status);
+                return Ok(id);
             }
+            if Instant::now() > deadline {
+                return Err(LocalError::Timeout {
+                    what: format!("store {n} has not registered with PD"),
+                    waited: limit,
+                    dir: self.dir.clone(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
+    }
+
+    /// Store `n`'s metrics address.
+    fn status_of(&self, n: u64) -> SocketAddr {
+        let slots = self.opts.stores + self.opts.later_stores;
+        let status_base = u32::from(self.opts.base_port) + slots as u32 * 128;
+        SocketAddr::from(([127, 0, 0, 1], (status_base + n as u32 - 1) as u16))
+    }
+
+    /// Starts store `n` (one of the `later_stores` slots, or one stopped
+    /// before) and waits until it registered; its id.
+    pub fn start_store(&mut self, n: u64) -> Result<u64, LocalError> {
+        let opts = self.opts.clone();
+        if n == 0 || n > opts.stores + opts.later_stores {
+            return Err(LocalError::Options(format!("no store slot {n}")));
+        }
+        if self.children.contains_key(&n) {
+            return Err(LocalError::Options(format!("store {n} runs already")));
+        }
+        let status = self.status_of(n);
+        self.spawn_store(n, &opts, status)?;
+        self.learn_id(n, status, START_WAIT)
+    }
+
+    /// Kills store `n` with SIGKILL (no clean stop: a crash).
+    pub fn kill_store(&mut self, n: u64) {
+        if let Some(mut c) = self.children.remove(&n) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops store `n` cleanly (SIGTERM, killed after `STOP_WAIT`).
+    pub fn stop_store(&mut self, n: u64) {
+        if let Some(c) = self.children.remove(&n) {
+            stop_children(BTreeMap::from([(n, c)]));
+        }
+    }
+
+    /// Keeps the cluster's directory (logs, data) when the cluster goes.
+    pub fn keep_dir(&mut self) {
+        if let Some(t) = self._temp.take() {
+            let _ = t.keep();
+        }
+    }
+
+    /// The store slots running now.
+    pub fn running(&self) -> Vec<u64> {
+        self.children.keys().copied().collect()
     }
 
     /// Waits until every store answers and every region has a leader.

@@ -56,7 +56,6 @@ fn run() {
         store_down_after_ms: 5000,
         initial_stores: 0,
         max_store_down_ms: 1_800_000,
-        max_store_down_ms: args.max_store_down_time.as_millis() as u64,
     };
     let cluster = pd::Cluster::open(MemMetaStore::default(), &config).unwrap();
     let server = PdServer::start(cluster, "127.0.0.1:0".parse().unwrap()).unwrap();

@@ -59,6 +59,7 @@ pub fn local(args: LocalArgs) -> Result<(), String> {
         region_split_size: args.region_split_size,
         no_batching: false,
         pd_addr: args.pd_addr,
+        ..Default::default()
     };
     // (before any thread starts, so that only the wait below sees Ctrl-C)
     bench::signals::block();
