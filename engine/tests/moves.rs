@@ -487,3 +487,35 @@ fn pd_spreads_leaders_piled_on_one_store_and_then_leaves_them_be() {
         assert!(spread(&sim), "seed {seed}: {:?}", counts(&sim));
     });
 }
+
+/// A learner its region dropped while nothing reached it (its snapshot, and
+/// then every message, held back: an abandoned move) hears from no leader
+/// again; it asks PD whether it is still a member and, PD's newer meta not
+/// naming it, removes itself (a tombstone) instead of lingering.
+#[test]
+fn a_learner_dropped_while_cut_off_asks_pd_and_removes_itself() {
+    for_seeds(3, |seed| {
+        let mut sim = with_pd(seed);
+        put_all(&mut sim, seed, &[key(1)], b"v");
+        let (leader, meta) = leader_meta(&sim);
+        assert!(meta.peer_on(NEW_STORE).is_none(), "seed {seed}: {meta:?}");
+        let from = meta.peers.iter().find(|p| p.store_id != leader).unwrap().store_id;
+        sim.hold_snapshots(NEW_STORE, meta.id);
+        let now_ms = sim.elapsed_us() / 1000;
+        sim.pd.as_mut().unwrap().move_region(meta.id, from, NEW_STORE, now_ms).expect("the move starts");
+        let hosts = |s: &Sim| s.stores[&NEW_STORE].node.as_ref().unwrap().shard.region(meta.id).is_some();
+        assert!(sim.run_until(Duration::from_secs(10), hosts), "seed {seed}: the learner was never created");
+        sim.hold(NEW_STORE, meta.id);
+        // the move times out and the checker removes the learner; nothing reaches it
+        until_pd_is_done(&mut sim, seed, Duration::from_secs(90));
+        assert!(leader_meta(&sim).1.peer_on(NEW_STORE).is_none(), "seed {seed}");
+        let gone = |s: &Sim| {
+            let shard = &s.stores[&NEW_STORE].node.as_ref().unwrap().shard;
+            shard.region(meta.id).is_none() && shard.is_tombstone(meta.id)
+        };
+        let limit = Duration::from_millis(30 * engine::shard::STALE_PEER_CHECK_TICKS * 10);
+        assert!(sim.run_until(limit, gone), "seed {seed}: the dropped learner lingers");
+        let stats = sim.stores[&NEW_STORE].node.as_ref().unwrap().shard.stats().clone();
+        assert!(stats.stale_peers_removed >= 1, "seed {seed}: {stats:?}");
+    });
+}

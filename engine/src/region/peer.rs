@@ -122,6 +122,11 @@ pub struct Region {
     /// The shard tick at which each peer's last message arrived (whether a
     /// leader sees a peer up: `shard::membership::is_healthy`).
     pub heard_at_tick: BTreeMap<u64, u64>,
+    /// The shard tick at which a leader's message last arrived (or this
+    /// peer led): a follower silent too long asks PD (`shard::stale`).
+    pub leader_heard_tick: Option<u64>,
+    /// When it last asked PD whether it is still a member.
+    pub membership_asked_tick: Option<u64>,
 }
 
 /// raft-rs configuration of one peer.
@@ -189,6 +194,8 @@ impl Region {
             split_proposed: None,
             split_off: Default::default(),
             heard_at_tick: BTreeMap::new(),
+            leader_heard_tick: None,
+            membership_asked_tick: None,
         })
     }
 

@@ -19,11 +19,13 @@
 //!   did not happen. The shard takes them at its next loop iteration — at
 //!   the latest its next raft tick (nothing wakes its executor from this
 //!   thread; a directive is not in a hurry).
-//! - **Split asks**, shard → PD worker: a leader whose region passed the
-//!   split size asks for the new region's ids (`SplitAsk`); the worker gets
-//!   them from PD's allocator and hands the split back as a directive
-//!   (`Input::Split`). A full channel drops the ask: the region asks again
-//!   after `SPLIT_ASK_TIMEOUT_TICKS`.
+//! - **Asks**, shard → PD worker (`PdAsk`): a leader whose region passed the
+//!   split size asks for the new region's ids; the worker gets them from
+//!   PD's allocator and hands the split back as a directive
+//!   (`Input::Split`). A follower that heard from no leader for a while asks
+//!   whether it is still a member; the worker asks PD for the region and
+//!   hands the answer back the same way (`Input::MembershipChecked`). A full
+//!   channel drops the ask: the region asks again later.
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
@@ -33,8 +35,8 @@ use crate::shard::{Input, LeaderReport};
 pub const LEADER_REPORTS_QUEUED_MAX: usize = 1;
 /// Directives waiting for one shard.
 pub const DIRECTIVES_QUEUED_MAX: usize = 1024;
-/// Split asks waiting for the PD worker, from all shards.
-pub const SPLIT_ASKS_QUEUED_MAX: usize = 256;
+/// Asks waiting for the PD worker, from all shards.
+pub const PD_ASKS_QUEUED_MAX: usize = 256;
 /// Request ids from here up are the store's own (directives), never a
 /// client's: the shard task numbers client requests from 1.
 pub const INTERNAL_REQUEST_MIN: u64 = 1 << 63;
@@ -84,41 +86,47 @@ impl LeaderReportReceiver {
     }
 }
 
-/// A leader's ask for the ids of a split (`Output::AskSplit`), with its shard.
+/// What a shard asks of PD through its store's PD worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SplitAsk {
-    pub shard: u16,
-    pub region: u64,
-    pub epoch: transport::Epoch,
-    pub split_key: Vec<u8>,
-    /// Peer ids wanted (one per peer of the region).
-    pub peers: usize,
+pub enum PdAsk {
+    /// A leader's ask for the ids of a split (`Output::AskSplit`).
+    Split {
+        shard: u16,
+        region: u64,
+        epoch: transport::Epoch,
+        split_key: Vec<u8>,
+        /// Peer ids wanted (one per peer of the region).
+        peers: usize,
+    },
+    /// A silent follower's ask whether it is still a member
+    /// (`Output::CheckMembership`).
+    Membership { shard: u16, region: u64, peer_id: u64 },
 }
 
 /// One shard's ends of the control plane.
 pub struct ShardEnds {
     pub leader_reports: LeaderReportSender,
     pub directives: DirectiveReceiver,
-    pub split_asks: Sender<SplitAsk>,
+    pub pd_asks: Sender<PdAsk>,
 }
 
 /// The PD worker's ends, by shard index.
 pub struct PdEnds {
     pub leader_reports: Vec<LeaderReportReceiver>,
     pub directives: Vec<DirectiveSender>,
-    pub split_asks: Receiver<SplitAsk>,
+    pub pd_asks: Receiver<PdAsk>,
 }
 
 /// The channels between a PD worker and `shards` shards.
 pub fn channels(shards: u16) -> (PdEnds, Vec<ShardEnds>) {
-    let (asks_tx, asks_rx) = bounded(SPLIT_ASKS_QUEUED_MAX);
-    let mut pd = PdEnds { leader_reports: vec![], directives: vec![], split_asks: asks_rx };
+    let (asks_tx, asks_rx) = bounded(PD_ASKS_QUEUED_MAX);
+    let mut pd = PdEnds { leader_reports: vec![], directives: vec![], pd_asks: asks_rx };
     let mut ends = vec![];
     for _ in 0..shards {
         let (reports_tx, reports_rx) = bounded(LEADER_REPORTS_QUEUED_MAX);
         let (directives_tx, directives_rx) = bounded(DIRECTIVES_QUEUED_MAX);
         let leader_reports = LeaderReportSender { tx: reports_tx, older: reports_rx.clone() };
-        ends.push(ShardEnds { leader_reports, directives: directives_rx, split_asks: asks_tx.clone() });
+        ends.push(ShardEnds { leader_reports, directives: directives_rx, pd_asks: asks_tx.clone() });
         pd.leader_reports.push(LeaderReportReceiver(reports_rx));
         pd.directives.push(directives_tx);
     }

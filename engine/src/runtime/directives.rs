@@ -29,6 +29,11 @@ pub enum DirectiveOp {
     ChangePeer(PeerChange),
     /// A split the leader asked for, with the ids PD allocated.
     Split(SplitRequest),
+    /// PD's answer to a silent follower's ask: the region as PD has it.
+    MembershipChecked {
+        peer_id: u64,
+        current: Option<Box<RegionMeta>>,
+    },
 }
 
 impl DirectiveOp {
@@ -38,6 +43,9 @@ impl DirectiveOp {
             DirectiveOp::TransferLeader { to_peer } => Input::TransferLeader { request, region, to_peer },
             DirectiveOp::ChangePeer(change) => Input::ChangePeer { request, region, epoch, change },
             DirectiveOp::Split(split) => Input::Split { request, region, epoch, split },
+            DirectiveOp::MembershipChecked { peer_id, current } => {
+                Input::MembershipChecked { region, peer_id, current }
+            }
         }
     }
 }

@@ -40,7 +40,7 @@ use pd::{PdClient, PdClientError, PdError, PdRequest};
 
 use crate::directory::{Directory, StoreAddrs};
 use crate::region::meta::RegionMeta;
-use crate::runtime::control::LeaderReportReceiver;
+use crate::runtime::control::{LeaderReportReceiver, PdAsk};
 use crate::runtime::data_dir::{self, DataDirError, Ident};
 use crate::runtime::directives::{DirectiveOp, DirectiveRunner};
 use crate::runtime::metrics::StoreMetrics;
@@ -278,7 +278,7 @@ pub struct Heartbeats {
     /// Hands directives to the shards of the leaders they are for.
     pub directives: DirectiveRunner,
     /// Leaders' asks for split ids.
-    pub split_asks: crossbeam_channel::Receiver<crate::runtime::control::SplitAsk>,
+    pub pd_asks: crossbeam_channel::Receiver<crate::runtime::control::PdAsk>,
     /// A registration still to make (the store started while PD was down).
     pub registration: Option<PdRequest>,
 }
@@ -344,7 +344,7 @@ impl Heartbeats {
                 outcome = self.store_heartbeat(stats, &mut stores_version);
             }
             if outcome.is_ok() {
-                outcome = self.split_asks();
+                outcome = self.pd_asks();
             }
             if outcome.is_ok() && now >= next_region {
                 next_region = now + self.region_interval;
@@ -393,21 +393,35 @@ impl Heartbeats {
         Ok(())
     }
 
-    /// Gets the ids of the splits leaders asked for from PD's allocator and
-    /// hands each split back to its leader's shard. (An ask left unanswered
-    /// when PD is down is asked again by its region.)
-    fn split_asks(&mut self) -> Result<(), pd::PdClientError> {
-        let asks: Vec<_> = self.split_asks.try_iter().collect();
+    /// Answers the shards' asks: the ids of the splits leaders asked for,
+    /// from PD's allocator, handed back to each leader's shard as its split;
+    /// and for each silent follower, the region as PD has it. (An ask left
+    /// unanswered when PD is down is asked again by its region.)
+    fn pd_asks(&mut self) -> Result<(), pd::PdClientError> {
+        let asks: Vec<_> = self.pd_asks.try_iter().collect();
         for ask in asks {
-            let count = 1 + ask.peers as u32;
-            let first = self.client.alloc_ids(count)?;
-            let split = SplitRequest {
-                split_key: ask.split_key,
-                new_region_id: first,
-                new_peer_ids: (first + 1..first + u64::from(count)).collect(),
-            };
-            tracing::info!(region = ask.region, new_region = first, "split ids from PD");
-            self.directives.hand(DirectiveOp::Split(split), ask.region, ask.epoch, ask.shard);
+            match ask {
+                PdAsk::Split { shard, region, epoch, split_key, peers } => {
+                    let count = 1 + peers as u32;
+                    let first = self.client.alloc_ids(count)?;
+                    let split = SplitRequest {
+                        split_key,
+                        new_region_id: first,
+                        new_peer_ids: (first + 1..first + u64::from(count)).collect(),
+                    };
+                    tracing::info!(region, new_region = first, "split ids from PD");
+                    self.directives.hand(DirectiveOp::Split(split), region, epoch, shard);
+                }
+                PdAsk::Membership { shard, region, peer_id } => {
+                    let current = match self.client.region_by_id(region) {
+                        Ok(view) => Some(Box::new(RegionMeta::from(&view.region))),
+                        Err(PdClientError::Pd(PdError::UnknownRegion { .. })) => None,
+                        Err(e) => return Err(e),
+                    };
+                    let op = DirectiveOp::MembershipChecked { peer_id, current };
+                    self.directives.hand(op, region, transport::Epoch::default(), shard);
+                }
+            }
         }
         Ok(())
     }

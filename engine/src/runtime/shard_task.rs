@@ -79,7 +79,7 @@ pub struct ShardConfig {
     pub directives: Option<DirectiveReceiver>,
     /// Where the shard's leaders ask the PD worker for split ids; `None`
     /// (no PD): regions never split by size.
-    pub split_asks: Option<crossbeam_channel::Sender<control::SplitAsk>>,
+    pub pd_asks: Option<crossbeam_channel::Sender<control::PdAsk>>,
     /// State bytes past which a region splits (`None`: the default).
     pub region_split_bytes: Option<u64>,
     /// This shard's directory (its WAL and snapshots live inside).
@@ -188,7 +188,7 @@ async fn open_shard(cfg: &ShardConfig) -> Result<(Shard, Wal<GlommioDisk>, Shard
     if let Some(b) = cfg.snapshot_log_bytes_min {
         limits = limits.with_snapshot_log_min(b);
     }
-    limits = match (&cfg.split_asks, cfg.region_split_bytes) {
+    limits = match (&cfg.pd_asks, cfg.region_split_bytes) {
         // (without PD no one hands out a new region's ids)
         (None, _) => limits.with_region_split_bytes(u64::MAX),
         (Some(_), Some(b)) => limits.with_region_split_bytes(b),
@@ -525,9 +525,16 @@ impl ShardTask {
                 .detach();
             }
             Output::AskSplit { region, epoch, split_key, peers } => {
-                let ask = control::SplitAsk { shard: cfg.shard, region, epoch, split_key, peers };
-                if let Some(Err(e)) = cfg.split_asks.as_ref().map(|tx| tx.try_send(ask)) {
+                let ask = control::PdAsk::Split { shard: cfg.shard, region, epoch, split_key, peers };
+                if let Some(Err(e)) = cfg.pd_asks.as_ref().map(|tx| tx.try_send(ask)) {
                     tracing::debug!(region, "split ask dropped (asked again later): {e}");
+                }
+            }
+            Output::CheckMembership { region, peer_id } => {
+                // (without PD, nobody can say: the peer waits for a member)
+                let ask = control::PdAsk::Membership { shard: cfg.shard, region, peer_id };
+                if let Some(Err(e)) = cfg.pd_asks.as_ref().map(|tx| tx.try_send(ask)) {
+                    tracing::debug!(region, "membership ask dropped (asked again later): {e}");
                 }
             }
             // (a split's reply: how long it took to apply is a metric)

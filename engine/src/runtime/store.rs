@@ -173,9 +173,9 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     for shard in 0..me.shards {
         // unpinned: on a small host the stores share the cores (docs/design.md, "Processes and threads");
         // pinning a shard per core is an operator's choice for later
-        let (leader_reports, directives, split_asks) = match (shard_ends.next(), &pd) {
+        let (leader_reports, directives, pd_asks) = match (shard_ends.next(), &pd) {
             (Some(ends), Some((_, o, _))) => {
-                (Some((o.region_heartbeat, ends.leader_reports)), Some(ends.directives), Some(ends.split_asks))
+                (Some((o.region_heartbeat, ends.leader_reports)), Some(ends.directives), Some(ends.pd_asks))
             }
             _ => (None, None, None),
         };
@@ -190,7 +190,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
             directory: directory.clone(),
             leader_reports,
             directives,
-            split_asks,
+            pd_asks,
             region_split_bytes: opts.region_split_bytes,
             dir: data_dir::shard_dir(&opts.data_dir, shard),
             seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
@@ -246,7 +246,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
                 region_interval: o.region_heartbeat,
                 stop: opts.stop.clone(),
                 directives: DirectiveRunner::new(ends.directives),
-                split_asks: ends.split_asks,
+                pd_asks: ends.pd_asks,
                 registration,
             }
             .spawn()

@@ -41,6 +41,9 @@ pub enum Input {
     SplitKeyFound { region: u64, epoch: Epoch, bytes: u64, key: Option<Vec<u8>> },
     /// A raft message from a peer shard.
     Raft(Envelope),
+    /// PD's answer to `Output::CheckMembership`: the region as PD has it
+    /// (`None`: PD does not know it).
+    MembershipChecked { region: u64, peer_id: u64, current: Option<Box<RegionMeta>> },
     /// The persist batch `batch`'s writes are on disk (the WAL acknowledges
     /// them once a record follows: `Persisted`); the next batch may go.
     Written { batch: u64 },
@@ -141,6 +144,12 @@ pub enum Output {
         epoch: Epoch,
         split_key: Vec<u8>,
         peers: usize,
+    },
+    /// A follower that heard from no leader for a while: ask PD for the
+    /// region and answer `Input::MembershipChecked` (`shard::stale`).
+    CheckMembership {
+        region: u64,
+        peer_id: u64,
     },
 }
 

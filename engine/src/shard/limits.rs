@@ -129,4 +129,6 @@ pub struct ShardStats {
     pub split_checks: u64,
     /// Vote requests kept for a split child not split off here yet (stepped once it is).
     pub early_votes_kept: u64,
+    /// Peers removed because PD said they were no longer members (`stale.rs`).
+    pub stale_peers_removed: u64,
 }

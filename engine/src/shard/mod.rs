@@ -52,6 +52,7 @@ mod ready;
 pub mod recover;
 mod snapshot;
 mod split;
+mod stale;
 mod step;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,6 +72,7 @@ use persist::{Awaiting, Staged};
 pub use snapshot::regions_to_compact;
 use snapshot::SnapshotFiles;
 pub use split::{EARLY_VOTES_MAX, SPLIT_SNAPSHOT_HOLD_TICKS, SPLIT_TRIM_KEYS_PER_ITERATION};
+pub use stale::STALE_PEER_CHECK_TICKS;
 
 /// A leader's account of its region, for PD.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -37,6 +37,9 @@ impl Shard {
                     self.on_split_key_found(region, epoch, bytes, key)
                 }
                 Input::Raft(envelope) => self.on_raft(envelope),
+                Input::MembershipChecked { region, peer_id, current } => {
+                    self.on_membership_checked(region, peer_id, current.map(|c| *c))
+                }
                 Input::Written { batch } => self.on_written(batch),
                 Input::Persisted { batch } => {
                     // (cumulative: a later batch durable means every earlier one is)
@@ -111,6 +114,7 @@ impl Shard {
             | Input::ChangePeer { region, .. }
             | Input::Split { region, .. }
             | Input::SplitKeyFound { region, .. }
+            | Input::MembershipChecked { region, .. }
             | Input::SnapshotSent { region, .. } => self.touch(*region),
             Input::Raft(e) | Input::Snapshot { envelope: e, .. } => self.touch(e.region_id),
             Input::SnapshotWritten { id, .. } => self.touch(id.region),
@@ -133,6 +137,7 @@ impl Shard {
             if let Some(job) = super::split::on_tick(r, self.ticks, split_bytes) {
                 self.outputs.push(super::Output::FindSplitKey(Box::new(job)));
             }
+            self.outputs.extend(super::stale::on_tick(r, self.ticks));
             if r.fenced.is_some() || r.catching_up.is_some() {
                 continue; // never campaigns (fence.rs, catch_up.rs); a fenced one sends no heartbeat
             }
@@ -220,6 +225,9 @@ impl Shard {
             return;
         }
         r.heard_at_tick.insert(envelope.from.peer_id, self.ticks);
+        if matches!(msg.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat) {
+            r.leader_heard_tick = Some(self.ticks);
+        }
         if let Err(e) = r.raw.step(msg) {
             tracing::debug!(region = r.id(), "step: {e}");
         }

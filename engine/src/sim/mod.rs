@@ -489,6 +489,13 @@ impl Sim {
                     Output::CaughtUp => node.gc.wal().clear_needs_catch_up(),
                     // (the runtime runs it on a blocking thread: here it is answered next step)
                     Output::FindSplitKey(job) => node.inputs.push(job.run()),
+                    // (PD answers at once, if it runs and is up: the region as it has it)
+                    Output::CheckMembership { region, peer_id } => {
+                        if let Some(pd) = self.pd.as_mut().filter(|pd| pd.is_up()) {
+                            let current = pd.region(region).map(Box::new);
+                            node.inputs.push(Input::MembershipChecked { region, peer_id, current });
+                        }
+                    }
                     Output::AskSplit { .. } if !self.options.split_ids => {}
                     // (answered once every store has stepped: the allocator is the simulation's)
                     Output::AskSplit { region, epoch, split_key, peers } => {

@@ -132,6 +132,15 @@ impl SimPd {
         inputs
     }
 
+    /// Region `id` as PD has it (`None`: PD does not know it, or is down).
+    pub fn region(&mut self, id: u64) -> Option<RegionMeta> {
+        let c = self.cluster.as_mut()?;
+        match c.handle(PdRequest::GetRegionById { region_id: id }, 0) {
+            Ok(PdResponse::Region(v)) => Some(RegionMeta::from(&v.region)),
+            _ => None,
+        }
+    }
+
     /// The operators under way (none while PD is down).
     pub fn operators(&mut self) -> Vec<pd::protocol::OperatorView> {
         let Some(c) = self.cluster.as_mut() else { return vec![] };

@@ -1,0 +1,52 @@
+//! Stale peers: a peer that hears from no leader for a while asks PD
+//! whether it is still a member, and removes itself if not (TiKV's stale
+//! peer check). A member's removal notice reaches a removed voter, which
+//! campaigns and is answered; but a removed learner never campaigns, a peer
+//! removed while its store was away may find no member that still sends to
+//! it, and a peer created by a leader's message whose region then dropped
+//! it (an abandoned move) hears nothing again — such a peer would linger,
+//! holding its range against a later move onto its store.
+//!
+//! The answer is trusted only when it proves the removal the way a member's
+//! notice does: PD's meta of the region is at a newer `conf_ver` and does
+//! not name this peer (a `conf_ver` never comes back, and a peer added again
+//! gets a new id). An older or unknown answer changes nothing.
+
+use crate::region::meta::RegionMeta;
+use crate::region::peer::{Region, ELECTION_TICKS};
+
+use super::{Output, Shard};
+
+/// Ticks a follower goes without a message from a leader before it asks
+/// PD (ten election timeouts), and between two asks.
+pub const STALE_PEER_CHECK_TICKS: u64 = 10 * ELECTION_TICKS as u64;
+
+/// A region's stale check at tick `now`: the ask, when it is due.
+pub(super) fn on_tick(r: &mut Region, now: u64) -> Option<Output> {
+    let heard = *r.leader_heard_tick.get_or_insert(now);
+    if r.is_leader() {
+        r.leader_heard_tick = Some(now);
+        return None;
+    }
+    let asked = r.membership_asked_tick.unwrap_or(0);
+    if now.saturating_sub(heard) < STALE_PEER_CHECK_TICKS || now.saturating_sub(asked) < STALE_PEER_CHECK_TICKS {
+        return None;
+    }
+    r.membership_asked_tick = Some(now);
+    tracing::debug!(region = r.id(), peer = r.peer_id, silent_ticks = now - heard, "no leader heard: asking PD");
+    Some(Output::CheckMembership { region: r.id(), peer_id: r.peer_id })
+}
+
+impl Shard {
+    /// PD's answer to a stale check: the region as PD has it (`None`: PD
+    /// does not know it).
+    pub(super) fn on_membership_checked(&mut self, region: u64, peer_id: u64, current: Option<RegionMeta>) {
+        let Some(r) = self.regions.get(&region).filter(|r| r.peer_id == peer_id) else { return };
+        let Some(c) = current.filter(|c| c.id == region) else { return };
+        if c.conf_ver > r.meta.conf_ver && c.peer(peer_id).is_none() {
+            tracing::info!(region, peer = peer_id, conf_ver = c.conf_ver, "PD says this peer was removed: removing it");
+            self.stats.stale_peers_removed += 1;
+            self.destroy_region(region);
+        }
+    }
+}
