@@ -272,20 +272,6 @@ fn with_pd(seed: u64) -> Sim {
     sim
 }
 
-/// Runs until PD has no operator under way and the first region is
-/// neither joint nor has a learner (all its replicas are voters).
-fn until_pd_is_done(sim: &mut Sim, seed: u64, limit: Duration) {
-    let done = |s: &mut Sim| {
-        let idle = s.pd.as_mut().unwrap().operators().is_empty();
-        idle && s.leader_of(region(s)).is_some() && leader_meta(s).1.peers.iter().all(|p| p.role == PeerRole::Voter)
-    };
-    let until = sim.elapsed_us() + limit.as_micros() as u64;
-    while !done(sim) {
-        assert!(sim.elapsed_us() < until, "seed {seed}: PD still busy: {:?}", sim.pd.as_mut().unwrap().operators());
-        sim.run_for(Duration::from_millis(100));
-    }
-}
-
 /// PD moves a replica by hand (`ctl move`): its operator walks learner →
 /// joint → leave → removal through the leader's directives, writes go on
 /// throughout, and the region ends on the new stores with every write.
@@ -302,7 +288,7 @@ fn pd_moves_a_replica_by_hand_through_its_operator() {
         let now_ms = sim.elapsed_us() / 1000;
         sim.pd.as_mut().unwrap().move_region(meta.id, from, NEW_STORE, now_ms).expect("the move starts");
         put_all(&mut sim, seed, &keys[10..20], b"two");
-        until_pd_is_done(&mut sim, seed, Duration::from_secs(30));
+        until_all_settled(&mut sim, seed, Duration::from_secs(30));
         put_all(&mut sim, seed, &keys[20..], b"three");
         let (_, done) = leader_meta(&sim);
         let mut on: Vec<u64> = done.voters().map(|p| p.store_id).collect();
@@ -337,7 +323,7 @@ fn an_interrupted_move_ends_with_the_old_or_the_new_replicas_never_joint() {
         let now_ms = sim.elapsed_us() / 1000;
         sim.pd.as_mut().unwrap().move_region(meta.id, from, NEW_STORE, now_ms).expect("the move starts");
         // (the learner's step may take STEP_SLOW_MIN_MS)
-        until_pd_is_done(&mut sim, seed, Duration::from_secs(90));
+        until_all_settled(&mut sim, seed, Duration::from_secs(90));
         let (_, after) = leader_meta(&sim);
         let on = |m: &RegionMeta| {
             let mut v: Vec<(u64, PeerRole)> = m.peers.iter().map(|p| (p.store_id, p.role)).collect();
@@ -355,7 +341,7 @@ fn an_interrupted_move_ends_with_the_old_or_the_new_replicas_never_joint() {
         sim.pd.as_mut().unwrap().crash();
         sim.run_for(Duration::from_millis(300));
         sim.pd.as_mut().unwrap().restart();
-        until_pd_is_done(&mut sim, seed, Duration::from_secs(30));
+        until_all_settled(&mut sim, seed, Duration::from_secs(30));
         let (_, done) = leader_meta(&sim);
         assert!(done.peer_on(NEW_STORE).is_some_and(|p| p.role == PeerRole::Voter), "seed {seed}: {done:?}");
         assert!(done.peer_on(from).is_none() && done.peers.len() == 3, "seed {seed}: {done:?}");
@@ -507,7 +493,7 @@ fn a_learner_dropped_while_cut_off_asks_pd_and_removes_itself() {
         assert!(sim.run_until(Duration::from_secs(10), hosts), "seed {seed}: the learner was never created");
         sim.hold(NEW_STORE, meta.id);
         // the move times out and the checker removes the learner; nothing reaches it
-        until_pd_is_done(&mut sim, seed, Duration::from_secs(90));
+        until_all_settled(&mut sim, seed, Duration::from_secs(90));
         assert!(leader_meta(&sim).1.peer_on(NEW_STORE).is_none(), "seed {seed}");
         let gone = |s: &Sim| {
             let shard = &s.stores[&NEW_STORE].node.as_ref().unwrap().shard;

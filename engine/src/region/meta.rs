@@ -38,34 +38,10 @@ impl PeerMeta {
     }
 }
 
-/// A peer's part in its region's raft group (TiKV's roles). The roles of a
+/// A peer's part in its region's raft group (TiKV's roles): PD's own type,
+/// so a region's meta crosses to PD and back as it is. The roles of a
 /// region's peers say all of its raft configuration (`RegionMeta::conf_state`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
-pub enum PeerRole {
-    /// Counts for quorum (in a joint configuration, in both halves) and may lead.
-    #[default]
-    Voter,
-    /// Replicated to, never counted, never a candidate: a new replica
-    /// catching up before its promotion, or a demoted one before its removal.
-    Learner,
-    /// Joint only: a learner being promoted, a voter of the incoming
-    /// configuration (a voter once the region leaves the joint state).
-    IncomingVoter,
-    /// Joint only: a voter being demoted, a voter of the outgoing
-    /// configuration (a learner once the region leaves the joint state).
-    DemotingVoter,
-}
-
-impl PeerRole {
-    pub fn name(self) -> &'static str {
-        match self {
-            PeerRole::Voter => "voter",
-            PeerRole::Learner => "learner",
-            PeerRole::IncomingVoter => "incoming-voter",
-            PeerRole::DemotingVoter => "demoting-voter",
-        }
-    }
-}
+pub use pd::PeerRole;
 
 /// Largest number of replicas a region may have (learners included).
 pub const PEERS_MAX: usize = 7;
@@ -418,25 +394,13 @@ impl RegionLocalState {
 // PD knows nothing of the engine: regions cross to it and back in its own types.
 impl From<pd::PeerInfo> for PeerMeta {
     fn from(p: pd::PeerInfo) -> PeerMeta {
-        let role = match p.role {
-            pd::PeerRole::Voter => PeerRole::Voter,
-            pd::PeerRole::Learner => PeerRole::Learner,
-            pd::PeerRole::IncomingVoter => PeerRole::IncomingVoter,
-            pd::PeerRole::DemotingVoter => PeerRole::DemotingVoter,
-        };
-        PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard, role }
+        PeerMeta { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard, role: p.role }
     }
 }
 
 impl From<PeerMeta> for pd::PeerInfo {
     fn from(p: PeerMeta) -> pd::PeerInfo {
-        let role = match p.role {
-            PeerRole::Voter => pd::PeerRole::Voter,
-            PeerRole::Learner => pd::PeerRole::Learner,
-            PeerRole::IncomingVoter => pd::PeerRole::IncomingVoter,
-            PeerRole::DemotingVoter => pd::PeerRole::DemotingVoter,
-        };
-        pd::PeerInfo { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard, role }
+        pd::PeerInfo { peer_id: p.peer_id, store_id: p.store_id, shard: p.shard, role: p.role }
     }
 }
 

@@ -276,7 +276,14 @@ impl<S: MetaStore> Cluster<S> {
                     token,
                     state: StoreState::Serving,
                 };
-                self.register(info)
+                let answer = self.register(info)?;
+                if let PdResponse::Registered { store_id, .. } = answer {
+                    // (a registration is hearing from the store: a new one is not
+                    // down until its first heartbeat)
+                    let stats = self.heartbeats.get(&store_id).map(|(_, s)| *s).unwrap_or_default();
+                    self.heartbeats.insert(store_id, (now_ms, stats));
+                }
+                Ok(answer)
             }
             PdRequest::BootstrapRegions { store_id } => {
                 self.known_store(store_id)?;

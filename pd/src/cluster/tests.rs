@@ -1179,16 +1179,17 @@ fn stores_are_up_only_within_store_down_after_ms_of_their_last_heartbeat() {
     let now = 1_000 + DOWN_AFTER_MS;
     assert_eq!(
         state(&mut c, now),
-        vec![(s1, Some(DOWN_AFTER_MS), true), (s2, Some(now - 5_000), true), (s3, None, false)]
+        // (s3 was heard from only when it registered, at 0)
+        vec![(s1, Some(DOWN_AFTER_MS), true), (s2, Some(now - 5_000), true), (s3, Some(now), false)]
     );
     assert_eq!(
         state(&mut c, now + 1),
-        vec![(s1, Some(DOWN_AFTER_MS + 1), false), (s2, Some(now + 1 - 5_000), true), (s3, None, false)]
+        vec![(s1, Some(DOWN_AFTER_MS + 1), false), (s2, Some(now + 1 - 5_000), true), (s3, Some(now + 1), false)]
     );
     let later = 5_001 + DOWN_AFTER_MS;
     assert_eq!(
         state(&mut c, later),
-        vec![(s1, Some(later - 1_000), false), (s2, Some(DOWN_AFTER_MS + 1), false), (s3, None, false)]
+        vec![(s1, Some(later - 1_000), false), (s2, Some(DOWN_AFTER_MS + 1), false), (s3, Some(later), false)]
     );
 
     // a new heartbeat brings it back
@@ -1447,8 +1448,14 @@ fn a_store_is_down_only_past_the_down_time_and_after_a_restart_from_the_start() 
     let cfg = ClusterConfig { max_store_down_ms: 60_000, ..config_with(1) };
     let mut c = open(&store, &cfg);
     let id = register(&mut c, 7000);
-    assert!(!store_state(&mut c, id, 59_000).down, "never heard of, but PD is young");
+    assert!(!store_state(&mut c, id, 59_000).down, "heard from when it registered (at 0)");
     assert!(store_state(&mut c, id, 61_000).down);
+    // a store that registers late is not down before its first heartbeat
+    let late = match c.handle(registration(0, 99, 7200, 2), 61_000) {
+        Ok(PdResponse::Registered { store_id, .. }) => store_id,
+        other => panic!("{other:?}"),
+    };
+    assert!(!store_state(&mut c, late, 100_000).down, "heard from when it registered, at 61 s");
     c.handle(PdRequest::StoreHeartbeat { store_id: id, stats: Default::default() }, 61_000).unwrap();
     let v = store_state(&mut c, id, 100_000);
     assert!(!v.up && !v.down, "disconnected, not down: {v:?}");

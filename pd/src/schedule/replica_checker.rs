@@ -54,8 +54,10 @@ pub fn check(
     }
     let evacuating = |p: &PeerInfo| stores.iter().any(|s| s.store_id == p.store_id && s.evacuate);
     let voters = region.voters().count();
-    if let Some(gone) = region.voters().find(|p| evacuating(p)).filter(|_| voters <= replicas) {
-        // (a region with a voter to spare loses that one instead, below)
+    // a voter on a store going away is replaced (a region with a voter to
+    // spare loses that one instead, below); a region short of voters gets one
+    let gone = region.voters().find(|p| evacuating(p)).filter(|_| voters <= replicas).copied();
+    if gone.is_some() || voters < replicas {
         let to = pick_target(region, stores)?;
         let peer = PeerInfo {
             peer_id: new_peer_id(),
@@ -63,17 +65,10 @@ pub fn check(
             shard: pick_shard(region, &to),
             role: PeerRole::Learner,
         };
-        return Some((OperatorKind::ReplaceReplica, move_steps(region, leader, gone.store_id, peer)?));
-    }
-    if voters < replicas {
-        let to = pick_target(region, stores)?;
-        let peer = PeerInfo {
-            peer_id: new_peer_id(),
-            store_id: to.store_id,
-            shard: pick_shard(region, &to),
-            role: PeerRole::Learner,
-        };
-        return Some((OperatorKind::AddReplica, add_voter_steps(peer)));
+        return Some(match gone {
+            Some(g) => (OperatorKind::ReplaceReplica, move_steps(region, leader, g.store_id, peer)?),
+            None => (OperatorKind::AddReplica, add_voter_steps(peer)),
+        });
     }
     if voters > replicas {
         // the replica on the busiest store goes (not the leader's when another will do)
