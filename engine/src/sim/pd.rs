@@ -150,10 +150,10 @@ impl SimPd {
         }
     }
 
-    /// Operators started, by kind, since PD last started.
-    pub fn operators_started(&mut self, kind: &str) -> u64 {
-        let Some(c) = self.cluster.as_ref() else { return 0 };
-        c.operator_counts().iter().filter(|(k, _)| *k == kind).map(|(_, c)| c.started).sum()
+    /// How operators of `kind` went since PD last started.
+    pub fn operator_counts(&self, kind: &str) -> pd::schedule::controller::OperatorCounts {
+        let Some(c) = self.cluster.as_ref() else { return Default::default() };
+        c.operator_counts().into_iter().find(|(k, _)| *k == kind).map(|(_, c)| c).unwrap_or_default()
     }
 
     /// `ctl drain-store`.

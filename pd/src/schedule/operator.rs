@@ -166,8 +166,27 @@ impl Operator {
             return Advance::Wait;
         }
         self.last_sent_ms = Some(now_ms);
-        Advance::Send(step.action())
+        match leader_in_the_way(&step, r) {
+            // (leadership came to the peer the step takes out of the voters
+            // since the operator was made: the leader would refuse; it hands
+            // over first, then the step goes on)
+            Some(to_store) => Advance::Send(DirectiveAction::TransferLeader { to_store }),
+            None => Advance::Send(step.action()),
+        }
     }
+}
+
+/// Where leadership must go before `step` can be made, if its leader is
+/// the peer the step takes out of the voters (a leader never does that to
+/// itself): a voter that stays, on another store.
+fn leader_in_the_way(step: &Step, r: &RegionState) -> Option<u64> {
+    let leader = r.leader.and_then(|l| r.region.peer(l.peer_id))?;
+    let in_the_way = match step {
+        Step::LeaveJoint => leader.role == PeerRole::DemotingVoter,
+        Step::RemovePeer(p) => p.peer_id == leader.peer_id,
+        _ => false,
+    };
+    in_the_way.then(|| lasting_voter_off(r.region, leader.store_id)).flatten().map(|p| p.store_id)
 }
 
 /// A voter of `region` that stays one and is not on `avoid`: where
@@ -297,6 +316,20 @@ mod tests {
         let joint = region(vec![a, with(b, PeerRole::DemotingVoter), c, with(d, PeerRole::IncomingVoter)], 3);
         assert_eq!(op.advance(&state(&joint, 1, &[]), 10), Advance::Send(DirectiveAction::LeaveJoint));
         assert_eq!(op.advance(&state(&joint, 1, &[]), 1_000_000), Advance::Send(DirectiveAction::LeaveJoint));
+    }
+
+    /// Leadership that came to the demoted peer after the operator was made
+    /// is handed over before the leave, and the operator goes on.
+    #[test]
+    fn a_leave_whose_leader_is_now_the_demoted_peer_hands_leadership_over_first() {
+        let (a, b, c, d) =
+            (PeerInfo::voter(1, 1, 0), PeerInfo::voter(2, 2, 0), PeerInfo::voter(3, 3, 0), PeerInfo::voter(4, 4, 0));
+        let r1 = region(vec![a, b, c], 1);
+        let mut op = Operator::new(OperatorKind::AdminMove, &r1, 0, move_steps(&r1, Some(a), 2, d).unwrap(), 0);
+        let joint = region(vec![a, with(b, PeerRole::DemotingVoter), c, with(d, PeerRole::IncomingVoter)], 3);
+        let sent = op.advance(&state(&joint, 2, &[]), 10);
+        assert_eq!(sent, Advance::Send(DirectiveAction::TransferLeader { to_store: 1 }));
+        assert_eq!(op.advance(&state(&joint, 1, &[]), 3_000), Advance::Send(DirectiveAction::LeaveJoint));
     }
 
     #[test]
