@@ -122,7 +122,25 @@ impl<S: MetaStore + 'static> PdServer<S> {
             for (name, help, v) in gauges {
                 put(name, "gauge", help, v);
             }
-            let ops = shared.cluster.lock().map(|c| c.operator_counts()).unwrap_or_default();
+            let (ops, per_store, caught_up) = shared
+                .cluster
+                .lock()
+                .map(|c| (c.operator_counts(), c.store_counts(), c.learners_caught_up()))
+                .unwrap_or_default();
+            put(
+                "ringraft_pd_move_snapshots_total",
+                "counter",
+                "learners PD's operators added that caught up: each was sent a snapshot",
+                caught_up,
+            );
+            out.push_str("# HELP ringraft_pd_store_regions replicas (any role) on each store, as PD sees the regions\n# TYPE ringraft_pd_store_regions gauge\n");
+            for (store, (regions, _)) in &per_store {
+                out.push_str(&format!("ringraft_pd_store_regions{{store=\"{store}\"}} {regions}\n"));
+            }
+            out.push_str("# HELP ringraft_pd_store_leaders regions led on each store, as the leaders reported\n# TYPE ringraft_pd_store_leaders gauge\n");
+            for (store, (_, leaders)) in &per_store {
+                out.push_str(&format!("ringraft_pd_store_leaders{{store=\"{store}\"}} {leaders}\n"));
+            }
             out.push_str("# HELP ringraft_pd_operators_total operators by kind and how they went (started, finished, abandoned: timed out or the region changed under it, replaced by an admin move)\n# TYPE ringraft_pd_operators_total counter\n");
             for (kind, c) in ops {
                 for (outcome, v) in [

@@ -206,6 +206,25 @@ impl<S: MetaStore> Cluster<S> {
         ]
     }
 
+    /// Per store: replicas (any role) and regions led, as PD sees them now.
+    pub fn store_counts(&self) -> BTreeMap<u64, (u64, u64)> {
+        let mut counts: BTreeMap<u64, (u64, u64)> = self.stores.keys().map(|id| (*id, (0, 0))).collect();
+        for r in self.regions.iter() {
+            for p in &r.peers {
+                counts.entry(p.store_id).or_default().0 += 1;
+            }
+        }
+        for l in self.soft.values().filter_map(|s| s.leader) {
+            counts.entry(l.store_id).or_default().1 += 1;
+        }
+        counts
+    }
+
+    /// Learners PD's operators added that caught up (each was sent a snapshot).
+    pub fn learners_caught_up(&self) -> u64 {
+        self.operators.learners_caught_up
+    }
+
     /// How operators started and ended so far, by kind (since PD started).
     pub fn operator_counts(&self) -> Vec<(&'static str, crate::schedule::controller::OperatorCounts)> {
         self.operators.counts.iter().map(|(k, c)| (*k, *c)).collect()

@@ -1463,3 +1463,46 @@ fn a_store_is_down_only_past_the_down_time_and_after_a_restart_from_the_start() 
     let mut restarted = open(&store, &cfg);
     assert!(!store_state(&mut restarted, id, 1_000).down, "a restarted PD waits the down time");
 }
+
+// ---------------------------------------------------------------- operators
+
+/// A move by hand goes out as its first directive with the leader's next
+/// report; the report showing its learner caught up moves it on (and is
+/// counted: a snapshot sent for a move); the per-store counts follow.
+#[test]
+fn a_move_by_hand_is_handed_out_step_by_step_with_the_reports() {
+    let (_store, mut c, ids) = bootstrapped(1);
+    let r = all_regions(&mut c)[0].clone();
+    let leader = leader_store(&r);
+    assert_eq!(send_region(&mut c, &r), Ok(()));
+    let from = r.peers[1].store_id;
+    let answer = c.handle(PdRequest::MoveRegion { region_id: r.id, from_store: from, to_store: ids[3] }, 0).unwrap();
+    assert!(matches!(answer, PdResponse::Operators(ref ops) if ops.len() == 1 && ops[0].kind == "admin-move"));
+    let refused = c.handle(PdRequest::MoveRegion { region_id: r.id, from_store: from, to_store: from }, 0);
+    assert!(matches!(refused, Err(PdError::Invalid(_))), "{refused:?}");
+
+    let (_, directives) = send(&mut c, report(&r, leader, 1));
+    let learner = match directives.as_slice() {
+        [Directive { action: DirectiveAction::AddLearner(p), epoch, .. }] if *epoch == r.epoch => *p,
+        other => panic!("the first step's directive: {other:?}"),
+    };
+    assert_eq!((learner.store_id, learner.role), (ids[3], crate::meta::PeerRole::Learner));
+    let mut with_learner = r.clone();
+    with_learner.peers.push(learner);
+    with_learner.epoch.conf_ver += 1;
+    with_learner.max_peer_id = learner.peer_id;
+    let mut pending = report(&with_learner, leader, 1);
+    pending.pending_peers = vec![learner.peer_id];
+    let (_, directives) = send(&mut c, pending);
+    assert!(directives.is_empty(), "a learner catching up is waited for: {directives:?}");
+    assert_eq!(c.learners_caught_up(), 0);
+    let (_, directives) = send(&mut c, report(&with_learner, leader, 1));
+    assert!(
+        matches!(directives.as_slice(), [Directive { action: DirectiveAction::EnterJoint { .. }, .. }]),
+        "{directives:?}"
+    );
+    assert_eq!(c.learners_caught_up(), 1);
+    let counts = c.store_counts();
+    assert_eq!(counts[&ids[3]], (1, 0), "{counts:?}");
+    assert_eq!(counts[&leader].1, 1);
+}

@@ -29,6 +29,8 @@ pub struct Operators {
     by_region: BTreeMap<u64, Operator>,
     next_id: u64,
     pub counts: BTreeMap<&'static str, OperatorCounts>,
+    /// Learners operators added that caught up: each was sent a snapshot.
+    pub learners_caught_up: u64,
 }
 
 impl Operators {
@@ -86,7 +88,11 @@ impl Operators {
     /// leader is asked to do now (if anything).
     pub fn on_report(&mut self, r: &RegionState, now_ms: u64) -> Option<DirectiveAction> {
         let op = self.by_region.get_mut(&r.region.id)?;
-        match op.advance(r, now_ms) {
+        let before = op.current;
+        let advance = op.advance(r, now_ms);
+        let caught_up = op.steps[before..op.current].iter().filter(|s| matches!(s, Step::AddLearner(_))).count();
+        self.learners_caught_up += caught_up as u64;
+        match advance {
             Advance::Send(action) => Some(action),
             Advance::Wait => None,
             Advance::Finished => {
