@@ -133,7 +133,10 @@ fn write_until(
     pause_ms: &AtomicU64,
     ledger: &Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 ) {
-    let Ok(mut client) = KvClient::with_pd(pd) else { return };
+    let mut client = match KvClient::with_pd(pd) {
+        Ok(c) => c,
+        Err(e) => return eprintln!("verify: the writer cannot reach PD ({e}): nothing will be written"),
+    };
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let batch: Vec<(Vec<u8>, Vec<u8>)> = (0..WRITER_BATCH)
@@ -254,12 +257,9 @@ impl Verify {
         let mut client = KvClient::with_pd(self.cluster.pd_addr).map_err(|e| e.to_string())?;
         let key = b"5555-by-hand".to_vec();
         let region = client.region_of(&key).map_err(|e| e.to_string())?;
-        let first = self.pd().alloc_ids(1 + region.peers.len() as u32).map_err(|e| e.to_string())?;
-        let split = engine::shard::SplitRequest {
-            split_key: key.clone(),
-            new_region_id: first,
-            new_peer_ids: (first + 1..=first + region.peers.len() as u64).collect(),
-        };
+        let peers = region.peers.len();
+        let first = self.pd().alloc_ids(engine::shard::SplitRequest::ids_needed(peers)).map_err(|e| e.to_string())?;
+        let split = engine::shard::SplitRequest::with_ids(key.clone(), first, peers);
         let (_, right) = client.split(region.id, split).map_err(|e| e.to_string())?;
         let n = self.settle(|views| views.iter().any(|v| v.region.start_key == key))?;
         Ok(format!("region {} starts at {:?}; {n} regions", right.id, String::from_utf8_lossy(&key)))

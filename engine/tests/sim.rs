@@ -291,14 +291,11 @@ fn chaos_run_with(seed: u64, batching: bool, splits: bool, with_pd: bool, moves:
                     sim.stores[&l].node.as_ref().unwrap().shard.region(meta.id).map(|r| (l, r.meta.clone()))
                 });
                 let led = led.filter(|(_, m)| m.contains(&at) && m.start_key != at);
-                if let Some(((leader, current), first)) =
-                    led.and_then(|l| sim.alloc_ids(1 + l.1.peers.len() as u64).map(|f| (l, f)))
-                {
-                    let split = engine::shard::SplitRequest {
-                        split_key: at,
-                        new_region_id: first,
-                        new_peer_ids: (first + 1..=first + current.peers.len() as u64).collect(),
-                    };
+                if let Some(((leader, current), first)) = led.and_then(|l| {
+                    let needed = engine::shard::SplitRequest::ids_needed(l.1.peers.len());
+                    sim.alloc_ids(u64::from(needed)).map(|f| (l, f))
+                }) {
+                    let split = engine::shard::SplitRequest::with_ids(at, first, current.peers.len());
                     let (region, epoch) = (current.id, current.epoch());
                     split_requests.push(sim.submit(leader, |request| Input::Split { request, region, epoch, split }));
                 }

@@ -227,13 +227,9 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
                 ));
             }
             let mut pd = pd::PdClient::new(*addr, 0);
-            let count = 1 + region.peers.len() as u32;
-            let first = pd.alloc_ids(count).map_err(|e| e.to_string())?;
-            let split = engine::shard::SplitRequest {
-                split_key: key,
-                new_region_id: first,
-                new_peer_ids: (first + 1..first + u64::from(count)).collect(),
-            };
+            let first =
+                pd.alloc_ids(engine::shard::SplitRequest::ids_needed(region.peers.len())).map_err(|e| e.to_string())?;
+            let split = engine::shard::SplitRequest::with_ids(key, first, region.peers.len());
             let (left, right) = client.split(region.id, split).map_err(|e| e.to_string())?;
             println!("split: {}", region_line(&left));
             println!("       {}", region_line(&right));

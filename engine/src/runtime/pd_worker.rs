@@ -402,13 +402,8 @@ impl Heartbeats {
         for ask in asks {
             match ask {
                 PdAsk::Split { shard, region, epoch, split_key, peers } => {
-                    let count = 1 + peers as u32;
-                    let first = self.client.alloc_ids(count)?;
-                    let split = SplitRequest {
-                        split_key,
-                        new_region_id: first,
-                        new_peer_ids: (first + 1..first + u64::from(count)).collect(),
-                    };
+                    let first = self.client.alloc_ids(SplitRequest::ids_needed(peers))?;
+                    let split = SplitRequest::with_ids(split_key, first, peers);
                     tracing::info!(region, new_region = first, "split ids from PD");
                     self.directives.hand(DirectiveOp::Split(split), region, epoch, shard);
                 }

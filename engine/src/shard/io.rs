@@ -88,6 +88,20 @@ pub struct SplitRequest {
     pub new_peer_ids: Vec<u64>,
 }
 
+impl SplitRequest {
+    /// How many ids a split of a region of `peers` peers takes from PD's
+    /// allocator: the new region's, then one per peer.
+    pub fn ids_needed(peers: usize) -> u32 {
+        1 + peers as u32
+    }
+
+    /// The split at `split_key` with the ids PD handed out from `first`
+    /// (`ids_needed` of them, in that order).
+    pub fn with_ids(split_key: Vec<u8>, first: u64, peers: usize) -> SplitRequest {
+        SplitRequest { split_key, new_region_id: first, new_peer_ids: (first + 1..=first + peers as u64).collect() }
+    }
+}
+
 /// What a read asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {

@@ -506,12 +506,9 @@ impl Sim {
         }
         for (store, region, epoch, split_key, peers) in split_asks {
             // ids from PD's allocator (none while it is down: the leader asks again)
-            let Some(first) = self.alloc_ids(1 + peers as u64) else { continue };
-            let split = crate::shard::SplitRequest {
-                split_key,
-                new_region_id: first,
-                new_peer_ids: (first + 1..=first + peers as u64).collect(),
-            };
+            let needed = crate::shard::SplitRequest::ids_needed(peers);
+            let Some(first) = self.alloc_ids(u64::from(needed)) else { continue };
+            let split = crate::shard::SplitRequest::with_ids(split_key, first, peers);
             let request = SIM_INTERNAL_REQUEST_MIN + first;
             if let Some(node) = self.stores.get_mut(&store).and_then(|s| s.node.as_mut()) {
                 node.inputs.push(Input::Split { request, region, epoch, split });

@@ -16,7 +16,7 @@ use crate::protocol::{
     ClusterView, Directive, PdError, PdRequest, PdResponse, RegionReport, RegionView, StoreView, ALLOC_IDS_MAX,
     REGION_REPORTS_MAX, SCAN_BYTES_MAX, SCAN_REGIONS_MAX,
 };
-use crate::schedule::controller::Operators;
+use crate::schedule::controller::{Operators, OPERATORS_MAX};
 use crate::schedule::operator::{self, Operator, OperatorKind};
 use crate::schedule::replica_checker::{self, StoreLoad};
 use crate::schedule::step::RegionState;
@@ -263,8 +263,18 @@ impl<S: MetaStore> Cluster<S> {
         first
     }
 
-    /// Queues work for a region's leader (schedulers and operators); handed
-    /// out with the next report of the region at `directive.epoch`.
+    /// Takes from the allocator the ids a walk handed out while it could not
+    /// (it borrowed the regions): every id below `next_id`, counted from
+    /// the allocator's next.
+    fn take_counted_ids(&mut self, next_id: u64) {
+        if next_id > self.next_id {
+            self.take_ids(next_id - self.next_id);
+        }
+    }
+
+    /// Queues work for a region's leader by hand (tests; operators hand
+    /// theirs out through `Operators::on_report`); handed out with the next
+    /// report of the region at `directive.epoch`.
     pub fn add_directive(&mut self, directive: Directive) -> Result<(), PdError> {
         let Some(r) = self.regions.get(directive.region_id) else {
             return Err(PdError::UnknownRegion { region_id: directive.region_id });
@@ -518,25 +528,36 @@ impl<S: MetaStore> Cluster<S> {
         }
         let loads = self.store_loads(now_ms);
         let reserved = self.ids_reserved_until;
-        let ids: Vec<u64> = self.regions.iter().map(|r| r.id).collect();
-        for id in ids {
-            if self.operators.get(id).is_some() {
+        // (ids for new replicas are counted here and taken from the
+        // allocator after the walk: the walk borrows the regions, no copy)
+        let mut next_id = self.next_id;
+        for region in self.regions.iter() {
+            if self.operators.len() >= OPERATORS_MAX {
+                break;
+            }
+            if self.operators.get(region.id).is_some() {
                 continue;
             }
-            let region = self.regions.get(id).expect("listed").clone();
-            let soft = self.soft.get(&id).cloned().unwrap_or_default();
-            let mut taken = None;
-            let wanted = replica_checker::check(&region, soft.leader, self.replicas as usize, &loads, || {
-                *taken.get_or_insert_with(|| self.take_ids(1))
-            });
-            if let Some((kind, steps)) = wanted {
-                let op = Operator::new(kind, &region, soft.stats.approximate_bytes, steps, now_ms);
-                if let Err(why) = self.operators.add(op) {
-                    tracing::debug!(region = id, kind = kind.name(), "not now: {why}");
-                }
+            let soft = self.soft.get(&region.id);
+            let before = next_id;
+            let new_peer_id = || {
+                next_id += 1;
+                next_id - 1
+            };
+            let leader = soft.and_then(|s| s.leader);
+            let Some((kind, steps)) =
+                replica_checker::check(region, leader, self.replicas as usize, &loads, new_peer_id)
+            else {
+                continue;
+            };
+            let bytes = soft.map_or(0, |s| s.stats.approximate_bytes);
+            if let Err(why) = self.operators.add(Operator::new(kind, region, bytes, steps, now_ms)) {
+                tracing::debug!(region = region.id, kind = kind.name(), "not now: {why}");
+                next_id = before; // (its id goes to the next region that needs one)
             }
         }
-        self.balance(now_ms);
+        self.take_counted_ids(next_id);
+        self.balance(&loads, now_ms);
         // a draining store that holds nothing any more is removed
         let mut changed = self.ids_reserved_until != reserved;
         let drained: Vec<u64> = loads.iter().filter(|l| l.regions == 0).map(|l| l.store_id).collect();
@@ -584,12 +605,12 @@ impl<S: MetaStore> Cluster<S> {
     }
 
     /// Evens out replica and leader counts, a few operators at a time.
-    fn balance(&mut self, now_ms: u64) {
+    fn balance(&mut self, loads: &[StoreLoad], now_ms: u64) {
         let leader_of: BTreeMap<u64, u64> =
             self.soft.iter().filter_map(|(id, s)| Some((*id, s.leader?.store_id))).collect();
         let (replica_delta, leader_delta) = self.operators.projected(&leader_of);
         let project = |n: usize, d: Option<&i64>| (n as i64 + d.copied().unwrap_or(0)).max(0) as usize;
-        let mut loads = self.store_loads(now_ms);
+        let mut loads = loads.to_vec();
         for l in loads.iter_mut() {
             l.regions = project(l.regions, replica_delta.get(&l.store_id));
         }
@@ -600,26 +621,23 @@ impl<S: MetaStore> Cluster<S> {
                 && r.peers.iter().all(|p| p.role == crate::meta::PeerRole::Voter)
         };
         if self.operators.count_of(OperatorKind::BalanceRegion) < balance_region::BALANCE_REGION_OPERATORS_MAX {
-            let candidates: Vec<(RegionInfo, Option<PeerInfo>, bool)> = self
-                .regions
-                .iter()
-                .map(|r| (r.clone(), self.soft.get(&r.id).and_then(|s| s.leader), settled(self, r)))
-                .collect();
-            let mut taken = None;
-            let picked = balance_region::pick_move(
-                &loads,
-                candidates.iter().map(|(region, leader, settled)| balance_region::Candidate {
-                    region,
-                    leader: *leader,
-                    settled: *settled,
-                }),
-                || *taken.get_or_insert_with(|| self.take_ids(1)),
-            );
+            let mut next_id = self.next_id;
+            let candidates = self.regions.iter().map(|region| balance_region::Candidate {
+                region,
+                leader: self.soft.get(&region.id).and_then(|s| s.leader),
+                settled: settled(self, region),
+            });
+            let new_peer_id = || {
+                next_id += 1;
+                next_id - 1
+            };
+            let picked = balance_region::pick_move(&loads, candidates, new_peer_id);
             if let Some((region_id, kind, steps)) = picked {
-                let region = self.regions.get(region_id).expect("listed").clone();
+                let region = self.regions.get(region_id).expect("listed");
                 let bytes = self.soft.get(&region_id).map_or(0, |s| s.stats.approximate_bytes);
-                if let Err(why) = self.operators.add(Operator::new(kind, &region, bytes, steps, now_ms)) {
-                    tracing::debug!(region = region_id, "balance-region not now: {why}");
+                match self.operators.add(Operator::new(kind, region, bytes, steps, now_ms)) {
+                    Ok(_) => self.take_counted_ids(next_id),
+                    Err(why) => tracing::debug!(region = region_id, "balance-region not now: {why}"),
                 }
             }
         }
@@ -634,15 +652,11 @@ impl<S: MetaStore> Cluster<S> {
                     (l.store_id, project(leaders.get(&l.store_id).copied().unwrap_or(0), leader_delta.get(&l.store_id)))
                 })
                 .collect();
-            let led: Vec<(&RegionInfo, u64)> = self
-                .regions
-                .iter()
-                .filter(|r| settled(self, r))
-                .filter_map(|r| Some((r, *leader_of.get(&r.id)?)))
-                .collect();
-            if let Some((region_id, kind, steps)) = balance_leader::pick_transfer(&loads, &projected, led.into_iter()) {
-                let region = self.regions.get(region_id).expect("listed").clone();
-                if let Err(why) = self.operators.add(Operator::new(kind, &region, 0, steps, now_ms)) {
+            let led =
+                self.regions.iter().filter(|r| settled(self, r)).filter_map(|r| Some((r, *leader_of.get(&r.id)?)));
+            if let Some((region_id, kind, steps)) = balance_leader::pick_transfer(&loads, &projected, led) {
+                let region = self.regions.get(region_id).expect("listed");
+                if let Err(why) = self.operators.add(Operator::new(kind, region, 0, steps, now_ms)) {
                     tracing::debug!(region = region_id, "balance-leader not now: {why}");
                 }
             }
@@ -695,15 +709,19 @@ impl<S: MetaStore> Cluster<S> {
         if target.state != StoreState::Serving {
             return refused(format!("store {to} is {}", target.state.name()));
         }
-        let load = StoreLoad { store_id: to, shards: target.shards, up: true, evacuate: false, regions: 0 };
-        let peer_id = self.take_ids(1);
-        self.save_or_fail()?;
-        let to_peer = PeerInfo::voter(peer_id, to, replica_checker::pick_shard(&region, &load));
+        let to_peer = PeerInfo::voter(self.next_id, to, replica_checker::pick_shard(&region, target.shards));
         let Some(steps) = operator::move_steps(&region, soft.leader, from, to_peer) else {
             return refused(format!("no voter other than store {from}'s could lead meanwhile"));
         };
         let op = Operator::new(OperatorKind::AdminMove, &region, soft.stats.approximate_bytes, steps, now_ms);
         self.operators.add(op).map_err(|why| PdError::Invalid(format!("region {region_id}: {why}")))?;
+        // (the new peer's id, taken once the operator is under way; saved
+        // before the answer if the reservation grew)
+        let reserved = self.ids_reserved_until;
+        self.take_ids(1);
+        if self.ids_reserved_until != reserved {
+            self.save_or_fail()?;
+        }
         let view = self.operators.views(now_ms).into_iter().filter(|v| v.region_id == region_id).collect();
         Ok(PdResponse::Operators(view))
     }

@@ -49,7 +49,7 @@ pub fn pick_move<'a>(
     let c = regions
         .filter(|c| c.settled && c.region.peer_on(target.store_id).is_none())
         .find(|c| c.region.peer_on(source.store_id).is_some_and(|p| p.role == PeerRole::Voter))?;
-    let to = PeerInfo::voter(new_peer_id(), target.store_id, pick_shard(c.region, target));
+    let to = PeerInfo::voter(new_peer_id(), target.store_id, pick_shard(c.region, target.shards));
     Some((c.region.id, OperatorKind::BalanceRegion, move_steps(c.region, c.leader, source.store_id, to)?))
 }
 

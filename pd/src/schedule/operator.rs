@@ -95,8 +95,6 @@ pub struct Operator {
     pub epoch: Epoch,
     pub steps: Vec<Step>,
     pub current: usize,
-    /// Membership steps done (each moved conf_ver by one).
-    conf_changes_done: u64,
     pub created_ms: u64,
     pub step_started_ms: u64,
     /// When the current step's directive last went out.
@@ -115,7 +113,6 @@ impl Operator {
             epoch: region.epoch,
             steps,
             current: 0,
-            conf_changes_done: 0,
             created_ms: now_ms,
             step_started_ms: now_ms,
             last_sent_ms: None,
@@ -139,9 +136,6 @@ impl Operator {
     /// Moves past every step the report shows done, then says what to do.
     pub fn advance(&mut self, r: &RegionState, now_ms: u64) -> Advance {
         while self.current < self.steps.len() && self.steps[self.current].is_finished(r) {
-            if self.steps[self.current].changes_membership() {
-                self.conf_changes_done += 1;
-            }
             self.current += 1;
             self.step_started_ms = now_ms;
             self.last_sent_ms = None;
@@ -150,8 +144,11 @@ impl Operator {
             return Advance::Finished;
         }
         let step = self.steps[self.current];
-        // (a learner added and catching up: its change is made, not finished)
-        let made = self.conf_changes_done + u64::from(step.is_waiting(r));
+        // (membership steps done each moved conf_ver by one; a learner added
+        // and catching up: its change is made, not finished)
+        let waiting = step.is_waiting(r);
+        let done = self.steps[..self.current].iter().filter(|s| s.changes_membership()).count();
+        let made = done as u64 + u64::from(waiting);
         if r.region.epoch.conf_ver > self.epoch.conf_ver + made && !self.joint_entered() {
             return Advance::Abandoned(format!(
                 "the region's membership changed under it (conf_ver {} → {})",
@@ -162,7 +159,7 @@ impl Operator {
         if now_ms.saturating_sub(self.step_started_ms) > limit && !self.joint_entered() {
             return Advance::Abandoned(format!("\"{}\" took over {} s", step.describe(), limit / 1000));
         }
-        if step.is_waiting(r) || self.last_sent_ms.is_some_and(|at| now_ms.saturating_sub(at) < STEP_RESEND_MS) {
+        if waiting || self.last_sent_ms.is_some_and(|at| now_ms.saturating_sub(at) < STEP_RESEND_MS) {
             return Advance::Wait;
         }
         self.last_sent_ms = Some(now_ms);
@@ -235,7 +232,7 @@ pub fn remove_steps(region: &RegionInfo, leader: Option<PeerInfo>, peer: PeerInf
 pub fn leave_joint_steps(region: &RegionInfo, leader: Option<PeerInfo>) -> Option<Vec<Step>> {
     let mut steps = vec![];
     if let Some(l) = leader.and_then(|l| region.peer(l.peer_id).copied()) {
-        if l.role != PeerRole::Voter {
+        if l.role == PeerRole::DemotingVoter {
             steps.push(Step::TransferLeader { to_store: lasting_voter_off(region, l.store_id)?.store_id });
         }
     }

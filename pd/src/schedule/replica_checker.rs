@@ -31,9 +31,10 @@ pub fn pick_target(region: &RegionInfo, stores: &[StoreLoad]) -> Option<StoreLoa
         .copied()
 }
 
-/// The shard of `store` a new replica of `region` goes to (spread by region id).
-pub fn pick_shard(region: &RegionInfo, store: &StoreLoad) -> u16 {
-    (region.id % u64::from(store.shards.max(1))) as u16
+/// The shard of a store of `shards` shards a new replica of `region` goes
+/// to (spread by region id).
+pub fn pick_shard(region: &RegionInfo, shards: u16) -> u16 {
+    (region.id % u64::from(shards.max(1))) as u16
 }
 
 /// What `region` needs, if anything: the kind of operator and its steps.
@@ -62,7 +63,7 @@ pub fn check(
         let peer = PeerInfo {
             peer_id: new_peer_id(),
             store_id: to.store_id,
-            shard: pick_shard(region, &to),
+            shard: pick_shard(region, to.shards),
             role: PeerRole::Learner,
         };
         return Some(match gone {
