@@ -127,6 +127,9 @@ pub struct Region {
     pub leader_heard_tick: Option<u64>,
     /// When it last asked PD whether it is still a member.
     pub membership_asked_tick: Option<u64>,
+    /// The newest `conf_ver` a leader's message to this peer carried: the
+    /// peer was a member then (an uninitialized peer's meta says nothing).
+    pub member_at_conf_ver: u64,
 }
 
 /// raft-rs configuration of one peer.
@@ -196,6 +199,7 @@ impl Region {
             heard_at_tick: BTreeMap::new(),
             leader_heard_tick: None,
             membership_asked_tick: None,
+            member_at_conf_ver: 0,
         })
     }
 

@@ -39,6 +39,8 @@
 //! A fenced region (`fence.rs`) never catches up: the flag stays until that
 //! replica is replaced.
 
+use crate::region::meta::PeerRole;
+
 use super::{Output, Shard};
 
 impl Shard {
@@ -64,7 +66,9 @@ impl Shard {
     pub(super) fn suspect(&mut self, id: u64) {
         let table_term = self.votes.votes.get(&id).map_or(0, |&(term, _)| term);
         let Some(r) = self.regions.get_mut(&id) else { return };
-        if r.meta.peers.len() == 1 && r.meta.peer_on(self.store_id).is_some() {
+        // (learners count for nothing: they could not elect a leader to catch it up)
+        let other_voter = r.meta.peers.iter().any(|p| p.store_id != self.store_id && p.role != PeerRole::Learner);
+        if !other_voter && r.meta.peer_on(self.store_id).is_some() {
             tracing::error!(region = id, "the WAL lost records of a region with no other replica: they are lost");
             return;
         }

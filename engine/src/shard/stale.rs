@@ -43,7 +43,10 @@ impl Shard {
     pub(super) fn on_membership_checked(&mut self, region: u64, peer_id: u64, current: Option<RegionMeta>) {
         let Some(r) = self.regions.get(&region).filter(|r| r.peer_id == peer_id) else { return };
         let Some(c) = current.filter(|c| c.id == region) else { return };
-        if c.conf_ver > r.meta.conf_ver && c.peer(peer_id).is_none() {
+        // (newer than any epoch this peer knows itself a member at: its own
+        // meta's, or, uninitialized, the epoch its leader's messages carried —
+        // PD may not have heard yet of the change that added it)
+        if c.conf_ver > r.meta.conf_ver.max(r.member_at_conf_ver) && c.peer(peer_id).is_none() {
             tracing::info!(region, peer = peer_id, conf_ver = c.conf_ver, "PD says this peer was removed: removing it");
             self.stats.stale_peers_removed += 1;
             self.destroy_region(region);

@@ -227,6 +227,7 @@ impl Shard {
         r.heard_at_tick.insert(envelope.from.peer_id, self.ticks);
         if matches!(msg.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat) {
             r.leader_heard_tick = Some(self.ticks);
+            r.member_at_conf_ver = r.member_at_conf_ver.max(envelope.epoch.conf_ver);
         }
         if let Err(e) = r.raw.step(msg) {
             tracing::debug!(region = r.id(), "step: {e}");
