@@ -118,15 +118,15 @@ impl<S: MetaStore + 'static> PdServer<S> {
                 put(name, "counter", help, c.load(Ordering::Relaxed));
             }
             let now_ms = shared.started.elapsed().as_millis() as u64;
-            let gauges = shared.cluster.lock().map(|c| c.gauges(now_ms)).unwrap_or_default();
+            // (one lock: every figure of a scrape from the same moment)
+            let (gauges, ops, per_store, caught_up) = shared
+                .cluster
+                .lock()
+                .map(|c| (c.gauges(now_ms), c.operator_counts(), c.store_counts(), c.learners_caught_up()))
+                .unwrap_or_default();
             for (name, help, v) in gauges {
                 put(name, "gauge", help, v);
             }
-            let (ops, per_store, caught_up) = shared
-                .cluster
-                .lock()
-                .map(|c| (c.operator_counts(), c.store_counts(), c.learners_caught_up()))
-                .unwrap_or_default();
             put(
                 "ringraft_pd_move_snapshots_total",
                 "counter",

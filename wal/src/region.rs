@@ -41,6 +41,8 @@ pub enum LogError {
     CompactPastEnd { region: RegionId, to: u64, last: u64 },
     #[error("region {region}: entries are not consecutive at index {index}")]
     NotConsecutive { region: RegionId, index: u64 },
+    #[error("region {region}: only a removed region (a tombstone) is forgotten, and alone in its write")]
+    Forget { region: RegionId },
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +106,9 @@ impl RegionLog {
 
     /// Checks that `write` fits this log, without changing anything.
     pub fn check(&self, region: RegionId, write: &RegionWrite) -> Result<(), LogError> {
+        if write.forget && (!self.state.tombstone || *write != RegionWrite { forget: true, ..Default::default() }) {
+            return Err(LogError::Forget { region });
+        }
         let (first_index, last) = match write.snapshot {
             Some(s) => (s.index + 1, s.index),
             None => (self.first_index(), self.last_index()),
@@ -207,6 +212,7 @@ pub(crate) struct Head<'a> {
     pub conf_state: Option<&'a ConfState>,
     pub meta: Option<&'a Bytes>,
     pub tombstone: bool,
+    pub forget: bool,
 }
 
 impl<'a> Head<'a> {
@@ -219,6 +225,7 @@ impl<'a> Head<'a> {
             conf_state: write.conf_state.as_ref(),
             meta: write.meta.as_ref(),
             tombstone: write.tombstone,
+            forget: write.forget,
         }
     }
 
@@ -230,13 +237,19 @@ impl<'a> Head<'a> {
             conf_state: head.conf_state.as_ref(),
             meta: head.meta.as_ref(),
             tombstone: head.tombstone,
+            forget: head.forget,
         }
     }
 }
 
 /// Applies the non-entry parts of a write to a region's recorded state.
-/// `has_entries` revives a tombstoned region.
+/// `has_entries` revives a tombstoned region; `forget` leaves the state of
+/// a region never written.
 pub(crate) fn apply_head(cp: &mut RegionCheckpoint, head: Head<'_>, has_entries: bool) {
+    if head.forget {
+        *cp = RegionCheckpoint { region: cp.region, first_index: 1, ..Default::default() };
+        return;
+    }
     if let Some(s) = head.snapshot {
         cp.snapshot = Some(s);
         cp.first_index = s.index + 1;

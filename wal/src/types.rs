@@ -66,7 +66,7 @@ pub struct SnapshotMarker {
 ///
 /// Parts are applied in this order: `snapshot` (resets the log), `entries`
 /// (an entry at an index the log already has truncates the log from there),
-/// `compact_to`, `hard_state`, `conf_state`, `meta`, `tombstone`.
+/// `compact_to`, `hard_state`, `conf_state`, `meta`, `tombstone`, `forget`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RegionWrite {
     pub snapshot: Option<SnapshotMarker>,
@@ -83,6 +83,10 @@ pub struct RegionWrite {
     /// cannot resurrect the region. A later write with entries, a snapshot or
     /// a HardState revives it.
     pub tombstone: bool,
+    /// The tombstone is collected: the log forgets the region entirely, and
+    /// no checkpoint names it again. Only for a region that is a tombstone,
+    /// alone in its write (`LogError::Forget` otherwise).
+    pub forget: bool,
 }
 
 impl RegionWrite {
@@ -94,5 +98,6 @@ impl RegionWrite {
             && self.conf_state.is_none()
             && self.meta.is_none()
             && !self.tombstone
+            && !self.forget
     }
 }

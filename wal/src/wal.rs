@@ -333,6 +333,8 @@ pub struct Wal<D: Disk> {
     /// Sum of every region's checkpoint entry as written: what the next
     /// segment's checkpoint would hold at most.
     written_checkpoint_bytes: usize,
+    /// Staged writes that forget their region (`RegionWrite::forget`).
+    forgets_staged: usize,
     /// Sum of the growth bounds of staged writes not yet encoded.
     pending_checkpoint_growth: usize,
     needs_catch_up: bool,
@@ -470,6 +472,7 @@ impl<D: Disk> Wal<D> {
             in_flight: None,
             fatal: None,
             written_checkpoint_bytes,
+            forgets_staged: 0,
             pending_checkpoint_growth: 0,
             needs_catch_up: report.needs_catch_up,
             stats: WalStats::default(),
@@ -496,7 +499,8 @@ impl<D: Disk> Wal<D> {
         }
         self.check_limits(region, &write)?;
         let is_new = !self.regions.contains_key(&region);
-        if is_new && self.regions.len() >= REGIONS_MAX {
+        // (a region whose forget write is staged counts as gone, as it does for the writer)
+        if is_new && self.regions.len() - self.forgets_staged >= REGIONS_MAX {
             return Err(AppendError::Invalid {
                 region,
                 what: format!("log already holds REGIONS_MAX ({REGIONS_MAX}) regions"),
@@ -558,7 +562,9 @@ impl<D: Disk> Wal<D> {
         }
         let (first_index, prev_term) = (log.state.first_index, log.state.prev_term);
         apply_head(&mut log.state, Head::of_write(&write, compact_prev_term), !write.entries.is_empty());
-        (log.state.first_index, log.state.prev_term) = (first_index, prev_term);
+        if !write.forget {
+            (log.state.first_index, log.state.prev_term) = (first_index, prev_term);
+        }
 
         if write.is_empty() {
             // only a compaction that was already done: nothing to write
@@ -571,6 +577,7 @@ impl<D: Disk> Wal<D> {
             return Ok(self.next_ticket - 1);
         }
         let bytes = section_bytes(&write);
+        self.forgets_staged += usize::from(write.forget);
         self.next_ticket += 1;
         self.staged_bytes += bytes;
         self.pending_checkpoint_growth += growth;
@@ -709,6 +716,7 @@ impl<D: Disk> Wal<D> {
         }
         let mut last_ticket = self.written_ticket;
         let mut regions_in_batch = Vec::with_capacity(n);
+        let mut forgotten = vec![];
         for s in self.staged.drain(..n) {
             let log = self.regions.get_mut(&s.region).expect("staged region exists");
             let section_start = pos;
@@ -742,6 +750,21 @@ impl<D: Disk> Wal<D> {
             self.staged_bytes -= s.bytes;
             last_ticket = s.ticket;
             regions_in_batch.push(s.region);
+            if s.write.forget {
+                self.forgets_staged -= 1;
+                forgotten.push(s.region);
+            }
+        }
+        // a forgotten region leaves the map once nothing revived it since
+        for region in forgotten {
+            let log = &self.regions[&region];
+            let revived = log.state != RegionLog::new(region).state
+                || !log.entries.is_empty()
+                || self.staged.iter().any(|s| s.region == region);
+            if !revived {
+                let log = self.regions.remove(&region).expect("checked");
+                self.written_checkpoint_bytes -= checkpoint_entry_bytes(&log.written);
+            }
         }
         debug_assert_eq!(pos, RECORD_HEADER_BYTES + checkpoint_payload + payload);
         rec[pos..].fill(0);

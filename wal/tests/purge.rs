@@ -1,6 +1,7 @@
 //! Purge keeps what regions need and recycles the rest; it names the regions
 //! holding it back; it never loses a region's HardState, ConfState, meta or
-//! tombstone; and bytes left in a recycled segment never pass for records.
+//! tombstone until it is forgotten, and then never brings it back; and bytes
+//! left in a recycled segment never pass for records.
 
 mod common;
 
@@ -91,6 +92,52 @@ fn an_idle_regions_vote_conf_meta_and_a_tombstone_survive_any_number_of_purges_a
         assert!(wal.is_tombstone(GONE));
         assert_eq!(wal.meta(GONE).map(|m| &m[..]), Some(&b"last meta"[..]));
     }
+}
+
+#[test]
+fn a_forgotten_tombstone_stays_gone_through_restarts_rolls_and_purges() {
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, small_options());
+    let forget = RegionWrite { forget: true, ..Default::default() };
+    append_entries(&mut wal, GONE, 3, 50, 7);
+    flush_all(&mut wal);
+    // only a tombstone is forgotten, and alone in its write
+    assert!(wal.append(GONE, forget.clone()).is_err(), "a live region is never forgotten");
+    wal.append(
+        GONE,
+        RegionWrite { meta: Some(Bytes::from_static(b"last meta")), tombstone: true, ..Default::default() },
+    )
+    .unwrap();
+    flush_all(&mut wal);
+    let with_meta = RegionWrite { meta: Some(Bytes::from_static(b"m")), forget: true, ..Default::default() };
+    assert!(wal.append(GONE, with_meta).is_err());
+    churn(&mut wal, 2); // the tombstone now lives in checkpoints only
+    assert!(wal.is_tombstone(GONE));
+
+    wal.append(GONE, forget).unwrap();
+    flush_all(&mut wal);
+    assert!(!wal.regions().any(|r| r == GONE), "forgotten once its record is written");
+    // restart before any checkpoint after it: the record replays over the checkpoint's tombstone
+    drop(wal);
+    let (w, report) = open(&disk, small_options());
+    wal = w;
+    assert_eq!(report.torn_tail, None);
+    assert!(!wal.regions().any(|r| r == GONE), "the forget record replays");
+    // and after it is purged, no checkpoint names the region again
+    for _ in 0..3 {
+        churn(&mut wal, 3);
+        drop(wal);
+        let (w, _) = open(&disk, small_options());
+        wal = w;
+        assert!(!wal.regions().any(|r| r == GONE));
+        assert!(!wal.is_tombstone(GONE));
+    }
+    // the region may come back later, as any new one
+    append_entries(&mut wal, GONE, 2, 50, 9);
+    flush_all(&mut wal);
+    drop(wal);
+    let (wal, _) = open(&disk, small_options());
+    assert_eq!(wal.last_index(GONE), Some(2));
 }
 
 #[test]

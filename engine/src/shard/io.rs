@@ -159,8 +159,9 @@ pub enum Output {
         split_key: Vec<u8>,
         peers: usize,
     },
-    /// A follower that heard from no leader for a while: ask PD for the
-    /// region and answer `Input::MembershipChecked` (`shard::stale`).
+    /// A follower that heard from no leader for a while (`shard::stale`), or
+    /// a tombstone old enough to go (`shard::tombstone`): ask PD for the
+    /// region and answer `Input::MembershipChecked`.
     CheckMembership {
         region: u64,
         peer_id: u64,

@@ -131,4 +131,6 @@ pub struct ShardStats {
     pub early_votes_kept: u64,
     /// Peers removed because PD said they were no longer members (`stale.rs`).
     pub stale_peers_removed: u64,
+    /// Tombstones PD's word let go, forgotten by the WAL (`tombstone.rs`).
+    pub tombstones_collected: u64,
 }

@@ -16,6 +16,7 @@ use crate::region::RegionStorage;
 use crate::snapshot::{RegionSnapshot, SnapshotConf};
 
 use super::snapshot::local_state;
+use super::tombstone::Tombstone;
 use super::{
     redraw_election_timeout, take_client_work, Output, Response, Shard, RAFT_INIT_INDEX, RAFT_INIT_TERM,
     SHARD_REGIONS_MAX,
@@ -118,9 +119,10 @@ impl Shard {
         assert!(self.regions.insert(id, region).is_none(), "region {id} created twice");
     }
 
-    /// A region the WAL holds as removed (recovery), with the peer removed.
-    pub fn add_tombstone(&mut self, region: u64, removed_peer: u64) {
-        self.tombstones.insert(region, removed_peer);
+    /// A region the WAL holds as removed (recovery), with the peer removed
+    /// and the `conf_ver` of its last meta.
+    pub fn add_tombstone(&mut self, region: u64, removed_peer: u64, conf_ver: u64) {
+        self.tombstones.insert(region, Tombstone::new(removed_peer, conf_ver, self.ticks));
     }
 
     pub fn is_tombstone(&self, region: u64) -> bool {
@@ -183,7 +185,7 @@ impl Shard {
         if (envelope.to.store_id, envelope.to.shard) != (self.store_id, self.shard) {
             return refuse("addressed to another shard");
         }
-        if self.tombstones.get(&id).is_some_and(|removed| envelope.to.peer_id <= *removed) {
+        if self.tombstones.get(&id).is_some_and(|t| envelope.to.peer_id <= t.removed_peer) {
             return refuse("a late message to a peer removed from this store");
         }
         if self.regions.len() + self.tombstones.len() >= SHARD_REGIONS_MAX {
@@ -292,7 +294,7 @@ impl Shard {
         if let Some((_, file)) = r.receiving {
             self.outputs.push(Output::DiscardIncoming(file));
         }
-        self.tombstones.insert(id, r.peer_id);
+        self.tombstones.insert(id, Tombstone::new(r.peer_id, r.meta.conf_ver, self.ticks));
         self.stats.regions_removed += 1;
         tracing::info!(region = id, conf_ver = r.meta.conf_ver, "peer removed from this store; tombstone kept");
     }
@@ -402,6 +404,9 @@ pub(super) fn apply_conf_change(
         r.raw.raft.become_follower(term, raft::INVALID_ID);
     }
     r.meta = next;
+    // (a peer removed is never heard from again: its id is never reused)
+    let members = &r.meta;
+    r.heard_at_tick.retain(|id, _| members.peer(*id).is_some());
     r.raw.mut_store().set_conf_state(cs.clone());
     let write =
         wal::RegionWrite { conf_state: Some(conf_state_to_wal(&cs)), meta: Some(local_state(r)), ..Default::default() };

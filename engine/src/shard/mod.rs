@@ -30,6 +30,8 @@
 //! | `fence.rs` | a region whose committed entry does not decode, fenced on this replica |
 //! | `catch_up.rs` | a replica whose WAL lost records: no vote, no campaign until a leader caught it up |
 //! | `membership.rs` | region creation (bootstrap, recovery, a leader's message), conf changes, removal, tombstones |
+//! | `stale.rs` | a peer no leader speaks to asks PD whether it is still a member |
+//! | `tombstone.rs` | what is kept of a removed peer, and when PD's word lets it go |
 //! | `split.rs` | a region split in two: proposed, applied, the child created, recorded, trimmed |
 //! | `snapshot.rs` | snapshots taken, sent, received and installed; which snapshot files may go |
 //! | `boot.rs` | a shard built from its WAL (or its initial regions): the one boot path of both drivers |
@@ -54,6 +56,7 @@ mod snapshot;
 mod split;
 mod stale;
 mod step;
+mod tombstone;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -73,6 +76,7 @@ pub use snapshot::regions_to_compact;
 use snapshot::SnapshotFiles;
 pub use split::{EARLY_VOTES_MAX, SPLIT_SNAPSHOT_HOLD_TICKS, SPLIT_TRIM_KEYS_PER_ITERATION};
 pub use stale::STALE_PEER_CHECK_TICKS;
+pub use tombstone::TOMBSTONE_GC_TICKS;
 
 /// A leader's account of its region, for PD.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,8 +117,9 @@ pub struct Shard {
     snapshot_files: SnapshotFiles,
     /// Regions removed from this shard, with the peer that was removed: a
     /// message to that peer id or an older one is a late one and must not
-    /// recreate the region (peer ids are never reused).
-    tombstones: BTreeMap<u64, u64>,
+    /// recreate the region (peer ids are never reused). Collected once no
+    /// member can send to them (`tombstone.rs`).
+    tombstones: BTreeMap<u64, tombstone::Tombstone>,
     next_incarnation: u64,
     /// Every region's (term, vote) as the last persist batch recorded it in
     /// the vote table (`crate::votes`): a batch that changes one carries the

@@ -162,7 +162,7 @@ impl Shard {
         let Some(peer) = child.peer_on(self.store_id).copied() else {
             unreachable!("a child has a peer wherever its parent has one")
         };
-        if self.tombstones.get(&id).is_some_and(|removed| peer.peer_id <= *removed) {
+        if self.tombstones.get(&id).is_some_and(|t| peer.peer_id <= t.removed_peer) {
             // (replayed: the child was removed from this store since)
             tracing::info!(region = parent, child = id, "split replayed; its child was removed from this store since");
             return false;

@@ -38,9 +38,12 @@ pub(super) fn on_tick(r: &mut Region, now: u64) -> Option<Output> {
 }
 
 impl Shard {
-    /// PD's answer to a stale check: the region as PD has it (`None`: PD
-    /// does not know it).
+    /// PD's answer to a stale check, or about a tombstone: the region as PD
+    /// has it (`None`: PD does not know it).
     pub(super) fn on_membership_checked(&mut self, region: u64, peer_id: u64, current: Option<RegionMeta>) {
+        if !self.regions.contains_key(&region) {
+            return self.on_tombstone_checked(region, peer_id, current);
+        }
         let Some(r) = self.regions.get(&region).filter(|r| r.peer_id == peer_id) else { return };
         let Some(c) = current.filter(|c| c.id == region) else { return };
         // (newer than any epoch this peer knows itself a member at: its own

@@ -164,6 +164,7 @@ impl Shard {
         for (q, res) in failed {
             self.reply(q, res);
         }
+        self.ask_about_tombstones();
     }
 
     /// Steps a peer's raft message into its region — creating the region

@@ -642,16 +642,8 @@ impl<S: MetaStore> Cluster<S> {
             }
         }
         if self.operators.count_of(OperatorKind::BalanceLeader) < balance_leader::BALANCE_LEADER_OPERATORS_MAX {
-            let mut leaders: BTreeMap<u64, usize> = BTreeMap::new();
-            for store in leader_of.values() {
-                *leaders.entry(*store).or_default() += 1;
-            }
-            let projected: BTreeMap<u64, usize> = loads
-                .iter()
-                .map(|l| {
-                    (l.store_id, project(leaders.get(&l.store_id).copied().unwrap_or(0), leader_delta.get(&l.store_id)))
-                })
-                .collect();
+            let projected: BTreeMap<u64, usize> =
+                loads.iter().map(|l| (l.store_id, project(l.leaders, leader_delta.get(&l.store_id)))).collect();
             let led =
                 self.regions.iter().filter(|r| settled(self, r)).filter_map(|r| Some((r, *leader_of.get(&r.id)?)));
             if let Some((region_id, kind, steps)) = balance_leader::pick_transfer(&loads, &projected, led) {
@@ -665,12 +657,7 @@ impl<S: MetaStore> Cluster<S> {
 
     /// Every store as the checkers see it.
     fn store_loads(&self, now_ms: u64) -> Vec<StoreLoad> {
-        let mut replicas: BTreeMap<u64, usize> = BTreeMap::new();
-        for r in self.regions.iter() {
-            for p in &r.peers {
-                *replicas.entry(p.store_id).or_default() += 1;
-            }
-        }
+        let counts = self.store_counts();
         self.stores
             .values()
             .map(|s| {
@@ -680,7 +667,8 @@ impl<S: MetaStore> Cluster<S> {
                     shards: s.shards,
                     up: view.up && s.state == StoreState::Serving,
                     evacuate: view.down || s.state != StoreState::Serving,
-                    regions: replicas.get(&s.id).copied().unwrap_or(0),
+                    regions: counts.get(&s.id).map_or(0, |(replicas, _)| *replicas as usize),
+                    leaders: counts.get(&s.id).map_or(0, |(_, leaders)| *leaders as usize),
                 }
             })
             .collect()

@@ -45,7 +45,7 @@ mod tests {
     use crate::meta::{Epoch, PeerInfo};
 
     fn load(store_id: u64, up: bool) -> StoreLoad {
-        StoreLoad { store_id, shards: 1, up, evacuate: false, regions: 0 }
+        StoreLoad { store_id, shards: 1, up, evacuate: false, regions: 0, leaders: 0 }
     }
 
     #[test]

@@ -59,7 +59,7 @@ mod tests {
     use crate::meta::Epoch;
 
     fn load(store_id: u64, regions: usize) -> StoreLoad {
-        StoreLoad { store_id, shards: 1, up: true, evacuate: false, regions }
+        StoreLoad { store_id, shards: 1, up: true, evacuate: false, regions, leaders: 0 }
     }
 
     fn region(id: u64, stores: &[u64]) -> RegionInfo {

@@ -19,6 +19,8 @@ pub struct StoreLoad {
     pub evacuate: bool,
     /// Replicas of regions it holds (voters and learners).
     pub regions: usize,
+    /// Regions whose leader it is.
+    pub leaders: usize,
 }
 
 /// The store that takes a new replica of `region`: up, holding none of it,
@@ -100,7 +102,7 @@ mod tests {
     fn stores(loads: &[(u64, bool, usize)]) -> Vec<StoreLoad> {
         loads
             .iter()
-            .map(|&(store_id, up, regions)| StoreLoad { store_id, shards: 1, up, evacuate: false, regions })
+            .map(|&(store_id, up, regions)| StoreLoad { store_id, shards: 1, up, evacuate: false, regions, leaders: 0 })
             .collect()
     }
 

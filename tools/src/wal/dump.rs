@@ -115,6 +115,8 @@ enum Line<'a> {
         conf_state: Option<ConfState>,
         meta_bytes: Option<usize>,
         tombstone: bool,
+        /// The region's tombstone was collected: the log forgets it here.
+        forget: bool,
     },
     Entry {
         segment: u64,
@@ -300,6 +302,7 @@ impl Dumper<'_> {
                 conf_state: s.head.conf_state.as_ref().map(ConfState::from),
                 meta_bytes: s.head.meta.as_ref().map(|m| m.len()),
                 tombstone: s.head.tombstone,
+                forget: s.head.forget,
             })?;
             for e in s.entries.iter().filter(|e| filter.index_shown(e.index)) {
                 self.entries += 1;
@@ -376,6 +379,7 @@ fn write_text(line: &Line<'_>, out: &mut dyn Write) -> std::io::Result<()> {
             conf_state,
             meta_bytes,
             tombstone,
+            forget,
             ..
         } => {
             let range = match (first_index, last_index) {
@@ -390,7 +394,8 @@ fn write_text(line: &Line<'_>, out: &mut dyn Write) -> std::io::Result<()> {
                 ("meta_bytes", meta_bytes.map(|m| m.to_string())),
             ]);
             let tomb = if *tombstone { " tombstone" } else { "" };
-            writeln!(out, "    section region={region} entries={entries}{range}{extra}{tomb}")
+            let forget = if *forget { " forget" } else { "" };
+            writeln!(out, "    section region={region} entries={entries}{range}{extra}{tomb}{forget}")
         }
         Line::Entry { region, index, term, entry_type, data_bytes, data_offset, .. } => writeln!(
             out,

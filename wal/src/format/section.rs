@@ -10,7 +10,8 @@ const F_HARD_STATE: u8 = 0x08;
 const F_CONF_STATE: u8 = 0x10;
 const F_META: u8 = 0x20;
 const F_TOMBSTONE: u8 = 0x40;
-const F_ALL: u8 = 0x7f;
+const F_FORGET: u8 = 0x80;
+// (every bit of the flags byte has a meaning)
 
 /// Bytes of one entry's fixed part (term, type, length).
 pub const ENTRY_HEAD_BYTES: usize = 8 + 1 + 4;
@@ -61,6 +62,7 @@ pub fn encode_section(
         (write.conf_state.is_some(), F_CONF_STATE),
         (write.meta.is_some(), F_META),
         (write.tombstone, F_TOMBSTONE),
+        (write.forget, F_FORGET),
     ] {
         if on {
             flags |= f;
@@ -120,6 +122,7 @@ pub struct SectionHead {
     pub conf_state: Option<ConfState>,
     pub meta: Option<bytes::Bytes>,
     pub tombstone: bool,
+    pub forget: bool,
 }
 
 /// A decoded section; entry data stays in the payload (zero-copy).
@@ -146,8 +149,8 @@ pub fn decode_batch(payload: &[u8], count: u32) -> Result<Vec<BatchSection>, Mal
 fn decode_section(r: &mut Reader<'_>) -> Result<BatchSection, Malformed> {
     let region = r.u64("section.region")?;
     let flags = r.u8("section.flags")?;
-    if flags & !F_ALL != 0 {
-        return Err(Malformed { at: r.pos() - 1, what: "unknown section flags" });
+    if flags & F_FORGET != 0 && flags != F_FORGET {
+        return Err(Malformed { at: r.pos() - 1, what: "a forget section with other parts" });
     }
     let mut head = SectionHead::default();
     if flags & F_SNAPSHOT != 0 {
@@ -189,6 +192,7 @@ fn decode_section(r: &mut Reader<'_>) -> Result<BatchSection, Malformed> {
         head.meta = Some(decode_meta(r)?);
     }
     head.tombstone = flags & F_TOMBSTONE != 0;
+    head.forget = flags & F_FORGET != 0;
     Ok(BatchSection { region, head, entries })
 }
 
@@ -220,6 +224,7 @@ mod tests {
             }),
             meta: Some(Bytes::from_static(b"meta")),
             tombstone: true,
+            forget: false,
         };
         let n = section_bytes(&write);
         let mut buf = vec![0u8; n];
@@ -234,6 +239,7 @@ mod tests {
         assert_eq!(s.head.conf_state, write.conf_state);
         assert_eq!(s.head.meta, write.meta);
         assert!(s.head.tombstone);
+        assert!(!s.head.forget);
         for (e, r) in write.entries.iter().zip(&s.entries) {
             assert_eq!((e.index, e.term, e.entry_type), (r.index, r.term, r.entry_type));
             assert_eq!(&buf[r.data_offset..r.data_offset + r.data_len], &e.data[..]);
@@ -246,5 +252,18 @@ mod tests {
         for cut in 0..n {
             assert!(decode_batch(&buf[..cut], 1).is_err());
         }
+    }
+
+    #[test]
+    fn a_forget_section_is_alone_or_malformed() {
+        let forget = RegionWrite { forget: true, ..Default::default() };
+        let mut buf = vec![0u8; section_bytes(&forget)];
+        encode_section(&mut buf, 9, &forget, 0, |_, _| {});
+        let s = &decode_batch(&buf, 1).unwrap()[0];
+        assert_eq!((s.region, s.head.forget), (9, true));
+        let with_meta = RegionWrite { meta: Some(Bytes::from_static(b"m")), ..forget };
+        let mut buf = vec![0u8; section_bytes(&with_meta)];
+        encode_section(&mut buf, 9, &with_meta, 0, |_, _| {});
+        assert!(decode_batch(&buf, 1).is_err());
     }
 }
