@@ -562,3 +562,54 @@ fn a_moved_replicas_tombstone_is_collected_once_pd_says_no_member_sends_to_it() 
         assert!(on(&sim, from).region(meta.id).is_none(), "seed {seed}");
     });
 }
+
+/// A parent replica that has not snapshotted since its split would replay
+/// the split after a restart and create its child again: the child's
+/// tombstone on that store is kept, however old, until the parent's next
+/// snapshot starts past the split; then it is collected, and a restart
+/// creates nothing.
+#[test]
+fn a_childs_tombstone_waits_for_its_parent_to_snapshot_past_the_split() {
+    fn on(s: &Sim, store: u64) -> &engine::shard::Shard {
+        &s.stores[&store].node.as_ref().unwrap().shard
+    }
+    for_seeds(2, |seed| {
+        let mut sim = with_pd(seed);
+        put_all(&mut sim, seed, &[key(1), key(60)], b"v");
+        let (leader, meta) = leader_meta(&sim);
+        let first = sim.alloc_ids(u64::from(SplitRequest::ids_needed(meta.peers.len()))).expect("PD is up");
+        let split = SplitRequest::with_ids(key(50), first, meta.peers.len());
+        let r = sim.submit(leader, |request| Input::Split { request, region: meta.id, epoch: meta.epoch(), split });
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.has_reply(r)), "seed {seed}: split not answered");
+        assert!(matches!(sim.take_reply(r), Some(Ok(Response::Split(_)))), "seed {seed}");
+        sim.refresh_metas();
+        until_all_settled(&mut sim, seed, Duration::from_secs(30));
+        let child = sim.region_of(&key(60)).clone();
+        assert_ne!(child.id, meta.id, "seed {seed}");
+        let from = child.peers.iter().map(|p| p.store_id).find(|s| *s != leader).unwrap();
+        let to = (1..=4).find(|s| child.peer_on(*s).is_none()).unwrap();
+        let now_ms = sim.elapsed_us() / 1000;
+        sim.pd.as_mut().unwrap().move_region(child.id, from, to, now_ms).expect("the move starts");
+        until_all_settled(&mut sim, seed, Duration::from_secs(30));
+        let gone = |s: &Sim| on(s, from).region(child.id).is_none();
+        assert!(sim.run_until(Duration::from_secs(10), gone), "seed {seed}: the moved replica lingers");
+        assert!(on(&sim, from).is_tombstone(child.id), "seed {seed}");
+
+        // the parent on `from` restarts from its pre-split snapshot: the tombstone stays
+        let gc_age = Duration::from_millis(engine::shard::TOMBSTONE_GC_TICKS * 10);
+        sim.run_for(gc_age * 2);
+        assert!(on(&sim, from).is_tombstone(child.id), "seed {seed}: collected while a replay would recreate it");
+
+        // writes to the parent's half make every replica snapshot past the split
+        let filler: Vec<Vec<u8>> = (0..40).map(key).collect();
+        put_all(&mut sim, seed, &filler, &[7u8; 1024]);
+        let collected = |s: &Sim| !on(s, from).is_tombstone(child.id);
+        assert!(sim.run_until(gc_age * 2, collected), "seed {seed}: the tombstone stays after the parent's snapshot");
+        sim.run_for(Duration::from_millis(200)); // (the forget record made durable)
+        sim.crash(from);
+        sim.restart(from);
+        sim.run_for(Duration::from_secs(2));
+        assert!(on(&sim, from).region(child.id).is_none(), "seed {seed}: the restart created the child again");
+        assert!(!on(&sim, from).is_tombstone(child.id), "seed {seed}");
+    });
+}

@@ -9,49 +9,14 @@ use engine::shard::{Input, Response};
 use engine::sim::{Sim, SimOptions};
 
 mod seeds;
-use engine::region::meta::PeerRole;
 use seeds::for_seeds;
 
-fn key(region_index: u64, n: u64) -> Vec<u8> {
-    let mut k = engine::sim::region_start_key(region_index);
-    if k.is_empty() {
-        k = b"a".to_vec();
-    }
-    k.extend_from_slice(format!("-{n:05}").as_bytes());
-    k
-}
+use engine::sim::campaign::{self, workload_key as key, Profile, Run};
 
 /// Every region's replicas hold the same keys and values.
-fn assert_converged(sim: &Sim) {
-    for m in &sim.metas {
-        // the members as the region's meta has them (a peer removed while it
-        // was down may linger, stale, until it learns of it)
-        let mut states = m
-            .peers
-            .iter()
-            .filter_map(|p| sim.stores[&p.store_id].node.as_ref().map(|n| (p, n)))
-            .map(|(p, n)| {
-                let here = n.shard.region(m.id);
-                here.filter(|r| r.peer_id == p.peer_id).unwrap_or_else(|| {
-                    let overlapping: Vec<_> = n
-                        .shard
-                        .regions()
-                        .filter(|r| r.meta.conf_ver > 0 && r.meta.overlaps(&m.start_key, &m.end_key))
-                        .map(|r| (r.peer_id, &r.meta, r.is_leader(), r.raw.raft.leader_id))
-                        .collect();
-                    panic!(
-                        "region {} member {p:?} is not hosted there (the store has {:?}; tombstone: {}; overlapping: {overlapping:?})",
-                        m.id,
-                        here.map(|r| (r.peer_id, &r.meta)),
-                        n.shard.is_tombstone(m.id)
-                    )
-                })
-            })
-            .map(|r| r.rows());
-        let first = states.next().unwrap();
-        for other in states {
-            assert_eq!(other, first, "region {} diverged", m.id);
-        }
+fn assert_converged(sim: &Sim, seed: u64) {
+    if let Err(e) = campaign::check_converged(sim) {
+        panic!("seed {seed}: {e}");
     }
 }
 
@@ -84,7 +49,7 @@ fn regions_elect_leaders_and_every_acknowledged_write_reaches_every_replica() {
             acked.push((k, n));
         }
         sim.run_for(Duration::from_secs(1));
-        assert_converged(&sim);
+        assert_converged(&sim, seed);
         for (k, n) in acked {
             let m = sim.region_of(&k).clone();
             for s in sim.stores.values() {
@@ -99,76 +64,9 @@ fn regions_elect_leaders_and_every_acknowledged_write_reaches_every_replica() {
 
 /// Every region's replicas that are up hold the same state after the run settles.
 fn settle_and_assert_converged(sim: &mut Sim, seed: u64) {
-    // every replica applies what is committed once the network is whole
-    // (and PD, when it runs, has finished what its checkers started)
-    let mut last = None;
-    for _ in 0..40 {
-        sim.run_for(Duration::from_millis(200));
-        if sim.pd.is_some() {
-            // (between two of its patrols PD may have no operator while a
-            // region still has a learner or a joint state left to settle)
-            sim.refresh_metas();
-            let settled = sim.metas.iter().all(|m| m.peers.iter().all(|p| p.role == PeerRole::Voter));
-            if !sim.pd.as_mut().expect("checked").operators().is_empty() || !settled {
-                continue;
-            }
-        }
-        let applied: Vec<u64> = sim
-            .stores
-            .values()
-            .filter_map(|s| s.node.as_ref())
-            .flat_map(|n| n.shard.regions().map(|r| r.applied).collect::<Vec<_>>())
-            .collect();
-        if last.as_ref() == Some(&applied) {
-            break;
-        }
-        last = Some(applied);
+    if let Err(e) = campaign::settle_and_check_converged(sim) {
+        panic!("seed {seed}: {e}{}", campaign::describe(sim));
     }
-    let _ = seed;
-    if sim.pd.is_some() {
-        // (its checkers may have changed members since the caller looked)
-        sim.refresh_metas();
-    }
-    assert_converged(sim);
-}
-
-/// Every replica's view of its region (for a failing test's message).
-fn describe(sim: &Sim) -> String {
-    let mut out = String::new();
-    for s in sim.stores.values() {
-        let Some(n) = s.node.as_ref() else {
-            out += &format!("\nstore {} down", s.id);
-            continue;
-        };
-        for r in n.shard.regions() {
-            let peers: Vec<u64> = r.meta.peers.iter().map(|p| p.peer_id).collect();
-            let voters = r.raw.raft.prs().conf().to_conf_state().voters;
-            out += &format!(
-                "\nstore {} region {} peer {} conf_ver {} peers {peers:?} voters {voters:?} term {} leader {} applied {} snapshot {:?}",
-                s.id,
-                r.id(),
-                r.peer_id,
-                r.meta.conf_ver,
-                r.term(),
-                r.raw.raft.leader_id,
-                r.applied,
-                r.snapshot.map(|s| s.index)
-            );
-        }
-    }
-    out
-}
-
-/// What one chaotic run did.
-struct ChaosRun {
-    sim: Sim,
-    work: engine::sim::workload::Workload,
-    crashes: u32,
-    partitions: u32,
-    membership_changes: u32,
-    splits: u32,
-    /// Moves PD finished (its operators by hand), across its restarts.
-    moves: u64,
 }
 
 /// 6 s of simulated time: 8 clients on 12 keys of 4 regions over 3 stores,
@@ -176,8 +74,8 @@ struct ChaosRun {
 /// stores crashed and restarted, stores isolated and links cut, healed at
 /// random, peers removed and added back (under new peer ids) at random; then
 /// everything healed and restarted, outstanding operations finished, and
-/// every key read once more through its leader.
-fn chaos_run(seed: u64) -> ChaosRun {
+/// every key read once more through its leader (`engine::sim::campaign`).
+fn chaos_run(seed: u64) -> Run {
     chaos_run_with(seed, true, false, false, false)
 }
 
@@ -187,178 +85,8 @@ fn chaos_run(seed: u64) -> ChaosRun {
 /// crashed and restarted at random too. `moves` (with PD): four stores,
 /// and PD asked at random to move a replica to the store without one,
 /// instead of membership changes by hand (PD's checkers repair the rest).
-fn chaos_run_with(seed: u64, batching: bool, splits: bool, with_pd: bool, moves: bool) -> ChaosRun {
-    use engine::sim::workload::Workload;
-    use transport::{FaultConfig, SeededRng};
-
-    let mut opts = SimOptions::new(seed);
-    opts.regions = 4;
-    opts.batching = batching;
-    opts.pd = with_pd || moves;
-    if moves {
-        opts.stores = 4;
-    }
-    // snapshots every few dozen writes: crashes land mid-snapshot, restarts
-    // load snapshots, and lagging replicas are sent them
-    opts.snapshot_log_bytes_min = 1 << 10;
-    opts.faults = FaultConfig {
-        drop_per_million: 20_000,
-        duplicate_per_million: 10_000,
-        reorder_per_million: 10_000,
-        delay_min: Duration::ZERO,
-        delay_max: Duration::from_millis(3),
-        ..Default::default()
-    };
-    let mut sim = Sim::new(opts);
-    let keys: Vec<Vec<u8>> = (0..4).flat_map(|r| (0..3).map(move |n| key(r, n))).collect();
-    let mut chaos = SeededRng::new(seed ^ 0x5eed_c4a0);
-    let split_keys = keys.clone();
-    let mut work = Workload::new(seed ^ 0xc11e_4750, keys, 8);
-    let mut down: Option<(u64, u64)> = None;
-    let (mut crashes, mut partitions, mut membership_changes) = (0, 0, 0);
-    let mut next_peer_id = 10_000;
-    let mut change_requests = vec![];
-    let (mut split_requests, mut splits_done) = (vec![], 0);
-    let mut moves_done = 0;
-    while sim.elapsed_us() < 6_000_000 {
-        let now = sim.elapsed_us();
-        if now.is_multiple_of(100_000) {
-            match down {
-                Some((s, at)) if now >= at => {
-                    sim.restart(s);
-                    down = None;
-                }
-                // (at least one crash per run, by 1 s at the latest)
-                None if chaos.chance(150_000) || (crashes == 0 && now >= 1_000_000) => {
-                    let s = chaos.between(1, sim.options.stores);
-                    sim.crash(s);
-                    crashes += 1;
-                    down = Some((s, now + chaos.between(200_000, 800_000)));
-                }
-                _ => {}
-            }
-            // (and from 3 s on, until one has succeeded: every run changes membership)
-            if moves && chaos.chance(200_000) {
-                // PD moves one replica of a region to the store that has none
-                let m = sim.metas[chaos.between(0, sim.metas.len() as u64 - 1) as usize].clone();
-                let to = (1..=4).find(|s| m.peer_on(*s).is_none());
-                let from = m.peers[chaos.between(0, m.peers.len() as u64 - 1) as usize].store_id;
-                if let (Some(to), Some(pd)) = (to, sim.pd.as_mut().filter(|pd| pd.is_up())) {
-                    // (refused when the region is busy or PD has not heard of its leader)
-                    let _ = pd.move_region(m.id, from, to, now / 1000);
-                }
-            }
-            let owed = !moves && membership_changes == 0 && change_requests.is_empty() && now >= 3_000_000;
-            if !moves && (chaos.chance(150_000) || owed) {
-                // a membership change of one region: remove a follower, or add the missing store back
-                use engine::region::meta::{PeerChange, PeerMeta};
-                let region = sim.metas[chaos.between(0, sim.metas.len() as u64 - 1) as usize].id;
-                if let Some(leader) = sim.leader_of(region) {
-                    let meta = sim.stores[&leader].node.as_ref().unwrap().shard.region(region).unwrap().meta.clone();
-                    let change = if meta.peers.len() == 3 {
-                        let others: Vec<_> = meta.peers.iter().filter(|p| p.store_id != leader).collect();
-                        Some(PeerChange::RemovePeer(*others[chaos.between(0, 1) as usize]))
-                    } else {
-                        let store = (1..=3).find(|s| meta.peer_on(*s).is_none()).unwrap();
-                        // (with PD in the simulation, its allocator's — PD refuses ids it
-                        // never handed out — and none while it is down)
-                        let id = match sim.pd.is_some() {
-                            true => sim.alloc_ids(1),
-                            false => Some(next_peer_id + 1),
-                        };
-                        id.map(|peer_id| {
-                            next_peer_id = peer_id;
-                            PeerChange::AddVoter(PeerMeta::voter(peer_id, store, 0))
-                        })
-                    };
-                    let epoch = meta.epoch();
-                    if let Some(change) = change {
-                        change_requests.push(sim.submit(leader, |request| Input::ChangePeer {
-                            request,
-                            region,
-                            epoch,
-                            change,
-                        }));
-                    }
-                }
-            }
-            let split_owed = splits && splits_done == 0 && split_requests.is_empty() && now >= 2_500_000;
-            if splits && (chaos.chance(200_000) || split_owed) {
-                // a split at one of the workload's keys, through its region's leader
-                let at = split_keys[chaos.between(0, split_keys.len() as u64 - 1) as usize].clone();
-                let meta = sim.region_of(&at).clone();
-                let led = sim.leader_of(meta.id).and_then(|l| {
-                    sim.stores[&l].node.as_ref().unwrap().shard.region(meta.id).map(|r| (l, r.meta.clone()))
-                });
-                let led = led.filter(|(_, m)| m.contains(&at) && m.start_key != at);
-                if let Some(((leader, current), first)) = led.and_then(|l| {
-                    let needed = engine::shard::SplitRequest::ids_needed(l.1.peers.len());
-                    sim.alloc_ids(u64::from(needed)).map(|f| (l, f))
-                }) {
-                    let split = engine::shard::SplitRequest::with_ids(at, first, current.peers.len());
-                    let (region, epoch) = (current.id, current.epoch());
-                    split_requests.push(sim.submit(leader, |request| Input::Split { request, region, epoch, split }));
-                }
-            }
-            if let Some(pd) = sim.pd.as_mut() {
-                // (PD down for a while, then back from what it saved)
-                if pd.is_up() && (chaos.chance(50_000) || (pd.restarts == 0 && now == 3_000_000)) {
-                    moves_done += pd.operator_counts("admin-move").finished;
-                    pd.crash();
-                } else if !pd.is_up() && chaos.chance(300_000) {
-                    pd.restart();
-                }
-            }
-            if chaos.chance(100_000) || (partitions == 0 && now == 2_000_000) {
-                // isolate one store from both others (a leader there goes stale), or cut one link
-                let a = chaos.between(1, 3);
-                sim.partition(a, a % 3 + 1);
-                if chaos.chance(600_000) {
-                    sim.partition(a, (a + 1) % 3 + 1);
-                }
-                partitions += 1;
-            } else if chaos.chance(300_000) {
-                sim.heal_all();
-            }
-        }
-        work.step(&mut sim, true);
-        sim.step();
-        split_requests.retain(|r| match sim.take_reply(*r) {
-            Some(Ok(_)) => {
-                splits_done += 1;
-                false
-            }
-            Some(Err(_)) => false, // refused (a change pending, the region moved on): fine
-            None => true,
-        });
-        change_requests.retain(|r| match sim.take_reply(*r) {
-            Some(Ok(_)) => {
-                membership_changes += 1;
-                false
-            }
-            Some(Err(_)) => false, // refused (no healthy quorum after it, one pending): fine
-            None => true,
-        });
-        sim.refresh_metas();
-    }
-    if let Some((s, _)) = down {
-        sim.restart(s);
-    }
-    if let Some(pd) = sim.pd.as_mut().filter(|pd| !pd.is_up()) {
-        pd.restart();
-    }
-    sim.heal_all();
-    while !work.idle() {
-        work.step(&mut sim, false);
-        sim.step();
-        sim.refresh_metas();
-    }
-    let led = sim.run_until(Duration::from_secs(10), |s| s.all_led());
-    assert!(led, "seed {seed}: no leaders after healing: {}", describe(&sim));
-    sim.refresh_metas();
-    work.read_every_key(&mut sim);
-    moves_done += sim.pd.as_ref().map_or(0, |pd| pd.operator_counts("admin-move").finished);
-    ChaosRun { sim, work, crashes, partitions, membership_changes, splits: splits_done, moves: moves_done }
+fn chaos_run_with(seed: u64, batching: bool, splits: bool, with_pd: bool, moves: bool) -> Run {
+    campaign::run(seed, &Profile::chaos(batching, splits, with_pd, moves))
 }
 
 /// Under loss, delay, duplication, reordering, partitions and crashes, every
@@ -424,9 +152,8 @@ fn moves_under_the_chaos_workload_keep_every_history_linearizable() {
             other => panic!("seed {seed}: {other:?}"),
         }
         settle_and_assert_converged(&mut run.sim, seed);
-        for m in &run.sim.metas {
-            let whole = m.peers.len() == 3 && m.peers.iter().all(|p| p.role == PeerRole::Voter);
-            assert!(whole, "seed {seed}: region {} ends as {m:?}", m.id);
+        if let Err(e) = campaign::check_whole(&run.sim) {
+            panic!("seed {seed}: {e}");
         }
         moved.set(moved.get() + run.moves);
     });
@@ -452,14 +179,8 @@ fn splits_under_the_chaos_workload_keep_every_history_linearizable() {
         assert!(run.splits > 0 && run.crashes > 0, "seed {seed}: {} splits, {} crashes", run.splits, run.crashes);
         run.sim.refresh_metas();
         settle_and_assert_converged(&mut run.sim, seed);
-        for s in run.sim.stores.values() {
-            let n = s.node.as_ref().expect("up");
-            let metas: Vec<_> = n.shard.regions().map(|r| &r.meta).filter(|m| m.conf_ver > 0).collect();
-            for (i, a) in metas.iter().enumerate() {
-                for b in &metas[i + 1..] {
-                    assert!(!a.overlaps(&b.start_key, &b.end_key), "seed {seed}: store {}: {a:?} and {b:?}", s.id);
-                }
-            }
+        if let Err(e) = campaign::check_no_overlap(&run.sim) {
+            panic!("seed {seed}: {e}");
         }
         assert!(run.sim.run_until(Duration::from_secs(5), |s| s.all_quiet()), "seed {seed}: work left in flight");
         if let Some(pd) = run.sim.pd.as_mut() {
@@ -502,7 +223,7 @@ fn the_same_seed_replays_the_same_run() {
         let a = chaos_run(seed);
         let b = chaos_run(seed);
         assert_eq!(a.work.history, b.work.history, "seed {seed} ran differently twice");
-        let terms = |r: &ChaosRun| -> Vec<(u64, u64, usize)> {
+        let terms = |r: &Run| -> Vec<(u64, u64, usize)> {
             r.sim
                 .stores
                 .values()
@@ -554,7 +275,7 @@ fn writes_that_would_overflow_an_entry_are_refused_or_deferred_never_fatal() {
     }
     assert!(done > 0 && busy > 0, "{done} done, {busy} busy: the entry bound was not reached");
     sim.run_for(Duration::from_secs(1));
-    assert_converged(&sim);
+    assert_converged(&sim, 7);
 }
 
 /// Past the shard's memory limit writes are refused with a clear error
@@ -1116,7 +837,7 @@ fn a_replica_whose_wal_lost_an_acknowledged_record_votes_again_only_once_caught_
             leaders.check(s, seed);
             caught_up(s)
         });
-        assert!(done, "seed {seed}: the victim did not catch up\n{}", describe(&sim));
+        assert!(done, "seed {seed}: the victim did not catch up\n{}", campaign::describe(&sim));
         // (a leader the partition left stale steps down once it hears of a later term)
         sim.run_for(Duration::from_secs(1));
         assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leaders after healing");
@@ -1210,4 +931,39 @@ fn all_replicas_crashing_at_once_with_writes_in_flight_still_elect_and_lose_noth
             assert!(state(id) == first, "seed {seed}: store {id} disagrees with store 1");
         }
     });
+}
+
+/// A campaign's seeds (`ringraft sim`): each draws its own faults — loss up
+/// to 30%, delays up to twice the election timeout, one-way partitions, two
+/// stores down at once, PD crashing, splits and moves — and every run must
+/// pass every check (linearizable, converged, quiet, no overlap, whole).
+#[test]
+fn a_campaign_of_seeds_drawing_their_own_faults_passes_every_check() {
+    let kinds = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    for_seeds(24, |seed| {
+        let report = campaign::run_seed(seed);
+        if let Some(key) = &report.undecided {
+            eprintln!("seed {seed}: the history of {key:?} is undecided (the other checks passed)");
+        }
+        if let Some(why) = &report.failure {
+            panic!("seed {seed}: {why} (faults: {})", report.profile.describe());
+        }
+        let p = &report.profile;
+        kinds.borrow_mut().extend(
+            [
+                (p.down_max == 2).then_some("two down"),
+                (p.one_way_per_million > 0 && report.partitions > 0).then_some("one-way"),
+                p.moves.then_some("moves"),
+                (report.splits > 0).then_some("splits"),
+                (p.network.drop_per_million > 150_000).then_some("heavy loss"),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+    });
+    // (over the default seeds or more, every kind of fault was drawn at least once)
+    if seeds::seeds(24).len() >= 24 {
+        let kinds = kinds.into_inner();
+        assert_eq!(kinds.len(), 5, "kinds drawn: {kinds:?}");
+    }
 }

@@ -6,6 +6,7 @@ pub mod local;
 pub mod pd;
 pub mod pd_view;
 pub mod server;
+pub mod sim;
 
 /// A duration flag: a number with a unit — "250ms", "2s", "1.5s", "30m",
 /// "2h" (the benchmarks' parser: one rule for every duration flag) — of

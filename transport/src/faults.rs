@@ -44,8 +44,10 @@ pub struct FaultStats {
 pub struct Faults<T> {
     config: FaultConfig,
     rng: SeededRng,
-    /// Cut links, each stored as (smaller, larger) store id: partitions are symmetric.
+    /// Cut links, each stored as (smaller, larger) store id: both directions.
     cut: BTreeSet<(u64, u64)>,
+    /// Cut directions, as (from, to): the other direction still passes.
+    cut_one_way: BTreeSet<(u64, u64)>,
     /// Items held until due, by (due, arrival number).
     held: BTreeMap<(Instant, u64), T>,
     arrivals: u64,
@@ -60,7 +62,21 @@ impl<T: Clone> Faults<T> {
     pub fn new(config: FaultConfig) -> Self {
         assert!(config.delay_min <= config.delay_max, "delay range {:?}..{:?}", config.delay_min, config.delay_max);
         let rng = SeededRng::new(config.seed);
-        Faults { config, rng, cut: BTreeSet::new(), held: BTreeMap::new(), arrivals: 0, stats: FaultStats::default() }
+        Faults {
+            config,
+            rng,
+            cut: BTreeSet::new(),
+            cut_one_way: BTreeSet::new(),
+            held: BTreeMap::new(),
+            arrivals: 0,
+            stats: FaultStats::default(),
+        }
+    }
+
+    /// New rates from now on (the seed and what is held back stay).
+    pub fn set_rates(&mut self, config: FaultConfig) {
+        assert!(config.delay_min <= config.delay_max, "delay range {:?}..{:?}", config.delay_min, config.delay_max);
+        self.config = FaultConfig { seed: self.config.seed, ..config };
     }
 
     /// Cuts the link between two stores (both directions) until healed.
@@ -72,12 +88,20 @@ impl<T: Clone> Faults<T> {
         self.cut.remove(&link(a, b));
     }
 
-    pub fn heal_all(&mut self) {
-        self.cut.clear();
+    /// Cuts what `from` sends to `to` only (a one-way partition: `to` still
+    /// reaches `from`).
+    pub fn partition_one_way(&mut self, from: u64, to: u64) {
+        self.cut_one_way.insert((from, to));
     }
 
+    pub fn heal_all(&mut self) {
+        self.cut.clear();
+        self.cut_one_way.clear();
+    }
+
+    /// Whether what `a` sends to `b` is cut.
     pub fn is_partitioned(&self, a: u64, b: u64) -> bool {
-        self.cut.contains(&link(a, b))
+        self.cut.contains(&link(a, b)) || self.cut_one_way.contains(&(a, b))
     }
 
     pub fn stats(&self) -> &FaultStats {
@@ -203,6 +227,21 @@ mod tests {
         f.heal(1, 2);
         f.send(t0, 1, 2, "e");
         assert_eq!(f.due(t0), vec!["e"]);
+    }
+
+    #[test]
+    fn a_one_way_partition_drops_one_direction_until_healed() {
+        let t0 = Instant::now();
+        let mut f = Faults::new(FaultConfig::default());
+        f.partition_one_way(1, 2);
+        for (from, to, item) in [(1, 2, "a"), (2, 1, "b"), (1, 3, "c")] {
+            f.send(t0, from, to, item);
+        }
+        assert_eq!(f.due(t0), vec!["b", "c"]);
+        assert!(f.is_partitioned(1, 2) && !f.is_partitioned(2, 1));
+        f.heal_all();
+        f.send(t0, 1, 2, "d");
+        assert_eq!(f.due(t0), vec!["d"]);
     }
 
     #[test]

@@ -333,8 +333,8 @@ pub struct Wal<D: Disk> {
     /// Sum of every region's checkpoint entry as written: what the next
     /// segment's checkpoint would hold at most.
     written_checkpoint_bytes: usize,
-    /// Staged writes that forget their region (`RegionWrite::forget`).
-    forgets_staged: usize,
+    /// Regions whose last staged write forgets them (`RegionWrite::forget`).
+    forgetting: std::collections::BTreeSet<RegionId>,
     /// Sum of the growth bounds of staged writes not yet encoded.
     pending_checkpoint_growth: usize,
     needs_catch_up: bool,
@@ -472,7 +472,7 @@ impl<D: Disk> Wal<D> {
             in_flight: None,
             fatal: None,
             written_checkpoint_bytes,
-            forgets_staged: 0,
+            forgetting: Default::default(),
             pending_checkpoint_growth: 0,
             needs_catch_up: report.needs_catch_up,
             stats: WalStats::default(),
@@ -500,7 +500,7 @@ impl<D: Disk> Wal<D> {
         self.check_limits(region, &write)?;
         let is_new = !self.regions.contains_key(&region);
         // (a region whose forget write is staged counts as gone, as it does for the writer)
-        if is_new && self.regions.len() - self.forgets_staged >= REGIONS_MAX {
+        if is_new && self.regions.len().saturating_sub(self.forgetting.len()) >= REGIONS_MAX {
             return Err(AppendError::Invalid {
                 region,
                 what: format!("log already holds REGIONS_MAX ({REGIONS_MAX}) regions"),
@@ -577,7 +577,10 @@ impl<D: Disk> Wal<D> {
             return Ok(self.next_ticket - 1);
         }
         let bytes = section_bytes(&write);
-        self.forgets_staged += usize::from(write.forget);
+        match write.forget {
+            true => self.forgetting.insert(region),
+            false => self.forgetting.remove(&region),
+        };
         self.next_ticket += 1;
         self.staged_bytes += bytes;
         self.pending_checkpoint_growth += growth;
@@ -751,7 +754,6 @@ impl<D: Disk> Wal<D> {
             last_ticket = s.ticket;
             regions_in_batch.push(s.region);
             if s.write.forget {
-                self.forgets_staged -= 1;
                 forgotten.push(s.region);
             }
         }
@@ -762,6 +764,7 @@ impl<D: Disk> Wal<D> {
                 || !log.entries.is_empty()
                 || self.staged.iter().any(|s| s.region == region);
             if !revived {
+                self.forgetting.remove(&region);
                 let log = self.regions.remove(&region).expect("checked");
                 self.written_checkpoint_bytes -= checkpoint_entry_bytes(&log.written);
             }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use raft::{Config, RawNode, ReadOnlyOption};
 
 use crate::kv::{Command, MemKv};
-use crate::region::meta::RegionMeta;
+use crate::region::meta::{PeerMeta, RegionMeta};
 use crate::region::storage::RegionStorage;
 use crate::shard::io::Query;
 use crate::snapshot::{RegionSnapshot, SnapshotId};
@@ -43,6 +43,15 @@ pub struct Proposal {
     pub requests: Vec<u64>,
 }
 
+/// A snapshot being written: the membership and key range it holds, and
+/// the applied bytes it accounts for (given back if the write fails).
+pub struct SnapshotTaking {
+    pub id: SnapshotId,
+    pub conf: raft::eraftpb::ConfState,
+    pub range: (bytes::Bytes, bytes::Bytes),
+    pub bytes: usize,
+}
+
 pub struct Region {
     /// Which life of the region on this shard (a removed peer can be
     /// replaced by a new one of the same region): work of an earlier life
@@ -71,9 +80,13 @@ pub struct Region {
     pub readies_awaiting: usize,
     /// The snapshot a restart would load (recorded in the WAL, or staged to be).
     pub snapshot: Option<SnapshotId>,
-    /// The snapshot being written, if one is, with the membership it holds
-    /// and the applied bytes it accounts for (given back if the write fails).
-    pub snapshot_taking: Option<(SnapshotId, raft::eraftpb::ConfState, usize)>,
+    /// The snapshot being written, if one is.
+    pub snapshot_taking: Option<SnapshotTaking>,
+    /// The key range of the state a restart begins from (its snapshot's, or
+    /// the one it was created with): a restart replays every split since,
+    /// creating each child again — one whose tombstone is collected too
+    /// (`shard::tombstone` waits until no such range overlaps it).
+    pub replay_range: (bytes::Bytes, bytes::Bytes),
     /// After a failed snapshot write, the tick before which none is retried.
     pub snapshot_retry_tick: u64,
     /// Entry bytes applied since the last snapshot (the trigger's measure).
@@ -122,6 +135,10 @@ pub struct Region {
     /// The shard tick at which each peer's last message arrived (whether a
     /// leader sees a peer up: `shard::membership::is_healthy`).
     pub heard_at_tick: BTreeMap<u64, u64>,
+    /// Where the peers that wrote to this replica and that its meta does not
+    /// name yet live: a replica that missed the changes adding a new leader
+    /// answers it here, or it would never catch up (TiKV's peer cache).
+    pub learned_peers: BTreeMap<u64, PeerMeta>,
     /// The shard tick at which a leader's message last arrived (or this
     /// peer led): a follower silent too long asks PD (`shard::stale`).
     pub leader_heard_tick: Option<u64>,
@@ -164,7 +181,7 @@ impl Region {
         let key_range = (meta.start_key.clone().into(), meta.end_key.clone().into());
         Ok(Region {
             incarnation: 0,
-            key_range,
+            key_range: key_range.clone(),
             meta,
             peer_id,
             raw,
@@ -180,6 +197,7 @@ impl Region {
             readies_awaiting: 0,
             snapshot: None,
             snapshot_taking: None,
+            replay_range: key_range.clone(),
             snapshot_retry_tick: 0,
             applied_bytes_since_snapshot: 0,
             applied_bytes_total: 0,
@@ -197,6 +215,7 @@ impl Region {
             split_proposed: None,
             split_off: Default::default(),
             heard_at_tick: BTreeMap::new(),
+            learned_peers: BTreeMap::new(),
             leader_heard_tick: None,
             membership_asked_tick: None,
             member_at_conf_ver: 0,

@@ -409,7 +409,10 @@ impl Heartbeats {
                 }
                 PdAsk::Membership { shard, region, peer_id } => {
                     let current = match self.client.region_by_id(region) {
-                        Ok(view) => Some(Box::new(RegionMeta::from(&view.region))),
+                        // (what PD saved before a restart may be older than what the
+                        // peer knows: only a leader's report since counts)
+                        Ok(view) if view.leader.is_some() => Some(Box::new(RegionMeta::from(&view.region))),
+                        Ok(_) => None,
                         Err(PdClientError::Pd(PdError::UnknownRegion { .. })) => None,
                         Err(e) => return Err(e),
                     };

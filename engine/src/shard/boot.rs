@@ -129,8 +129,8 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
     }
     let tombstones = load_tombstones(wal)?;
     let report_tombstones = tombstones.len();
-    for (region, removed_peer, conf_ver) in tombstones {
-        shard.add_tombstone(region, removed_peer, conf_ver);
+    for (region, removed_peer, meta) in tombstones {
+        shard.add_tombstone(region, removed_peer, &meta);
     }
     let named: BTreeSet<_> = loaded.iter().filter_map(|r| r.snapshot).collect();
     let swept = files.sweep(named).await.map_err(BootError::Sweep)?;

@@ -34,7 +34,9 @@
 //! A peer created on this shard (a leader's message names a peer here) is
 //! suspect too while the shard is flagged, and always when the vote table
 //! has its region although the WAL does not (the WAL lost it whole; boot
-//! keeps such entries in the table), with the table's term in `bar`. A
+//! keeps such entries in the table) and that entry is past the region's
+//! initial state — a term past it, or a vote (`table_says_active`) —, with
+//! the table's term in `bar`. A
 //! region with no other voter is never suspect: no one could catch it up.
 //! A fenced region (`fence.rs`) never catches up: the flag stays until that
 //! replica is replaced.
@@ -57,6 +59,19 @@ impl Shard {
             regions = self.regions.len(),
             "the WAL lost records: this shard's regions neither vote nor campaign until a leader has caught them up"
         );
+    }
+
+    /// Whether the vote table says region `id` did anything the WAL may have
+    /// lost: a term past the initial one, or a vote. A replica whose entry
+    /// is still its initial state (a split child's `RAFT_INIT_TERM`, no
+    /// vote; a new peer's term 0) acknowledged nothing — every entry it
+    /// could acknowledge is of a later term, which its HardState, and the
+    /// table with it, would name — so a WAL that lost its records lost
+    /// nothing it answered for, and it need not wait for a leader that may
+    /// need its vote to exist (a region left with two voters, or two of
+    /// three replicas back from crashes at once).
+    pub(super) fn table_says_active(&self, id: u64) -> bool {
+        self.votes.votes.get(&id).is_some_and(|&(term, vote)| term > super::RAFT_INIT_TERM || vote != 0)
     }
 
     /// Marks region `id` suspect: one term past every term it may have

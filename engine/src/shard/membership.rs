@@ -120,9 +120,9 @@ impl Shard {
     }
 
     /// A region the WAL holds as removed (recovery), with the peer removed
-    /// and the `conf_ver` of its last meta.
-    pub fn add_tombstone(&mut self, region: u64, removed_peer: u64, conf_ver: u64) {
-        self.tombstones.insert(region, Tombstone::new(removed_peer, conf_ver, self.ticks));
+    /// and its last meta.
+    pub fn add_tombstone(&mut self, region: u64, removed_peer: u64, meta: &RegionMeta) {
+        self.tombstones.insert(region, Tombstone::new(removed_peer, meta, self.ticks));
     }
 
     pub fn is_tombstone(&self, region: u64) -> bool {
@@ -202,10 +202,18 @@ impl Shard {
         if !matches!(kind, MessageType::MsgHeartbeat | MessageType::MsgAppend | MessageType::MsgSnapshot) {
             return refuse("only a leader's message creates a peer");
         }
-        tracing::info!(region = id, peer = envelope.to.peer_id, "creating the peer this store was added as");
+        tracing::info!(
+            region = id,
+            peer = envelope.to.peer_id,
+            conf_ver = envelope.epoch.conf_ver,
+            "creating the peer this store was added as"
+        );
         self.create_region(RegionInit::uninitialized(envelope));
+        // (whatever the message — a snapshot's too —, its leader's epoch named
+        // this peer: PD's older word cannot remove it, `stale.rs`)
+        self.regions.get_mut(&id).expect("just created").member_at_conf_ver = envelope.epoch.conf_ver;
         self.stats.regions_created += 1;
-        if self.needs_catch_up || self.votes.votes.contains_key(&id) {
+        if self.needs_catch_up || self.table_says_active(id) {
             // it may be one the WAL lost, with what it acknowledged (catch_up.rs)
             self.suspect(id);
         }
@@ -294,7 +302,7 @@ impl Shard {
         if let Some((_, file)) = r.receiving {
             self.outputs.push(Output::DiscardIncoming(file));
         }
-        self.tombstones.insert(id, Tombstone::new(r.peer_id, r.meta.conf_ver, self.ticks));
+        self.tombstones.insert(id, Tombstone::new(r.peer_id, &r.meta, self.ticks));
         self.stats.regions_removed += 1;
         tracing::info!(region = id, conf_ver = r.meta.conf_ver, "peer removed from this store; tombstone kept");
     }
@@ -407,6 +415,7 @@ pub(super) fn apply_conf_change(
     // (a peer removed is never heard from again: its id is never reused)
     let members = &r.meta;
     r.heard_at_tick.retain(|id, _| members.peer(*id).is_some());
+    r.learned_peers.retain(|id, _| members.peer(*id).is_none());
     r.raw.mut_store().set_conf_state(cs.clone());
     let write =
         wal::RegionWrite { conf_state: Some(conf_state_to_wal(&cs)), meta: Some(local_state(r)), ..Default::default() };

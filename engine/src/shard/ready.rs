@@ -104,7 +104,7 @@ impl Shard {
     pub(super) fn send(&mut self, id: u64, messages: Vec<eraftpb::Message>) {
         let Some(r) = self.regions.get(&id) else { return };
         for m in messages {
-            let Some(to) = r.meta.peer(m.to).copied() else {
+            let Some(to) = r.meta.peer(m.to).or_else(|| r.learned_peers.get(&m.to)).copied() else {
                 tracing::warn!(region = id, to = m.to, "message to a peer not in the region's meta");
                 continue;
             };

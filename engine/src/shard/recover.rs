@@ -46,13 +46,13 @@ pub struct LoadedRegion {
 
 /// The regions the WAL holds as removed from this shard: (region, the peer
 /// that was removed — messages to it, or to an older peer id, are dropped —,
-/// the `conf_ver` of its last meta).
-pub fn load_tombstones<D: Disk>(wal: &Wal<D>) -> Result<Vec<(u64, u64, u64)>, LoadError> {
+/// its last meta).
+pub fn load_tombstones<D: Disk>(wal: &Wal<D>) -> Result<Vec<(u64, u64, RegionMeta)>, LoadError> {
     let mut out = vec![];
     for region in wal.regions().filter(|r| wal.is_tombstone(*r)) {
         let bytes = wal.meta(region).ok_or(LoadError::NoMeta { region })?;
         let state = RegionLocalState::decode(bytes).map_err(|source| LoadError::Meta { region, source })?;
-        out.push((region, state.removed_peer.unwrap_or(0), state.meta.conf_ver));
+        out.push((region, state.removed_peer.unwrap_or(0), state.meta));
     }
     Ok(out)
 }

@@ -16,7 +16,7 @@ use transport::Envelope;
 use crate::error::RegionError;
 use crate::kv::StateMachine as _;
 use crate::region::meta::RegionLocalState;
-use crate::region::peer::Region;
+use crate::region::peer::{Region, SnapshotTaking};
 use crate::region::wal_convert::{conf_state_to_wal, hard_state_to_wal};
 use crate::snapshot::{RegionSnapshot, SnapshotConf, SnapshotId};
 
@@ -197,7 +197,12 @@ impl Shard {
             conf_state: SnapshotConf::from_raft(&conf),
             kv: r.kv.clone(),
         };
-        r.snapshot_taking = Some((snap.id(), conf, std::mem::take(&mut r.applied_bytes_since_snapshot)));
+        r.snapshot_taking = Some(SnapshotTaking {
+            id: snap.id(),
+            conf,
+            range: (snap.meta.start_key.clone().into(), snap.meta.end_key.clone().into()),
+            bytes: std::mem::take(&mut r.applied_bytes_since_snapshot),
+        });
         self.snapshot_files.write_started();
         self.outputs.push(Output::WriteSnapshot(Box::new(snap)));
     }
@@ -210,13 +215,13 @@ impl Shard {
             self.outputs.push(Output::RemoveSnapshot(id));
             return;
         };
-        if r.snapshot_taking.as_ref().is_none_or(|t| t.0 != id) {
+        if r.snapshot_taking.as_ref().is_none_or(|t| t.id != id) {
             // taken by an earlier life of the region (removed and created again since)
             tracing::debug!(region = id.region, "snapshot {id:?} of a removed peer finished");
             self.outputs.push(Output::RemoveSnapshot(id));
             return;
         }
-        let (_, conf, bytes) = r.snapshot_taking.take().expect("checked");
+        let SnapshotTaking { conf, range, bytes, .. } = r.snapshot_taking.take().expect("checked");
         if let Err(e) = result {
             // not fatal: the log is kept, and the region tries again a little later
             tracing::warn!(region = id.region, index = id.index, "writing a snapshot failed: {e}");
@@ -232,6 +237,9 @@ impl Shard {
         }
         self.stats.snapshots_taken += 1;
         let replaced = r.snapshot.replace(id);
+        // (staged before any forget a tombstone's collection stages later:
+        // a restart that sees that forget loads this snapshot)
+        r.replay_range = range;
         r.raw.mut_store().set_snapshot(id.index, id.term, conf);
         let keep_from = compact_point(r, id.index);
         let first = r.raw.store().first();
@@ -278,6 +286,9 @@ impl Shard {
         if envelope.to.peer_id != r.peer_id || r.receiving.is_some() {
             return discard(&mut self.outputs, "another peer's, or one is already being installed");
         }
+        // (a leader's message: it names this peer a member at its epoch, `stale.rs`)
+        r.leader_heard_tick = Some(self.ticks);
+        r.member_at_conf_ver = r.member_at_conf_ver.max(envelope.epoch.conf_ver);
         if r.fenced.is_some() {
             return discard(&mut self.outputs, "the region is fenced on this replica");
         }
@@ -335,6 +346,9 @@ impl Shard {
         r.kv = data.kv;
         r.meta = data.meta;
         r.key_range = (r.meta.start_key.clone().into(), r.meta.end_key.clone().into());
+        r.replay_range = r.key_range.clone();
+        let members = &r.meta;
+        r.learned_peers.retain(|id, _| members.peer(*id).is_none());
         r.applied = index;
         r.applied_bytes_since_snapshot = 0;
         r.raw.mut_store().restore(index, term, conf.clone());

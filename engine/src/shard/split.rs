@@ -211,7 +211,7 @@ impl Shard {
             (kept, _) => {
                 // (a vote the table holds and the WAL does not: the child's
                 // records were lost; it comes back suspect, with that vote)
-                suspect |= kept.is_none() && self.votes.votes.contains_key(&id);
+                suspect |= kept.is_none() && self.table_says_active(id);
                 (initial_storage(&child, kept), true)
             }
         };

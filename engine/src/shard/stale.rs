@@ -50,7 +50,13 @@ impl Shard {
         // meta's, or, uninitialized, the epoch its leader's messages carried —
         // PD may not have heard yet of the change that added it)
         if c.conf_ver > r.meta.conf_ver.max(r.member_at_conf_ver) && c.peer(peer_id).is_none() {
-            tracing::info!(region, peer = peer_id, conf_ver = c.conf_ver, "PD says this peer was removed: removing it");
+            tracing::info!(
+                region,
+                peer = peer_id,
+                conf_ver = c.conf_ver,
+                member_at = r.member_at_conf_ver,
+                "PD says this peer was removed: removing it"
+            );
             self.stats.stale_peers_removed += 1;
             self.destroy_region(region);
         }

@@ -199,6 +199,12 @@ impl Shard {
             let f = envelope.from;
             return self.send_removal_notice(envelope.region_id, PeerMeta::voter(f.peer_id, f.store_id, f.shard));
         }
+        if r.meta.peer(envelope.from.peer_id).is_none() && r.learned_peers.len() < PEERS_MAX {
+            // a member newer than this replica's meta (it missed the changes
+            // that added it, and catches up from it): its answers must reach it
+            let f = envelope.from;
+            r.learned_peers.insert(f.peer_id, PeerMeta::voter(f.peer_id, f.store_id, f.shard));
+        }
         let msg = match eraftpb::Message::parse_from_carllerche_bytes(&envelope.message) {
             Ok(m) => m,
             Err(e) => {

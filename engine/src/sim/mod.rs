@@ -9,6 +9,7 @@
 //! partitioned or the destination is down (the sender then hears of the
 //! failure, as from the transport's snapshot stream).
 
+pub mod campaign;
 pub mod pd;
 pub mod store;
 pub mod workload;
@@ -285,8 +286,19 @@ impl Sim {
         self.net.partition(a, b);
     }
 
+    /// Cuts what store `from` sends to store `to` only.
+    pub fn partition_one_way(&mut self, from: u64, to: u64) {
+        self.net.partition_one_way(from, to);
+    }
+
     pub fn heal_all(&mut self) {
         self.net.heal_all();
+    }
+
+    /// New network fault rates from now on (a campaign calms the network
+    /// before it checks that the cluster recovers).
+    pub fn set_network_faults(&mut self, faults: FaultConfig) {
+        self.net.set_rates(faults);
     }
 
     /// Holds back every raft message of `region` that arrives at `store`
@@ -492,7 +504,7 @@ impl Sim {
                     // (PD answers at once, if it runs and is up: the region as it has it)
                     Output::CheckMembership { region, peer_id } => {
                         if let Some(pd) = self.pd.as_mut().filter(|pd| pd.is_up()) {
-                            let current = pd.region(region).map(Box::new);
+                            let current = pd.region_reported(region).map(Box::new);
                             node.inputs.push(Input::MembershipChecked { region, peer_id, current });
                         }
                     }

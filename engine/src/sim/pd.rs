@@ -141,6 +141,18 @@ impl SimPd {
         }
     }
 
+    /// Region `id` as its leader last reported it to PD since PD started
+    /// (`None`: PD does not know it, is down, or has heard from no leader
+    /// of it since it restarted: what it saved may be older than what a
+    /// peer knows). PD's answer to a membership ask (`shard::stale`).
+    pub fn region_reported(&mut self, id: u64) -> Option<RegionMeta> {
+        let c = self.cluster.as_mut()?;
+        match c.handle(PdRequest::GetRegionById { region_id: id }, 0) {
+            Ok(PdResponse::Region(v)) if v.leader.is_some() => Some(RegionMeta::from(&v.region)),
+            _ => None,
+        }
+    }
+
     /// The operators under way (none while PD is down).
     pub fn operators(&mut self) -> Vec<pd::protocol::OperatorView> {
         let Some(c) = self.cluster.as_mut() else { return vec![] };
