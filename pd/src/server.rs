@@ -276,13 +276,18 @@ fn serve<S: MetaStore>(mut stream: TcpStream, shared: &Shared<S>) -> Result<(), 
             return Err(format!("a request for cluster {}", req.cluster_id));
         }
         let now_ms = shared.started.elapsed().as_millis() as u64;
-        let result = shared.cluster.lock().map_err(|_| "a PD thread panicked".to_string())?.handle(req.body, now_ms);
-        if let Err(PdError::Storage(what)) = &result {
-            // the change is in memory and not durable: answering anything now could
-            // hand out what a restart forgets
-            eprintln!("ringraft pd: fatal: cannot make the state durable: {what}");
-            std::process::abort();
-        }
+        let result = {
+            let mut cluster = shared.cluster.lock().map_err(|_| "a PD thread panicked".to_string())?;
+            let result = cluster.handle(req.body, now_ms);
+            if let Err(PdError::Storage(what)) = &result {
+                // the change is in memory and not durable: answering anything now
+                // could hand out what a restart forgets — and another connection
+                // would read it the moment the lock went, so it never goes
+                eprintln!("ringraft pd: fatal: cannot make the state durable: {what}");
+                std::process::abort();
+            }
+            result
+        };
         reply(&mut stream, &ResponseFrame { id: req.id, cluster_id: ours, result }).map_err(|e| e.to_string())?;
     }
 }

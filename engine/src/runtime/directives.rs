@@ -33,6 +33,7 @@ pub enum DirectiveOp {
     MembershipChecked {
         peer_id: u64,
         current: Option<Box<RegionMeta>>,
+        reported: bool,
     },
 }
 
@@ -43,8 +44,8 @@ impl DirectiveOp {
             DirectiveOp::TransferLeader { to_peer } => Input::TransferLeader { request, region, to_peer },
             DirectiveOp::ChangePeer(change) => Input::ChangePeer { request, region, epoch, change },
             DirectiveOp::Split(split) => Input::Split { request, region, epoch, split },
-            DirectiveOp::MembershipChecked { peer_id, current } => {
-                Input::MembershipChecked { region, peer_id, current }
+            DirectiveOp::MembershipChecked { peer_id, current, reported } => {
+                Input::MembershipChecked { region, peer_id, current, reported }
             }
         }
     }

@@ -408,15 +408,12 @@ impl Heartbeats {
                     self.directives.hand(DirectiveOp::Split(split), region, epoch, shard);
                 }
                 PdAsk::Membership { shard, region, peer_id } => {
-                    let current = match self.client.region_by_id(region) {
-                        // (what PD saved before a restart may be older than what the
-                        // peer knows: only a leader's report since counts)
-                        Ok(view) if view.leader.is_some() => Some(Box::new(RegionMeta::from(&view.region))),
-                        Ok(_) => None,
-                        Err(PdClientError::Pd(PdError::UnknownRegion { .. })) => None,
+                    let (current, reported) = match self.client.region_by_id(region) {
+                        Ok(view) => (Some(Box::new(RegionMeta::from(&view.region))), view.leader.is_some()),
+                        Err(PdClientError::Pd(PdError::UnknownRegion { .. })) => (None, false),
                         Err(e) => return Err(e),
                     };
-                    let op = DirectiveOp::MembershipChecked { peer_id, current };
+                    let op = DirectiveOp::MembershipChecked { peer_id, current, reported };
                     self.directives.hand(op, region, transport::Epoch::default(), shard);
                 }
             }

@@ -42,8 +42,10 @@ pub enum Input {
     /// A raft message from a peer shard.
     Raft(Envelope),
     /// PD's answer to `Output::CheckMembership`: the region as PD has it
-    /// (`None`: PD does not know it).
-    MembershipChecked { region: u64, peer_id: u64, current: Option<Box<RegionMeta>> },
+    /// (`None`: PD does not know it), and whether a leader of it reported
+    /// since PD started (else PD's meta is what it saved, maybe older than
+    /// what a peer knows).
+    MembershipChecked { region: u64, peer_id: u64, current: Option<Box<RegionMeta>>, reported: bool },
     /// The persist batch `batch`'s writes are on disk (the WAL acknowledges
     /// them once a record follows: `Persisted`); the next batch may go.
     Written { batch: u64 },
@@ -159,9 +161,10 @@ pub enum Output {
         split_key: Vec<u8>,
         peers: usize,
     },
-    /// A follower that heard from no leader for a while (`shard::stale`), or
-    /// a tombstone old enough to go (`shard::tombstone`): ask PD for the
-    /// region and answer `Input::MembershipChecked`.
+    /// A follower that heard from no leader for a while (`shard::stale`), a
+    /// tombstone old enough to go (`shard::tombstone`), or a vote request for
+    /// a peer not here (`shard::vouched`): ask PD for the region and answer
+    /// `Input::MembershipChecked`.
     CheckMembership {
         region: u64,
         peer_id: u64,

@@ -122,7 +122,7 @@ impl Shard {
     /// A region the WAL holds as removed (recovery), with the peer removed
     /// and its last meta.
     pub fn add_tombstone(&mut self, region: u64, removed_peer: u64, meta: &RegionMeta) {
-        self.tombstones.insert(region, Tombstone::new(removed_peer, meta, self.ticks));
+        self.tombstones.insert(region, Tombstone::new(removed_peer, meta, 0, self.ticks));
     }
 
     pub fn is_tombstone(&self, region: u64) -> bool {
@@ -175,7 +175,9 @@ impl Shard {
 
     /// Creates the peer a message from a leader addresses on this shard, for
     /// a region the shard does not host: this store was added to it. Never
-    /// for a late message to a peer removed since (its tombstone's epoch).
+    /// for a late message to a peer removed since (its tombstone's epoch);
+    /// for a candidate's vote request, only once PD names the peer
+    /// (`vouched.rs`).
     pub(super) fn create_peer(&mut self, envelope: &Envelope) -> bool {
         let id = envelope.region_id;
         let refuse = |why: &str| {
@@ -199,9 +201,21 @@ impl Shard {
             // only initialized regions own key ranges (split.rs)
             return refuse("its range overlaps a region here: a split this replica has not applied yet");
         }
+        if matches!(kind, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
+            self.ask_pd_to_vouch(envelope);
+            return refuse("a vote request creates a peer only once PD names it (vouched.rs)");
+        }
         if !matches!(kind, MessageType::MsgHeartbeat | MessageType::MsgAppend | MessageType::MsgSnapshot) {
             return refuse("only a leader's message creates a peer");
         }
+        self.create_uninitialized(envelope);
+        true
+    }
+
+    /// The peer `envelope` addresses, created empty (filled by its leader's
+    /// snapshot), with the epoch its sender named it a member at.
+    pub(super) fn create_uninitialized(&mut self, envelope: &Envelope) {
+        let id = envelope.region_id;
         tracing::info!(
             region = id,
             peer = envelope.to.peer_id,
@@ -217,7 +231,6 @@ impl Shard {
             // it may be one the WAL lost, with what it acknowledged (catch_up.rs)
             self.suspect(id);
         }
-        true
     }
 
     /// A membership change: the leader checks it against the region as it is
@@ -302,7 +315,7 @@ impl Shard {
         if let Some((_, file)) = r.receiving {
             self.outputs.push(Output::DiscardIncoming(file));
         }
-        self.tombstones.insert(id, Tombstone::new(r.peer_id, &r.meta, self.ticks));
+        self.tombstones.insert(id, Tombstone::new(r.peer_id, &r.meta, r.member_at_conf_ver, self.ticks));
         self.stats.regions_removed += 1;
         tracing::info!(region = id, conf_ver = r.meta.conf_ver, "peer removed from this store; tombstone kept");
     }

@@ -31,6 +31,7 @@
 //! | `catch_up.rs` | a replica whose WAL lost records: no vote, no campaign until a leader caught it up |
 //! | `membership.rs` | region creation (bootstrap, recovery, a leader's message), conf changes, removal, tombstones |
 //! | `stale.rs` | a peer no leader speaks to asks PD whether it is still a member |
+//! | `vouched.rs` | a peer created for a vote request once PD names it (a split child no leader's message reaches) |
 //! | `tombstone.rs` | what is kept of a removed peer, and when PD's word lets it go |
 //! | `split.rs` | a region split in two: proposed, applied, the child created, recorded, trimmed |
 //! | `snapshot.rs` | snapshots taken, sent, received and installed; which snapshot files may go |
@@ -57,6 +58,7 @@ mod split;
 mod stale;
 mod step;
 mod tombstone;
+mod vouched;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -140,6 +142,9 @@ pub struct Shard {
     pending_children: BTreeMap<u64, crate::region::RegionStorage>,
     /// Vote requests for children this shard has not split off yet.
     early_votes: BTreeMap<u64, Vec<transport::Envelope>>,
+    /// Vote requests for peers not here that PD is asked to vouch for, with
+    /// the tick they were asked (`vouched.rs`).
+    vouching: BTreeMap<u64, (transport::Envelope, u64)>,
     /// Regions whose state machines still hold a split's other side.
     untrimmed: BTreeSet<u64>,
     /// Split children whose first snapshot's record is staged, with the
@@ -181,6 +186,7 @@ impl Shard {
             needs_catch_up: false,
             pending_children: BTreeMap::new(),
             early_votes: BTreeMap::new(),
+            vouching: BTreeMap::new(),
             untrimmed: BTreeSet::new(),
             children_recording: BTreeMap::new(),
             created: vec![],

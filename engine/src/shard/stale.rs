@@ -38,10 +38,24 @@ pub(super) fn on_tick(r: &mut Region, now: u64) -> Option<Output> {
 }
 
 impl Shard {
-    /// PD's answer to a stale check, or about a tombstone: the region as PD
-    /// has it (`None`: PD does not know it).
-    pub(super) fn on_membership_checked(&mut self, region: u64, peer_id: u64, current: Option<RegionMeta>) {
-        if !self.regions.contains_key(&region) {
+    /// PD's answer to a stale check, about a tombstone, or for a vote
+    /// request's peer (`vouched.rs`): the region as PD has it (`None`: PD
+    /// does not know it), and whether a leader reported it since PD started.
+    pub(super) fn on_membership_checked(
+        &mut self,
+        region: u64,
+        peer_id: u64,
+        current: Option<RegionMeta>,
+        reported: bool,
+    ) {
+        let hosted = self.regions.contains_key(&region);
+        if !hosted && self.vouching.get(&region).is_some_and(|(e, _)| e.to.peer_id == peer_id) {
+            return self.on_vouched(region, current);
+        }
+        // (what PD saved before a restart may be older than what this peer
+        // knows — its epoch is in memory only —: only a leader's report since counts)
+        let current = current.filter(|_| reported);
+        if !hosted {
             return self.on_tombstone_checked(region, peer_id, current);
         }
         let Some(r) = self.regions.get(&region).filter(|r| r.peer_id == peer_id) else { return };

@@ -37,8 +37,8 @@ impl Shard {
                     self.on_split_key_found(region, epoch, bytes, key)
                 }
                 Input::Raft(envelope) => self.on_raft(envelope),
-                Input::MembershipChecked { region, peer_id, current } => {
-                    self.on_membership_checked(region, peer_id, current.map(|c| *c))
+                Input::MembershipChecked { region, peer_id, current, reported } => {
+                    self.on_membership_checked(region, peer_id, current.map(|c| *c), reported)
                 }
                 Input::Written { batch } => self.on_written(batch),
                 Input::Persisted { batch } => {

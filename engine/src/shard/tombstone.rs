@@ -8,7 +8,8 @@
 //! WAL's regions, and a record in every checkpoint.
 //!
 //! Only a leader's message (heartbeat, append, snapshot) creates a peer
-//! (`create_peer`; a vote request never does), and only a leader whose
+//! (`create_peer`; a vote request only once PD's meta names the peer, which
+//! it never does again for a removed one: `vouched.rs`), and only a leader whose
 //! applied configuration still holds the removed peer sends it one. Once a
 //! leader has applied the change that removed it, that change is committed:
 //! a later leader has it in its log, commits it with the first entry of its
@@ -70,10 +71,13 @@ pub struct Tombstone {
 }
 
 impl Tombstone {
-    /// The tombstone of `removed_peer`, whose last meta was `meta`, made at tick `now`.
-    pub fn new(removed_peer: u64, meta: &RegionMeta, now: u64) -> Tombstone {
+    /// The tombstone of `removed_peer`, whose last meta was `meta` and that
+    /// knew itself a member at `member_at_conf_ver` (an uninitialized peer's
+    /// meta says conf_ver 0: its leader's messages said more), made at `now`.
+    pub fn new(removed_peer: u64, meta: &RegionMeta, member_at_conf_ver: u64, now: u64) -> Tombstone {
         let range = (meta.start_key.clone(), meta.end_key.clone());
-        Tombstone { removed_peer, conf_ver: meta.conf_ver, range, since_tick: now, asked_tick: None }
+        let conf_ver = meta.conf_ver.max(member_at_conf_ver);
+        Tombstone { removed_peer, conf_ver, range, since_tick: now, asked_tick: None }
     }
 
     fn aged(&self, now: u64) -> bool {

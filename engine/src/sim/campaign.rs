@@ -217,7 +217,7 @@ pub fn run(seed: u64, profile: &Profile) -> Run {
                 let s = s.expect("a store is up");
                 sim.crash(s);
                 crashes += 1;
-                down.push((s, now + 1000 * chaos.between(profile.down_ms.0, profile.down_ms.1)));
+                down.push((s, now + chaos.between(1000 * profile.down_ms.0, 1000 * profile.down_ms.1)));
             }
             if profile.moves && chaos.chance(200_000) {
                 // PD moves one replica of a region to the store that has none
@@ -426,6 +426,19 @@ pub fn check_converged(sim: &Sim) -> Result<(), String> {
     Ok(())
 }
 
+/// Liveness once settled: no request, proposal or persist is left hanging.
+pub fn check_quiet(sim: &mut Sim) -> Result<(), String> {
+    if sim.run_until(QUIET_WITHIN, |s| s.all_quiet()) {
+        return Ok(());
+    }
+    let busy: Vec<String> = sim
+        .stores
+        .values()
+        .filter_map(|s| s.node.as_ref().map(|n| format!("store {}: {}", s.id, n.shard.busy())))
+        .collect();
+    Err(format!("work left in flight after the run settled: {busy:?}"))
+}
+
 /// No shard holds two initialized regions whose ranges overlap.
 pub fn check_no_overlap(sim: &Sim) -> Result<(), String> {
     for s in sim.stores.values() {
@@ -538,15 +551,7 @@ pub fn check_run(run: &mut Run, profile: &Profile) -> Result<Option<Vec<u8>>, St
         broken @ Verdict::NotLinearizable { .. } => return Err(format!("history not linearizable: {broken:?}")),
     };
     settle_and_check_converged(&mut run.sim)?;
-    if !run.sim.run_until(QUIET_WITHIN, |s| s.all_quiet()) {
-        let busy: Vec<String> = run
-            .sim
-            .stores
-            .values()
-            .filter_map(|s| s.node.as_ref().map(|n| format!("store {}: {}", s.id, n.shard.busy())))
-            .collect();
-        return Err(format!("work left in flight after the run settled: {busy:?}"));
-    }
+    check_quiet(&mut run.sim)?;
     check_no_overlap(&run.sim)?;
     if profile.moves {
         check_whole(&run.sim)?;

@@ -501,11 +501,19 @@ impl Sim {
                     Output::CaughtUp => node.gc.wal().clear_needs_catch_up(),
                     // (the runtime runs it on a blocking thread: here it is answered next step)
                     Output::FindSplitKey(job) => node.inputs.push(job.run()),
-                    // (PD answers at once, if it runs and is up: the region as it has it)
+                    // (PD answers at once, if it is up: the region as it has it; without
+                    // PD in the simulation, the simulation answers from the newest
+                    // metas the replicas hold, never as a leader's report — so only
+                    // a vote request's ask is carried out, as the runtime would have
+                    // none carried out at all: splits here need no PD)
                     Output::CheckMembership { region, peer_id } => {
-                        if let Some(pd) = self.pd.as_mut().filter(|pd| pd.is_up()) {
-                            let current = pd.region_reported(region).map(Box::new);
-                            node.inputs.push(Input::MembershipChecked { region, peer_id, current });
+                        let answer = match self.pd.as_mut() {
+                            Some(pd) => pd.membership_answer(region).filter(|_| pd.is_up()),
+                            None => Some((self.metas.iter().find(|m| m.id == region).cloned(), false)),
+                        };
+                        if let Some((current, reported)) = answer {
+                            let current = current.map(Box::new);
+                            node.inputs.push(Input::MembershipChecked { region, peer_id, current, reported });
                         }
                     }
                     Output::AskSplit { .. } if !self.options.split_ids => {}

@@ -141,16 +141,16 @@ impl SimPd {
         }
     }
 
-    /// Region `id` as its leader last reported it to PD since PD started
-    /// (`None`: PD does not know it, is down, or has heard from no leader
-    /// of it since it restarted: what it saved may be older than what a
-    /// peer knows). PD's answer to a membership ask (`shard::stale`).
-    pub fn region_reported(&mut self, id: u64) -> Option<RegionMeta> {
+    /// PD's answer to a membership ask (`shard::stale`): region `id` as PD
+    /// has it (`None`: PD does not know it), and whether a leader of it
+    /// reported since PD started (else it is what PD saved, which may be
+    /// older than what a peer knows). `None` while PD is down.
+    pub fn membership_answer(&mut self, id: u64) -> Option<(Option<RegionMeta>, bool)> {
         let c = self.cluster.as_mut()?;
-        match c.handle(PdRequest::GetRegionById { region_id: id }, 0) {
-            Ok(PdResponse::Region(v)) if v.leader.is_some() => Some(RegionMeta::from(&v.region)),
-            _ => None,
-        }
+        Some(match c.handle(PdRequest::GetRegionById { region_id: id }, 0) {
+            Ok(PdResponse::Region(v)) => (Some(RegionMeta::from(&v.region)), v.leader.is_some()),
+            _ => (None, false),
+        })
     }
 
     /// The operators under way (none while PD is down).
