@@ -58,8 +58,18 @@ pub trait MetaStore: Send {
     fn save(&mut self, state: &ClusterState) -> Result<(), StorageError>;
 }
 
+/// What decoding a state may claim in memory, at most: bincode counts the
+/// in-memory size of every container it fills, and a state's payload is at
+/// most `STATE_BYTES_MAX`, each encoded byte growing to a few in memory. A
+/// damaged length (behind a matching checksum: a writer's bug) is then an
+/// error, not a reservation of 2^64 bytes that panics.
+const STATE_DECODE_CLAIM_BYTES_MAX: usize = 16 * STATE_BYTES_MAX as usize;
+
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_little_endian().with_variable_int_encoding()
+    bincode::config::standard()
+        .with_little_endian()
+        .with_variable_int_encoding()
+        .with_limit::<STATE_DECODE_CLAIM_BYTES_MAX>()
 }
 
 /// The state in one file of PD's data directory.

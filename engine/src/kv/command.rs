@@ -119,11 +119,26 @@ pub const BATCH_OVERHEAD_BYTES_MAX: usize = 3 * 9;
 const _: () = assert!(ENTRY_BYTES_MAX + 4096 <= transport::envelope::MESSAGE_BYTES_MAX);
 const _: () = assert!(ENTRY_BYTES_MAX + (1 << 20) <= wal::options::BATCH_BYTES_DEFAULT);
 
+/// Memory one command takes once decoded (owned or read in place).
+const COMMAND_IN_MEMORY_BYTES: usize = {
+    let (owned, borrowed) = (std::mem::size_of::<Command>(), std::mem::size_of::<CommandRef<'static>>());
+    if owned > borrowed {
+        owned
+    } else {
+        borrowed
+    }
+};
+/// What decoding one entry may claim in memory, at most. bincode's limit
+/// counts the in-memory size of every container a decode is told to fill
+/// (a command per 2 or more encoded bytes, and each key or value byte once),
+/// so a valid entry — `decode` refuses one over `ENTRY_BYTES_MAX` — never
+/// claims more than this; bytes whose lengths claim more (a damaged entry)
+/// are an error before anything is allocated, never an allocation of 2^64
+/// bytes that panics or aborts the store on every restart.
+const DECODE_CLAIM_BYTES_MAX: usize = ENTRY_BYTES_MAX * (COMMAND_IN_MEMORY_BYTES / 2 + 2);
+
 fn config() -> impl bincode::config::Config {
-    // No decode limit: bincode's limit counts in-memory sizes, not encoded
-    // bytes, and would refuse a batch the encoder made. `decode` bounds the
-    // input's length instead.
-    bincode::config::standard().with_little_endian().with_variable_int_encoding()
+    bincode::config::standard().with_little_endian().with_variable_int_encoding().with_limit::<DECODE_CLAIM_BYTES_MAX>()
 }
 
 impl WriteBatch {
