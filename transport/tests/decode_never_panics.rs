@@ -9,8 +9,6 @@
 //! of every kind comes out whole through the frame decoder and each kind's
 //! decoder, however TCP chunks it, and damaged is answered the same way.
 
-use std::fmt::Debug;
-
 use bytes::Bytes;
 use proptest::prelude::*;
 use transport::envelope::EnvelopeError;
@@ -21,64 +19,9 @@ use transport::{
     Purpose, Target,
 };
 
-/// What a property does to a valid encoding, and the noise it sends instead:
-/// a strict prefix (`cut`) and a longer encoding (`tail`) must be refused;
-/// the encoding with bytes flipped (`flips`), alone, cut or lengthened, must
-/// be answered.
-#[derive(Clone, Debug)]
-struct Mutations {
-    flips: Vec<(usize, u8)>,
-    cut: usize,
-    tail: Vec<u8>,
-    noise: Vec<u8>,
-}
-
-fn mutations() -> impl Strategy<Value = Mutations> {
-    // half the flips fall in the first 64 bytes, where the lengths and tags a decoder branches on are
-    let flip = (prop_oneof![0usize..64, any::<usize>()], 1..=u8::MAX);
-    (prop::collection::vec(flip, 1..4), any::<usize>(), any_bytes(1..16), any_bytes(0..512))
-        .prop_map(|(flips, cut, tail, noise)| Mutations { flips, cut, tail, noise })
-}
-
-impl Mutations {
-    /// `valid` (not empty) with the bytes at `flips` XORed with their masks.
-    fn flipped(&self, valid: &[u8]) -> Vec<u8> {
-        let mut bytes = valid.to_vec();
-        for &(at, mask) in &self.flips {
-            let at = at % bytes.len();
-            bytes[at] ^= mask;
-        }
-        bytes
-    }
-}
-
-fn any_bytes(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(any::<u8>(), len)
-}
-
-/// `decode` gives `value` back from its encoding `valid`, refuses `valid`
-/// cut short or lengthened, and answers it damaged, and the noise.
-fn check<T: PartialEq + Debug, E: Debug>(
-    decode: impl Fn(&[u8]) -> Result<T, E>,
-    value: &T,
-    valid: &[u8],
-    m: &Mutations,
-) -> Result<(), TestCaseError> {
-    match decode(valid) {
-        Ok(back) => prop_assert_eq!(&back, value),
-        Err(e) => return Err(TestCaseError::fail(format!("a valid encoding was refused: {e:?}"))),
-    }
-    let cut = m.cut % valid.len();
-    prop_assert!(decode(&valid[..cut]).is_err(), "decoded when cut to {} of {} bytes", cut, valid.len());
-    let longer = [valid, &m.tail[..]].concat();
-    prop_assert!(decode(&longer[..]).is_err(), "decoded with {} bytes appended", m.tail.len());
-    let flipped = m.flipped(valid);
-    let _ = decode(&flipped[..]);
-    let _ = decode(&flipped[..cut]);
-    let _ = decode(&[&flipped[..], &m.tail[..]].concat()[..]);
-    let _ = decode(&m.noise[..]);
-    Ok(())
-}
+#[path = "../../tests/support/decode_mutations.rs"]
+mod decode_mutations;
+use decode_mutations::{any_bytes, check, mutations};
 
 fn envelope() -> impl Strategy<Value = Envelope> {
     // region, conf_ver, version, from peer and store, to peer and store; then the two shards
