@@ -152,7 +152,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Ctl(args) => ctl(args).map(|()| ExitCode::SUCCESS),
+        Command::Ctl(args) => ctl(args),
         Command::Verify(args) => bench::verify::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Sim(args) => sim(args).map(|passed| if passed { ExitCode::SUCCESS } else { ExitCode::from(1) }),
     };

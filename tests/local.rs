@@ -42,6 +42,22 @@ fn a_local_cluster_serves_ctl_and_stops_cleanly_on_ctrl_c() {
         assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
         let get = ringraft().args(["ctl", "--pd", &pd, "get", "hello"]).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "world");
+        // what a script records: one JSON object per operation, its outcome the exit status
+        let json = |args: &[&str]| {
+            let out = ringraft().args(["ctl", "--pd", &pd, "--json"]).args(args).output().unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            (out.status.code(), v)
+        };
+        let (code, cas) = json(&["cas", "hello", "world", "there"]);
+        assert_eq!((code, &cas["outcome"], &cas["swapped"]), (Some(0), &"ok".into(), &true.into()), "{cas}");
+        let (code, cas) = json(&["cas", "hello", "world", "again"]);
+        assert_eq!((code, &cas["swapped"]), (Some(0), &false.into()), "{cas}");
+        let (code, get) = json(&["get", "hello"]);
+        assert_eq!((code, &get["value"], &get["outcome"]), (Some(0), &"there".into(), &"ok".into()), "{get}");
+        let (code, del) = json(&["delete", "hello"]);
+        assert_eq!((code, &del["outcome"]), (Some(0), &"ok".into()), "{del}");
+        let (code, get) = json(&["get", "hello"]);
+        assert_eq!((code, &get["value"]), (Some(0), &serde_json::Value::Null), "{get}");
         // PD knows the three stores, all up, and 8 regions each with a leader
         let stores = ringraft().args(["ctl", "--pd", &pd, "--json", "stores"]).output().unwrap();
         let stores: serde_json::Value = serde_json::from_slice(&stores.stdout).unwrap();
@@ -189,4 +205,21 @@ fn bad_flags_explain_themselves() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
     }
+}
+
+/// A key operation that cannot reach its cluster certainly had no effect:
+/// exit status 1 and, with `--json`, the outcome "fail" and why.
+#[test]
+fn a_key_operation_that_reaches_no_cluster_says_it_failed() {
+    with_deadline(Duration::from_secs(60), || {
+        // (port 1 on loopback: nothing listens, the connection is refused at once)
+        let out = ringraft().args(["ctl", "--pd", "127.0.0.1:1", "--json", "put", "k", "v"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((&v["op"], &v["key"], &v["outcome"]), (&"put".into(), &"k".into(), &"fail".into()), "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains("127.0.0.1:1")), "{v}");
+        let out = ringraft().args(["ctl", "--pd", "127.0.0.1:1", "get", "k"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("fail"));
+    });
 }

@@ -1,5 +1,7 @@
 //! `ringraft ctl`: talk to a running cluster.
 
+use std::process::ExitCode;
+
 use clap::Subcommand;
 use engine::client::kv_client::KvClient;
 
@@ -14,7 +16,10 @@ pub struct CtlArgs {
     /// Instead of PD: a fixed cluster spec (JSON).
     #[arg(long, value_name = "FILE")]
     spec: Option<std::path::PathBuf>,
-    /// Print `stores`, `store`, `regions` and `region` as JSON (for scripts).
+    /// Print as JSON (for scripts): `stores`, `store`, `regions`, `region`,
+    /// and one object per `get`, `put`, `delete` or `cas` with its outcome
+    /// ("ok", "fail": it had no effect, "unknown": a write that may have
+    /// happened) — also the exit status of those four: 0, 1 and 3.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -115,7 +120,99 @@ pub enum CtlOp {
     Load(bench::kv::load::LoadArgs),
 }
 
-pub fn ctl(args: CtlArgs) -> Result<(), String> {
+/// How a key operation ended, as a script records it (the exit status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// It certainly had no effect.
+    Failed,
+    /// A write that may or may not have happened.
+    Unknown,
+}
+
+impl Outcome {
+    fn of(e: &engine::client::kv_client::KvError, write: bool) -> Outcome {
+        use engine::client::kv_client::KvError;
+        match e {
+            // (a read changes nothing, whatever became of it)
+            _ if !write => Outcome::Failed,
+            KvError::Ambiguous(_) | KvError::Unavailable { .. } => Outcome::Unknown,
+            KvError::Region(r) if !r.is_definite() => Outcome::Unknown,
+            KvError::Region(_) | KvError::Pd(_) => Outcome::Failed,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "fail",
+            Outcome::Unknown => "unknown",
+        }
+    }
+
+    fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::Unknown => 3,
+        })
+    }
+}
+
+/// Text as it prints: a value, or none.
+fn text(bytes: Option<&[u8]>) -> serde_json::Value {
+    bytes.map_or(serde_json::Value::Null, |b| String::from_utf8_lossy(b).into())
+}
+
+/// A `get`, `put`, `delete` or `cas`: printed (as JSON with `--json`), its
+/// outcome the exit status.
+fn key_op(client: &mut KvClient, op: CtlOp, json: bool) -> ExitCode {
+    let opt = |s: &str| if s == "-" { None } else { Some(s.as_bytes().to_vec()) };
+    let (name, key, write) = match &op {
+        CtlOp::Get { key } => ("get", key.clone(), false),
+        CtlOp::Put { key, .. } => ("put", key.clone(), true),
+        CtlOp::Delete { key } => ("delete", key.clone(), true),
+        CtlOp::Cas { key, .. } => ("cas", key.clone(), true),
+        _ => unreachable!("a key operation"),
+    };
+    let mut report = serde_json::json!({ "op": name, "key": key });
+    let done: Result<String, engine::client::kv_client::KvError> = match op {
+        CtlOp::Get { key } => client.get(key.as_bytes()).map(|v| {
+            report["value"] = text(v.as_deref());
+            v.map_or("(absent)".into(), |v| String::from_utf8_lossy(&v).into_owned())
+        }),
+        CtlOp::Put { key, value } => {
+            report["value"] = value.clone().into();
+            client.put(key.as_bytes(), value.as_bytes()).map(|()| String::new())
+        }
+        CtlOp::Delete { key } => client.delete(key.as_bytes()).map(|()| String::new()),
+        CtlOp::Cas { key, expect, new } => {
+            let (expect, new) = (opt(&expect), opt(&new));
+            report["expect"] = text(expect.as_deref());
+            report["new"] = text(new.as_deref());
+            client.cas(key.as_bytes(), expect.as_deref(), new.as_deref()).map(|swapped| {
+                report["swapped"] = swapped.into();
+                if swapped { "swapped" } else { "not swapped (value differs)" }.to_string()
+            })
+        }
+        _ => unreachable!("a key operation"),
+    };
+    let outcome = done.as_ref().map_or_else(|e| Outcome::of(e, write), |_| Outcome::Ok);
+    report["outcome"] = outcome.name().into();
+    match (&done, json) {
+        (Ok(shown), false) if !shown.is_empty() => println!("{shown}"),
+        (Ok(_), false) => {}
+        (Err(e), false) => eprintln!("ringraft: {name} {key:?}: {} ({e})", outcome.name()),
+        (Err(e), true) => {
+            report["error"] = e.to_string().into();
+            println!("{report}");
+        }
+        (Ok(_), true) => println!("{report}"),
+    }
+    outcome.exit_code()
+}
+
+pub fn ctl(args: CtlArgs) -> Result<ExitCode, String> {
     // `ringraft ctl regions | head`: a reader that goes away ends the
     // command quietly, as it does any Unix tool (Rust ignores SIGPIPE, and
     // printing to the closed pipe would panic)
@@ -130,35 +227,54 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
         }
         (None, None) => unreachable!("clap requires --pd or --spec"),
     };
+    let done = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
     match args.op {
-        CtlOp::Stores => return cmd_pd_view::stores(&target, args.json),
-        CtlOp::Store { store } => return cmd_pd_view::store(&target, store, args.json),
-        CtlOp::Regions => return cmd_pd_view::regions(&target, args.json),
-        CtlOp::Operators => return cmd_pd_view::operators(&target, args.json),
-        CtlOp::DrainStore { store } => return cmd_pd_view::drain_store(&target, store, args.json),
+        CtlOp::Stores => return done(cmd_pd_view::stores(&target, args.json)),
+        CtlOp::Store { store } => return done(cmd_pd_view::store(&target, store, args.json)),
+        CtlOp::Regions => return done(cmd_pd_view::regions(&target, args.json)),
+        CtlOp::Operators => return done(cmd_pd_view::operators(&target, args.json)),
+        CtlOp::DrainStore { store } => return done(cmd_pd_view::drain_store(&target, store, args.json)),
         CtlOp::Move { region, from_store, to_store } => {
-            return cmd_pd_view::move_region(&target, region, from_store, to_store, args.json)
+            return done(cmd_pd_view::move_region(&target, region, from_store, to_store, args.json))
         }
-        CtlOp::Region { key: Some(key), id: None } => return cmd_pd_view::region_by_key(&target, &key, args.json),
+        CtlOp::Region { key: Some(key), id: None } => {
+            return done(cmd_pd_view::region_by_key(&target, &key, args.json))
+        }
         CtlOp::Region { key: Some(_), id: Some(_) } => return Err("give a KEY or --id, not both".into()),
         CtlOp::Region { key: None, id: Some(id) } if matches!(target, Target::Pd(_)) => {
-            return cmd_pd_view::region_by_id(&target, id, args.json)
+            return done(cmd_pd_view::region_by_id(&target, id, args.json))
         }
         _ => {}
     }
     if let CtlOp::Load(load) = &args.op {
-        return bench::kv::load::run(load, || target.client());
+        return done(bench::kv::load::run(load, || target.client()));
     }
-    let mut client = target.client()?;
-    let opt = |s: &str| if s == "-" { None } else { Some(s.as_bytes().to_vec()) };
+    let named = match &args.op {
+        CtlOp::Get { key } => Some(("get", key)),
+        CtlOp::Put { key, .. } => Some(("put", key)),
+        CtlOp::Delete { key } => Some(("delete", key)),
+        CtlOp::Cas { key, .. } => Some(("cas", key)),
+        _ => None,
+    };
+    let mut client = match (target.client(), named) {
+        (Ok(client), _) => client,
+        // (nothing was sent: a key operation certainly had no effect)
+        (Err(e), Some((name, key))) if args.json => {
+            let failed = Outcome::Failed.name();
+            println!("{}", serde_json::json!({ "op": name, "key": key, "outcome": failed, "error": e }));
+            return Ok(Outcome::Failed.exit_code());
+        }
+        (Err(e), Some((name, key))) => {
+            eprintln!("ringraft: {name} {key:?}: {} ({e})", Outcome::Failed.name());
+            return Ok(Outcome::Failed.exit_code());
+        }
+        (Err(e), None) => return Err(e),
+    };
     match args.op {
         CtlOp::Load(_) => unreachable!("handled above"),
-        CtlOp::Get { key } => match client.get(key.as_bytes()).map_err(|e| e.to_string())? {
-            Some(v) => println!("{}", String::from_utf8_lossy(&v)),
-            None => println!("(absent)"),
-        },
-        CtlOp::Put { key, value } => client.put(key.as_bytes(), value.as_bytes()).map_err(|e| e.to_string())?,
-        CtlOp::Delete { key } => client.delete(key.as_bytes()).map_err(|e| e.to_string())?,
+        op @ (CtlOp::Get { .. } | CtlOp::Put { .. } | CtlOp::Delete { .. } | CtlOp::Cas { .. }) => {
+            return Ok(key_op(&mut client, op, args.json))
+        }
         CtlOp::Scan { start, end, limit } => {
             for (k, v) in client.scan(start.as_bytes(), end.as_bytes(), limit).map_err(|e| e.to_string())? {
                 println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
@@ -238,13 +354,8 @@ pub fn ctl(args: CtlArgs) -> Result<(), String> {
             client.transfer_leader(region, store).map_err(|e| e.to_string())?;
             println!("region {region}: leadership transfer to store {store} started");
         }
-        CtlOp::Cas { key, expect, new } => {
-            let ok =
-                client.cas(key.as_bytes(), opt(&expect).as_deref(), opt(&new).as_deref()).map_err(|e| e.to_string())?;
-            println!("{}", if ok { "swapped" } else { "not swapped (value differs)" });
-        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A region on one line: id, range (keys as text; unbounded ends named), epoch.
@@ -264,4 +375,27 @@ fn region_line(m: &engine::region::meta::RegionMeta) -> String {
         m.conf_ver,
         m.version
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::client::kv_client::KvError;
+    use engine::RegionError;
+
+    #[test]
+    fn a_write_whose_fate_is_unknown_exits_3_and_one_that_had_no_effect_exits_1() {
+        let ambiguous = KvError::Ambiguous("timed out".into());
+        let region_ambiguous = KvError::Region(RegionError::Ambiguous { region: 1 });
+        let not_leader = KvError::Region(RegionError::NotLeader { region: 1, leader: None });
+        let gave_up = KvError::Unavailable { attempts: 3, last: "timed out".into() };
+        for unknown in [&ambiguous, &region_ambiguous, &gave_up] {
+            assert_eq!(Outcome::of(unknown, true), Outcome::Unknown, "{unknown}");
+            // (a read changes nothing, whatever became of it)
+            assert_eq!(Outcome::of(unknown, false), Outcome::Failed, "{unknown}");
+        }
+        assert_eq!(Outcome::of(&not_leader, true), Outcome::Failed);
+        let codes = [Outcome::Ok, Outcome::Failed, Outcome::Unknown].map(|o| format!("{:?}", o.exit_code()));
+        assert_eq!(codes, [ExitCode::from(0), ExitCode::from(1), ExitCode::from(3)].map(|c| format!("{c:?}")));
+    }
 }
