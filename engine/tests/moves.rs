@@ -39,6 +39,11 @@ fn region(sim: &Sim) -> u64 {
     sim.metas[0].id
 }
 
+/// The shard of `store` (up).
+fn shard_on(sim: &Sim, store: u64) -> &engine::shard::Shard {
+    &sim.stores[&store].node.as_ref().unwrap().shard
+}
+
 /// The region's leader and its meta.
 fn leader_meta(sim: &Sim) -> (u64, RegionMeta) {
     let leader = sim.leader_of(region(sim)).expect("led");
@@ -530,36 +535,33 @@ fn a_moved_replicas_tombstone_is_collected_once_pd_says_no_member_sends_to_it() 
         let now_ms = sim.elapsed_us() / 1000;
         sim.pd.as_mut().unwrap().move_region(meta.id, from, NEW_STORE, now_ms).expect("the move starts");
         until_all_settled(&mut sim, seed, Duration::from_secs(30));
-        fn on(s: &Sim, store: u64) -> &engine::shard::Shard {
-            &s.stores[&store].node.as_ref().unwrap().shard
-        }
-        assert!(on(&sim, from).is_tombstone(meta.id), "seed {seed}: no tombstone on store {from}");
+        assert!(shard_on(&sim, from).is_tombstone(meta.id), "seed {seed}: no tombstone on store {from}");
         // (the simulator's tick is 10 ms)
         let gc_age = Duration::from_millis(engine::shard::TOMBSTONE_GC_TICKS * 10);
 
         // PD down: nobody can say, the tombstone stays however old it gets
         sim.pd.as_mut().unwrap().crash();
         sim.run_for(gc_age * 2);
-        assert!(on(&sim, from).is_tombstone(meta.id), "seed {seed}: collected without PD's word");
-        assert_eq!(on(&sim, from).stats().tombstones_collected, 0, "seed {seed}");
+        assert!(shard_on(&sim, from).is_tombstone(meta.id), "seed {seed}: collected without PD's word");
+        assert_eq!(shard_on(&sim, from).stats().tombstones_collected, 0, "seed {seed}");
 
         sim.pd.as_mut().unwrap().restart();
-        let collected = |s: &Sim| !on(s, from).is_tombstone(meta.id);
+        let collected = |s: &Sim| !shard_on(s, from).is_tombstone(meta.id);
         assert!(sim.run_until(gc_age, collected), "seed {seed}: the tombstone was never collected");
-        assert_eq!(on(&sim, from).stats().tombstones_collected, 1, "seed {seed}");
-        assert!(on(&sim, from).region(meta.id).is_none(), "seed {seed}");
+        assert_eq!(shard_on(&sim, from).stats().tombstones_collected, 1, "seed {seed}");
+        assert!(shard_on(&sim, from).region(meta.id).is_none(), "seed {seed}");
         sim.run_for(Duration::from_millis(200));
         let in_wal = |s: &Sim| s.stores[&from].node.as_ref().unwrap().gc.wal().regions().any(|r| r == meta.id);
         assert!(!in_wal(&sim), "seed {seed}: the WAL still holds region {}", meta.id);
         sim.crash(from);
         sim.restart(from);
-        assert!(!in_wal(&sim) && !on(&sim, from).is_tombstone(meta.id), "seed {seed}: a restart brought it back");
+        assert!(!in_wal(&sim) && !shard_on(&sim, from).is_tombstone(meta.id), "seed {seed}: a restart brought it back");
 
         put_all(&mut sim, seed, &[key(2)], b"two");
         let expected = BTreeMap::from([(key(1), b"one".to_vec()), (key(2), b"two".to_vec())]);
         // (the restart's shard counts nothing collected: store `from` is checked above)
         settle_and_check(&mut sim, seed, &expected, &[]);
-        assert!(on(&sim, from).region(meta.id).is_none(), "seed {seed}");
+        assert!(shard_on(&sim, from).region(meta.id).is_none(), "seed {seed}");
     });
 }
 
@@ -570,9 +572,6 @@ fn a_moved_replicas_tombstone_is_collected_once_pd_says_no_member_sends_to_it() 
 /// creates nothing.
 #[test]
 fn a_childs_tombstone_waits_for_its_parent_to_snapshot_past_the_split() {
-    fn on(s: &Sim, store: u64) -> &engine::shard::Shard {
-        &s.stores[&store].node.as_ref().unwrap().shard
-    }
     for_seeds(2, |seed| {
         let mut sim = with_pd(seed);
         put_all(&mut sim, seed, &[key(1), key(60)], b"v");
@@ -591,25 +590,25 @@ fn a_childs_tombstone_waits_for_its_parent_to_snapshot_past_the_split() {
         let now_ms = sim.elapsed_us() / 1000;
         sim.pd.as_mut().unwrap().move_region(child.id, from, to, now_ms).expect("the move starts");
         until_all_settled(&mut sim, seed, Duration::from_secs(30));
-        let gone = |s: &Sim| on(s, from).region(child.id).is_none();
+        let gone = |s: &Sim| shard_on(s, from).region(child.id).is_none();
         assert!(sim.run_until(Duration::from_secs(10), gone), "seed {seed}: the moved replica lingers");
-        assert!(on(&sim, from).is_tombstone(child.id), "seed {seed}");
+        assert!(shard_on(&sim, from).is_tombstone(child.id), "seed {seed}");
 
         // the parent on `from` restarts from its pre-split snapshot: the tombstone stays
         let gc_age = Duration::from_millis(engine::shard::TOMBSTONE_GC_TICKS * 10);
         sim.run_for(gc_age * 2);
-        assert!(on(&sim, from).is_tombstone(child.id), "seed {seed}: collected while a replay would recreate it");
+        assert!(shard_on(&sim, from).is_tombstone(child.id), "seed {seed}: collected while a replay would recreate it");
 
         // writes to the parent's half make every replica snapshot past the split
         let filler: Vec<Vec<u8>> = (0..40).map(key).collect();
         put_all(&mut sim, seed, &filler, &[7u8; 1024]);
-        let collected = |s: &Sim| !on(s, from).is_tombstone(child.id);
+        let collected = |s: &Sim| !shard_on(s, from).is_tombstone(child.id);
         assert!(sim.run_until(gc_age * 2, collected), "seed {seed}: the tombstone stays after the parent's snapshot");
         sim.run_for(Duration::from_millis(200)); // (the forget record made durable)
         sim.crash(from);
         sim.restart(from);
         sim.run_for(Duration::from_secs(2));
-        assert!(on(&sim, from).region(child.id).is_none(), "seed {seed}: the restart created the child again");
-        assert!(!on(&sim, from).is_tombstone(child.id), "seed {seed}");
+        assert!(shard_on(&sim, from).region(child.id).is_none(), "seed {seed}: the restart created the child again");
+        assert!(!shard_on(&sim, from).is_tombstone(child.id), "seed {seed}");
     });
 }

@@ -51,20 +51,7 @@ fn run_one(seed: u64) -> SeedReport {
         Ok(report) => report,
         Err(_) => {
             let why = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "a panic".into());
-            let profile = campaign::Profile::draw(seed);
-            SeedReport {
-                seed,
-                profile,
-                ops: 0,
-                answered: 0,
-                crashes: 0,
-                partitions: 0,
-                membership_changes: 0,
-                splits: 0,
-                moves: 0,
-                failure: Some(format!("panicked: {why}")),
-                undecided: None,
-            }
+            SeedReport::panicked(seed, why)
         }
     }
 }

@@ -498,7 +498,7 @@ impl Recovery {
     ) -> Result<(), RecoveryError> {
         let region = s.region;
         if s.head.forget {
-            return self.forget(seq, offset, region, s);
+            return self.forget(seq, offset, region);
         }
         let log = self.regions.entry(region).or_insert_with(|| RegionLog::new(region));
         let missing = self.missing.remove(&region);
@@ -546,19 +546,13 @@ impl Recovery {
     }
 
     /// A collected tombstone: the region is gone from the log. The writer
-    /// forgets only a tombstone, alone in its write; finding anything else
-    /// is a damaged log (tolerant recovery, which may have skipped the
-    /// tombstone's record, forgets the region as the writer meant to).
-    fn forget(
-        &mut self,
-        seq: u64,
-        offset: u64,
-        region: RegionId,
-        s: &crate::format::BatchSection,
-    ) -> Result<(), RecoveryError> {
-        let alone = s.head == crate::format::SectionHead { forget: true, ..Default::default() } && s.entries.is_empty();
+    /// forgets only a tombstone (and the section decoder refuses a forget
+    /// with other parts); a live region forgotten is a damaged log (tolerant
+    /// recovery, which may have skipped the tombstone's record, forgets the
+    /// region as the writer meant to).
+    fn forget(&mut self, seq: u64, offset: u64, region: RegionId) -> Result<(), RecoveryError> {
         let removed = self.regions.get(&region).is_some_and(|log| log.state.tombstone);
-        if !(alone && removed) && self.mode == RecoveryMode::Strict {
+        if !removed && self.mode == RecoveryMode::Strict {
             return Err(RecoveryError::Log { seq, offset, source: LogError::Forget { region } });
         }
         self.regions.remove(&region);

@@ -577,10 +577,12 @@ impl<D: Disk> Wal<D> {
             return Ok(self.next_ticket - 1);
         }
         let bytes = section_bytes(&write);
-        match write.forget {
-            true => self.forgetting.insert(region),
-            false => self.forgetting.remove(&region),
-        };
+        if write.forget {
+            self.forgetting.insert(region);
+        } else if !self.forgetting.is_empty() {
+            // (a write after a staged forget revives the region)
+            self.forgetting.remove(&region);
+        }
         self.next_ticket += 1;
         self.staged_bytes += bytes;
         self.pending_checkpoint_growth += growth;

@@ -129,6 +129,24 @@ impl Shard {
         self.tombstones.contains_key(&region)
     }
 
+    /// Whether `peer_id` of `region` is the peer removed from this shard,
+    /// or an older one (peer ids only grow): a message to it is late.
+    pub(super) fn is_removed_peer(&self, region: u64, peer_id: u64) -> bool {
+        self.tombstones.get(&region).is_some_and(|t| peer_id <= t.removed_peer)
+    }
+
+    /// Whether the shard tracks `SHARD_REGIONS_MAX` regions, tombstones
+    /// included (the WAL holds no more): no region is created.
+    pub(super) fn is_full(&self) -> bool {
+        self.regions.len() + self.tombstones.len() >= SHARD_REGIONS_MAX
+    }
+
+    /// Whether an initialized region here overlaps [start, end): only those
+    /// own key ranges (`split.rs`).
+    pub(super) fn overlaps_initialized(&self, start: &[u8], end: &[u8]) -> bool {
+        self.regions.values().any(|r| r.meta.conf_ver > 0 && r.meta.overlaps(start, end))
+    }
+
     /// A message to a newer peer of a region this shard hosts under an
     /// older epoch: ours was removed while it could not hear of it (peer
     /// ids only grow). It goes, and the message may create the new one.
@@ -187,10 +205,10 @@ impl Shard {
         if (envelope.to.store_id, envelope.to.shard) != (self.store_id, self.shard) {
             return refuse("addressed to another shard");
         }
-        if self.tombstones.get(&id).is_some_and(|t| envelope.to.peer_id <= t.removed_peer) {
+        if self.is_removed_peer(id, envelope.to.peer_id) {
             return refuse("a late message to a peer removed from this store");
         }
-        if self.regions.len() + self.tombstones.len() >= SHARD_REGIONS_MAX {
+        if self.is_full() {
             return refuse("the shard hosts SHARD_REGIONS_MAX regions");
         }
         let Ok(kind) = eraftpb::Message::parse_from_carllerche_bytes(&envelope.message).map(|m| m.get_msg_type())

@@ -92,7 +92,7 @@ impl Shard {
     /// A split asked of this region's leader: checked, then proposed as an
     /// admin entry; answered once applied.
     pub(super) fn on_split(&mut self, request: u64, region: u64, epoch: transport::Epoch, split: SplitRequest) {
-        let hosted = self.regions.len() + self.tombstones.len();
+        let full = self.is_full();
         let new_id_here = self.regions.contains_key(&split.new_region_id);
         let proposed = (|| {
             let r = super::propose::admin_region(&mut self.regions, region, epoch)?;
@@ -104,7 +104,7 @@ impl Shard {
             if new_id_here {
                 return Err(refused(format!("region {} is already on this shard", split.new_region_id)));
             }
-            if hosted >= SHARD_REGIONS_MAX {
+            if full {
                 return Err(refused(format!("the shard hosts SHARD_REGIONS_MAX ({SHARD_REGIONS_MAX}) regions")));
             }
             let cmd = AdminCommand::Split(SplitCommand {
@@ -162,7 +162,7 @@ impl Shard {
         let Some(peer) = child.peer_on(self.store_id).copied() else {
             unreachable!("a child has a peer wherever its parent has one")
         };
-        if self.tombstones.get(&id).is_some_and(|t| peer.peer_id <= t.removed_peer) {
+        if self.is_removed_peer(id, peer.peer_id) {
             // (replayed: the child was removed from this store since)
             tracing::info!(region = parent, child = id, "split replayed; its child was removed from this store since");
             return false;
@@ -282,11 +282,7 @@ impl Shard {
     /// overlaps one it hosts initialized: a child not split off here yet.
     /// It creates no peer; a vote request is kept for when it is.
     pub(super) fn keep_if_early_vote(&mut self, envelope: &Envelope, kind: eraftpb::MessageType) -> bool {
-        let overlaps = self
-            .regions
-            .values()
-            .any(|r| r.meta.conf_ver > 0 && r.meta.overlaps(&envelope.start_key, &envelope.end_key));
-        if !overlaps {
+        if !self.overlaps_initialized(&envelope.start_key, &envelope.end_key) {
             return false;
         }
         let vote = matches!(kind, eraftpb::MessageType::MsgRequestVote | eraftpb::MessageType::MsgRequestPreVote);

@@ -192,14 +192,15 @@ impl Shard {
             let f = envelope.from;
             r.meta.peers.push(PeerMeta::voter(f.peer_id, f.store_id, f.shard));
         }
-        if r.meta.peer(envelope.from.peer_id).is_none() && envelope.epoch.conf_ver < r.meta.conf_ver {
+        let named = r.meta.peer(envelope.from.peer_id).is_some();
+        if !named && envelope.epoch.conf_ver < r.meta.conf_ver {
             // a peer removed under an epoch we have applied (it was away when
             // it happened): it must not disturb the region, and is told so
             tracing::debug!(region = r.id(), from = envelope.from.peer_id, "message from a removed peer dropped");
             let f = envelope.from;
             return self.send_removal_notice(envelope.region_id, PeerMeta::voter(f.peer_id, f.store_id, f.shard));
         }
-        if r.meta.peer(envelope.from.peer_id).is_none() && r.learned_peers.len() < PEERS_MAX {
+        if !named && r.learned_peers.len() < PEERS_MAX {
             // a member newer than this replica's meta (it missed the changes
             // that added it, and catches up from it): its answers must reach it
             let f = envelope.from;

@@ -62,12 +62,9 @@ impl Shard {
         let current_candidate = envelope.epoch.conf_ver >= c.conf_ver && envelope.epoch.version >= c.version;
         // (what may have changed while PD was asked)
         let hosted = self.regions.contains_key(&region);
-        let removed = self.tombstones.get(&region).is_some_and(|t| envelope.to.peer_id <= t.removed_peer);
-        let overlapped = self
-            .regions
-            .values()
-            .any(|r| r.meta.conf_ver > 0 && r.meta.overlaps(&envelope.start_key, &envelope.end_key));
-        let full = self.regions.len() + self.tombstones.len() >= super::SHARD_REGIONS_MAX;
+        let removed = self.is_removed_peer(region, envelope.to.peer_id);
+        let overlapped = self.overlaps_initialized(&envelope.start_key, &envelope.end_key);
+        let full = self.is_full();
         if !named || !current_candidate || hosted || removed || overlapped || full {
             tracing::debug!(
                 region,

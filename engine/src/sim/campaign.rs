@@ -515,6 +515,25 @@ pub struct SeedReport {
     pub undecided: Option<Vec<u8>>,
 }
 
+impl SeedReport {
+    /// A seed whose run panicked (`why`: where, and the message).
+    pub fn panicked(seed: u64, why: String) -> SeedReport {
+        SeedReport {
+            seed,
+            profile: Profile::draw(seed),
+            ops: 0,
+            answered: 0,
+            crashes: 0,
+            partitions: 0,
+            membership_changes: 0,
+            splits: 0,
+            moves: 0,
+            failure: Some(format!("panicked: {why}")),
+            undecided: None,
+        }
+    }
+}
+
 /// Runs one seed of a campaign with the profile it draws and checks it.
 /// The caller catches panics (a broken invariant inside the engine).
 pub fn run_seed(seed: u64) -> SeedReport {
