@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod cmd;
+use cmd::chaos::{chaos, ChaosArgs};
 use cmd::ctl::{ctl, CtlArgs};
 use cmd::local::{local, LocalArgs};
 use cmd::pd::{pd, PdArgs};
@@ -75,6 +76,15 @@ enum Command {
     /// linearizability and every region for convergence; a failing seed is
     /// printed with the command that replays it. Exit 1 on any failure.
     Sim(SimArgs),
+    /// Run a cluster of real processes (PD and 3–5 stores on loopback)
+    /// under concurrent clients while a nemesis kills stores and PD with
+    /// SIGKILL, pauses stores (SIGSTOP), partitions them (both ways or one),
+    /// slows their disks, and splits, moves and transfers regions through
+    /// PD. Every operation is recorded (JSON lines); at the end every store
+    /// restarts, every key is read, and the history is checked for
+    /// linearizability and lost acknowledged writes. Exit 1 on any anomaly,
+    /// keeping the history, logs and data. scripts/chaos-soak.sh runs it in a loop.
+    Chaos(ChaosArgs),
 }
 
 #[derive(clap::Args)]
@@ -155,6 +165,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => ctl(args),
         Command::Verify(args) => bench::verify::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Sim(args) => sim(args).map(|passed| if passed { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+        Command::Chaos(args) => chaos(args).map(|passed| if passed { ExitCode::SUCCESS } else { ExitCode::from(1) }),
     };
     match result {
         Ok(code) => code,

@@ -11,11 +11,13 @@
 //! - [`local`]: a local cluster of `ringraft server` processes.
 //! - [`wal`]: one shard's WAL with many regions appending at once.
 //! - [`transport`]: one shard's batched raft traffic over loopback, against a raw TCP pump.
+//! - [`chaos`]: real processes under a nemesis, the history checked (`ringraft chaos`).
 //! - [`split`]: what splitting a region of a given size costs the shard loop.
 
 // `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
+pub mod chaos;
 pub mod kv;
 pub mod latency;
 pub mod local;

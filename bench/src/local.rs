@@ -52,6 +52,8 @@ pub struct LocalOptions {
     pub later_stores: u64,
     /// More flags for PD (`--max-store-down-time 10s`, …).
     pub pd_args: Vec<String>,
+    /// More flags for every store (`--fault-injection`, …).
+    pub store_args: Vec<String>,
 }
 
 impl Default for LocalOptions {
@@ -68,6 +70,7 @@ impl Default for LocalOptions {
             pd_addr: None,
             later_stores: 0,
             pd_args: vec![],
+            store_args: vec![],
         }
     }
 }
@@ -98,6 +101,8 @@ pub struct LocalCluster {
     pub regions: u64,
     /// The stores, by their number in this cluster (1..=stores; not their ids).
     children: BTreeMap<u64, Child>,
+    /// The id PD gave each store, by its number.
+    ids: BTreeMap<u64, u64>,
     opts: LocalOptions,
     pd: Option<Child>,
     _temp: Option<tempfile::TempDir>,
@@ -172,6 +177,7 @@ impl LocalCluster {
             status: BTreeMap::new(),
             regions: opts.regions,
             children: BTreeMap::new(),
+            ids: BTreeMap::new(),
             opts: opts.clone(),
             pd: None,
             _temp: temp,
@@ -261,6 +267,7 @@ impl LocalCluster {
         if opts.no_batching {
             cmd.arg("--no-batching");
         }
+        cmd.args(&opts.store_args);
         let child = cmd.spawn().map_err(|source| LocalError::Io {
             op: "start a store from",
             path: self.dir.clone(),
@@ -270,8 +277,9 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Fails if a child exited.
-    fn check_children(&mut self) -> Result<(), LocalError> {
+    /// Fails if a child exited (one killed through `kill_store` or
+    /// `kill_pd` is no longer a child).
+    pub fn check_children(&mut self) -> Result<(), LocalError> {
         if let Some(Ok(Some(status))) = self.pd.as_mut().map(|c| c.try_wait()) {
             let log = self.dir.join("pd.log");
             return Err(LocalError::Exited { what: "PD".into(), status: status.to_string(), log });
@@ -298,6 +306,7 @@ impl LocalCluster {
                 .map_or(0, |i| i.store_id);
             if id != 0 {
                 self.status.insert(id, status);
+                self.ids.insert(n, id);
                 return Ok(id);
             }
             if Instant::now() > deadline {
@@ -312,7 +321,7 @@ impl LocalCluster {
     }
 
     /// Store `n`'s metrics address.
-    fn status_of(&self, n: u64) -> SocketAddr {
+    pub fn status_of(&self, n: u64) -> SocketAddr {
         let slots = self.opts.stores + self.opts.later_stores;
         let status_base = u32::from(self.opts.base_port) + slots as u32 * 128;
         SocketAddr::from(([127, 0, 0, 1], (status_base + n as u32 - 1) as u16))
@@ -346,6 +355,38 @@ impl LocalCluster {
         if let Some(c) = self.children.remove(&n) {
             stop_children(BTreeMap::from([(n, c)]));
         }
+    }
+
+    /// The id PD gave store `n` (once it registered).
+    pub fn store_id(&self, n: u64) -> Option<u64> {
+        self.ids.get(&n).copied()
+    }
+
+    /// The process id of store `n`, while it runs.
+    pub fn store_pid(&self, n: u64) -> Option<u32> {
+        self.children.get(&n).map(Child::id)
+    }
+
+    /// PD's process id, while it runs.
+    pub fn pd_pid(&self) -> Option<u32> {
+        self.pd.as_ref().map(Child::id)
+    }
+
+    /// Kills PD with SIGKILL (a crash); `start_pd` brings it back on its data.
+    pub fn kill_pd(&mut self) {
+        if let Some(mut c) = self.pd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts PD again (after `kill_pd`) with the flags it first had.
+    pub fn start_pd(&mut self) -> Result<(), LocalError> {
+        if self.pd.is_some() {
+            return Err(LocalError::Options("PD runs already".into()));
+        }
+        let opts = self.opts.clone();
+        self.spawn_pd(&opts)
     }
 
     /// Keeps the cluster's directory (logs, data) when the cluster goes.

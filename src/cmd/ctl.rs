@@ -132,13 +132,10 @@ enum Outcome {
 
 impl Outcome {
     fn of(e: &engine::client::kv_client::KvError, write: bool) -> Outcome {
-        use engine::client::kv_client::KvError;
-        match e {
-            // (a read changes nothing, whatever became of it)
-            _ if !write => Outcome::Failed,
-            KvError::Ambiguous(_) | KvError::Unavailable { .. } => Outcome::Unknown,
-            KvError::Region(r) if !r.is_definite() => Outcome::Unknown,
-            KvError::Region(_) | KvError::Pd(_) => Outcome::Failed,
+        // (a read changes nothing, whatever became of it)
+        match write && e.may_have_applied() {
+            true => Outcome::Unknown,
+            false => Outcome::Failed,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The subcommands of the `ringraft` binary, one file each (the WAL tools
 //! and the benchmarks live in their own crates).
 
+pub mod chaos;
 pub mod ctl;
 pub mod local;
 pub mod pd;

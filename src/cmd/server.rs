@@ -76,6 +76,13 @@ pub struct ServerArgs {
     /// are whole; docs/quickstart.md, "When a store refuses to start").
     #[arg(long, value_enum, value_name = "MODE", default_value = "strict")]
     wal_recovery: WalRecovery,
+    /// For test clusters only (`ringraft chaos`): the status endpoint
+    /// (`--status-addr`) then takes faults — `POST /faults?cut=2,3` makes
+    /// this store send nothing to stores 2 and 3, `sync_delay_ms=40` slows
+    /// every WAL fdatasync, `POST /faults` heals — so anyone who reaches
+    /// that address can cut the store off. Needs --status-addr.
+    #[arg(long, requires = "status_addr")]
+    fault_injection: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -163,6 +170,7 @@ pub fn server(args: ServerArgs) -> Result<(), String> {
             WalRecovery::Strict => wal::RecoveryMode::Strict,
             WalRecovery::Tolerant => wal::RecoveryMode::Tolerant,
         },
+        fault_injection: args.fault_injection,
     };
     engine::runtime::store::run_store(opts).map_err(|e| e.to_string())
 }

@@ -27,6 +27,7 @@ pub mod envelope;
 pub mod faults;
 pub mod frame;
 pub mod handshake;
+pub mod injected;
 pub mod message;
 pub mod net;
 pub mod outbox;

@@ -39,6 +39,36 @@ pub fn serve_metrics(
     thread_name: String,
     render: impl Fn() -> String + Send + 'static,
 ) -> std::io::Result<StatusServer> {
+    serve(addr, thread_name, move |method, target| match (method, target) {
+        ("GET", "/metrics") => StatusReply::ok(render()),
+        _ => StatusReply::not_found("try GET /metrics\n"),
+    })
+}
+
+/// What a status request is answered: the HTTP status ("200 OK") and a text body.
+pub struct StatusReply {
+    pub status: &'static str,
+    pub body: String,
+}
+
+impl StatusReply {
+    pub fn ok(body: String) -> StatusReply {
+        StatusReply { status: "200 OK", body }
+    }
+
+    pub fn not_found(body: &str) -> StatusReply {
+        StatusReply { status: "404 Not Found", body: body.to_string() }
+    }
+}
+
+/// Serves requests on `addr` until stopped: `handle` gets each request's
+/// method and target (`"GET"`, `"/metrics"`; the target with its query
+/// string) and answers it. Headers and bodies of requests are not read.
+pub fn serve(
+    addr: SocketAddr,
+    thread_name: String,
+    handle: impl Fn(&str, &str) -> StatusReply + Send + 'static,
+) -> std::io::Result<StatusServer> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let stopping = Arc::new(AtomicBool::new(false));
@@ -55,11 +85,9 @@ pub fn serve_metrics(
             if reader.read_line(&mut line).is_err() {
                 continue;
             }
-            let (status, body) = if line.starts_with("GET /metrics") {
-                ("200 OK", render())
-            } else {
-                ("404 Not Found", "try GET /metrics\n".to_string())
-            };
+            let mut words = line.split_ascii_whitespace();
+            let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let StatusReply { status, body } = handle(method, target);
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -49,6 +49,18 @@ pub enum KvError {
     Pd(#[from] pd::PdClientError),
 }
 
+impl KvError {
+    /// Whether a write that ended in this error may have taken effect (its
+    /// outcome is unknown); otherwise it certainly had none.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            KvError::Ambiguous(_) | KvError::Unavailable { .. } => true,
+            KvError::Region(r) => !r.is_definite(),
+            KvError::Pd(_) => false,
+        }
+    }
+}
+
 struct Conn {
     stream: TcpStream,
     decoder: FrameDecoder,

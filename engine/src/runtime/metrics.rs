@@ -160,7 +160,23 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     out
 }
 
-/// Serves the store's metrics on `addr` (`GET /metrics`) until stopped.
-pub fn serve(addr: SocketAddr, store_id: u64, shards: StoreMetrics) -> std::io::Result<StatusServer> {
-    transport::status::serve_metrics(addr, format!("store{store_id}-status"), move || render(store_id, &shards))
+/// Serves the store's metrics on `addr` (`GET /metrics`) until stopped,
+/// and with `fault_injection` the faults of `runtime::fault_control`
+/// (`/faults`).
+pub fn serve(
+    addr: SocketAddr,
+    store_id: u64,
+    shards: StoreMetrics,
+    fault_injection: bool,
+) -> std::io::Result<StatusServer> {
+    use transport::status::StatusReply;
+    transport::status::serve(addr, format!("store{store_id}-status"), move |method, target| {
+        if let Some(reply) = crate::runtime::fault_control::handle(fault_injection, method, target) {
+            return reply;
+        }
+        match (method, target) {
+            ("GET", "/metrics") => StatusReply::ok(render(store_id, &shards)),
+            _ => StatusReply::not_found("try GET /metrics\n"),
+        }
+    })
 }

@@ -5,6 +5,7 @@ pub mod client_service;
 pub mod control;
 pub mod data_dir;
 pub mod directives;
+pub mod fault_control;
 pub mod metrics;
 pub mod pd_worker;
 pub mod shard_task;

@@ -95,6 +95,9 @@ pub struct StoreOptions {
     /// or drop it and catch the shard's regions up from their leaders
     /// (tolerant; `shard::catch_up`).
     pub wal_recovery: wal::RecoveryMode,
+    /// Whether the status endpoint takes faults (`runtime::fault_control`:
+    /// cut links, a slow WAL); test clusters only.
+    pub fault_injection: bool,
 }
 
 impl StoreOptions {
@@ -111,6 +114,7 @@ impl StoreOptions {
             region_split_bytes: None,
             no_batching: false,
             wal_recovery: wal::RecoveryMode::Strict,
+            fault_injection: false,
         }
     }
 }
@@ -162,7 +166,7 @@ pub fn run_store(opts: StoreOptions) -> Result<(), StoreError> {
     let status = match opts.status_addr {
         None => None,
         Some(addr) => Some(
-            crate::runtime::metrics::serve(addr, store_id, metrics.clone())
+            crate::runtime::metrics::serve(addr, store_id, metrics.clone(), opts.fault_injection)
                 .map_err(|e| StoreError::Status { addr, what: e.to_string() })?,
         ),
     };

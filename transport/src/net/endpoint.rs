@@ -209,7 +209,14 @@ impl Endpoint {
 
     /// Queues frames from `Outboxes::flush`; never waits. A frame that cannot
     /// be queued is dropped and its regions reported by `take_unreachable`.
-    pub fn send(&self, frames: Vec<FlushedFrame>) {
+    pub fn send(&self, mut frames: Vec<FlushedFrame>) {
+        let before = frames.len();
+        frames.retain(|f| !crate::injected::is_cut(f.to.store_id));
+        if frames.len() < before {
+            // (counted like any drop; the shard's raft retries once healed)
+            *self.inner.stats.borrow_mut().frames_dropped.entry("injected_cut").or_default() +=
+                (before - frames.len()) as u64;
+        }
         match &self.inner.faults {
             None => frames.into_iter().for_each(|f| self.inner.enqueue(f)),
             Some(faults) => {

@@ -24,7 +24,9 @@ use crate::snapshot::{encode_chunk_header, SnapshotAck, SnapshotEnd, SnapshotHea
 
 pub(crate) async fn run(inner: Rc<Inner>, snapshot_id: u64, to: Destination, envelope: Envelope, path: PathBuf) {
     let (region_id, to_peer) = (envelope.region_id, envelope.to.peer_id);
-    let outcome = if inner.snapshots_sending.get() >= SNAPSHOTS_IN_FLIGHT_MAX {
+    let outcome = if crate::injected::is_cut(to.store_id) {
+        Err(format!("the link to store {} is cut (fault injection)", to.store_id))
+    } else if inner.snapshots_sending.get() >= SNAPSHOTS_IN_FLIGHT_MAX {
         Err(format!("{SNAPSHOTS_IN_FLIGHT_MAX} snapshots already being sent"))
     } else {
         inner.snapshots_sending.set(inner.snapshots_sending.get() + 1);

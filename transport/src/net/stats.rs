@@ -12,7 +12,8 @@ pub struct TransportStats {
     /// Write calls (several queued frames go out in one).
     pub writes: u64,
     /// Frames not sent, by reason (`queue_full`, `link_down`, `no_address`,
-    /// `write_failed`, `shutdown`).
+    /// `write_failed`, `shutdown`, `injected_cut`: a link cut by
+    /// `crate::injected`).
     pub frames_dropped: BTreeMap<&'static str, u64>,
     pub messages_dropped: u64,
     pub connects: u64,

@@ -271,6 +271,10 @@ impl DiskFile for GlommioFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        let delay = super::injected::sync_delay();
+        if !delay.is_zero() {
+            glommio::timer::sleep(delay).await;
+        }
         match self {
             GlommioFile::Dma(f) => f.fdatasync().await?,
             GlommioFile::Buffered(f) => f.fdatasync().await?,

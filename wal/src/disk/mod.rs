@@ -11,6 +11,7 @@
 #![allow(async_fn_in_trait)]
 
 mod glommio_disk;
+pub mod injected;
 mod mem;
 
 use std::io;
