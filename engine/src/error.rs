@@ -39,6 +39,10 @@ pub enum RegionError {
     /// change that makes no sense, or while another is in progress).
     #[error("region {region}: {reason}")]
     Refused { region: u64, reason: String },
+    /// The request was meant for another cluster than the store's (a
+    /// client whose PD or spec is another cluster's).
+    #[error("a request for cluster {request_cluster} reached a store of cluster {actual_cluster}")]
+    ClusterNotMatch { request_cluster: u64, actual_cluster: u64 },
 }
 
 impl RegionError {

@@ -83,8 +83,9 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
         ),
         Just(ClientOp::DescribeRegion),
     ];
-    (any::<[u64; 5]>(), op).prop_map(|([id, store_id, region, conf_ver, version], op)| ClientRequest {
+    (any::<[u64; 6]>(), op).prop_map(|([id, cluster_id, store_id, region, conf_ver, version], op)| ClientRequest {
         id,
+        cluster_id,
         store_id,
         region,
         conf_ver,

@@ -166,7 +166,15 @@ fn bad_client_input_gets_a_structured_error_or_a_closed_connection() {
         };
         let meta = spec.region_metas()[0].clone();
         let put = |key: &[u8]| ClientOp::Write(engine::kv::Command::Put { key: key.to_vec(), value: b"x".to_vec() });
-        let req = |region, conf_ver, version, op| ClientRequest { id: 7, store_id: 1, region, conf_ver, version, op };
+        let req = |region, conf_ver, version, op| ClientRequest {
+            id: 7,
+            cluster_id: spec.cluster_id,
+            store_id: 1,
+            region,
+            conf_ver,
+            version,
+            op,
+        };
         let r = ask(&req(999, 1, 1, put(b"0001-a")));
         assert_eq!(r.result, Err(RegionError::RegionNotFound { region: 999 }));
         let r = ask(&req(meta.id, 1, 1, put(b"9999-outside")));
@@ -175,6 +183,14 @@ fn bad_client_input_gets_a_structured_error_or_a_closed_connection() {
         assert!(matches!(r.result, Err(RegionError::EpochNotMatch { .. })), "{:?}", r.result);
         let r = ask(&ClientRequest { store_id: 5, ..req(meta.id, 1, 1, put(b"0001-a")) });
         assert_eq!(r.result, Err(RegionError::StoreNotMatch { request_store: 5, actual_store: 1 }));
+        // a client of another cluster (or one that never learned the id) is refused, the write not made
+        for other in [0, spec.cluster_id + 1] {
+            let r = ask(&ClientRequest { cluster_id: other, ..req(meta.id, 1, 1, put(b"0001-other")) });
+            let refused = RegionError::ClusterNotMatch { request_cluster: other, actual_cluster: spec.cluster_id };
+            assert_eq!(r.result, Err(refused));
+        }
+        let r = ask(&req(meta.id, 1, 1, ClientOp::Get { key: b"0001-other".to_vec() }));
+        assert_eq!(r.result, Ok(engine::client::protocol::ClientReply::Value(None)));
         // garbage: the connection is closed, nothing else happens
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

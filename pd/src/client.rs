@@ -110,6 +110,10 @@ impl PdClient {
     }
 
     fn call_once(&mut self, body: PdRequest) -> Result<PdResponse, PdClientError> {
+        if self.cluster_id == 0 && !body.may_omit_cluster_id() {
+            // PD answers a request without the id only when the id is what it asks for
+            self.call_once(PdRequest::GetCluster)?;
+        }
         if self.conn.is_none() {
             let stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(self.io("connect"))?;
             stream.set_nodelay(true).map_err(self.io("set TCP_NODELAY"))?;

@@ -2,9 +2,11 @@
 //! length + CRC32C like every frame) carrying bincode 2 messages. A caller
 //! may keep many requests in flight on one connection; each answer names
 //! its request's id. Every request carries the cluster id the caller
-//! believes in (0: "not known yet", accepted, and learned from the answer);
-//! a different one is answered with `ClusterMismatch` and the connection
-//! closed. Bytes that are not frames, or frames that are not requests,
+//! belongs to; a different one is answered with `ClusterMismatch` and the
+//! connection closed. 0 ("not known yet") is accepted only where a caller
+//! cannot know it yet — asking for the cluster (`GetCluster`) and a new
+//! store's first registration — and learned from the answer; any other
+//! request naming 0 is refused the same way. Bytes that are not frames, or frames that are not requests,
 //! close the connection and are counted.
 
 use std::net::SocketAddr;
@@ -40,6 +42,14 @@ pub struct ResponseFrame {
     pub id: u64,
     pub cluster_id: u64,
     pub result: Result<PdResponse, PdError>,
+}
+
+impl PdRequest {
+    /// Whether a caller may send it before it knows the cluster id (0):
+    /// asking for the cluster, and a new store's first registration.
+    pub fn may_omit_cluster_id(&self) -> bool {
+        matches!(self, PdRequest::GetCluster | PdRequest::RegisterStore { store_id: 0, .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -219,7 +229,7 @@ pub struct OperatorView {
 /// PD's errors, each with what a caller needs to act on it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Encode, Decode)]
 pub enum PdError {
-    #[error("this PD serves cluster {ours}; the request was for cluster {theirs}")]
+    #[error("this PD serves cluster {ours}; the request was for cluster {theirs} (0: a caller that did not ask for the id first)")]
     ClusterMismatch { theirs: u64, ours: u64 },
     #[error("the cluster is not bootstrapped yet: {registered} of the {needed} stores it needs have registered")]
     NotBootstrapped { registered: u32, needed: u32 },

@@ -6,8 +6,9 @@
 //! restart would forget).
 //!
 //! A connection is closed, and counted, on bytes that are not frames, a
-//! frame that is not a request, or a request for another cluster (which
-//! is answered with `ClusterMismatch` first, so the caller learns why).
+//! frame that is not a request, or a request for another cluster, or one
+//! without the cluster id that needs it (answered with `ClusterMismatch`
+//! first, so the caller learns why).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -269,7 +270,8 @@ fn serve<S: MetaStore>(mut stream: TcpStream, shared: &Shared<S>) -> Result<(), 
         };
         shared.stats.requests.fetch_add(1, Ordering::Relaxed);
         let ours = shared.cluster_id;
-        if req.cluster_id != 0 && req.cluster_id != ours {
+        let unknown_allowed = req.cluster_id == 0 && req.body.may_omit_cluster_id();
+        if req.cluster_id != ours && !unknown_allowed {
             shared.stats.connections_closed_cluster_mismatch.fetch_add(1, Ordering::Relaxed);
             let result = Err(PdError::ClusterMismatch { theirs: req.cluster_id, ours });
             let _ = reply(&mut stream, &ResponseFrame { id: req.id, cluster_id: ours, result });

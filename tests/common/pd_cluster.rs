@@ -28,6 +28,8 @@ pub struct Cluster {
     pub store_args: Vec<String>,
     /// Passed to PD, after the flags it always gets.
     pub pd_args: Vec<String>,
+    /// The cluster's id, once PD answered (requests to stores name it).
+    pub cluster_id: u64,
 }
 
 impl Cluster {
@@ -44,6 +46,7 @@ impl Cluster {
             regions,
             store_args: store_args.iter().map(|s| s.to_string()).collect(),
             pd_args: vec![],
+            cluster_id: 0,
         }
     }
 
@@ -68,6 +71,7 @@ impl Cluster {
         self.pd = Some(child);
         let mut c = PdClient::new(self.pd_addr, 0);
         wait_for("PD to answer", || c.cluster().is_ok());
+        self.cluster_id = c.cluster_id();
     }
 
     pub fn store_dir(&self, n: usize) -> PathBuf {
@@ -122,6 +126,7 @@ impl Cluster {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.peer_port(n) + 64));
         let req = ClientRequest {
             id: 1,
+            cluster_id: self.cluster_id,
             store_id,
             region: r.region.id,
             conf_ver: r.region.epoch.conf_ver,

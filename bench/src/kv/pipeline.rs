@@ -252,6 +252,7 @@ impl Pipeline {
         };
         let req = ClientRequest {
             id,
+            cluster_id: self.spec.cluster_id,
             store_id: target.0,
             region: region.id,
             conf_ver: region.conf_ver,

@@ -126,6 +126,7 @@ pub fn kind(e: &KvError) -> &'static str {
         KvError::Region(r) => match r {
             R::NotLeader { .. } => "not_leader",
             R::StoreNotMatch { .. } => "store_not_match",
+            R::ClusterNotMatch { .. } => "cluster_not_match",
             R::RegionNotFound { .. } => "region_not_found",
             R::KeyNotInRegion { .. } => "key_not_in_region",
             R::EpochNotMatch { .. } => "epoch_not_match",

@@ -94,6 +94,8 @@ pub struct KvClient {
     conns: BTreeMap<(u64, u16), Conn>,
     next_id: u64,
     timeout: Duration,
+    /// The cluster every request names (the spec's, or learned from PD).
+    cluster_id: u64,
 }
 
 impl KvClient {
@@ -108,6 +110,7 @@ impl KvClient {
             conns: BTreeMap::new(),
             next_id: 1,
             timeout: Duration::from_secs(5),
+            cluster_id: spec.cluster_id,
         }
     }
 
@@ -121,8 +124,11 @@ impl KvClient {
             conns: BTreeMap::new(),
             next_id: 1,
             timeout: Duration::from_secs(5),
+            cluster_id: 0,
         };
         client.refresh_stores()?;
+        // (PD named it in its first answer)
+        client.cluster_id = client.pd.as_ref().expect("set above").cluster_id();
         let views = client.pd.as_mut().expect("set above").all_regions()?;
         for v in views {
             client.learn(v);
@@ -299,7 +305,15 @@ impl KvClient {
     fn request(&mut self, region: &RegionMeta, store_id: u64, op: ClientOp) -> ClientRequest {
         let id = self.next_id;
         self.next_id += 1;
-        ClientRequest { id, store_id, region: region.id, conf_ver: region.conf_ver, version: region.version, op }
+        ClientRequest {
+            id,
+            cluster_id: self.cluster_id,
+            store_id,
+            region: region.id,
+            conf_ver: region.conf_ver,
+            version: region.version,
+            op,
+        }
     }
 
     /// One operation on the region holding its key, with retries as the module doc says.

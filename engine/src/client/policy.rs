@@ -250,6 +250,7 @@ pub fn decide(req: &Request, failure: Failure) -> Decision {
         RegionError::KeyNotInRegion { .. }
         | RegionError::EpochNotMatch { .. }
         | RegionError::StoreNotMatch { .. }
+        | RegionError::ClusterNotMatch { .. }
         | RegionError::TooLarge { .. }
         | RegionError::MemoryFull { .. }
         | RegionError::Refused { .. } => {

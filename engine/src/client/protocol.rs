@@ -68,6 +68,9 @@ impl ClientOp {
 pub struct ClientRequest {
     /// Chosen by the client, unique on its connection.
     pub id: u64,
+    /// The cluster the client means to reach (learned from PD, or its
+    /// spec's): a store of another cluster answers `ClusterNotMatch`.
+    pub cluster_id: u64,
     /// The store the client means to reach (a client with another cluster's
     /// spec, or a stale one, is told `StoreNotMatch`).
     pub store_id: u64,
@@ -111,8 +114,8 @@ pub struct ProtocolError(pub String);
 
 pub use transport::message::{encode, encode_frame, encoded_len};
 
-/// Bytes a request adds around its op, at most (id, store, region and epoch varints).
-pub const REQUEST_OVERHEAD_BYTES_MAX: usize = 5 * 9;
+/// Bytes a request adds around its op, at most (id, cluster, store, region and epoch varints).
+pub const REQUEST_OVERHEAD_BYTES_MAX: usize = 6 * 9;
 
 pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, ProtocolError> {
     transport::message::decode_exact(payload, CLIENT_MESSAGE_BYTES_MAX).map_err(ProtocolError)
@@ -126,6 +129,7 @@ mod tests {
     fn requests_and_responses_round_trip_and_garbage_is_an_error() {
         let q = ClientRequest {
             id: 9,
+            cluster_id: 4,
             store_id: 1,
             region: 3,
             conf_ver: 1,

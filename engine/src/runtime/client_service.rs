@@ -1,7 +1,8 @@
 //! A shard's client port: each connection's frames are decoded into
 //! requests for the shard loop; replies go back on the connection they came
 //! from, in whatever order they finish. A malformed frame closes that
-//! connection only.
+//! connection only; a request naming another cluster is answered
+//! `ClusterNotMatch` here, before the loop sees it.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use glommio::net::TcpListener;
 use transport::{FrameDecoder, FrameKind};
 
 use crate::client::protocol::{decode, encode_frame, ClientRequest, ClientResponse, CLIENT_MESSAGE_BYTES_MAX};
+use crate::error::RegionError;
 use transport::net::Notify;
 
 /// Client connections one shard serves at once.
@@ -52,8 +54,9 @@ impl ClientQueues {
     }
 }
 
-/// Accepts client connections until the listener fails.
-pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: Rc<Notify>) {
+/// Accepts client connections until the listener fails; requests must
+/// name `cluster_id`.
+pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: Rc<Notify>, cluster_id: u64) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -93,6 +96,15 @@ pub async fn serve(listener: TcpListener, queues: Rc<ClientQueues>, loop_wake: R
                     match decoder.next_frame() {
                         Ok(Some(f)) if f.kind == FrameKind::ClientRequest => {
                             match decode::<ClientRequest>(&f.payload) {
+                                Ok(req) if req.cluster_id != cluster_id => {
+                                    conn.in_flight.set(conn.in_flight.get() + 1);
+                                    let err = RegionError::ClusterNotMatch {
+                                        request_cluster: req.cluster_id,
+                                        actual_cluster: cluster_id,
+                                    };
+                                    q.reply(id, &ClientResponse { id: req.id, result: Err(err) });
+                                    continue;
+                                }
                                 Ok(req) => {
                                     conn.in_flight.set(conn.in_flight.get() + 1);
                                     q.requests.borrow_mut().push((id, req));

@@ -291,7 +291,8 @@ impl ShardTask {
         let listener = transport::net::listen(client_addr)
             .map_err(|source| ShardError::ClientPort { addr: client_addr, source })?;
         let queues = Rc::new(ClientQueues::default());
-        let clients = glommio::spawn_local(client_service::serve(listener, queues.clone(), wake.clone()));
+        let clients =
+            glommio::spawn_local(client_service::serve(listener, queues.clone(), wake.clone(), cfg.cluster_id));
         Ok(ShardTask {
             shard,
             gc,
