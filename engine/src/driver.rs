@@ -40,6 +40,16 @@ pub enum PersistError {
     Votes(String),
 }
 
+/// The shard's input when its WAL's disk filled up or has room again since
+/// it was last told (`told`); both drivers ask once per loop iteration.
+pub fn disk_full_change<D: Disk>(gc: &GroupCommit<D>, told: &mut bool) -> Option<crate::shard::Input> {
+    let full = gc.disk_full();
+    (full != *told).then(|| {
+        *told = full;
+        crate::shard::Input::DiskFull { full }
+    })
+}
+
 /// Waits until what the WAL recovered is durable (`wal::RECOVERED_TICKET`:
 /// the group commit's first flush after open follows it). A driver calls
 /// this after starting the group commit and before the shard sends or

@@ -43,6 +43,10 @@ pub enum RegionError {
     /// client whose PD or spec is another cluster's).
     #[error("a request for cluster {request_cluster} reached a store of cluster {actual_cluster}")]
     ClusterNotMatch { request_cluster: u64, actual_cluster: u64 },
+    /// The store's disk is full: its log cannot grow, so writes other than
+    /// deletes are refused until space is freed (nothing was written).
+    #[error("the store's disk is full: writes other than deletes are refused until space is freed")]
+    DiskFull,
 }
 
 impl RegionError {

@@ -306,6 +306,68 @@ fn past_the_memory_limit_writes_are_refused_with_a_clear_error() {
     assert_eq!(sim.take_reply(r), Some(Ok(Response::Value(Some(vec![1; 1024])))), "reads still work");
 }
 
+/// A full disk: once the leader's WAL cannot make its next segment, its
+/// writes other than deletes are refused with a clear, definite error
+/// while reads and deletes go on; once space is freed the WAL makes its
+/// segment (on the shard's ticks) and writes are taken again, nothing
+/// acknowledged lost.
+#[test]
+fn on_a_full_disk_writes_are_refused_definitely_and_taken_again_once_space_is_freed() {
+    let mut sim = Sim::new(SimOptions::new(12));
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()));
+    let meta = sim.metas[0].clone();
+    let leader = sim.leader_of(meta.id).unwrap();
+    let disk = sim.stores[&leader].disk.clone();
+    disk.set_space_limit(Some(disk.used_bytes()));
+    let put = |sim: &mut Sim, n: u64| {
+        let leader = sim.leader_of(meta.id).unwrap();
+        let command = Command::Put { key: key(0, n), value: vec![n as u8; 1024] };
+        let r = sim.submit(leader, |request| Input::Write { request, region: meta.id, epoch: meta.epoch(), command });
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
+        sim.take_reply(r).unwrap()
+    };
+    let (mut acked, mut full) = (vec![], None);
+    for n in 0..2_000u64 {
+        match put(&mut sim, n) {
+            Ok(Response::Done) => acked.push(n),
+            Err(e @ engine::RegionError::DiskFull) => {
+                full = Some(e.to_string());
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let full = full.expect("the disk filled up");
+    assert!(!acked.is_empty() && full.contains("disk is full"), "{} writes, then: {full}", acked.len());
+    assert_eq!(sim.leader_of(meta.id), Some(leader), "a full disk is no reason to lose the lead");
+    // a delete and a read still go through
+    let r = sim.submit(leader, |request| Input::Write {
+        request,
+        region: meta.id,
+        epoch: meta.epoch(),
+        command: Command::Delete { key: key(0, acked[0]) },
+    });
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
+    assert_eq!(sim.take_reply(r), Some(Ok(Response::Done)));
+    let last = *acked.last().unwrap();
+    let r = sim.submit(leader, |request| Input::Read { request, region: meta.id, key: key(0, last) });
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
+    assert_eq!(sim.take_reply(r), Some(Ok(Response::Value(Some(vec![last as u8; 1024])))));
+    // space freed: within the WAL's backoff (at most 5 s of ticks) writes are taken again
+    disk.set_space_limit(None);
+    let taken = (0..60u64).any(|attempt| {
+        sim.run_for(Duration::from_millis(500));
+        matches!(put(&mut sim, 10_000 + attempt), Ok(Response::Done))
+    });
+    assert!(taken, "writes were not taken again once space was freed");
+    for &n in &acked[1..] {
+        let leader = sim.leader_of(meta.id).unwrap();
+        let r = sim.submit(leader, |request| Input::Read { request, region: meta.id, key: key(0, n) });
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.has_reply(r)));
+        assert_eq!(sim.take_reply(r), Some(Ok(Response::Value(Some(vec![n as u8; 1024])))), "put {n}");
+    }
+}
+
 #[test]
 fn a_leader_hands_its_region_to_the_peer_it_is_asked_to() {
     for_seeds(3, |seed| {

@@ -79,3 +79,10 @@ pub struct MaintenanceError {
     #[source]
     pub source: io::Error,
 }
+
+impl MaintenanceError {
+    /// The file system is out of space (ENOSPC) or over a quota (EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self.source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+    }
+}

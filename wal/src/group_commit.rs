@@ -8,7 +8,15 @@
 //! acknowledges the record before it (see `Wal::durable_ticket`).
 //! Nothing here polls on a period either: an appender waiting for room, a
 //! waiter for durability, the writer for a spare segment are each woken by
-//! the event they wait for. The engine's shards persist through it (under
+//! the event they wait for.
+//!
+//! A spare segment that cannot be prepared (a full disk, most often) is
+//! tried again after a backoff counted in the owner's ticks ([`GroupCommit::tick`]:
+//! the shard's raft tick, so the simulator's clock drives it as the
+//! runtime's does) — 1, 2, 4 … up to `SPARE_RETRY_TICKS_MAX` — never in a
+//! loop. Meanwhile writes fit until the active segment fills, then wait;
+//! [`GroupCommit::disk_full`] says so, and once space is freed the next
+//! try succeeds and the waiting writes go out. Nothing written is lost. The engine's shards persist through it (under
 //! the glommio runtime and under the simulator alike), as do the WAL
 //! benchmark and the tests.
 
@@ -22,6 +30,10 @@ use crate::disk::Disk;
 use crate::error::{AppendError, FatalError};
 use crate::wal::{FlushStart, PurgeJob, Wal};
 use crate::{RegionId, RegionWrite, Ticket};
+
+/// The longest wait between two tries to prepare a spare segment, in the
+/// owner's ticks (at the engine's 100 ms tick: 5 s).
+pub const SPARE_RETRY_TICKS_MAX: u64 = 50;
 
 /// Turns of the executor a writer with only a seal to write lets pass
 /// first (`writer`): the woken persist task, the shard loop it wakes and
@@ -89,6 +101,10 @@ struct Shared<D: Disk> {
     /// The last purge plan's regions pinning old segments, with the segment
     /// each pins and the segment being written then (for `take_blocking`).
     blocking: RefCell<(Vec<(RegionId, u64)>, u64)>,
+    /// The owner's ticks so far, and the tick from which a failed spare
+    /// segment may be tried again.
+    ticks: Cell<u64>,
+    spare_retry_tick: Cell<u64>,
 }
 
 /// A cloneable handle to a group-committing log.
@@ -115,7 +131,25 @@ impl<D: Disk> GroupCommit<D> {
             purge_wanted: Cell::new(false),
             purge_jobs: RefCell::new(VecDeque::new()),
             blocking: RefCell::new((vec![], 0)),
+            ticks: Cell::new(0),
+            spare_retry_tick: Cell::new(0),
         }))
+    }
+
+    /// One of the owner's ticks passed: a spare segment that failed is
+    /// tried again once its backoff is over.
+    pub fn tick(&self) {
+        let s = &self.0;
+        s.ticks.set(s.ticks.get() + 1);
+        if s.ticks.get() == s.spare_retry_tick.get() {
+            s.maintainer.notify();
+        }
+    }
+
+    /// Whether the log waits for disk space to move to a new segment
+    /// (`Wal::disk_full`).
+    pub fn disk_full(&self) -> bool {
+        self.0.wal.borrow().disk_full()
     }
 
     /// The regions the last purge found pinning old segments, as (region,
@@ -327,7 +361,10 @@ impl<D: Disk> GroupCommit<D> {
         let s = &self.0;
         loop {
             s.maintainer
-                .wait_until(|| s.wal.borrow().wants_spare() || !s.purge_jobs.borrow().is_empty() || s.writer_done.get())
+                .wait_until(|| {
+                    let spare_due = s.wal.borrow().wants_spare() && s.ticks.get() >= s.spare_retry_tick.get();
+                    spare_due || !s.purge_jobs.borrow().is_empty() || s.writer_done.get()
+                })
                 .await;
             let purge = s.purge_jobs.borrow_mut().pop_front();
             if let Some(job) = purge {
@@ -339,6 +376,9 @@ impl<D: Disk> GroupCommit<D> {
             }
             if s.writer_done.get() {
                 return;
+            }
+            if s.ticks.get() < s.spare_retry_tick.get() {
+                continue; // (woken for a purge; the spare's backoff is not over)
             }
             let job = s.wal.borrow_mut().spare_job();
             if let Some(job) = job {
@@ -356,8 +396,17 @@ impl<D: Disk> GroupCommit<D> {
                 })
                 .await;
                 let Some(r) = finished else { continue };
-                if let Err(e) = s.wal.borrow_mut().add_spare(r) {
-                    tracing::warn!(error = %e, "preparing a WAL segment failed; will retry");
+                let failed = s.wal.borrow_mut().add_spare(r).err();
+                if let Some(e) = failed {
+                    let attempts = s.wal.borrow().spare_failure().map_or(1, |f| f.attempts);
+                    let wait = (1u64 << (attempts - 1).min(16)).min(SPARE_RETRY_TICKS_MAX);
+                    s.spare_retry_tick.set(s.ticks.get() + wait);
+                    let full = if e.is_disk_full() {
+                        " (the disk is full: writes wait once the active segment fills)"
+                    } else {
+                        ""
+                    };
+                    tracing::warn!(error = %e, attempts, "preparing a WAL segment failed{full}; trying again in {wait} ticks");
                 }
                 s.writer.notify();
             }

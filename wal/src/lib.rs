@@ -27,4 +27,6 @@ pub use options::WalOptions;
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryMode, RecoveryReport};
 pub use region::{IndexEntry, LogError};
 pub use types::{ConfState, Entry, HardState, RegionId, RegionWrite, SnapshotMarker, Ticket, RECOVERED_TICKET};
-pub use wal::{Flush, FlushDone, FlushStart, PurgeDone, PurgeJob, PurgePlan, ReadJob, Spare, SpareJob, Wal, WalStats};
+pub use wal::{
+    Flush, FlushDone, FlushStart, PurgeDone, PurgeJob, PurgePlan, ReadJob, Spare, SpareFailure, SpareJob, Wal, WalStats,
+};

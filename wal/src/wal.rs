@@ -18,6 +18,7 @@
 //! amnesia"). The cost is a second, one-block flush on an idle log.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -82,6 +83,18 @@ pub struct WalStats {
     pub segments_removed: u64,
     pub spares_created: u64,
     pub spares_recycled: u64,
+    /// Spare segments that could not be prepared (each retried later).
+    pub spare_failures: u64,
+}
+
+/// Why the last spare segment could not be prepared, and how many tries
+/// in a row failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpareFailure {
+    /// ENOSPC or EDQUOT: the disk is full.
+    pub disk_full: bool,
+    pub attempts: u32,
+    pub error: String,
 }
 
 /// What `start_flush` decided.
@@ -179,19 +192,11 @@ impl<D: Disk> SpareJob<D> {
             None => {
                 let name = tmp_name(self.seq);
                 let f = d.create(&name).await.map_err(|e| err("create", &name, e))?;
-                // Zero-fill so later writes overwrite written blocks (no
-                // extent conversion on the commit path). Each chunk is synced
-                // on its own: one fdatasync of a whole segment would make the
-                // device flush tens of MiB at once, and every commit waiting
-                // behind that flush would see its latency jump.
-                let mut off = 0u64;
-                while off < self.segment_bytes {
-                    let n = (self.segment_bytes - off).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
-                    let mut buf = d.alloc_buf(n);
-                    buf.fill(0);
-                    f.write_at(buf, off).await.map_err(|e| err("zero-fill", &name, e))?;
-                    f.sync_data().await.map_err(|e| err("fdatasync", &name, e))?;
-                    off += n as u64;
+                let filled = zero_fill(d, &f, self.segment_bytes).await;
+                if let Err((op, e)) = filled {
+                    // (a full disk gets its space back; what is not removed here the next open removes)
+                    let _ = d.remove(&name).await;
+                    return Err(err(op, &name, e));
                 }
                 (f, name, false)
             }
@@ -209,6 +214,24 @@ impl<D: Disk> SpareJob<D> {
         d.sync_dir().await.map_err(|e| err("fsync directory", &to, e))?;
         Ok(Spare { seq: self.seq, file: Rc::new(file), recycled, nonce })
     }
+}
+
+/// Zero-fills a new segment so later writes overwrite written blocks (no
+/// extent conversion on the commit path). Each chunk is synced on its own:
+/// one fdatasync of a whole segment would make the device flush tens of MiB
+/// at once, and every commit waiting behind that flush would see its
+/// latency jump. On failure: the operation and its error.
+async fn zero_fill<D: Disk>(d: &D, f: &D::File, segment_bytes: u64) -> Result<(), (&'static str, io::Error)> {
+    let mut off = 0u64;
+    while off < segment_bytes {
+        let n = (segment_bytes - off).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
+        let mut buf = d.alloc_buf(n);
+        buf.fill(0);
+        f.write_at(buf, off).await.map_err(|e| ("zero-fill", e))?;
+        f.sync_data().await.map_err(|e| ("fdatasync", e))?;
+        off += n as u64;
+    }
+    Ok(())
 }
 
 /// Segments no region needs any more, and who holds back the rest.
@@ -322,6 +345,8 @@ pub struct Wal<D: Disk> {
     active: Option<Active<D::File>>,
     spare: Option<Spare<D::File>>,
     spare_job_out: bool,
+    /// The last spare job's failure, until one succeeds.
+    spare_failure: Option<SpareFailure>,
     /// A purge job is running: the next plan waits, so that segments are
     /// always removed oldest first (a hole in the middle would read as lost
     /// records after a crash).
@@ -466,6 +491,7 @@ impl<D: Disk> Wal<D> {
             active: None,
             spare: None,
             spare_job_out: false,
+            spare_failure: None,
             purge_job_out: false,
             free: free.into(),
             next_seq: max_seq + 1,
@@ -841,7 +867,16 @@ impl<D: Disk> Wal<D> {
 
     pub fn add_spare(&mut self, result: Result<Spare<D::File>, MaintenanceError>) -> Result<(), MaintenanceError> {
         self.spare_job_out = false;
-        let spare = result?;
+        let spare = match result {
+            Ok(spare) => spare,
+            Err(e) => {
+                self.stats.spare_failures += 1;
+                let attempts = self.spare_failure.as_ref().map_or(0, |f| f.attempts) + 1;
+                self.spare_failure = Some(SpareFailure { disk_full: e.is_disk_full(), attempts, error: e.to_string() });
+                return Err(e);
+            }
+        };
+        self.spare_failure = None;
         if spare.recycled {
             self.stats.spares_recycled += 1;
         } else {
@@ -1057,6 +1092,18 @@ impl<D: Disk> Wal<D> {
     pub fn flush_in_flight(&self) -> bool {
         self.in_flight.is_some()
     }
+    /// The last spare job's failure, while no spare has been prepared since.
+    pub fn spare_failure(&self) -> Option<&SpareFailure> {
+        self.spare_failure.as_ref()
+    }
+
+    /// Whether the log cannot move to a new segment because the disk is
+    /// full: no spare is ready and the last try to prepare one found no
+    /// space. Appends fit until the active segment fills, then wait.
+    pub fn disk_full(&self) -> bool {
+        self.spare.is_none() && self.spare_failure.as_ref().is_some_and(|f| f.disk_full)
+    }
+
     pub fn has_spare(&self) -> bool {
         self.spare.is_some()
     }

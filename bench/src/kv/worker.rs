@@ -127,6 +127,7 @@ pub fn kind(e: &KvError) -> &'static str {
             R::NotLeader { .. } => "not_leader",
             R::StoreNotMatch { .. } => "store_not_match",
             R::ClusterNotMatch { .. } => "cluster_not_match",
+            R::DiskFull => "disk_full",
             R::RegionNotFound { .. } => "region_not_found",
             R::KeyNotInRegion { .. } => "key_not_in_region",
             R::EpochNotMatch { .. } => "epoch_not_match",

@@ -263,6 +263,7 @@ fn stats_delta(a: &WalStats, b: &WalStats) -> WalStats {
         segments_removed: b.segments_removed - a.segments_removed,
         spares_created: b.spares_created - a.spares_created,
         spares_recycled: b.spares_recycled - a.spares_recycled,
+        spare_failures: b.spare_failures - a.spare_failures,
     }
 }
 
@@ -287,6 +288,17 @@ pub async fn run_appends(dir: &Path, cfg: AppendConfig) -> Result<AppendResult, 
     let writer = {
         let gc = gc.clone();
         glommio::spawn_local(async move { gc.run().await })
+    };
+    // (a shard's raft tick drives its group commit's retries of a failed
+    // spare segment; here a timer does; dropped, and so cancelled, on return)
+    let _ticker = {
+        let gc = gc.clone();
+        glommio::spawn_local(async move {
+            loop {
+                sleep(Duration::from_millis(100)).await;
+                gc.tick();
+            }
+        })
     };
     let s = Rc::new(Shared {
         gc: gc.clone(),

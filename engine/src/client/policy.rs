@@ -251,6 +251,7 @@ pub fn decide(req: &Request, failure: Failure) -> Decision {
         | RegionError::EpochNotMatch { .. }
         | RegionError::StoreNotMatch { .. }
         | RegionError::ClusterNotMatch { .. }
+        | RegionError::DiskFull
         | RegionError::TooLarge { .. }
         | RegionError::MemoryFull { .. }
         | RegionError::Refused { .. } => {

@@ -55,6 +55,11 @@ pub struct ShardMetrics {
     /// longest of them from proposal to applied, in microseconds.
     pub splits_led: AtomicU64,
     pub split_us_max: AtomicU64,
+    /// 1 while the WAL waits for disk space to start a new segment.
+    pub disk_full: AtomicU64,
+    pub writes_refused_disk_full: AtomicU64,
+    /// Spare WAL segments that could not be prepared (a full disk, most often).
+    pub wal_spare_failures: AtomicU64,
 }
 
 /// The store's shards, by index.
@@ -66,7 +71,7 @@ type Metric = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> &A
 /// Renders every shard's figures.
 pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 30] = [
+    let metrics: [Metric; 33] = [
         ("ringraft_regions", "gauge", "regions hosted", |m| &m.regions),
         ("ringraft_leaders", "gauge", "regions led", |m| &m.leaders),
         ("ringraft_regions_fenced", "gauge", "regions fenced on this replica: a committed entry did not decode", |m| {
@@ -150,6 +155,21 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
         ("ringraft_split_us_max", "gauge", "the longest of those splits, from proposal to applied", |m| {
             &m.split_us_max
         }),
+        (
+            "ringraft_disk_full",
+            "gauge",
+            "1 while the WAL cannot start a new segment for lack of disk space (writes other than deletes refused)",
+            |m| &m.disk_full,
+        ),
+        ("ringraft_writes_refused_disk_full_total", "counter", "client writes refused: the disk is full", |m| {
+            &m.writes_refused_disk_full
+        }),
+        (
+            "ringraft_wal_spare_failures_total",
+            "counter",
+            "WAL segments that could not be prepared (each tried again after a backoff)",
+            |m| &m.wal_spare_failures,
+        ),
     ];
     for (name, kind, help, get) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));

@@ -246,6 +246,8 @@ struct ShardTask {
     /// The WAL's identity as last written, and whether a rewrite is running.
     wal_ident: Rc<Cell<WalIdent>>,
     wal_ident_writing: Rc<Cell<bool>>,
+    /// What the shard was last told of the WAL's disk (`driver::disk_full_change`).
+    disk_full_told: bool,
     wal_dir: PathBuf,
     _forward: glommio::Task<()>,
     _clients: glommio::Task<()>,
@@ -311,6 +313,7 @@ impl ShardTask {
             inputs: vec![],
             wal_ident: Rc::new(Cell::new(wal_ident)),
             wal_ident_writing: Rc::default(),
+            disk_full_told: false,
             wal_dir: cfg.dir.join("wal"),
             _forward: forward,
             _clients: clients,
@@ -328,6 +331,7 @@ impl ShardTask {
             let now = Instant::now();
             if now >= next_tick {
                 self.inputs.push(Input::Tick);
+                self.gc.tick(); // (a spare segment that failed is tried again on the shard's ticks)
                 next_tick += cfg.tick;
                 if next_tick < now {
                     next_tick = now + cfg.tick; // the loop fell behind: do not tick in a burst
@@ -442,6 +446,7 @@ impl ShardTask {
             self.inputs.push(Input::Client { request, req });
         }
         self.inputs.append(&mut self.persist_inputs.borrow_mut());
+        self.inputs.extend(crate::driver::disk_full_change(&self.gc, &mut self.disk_full_told));
         for (dest, regions) in self.endpoint.take_unreachable() {
             self.inputs.push(Input::Unreachable { regions: regions.into_iter().collect(), store_id: dest.store_id });
         }
@@ -610,6 +615,7 @@ fn publish(
     m.snapshots_sent.store(st.snapshots_sent, r);
     m.snapshots_installed.store(st.snapshots_installed, r);
     m.splits_applied.store(st.splits_applied, r);
+    m.writes_refused_disk_full.store(st.writes_refused_disk_full, r);
     m.memory_bytes.store(shard.memory_bytes() as u64, r);
     let lag: u64 = shard.regions().map(|g| g.raw.raft.raft_log.committed.saturating_sub(g.applied)).sum();
     m.apply_lag_entries.store(lag, r);
@@ -624,6 +630,8 @@ fn publish(
     m.wal_spares_created.store(ws.spares_created, r);
     m.wal_spares_recycled.store(ws.spares_recycled, r);
     m.wal_seals.store(ws.seals, r);
+    m.wal_spare_failures.store(ws.spare_failures, r);
+    m.disk_full.store(u64::from(wal.disk_full()), r);
     let h = wal.flush_latency_us();
     if !h.is_empty() {
         m.fsync_latency_us_p50.store(h.value_at_quantile(0.5), r);

@@ -62,10 +62,14 @@ impl Shard {
     pub(super) fn on_write(&mut self, request: u64, region: u64, epoch: transport::Epoch, command: Command) {
         let (entry_max, staged_full) = (self.limits.entry_bytes_max, self.staged.bytes() > STAGED_BYTES_MAX);
         let (used_bytes, limit_bytes) = (self.memory_bytes, self.limits.memory_bytes_max);
+        let disk_full = self.disk_full;
         let too_big = self.limits.region_split_bytes.saturating_mul(REGION_SPLIT_BACKPRESSURE_FACTOR);
         let checked = self.check_request(region, command.key()).and_then(|r| {
             if used_bytes >= limit_bytes && !matches!(command, Command::Delete { .. }) {
                 return Err(RegionError::MemoryFull { used_bytes, limit_bytes });
+            }
+            if disk_full && !matches!(command, Command::Delete { .. }) {
+                return Err(RegionError::DiskFull);
             }
             if epoch != r.meta.epoch() {
                 return Err(RegionError::epoch_not_match(&r.meta));
@@ -87,7 +91,12 @@ impl Shard {
             Ok(())
         });
         match checked {
-            Err(e) => self.reply(request, Err(e)),
+            Err(e) => {
+                if e == RegionError::DiskFull {
+                    self.stats.writes_refused_disk_full += 1;
+                }
+                self.reply(request, Err(e))
+            }
             Ok(()) => {
                 let r = self.regions.get_mut(&region).expect("checked");
                 if r.pending_writes.is_empty() {

@@ -133,6 +133,8 @@ pub struct ShardStats {
     pub stale_peers_removed: u64,
     /// Tombstones PD's word let go, forgotten by the WAL (`tombstone.rs`).
     pub tombstones_collected: u64,
+    /// Client writes refused because the WAL's disk is full (`Input::DiskFull`).
+    pub writes_refused_disk_full: u64,
     /// Peers created for a candidate's vote request once PD named them (`vouched.rs`).
     pub peers_vouched: u64,
 }

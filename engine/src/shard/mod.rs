@@ -101,6 +101,8 @@ pub struct Shard {
     ticks: u64,
     /// Memory in use at the start of this iteration (logs and state machines).
     memory_bytes: usize,
+    /// The WAL waits for disk space (`Input::DiskFull`).
+    disk_full: bool,
     regions: BTreeMap<u64, Region>,
     outboxes: Outboxes,
     rng: SeededRng,
@@ -166,6 +168,7 @@ impl Shard {
             limits,
             ticks: 0,
             memory_bytes: 0,
+            disk_full: false,
             regions: BTreeMap::new(),
             outboxes: Outboxes::new(),
             rng: SeededRng::new(seed),

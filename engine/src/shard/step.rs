@@ -21,6 +21,18 @@ impl Shard {
             self.touch_regions_of(&input);
             match input {
                 Input::Tick => self.tick(),
+                Input::DiskFull { full } => {
+                    if full != self.disk_full {
+                        match full {
+                            true => tracing::warn!(
+                                shard = self.shard,
+                                "the WAL's disk is full: refusing writes other than deletes until space is freed"
+                            ),
+                            false => tracing::warn!(shard = self.shard, "the WAL's disk has room again: taking writes"),
+                        }
+                    }
+                    self.disk_full = full;
+                }
                 Input::Client { request, req } => self.on_client(request, req),
                 Input::Write { request, region, epoch, command } => self.on_write(request, region, epoch, command),
                 Input::Read { request, region, key } => self.on_read(request, region, Query::Get(key)),
@@ -123,7 +135,8 @@ impl Shard {
                     self.touch(*r);
                 }
             }
-            Input::DescribeRegion { .. } | Input::Written { .. } | Input::Persisted { .. } => {}
+            Input::DescribeRegion { .. } | Input::Written { .. } | Input::Persisted { .. } | Input::DiskFull { .. } => {
+            }
         }
     }
 

@@ -411,7 +411,7 @@ impl Sim {
             if now >= *next {
                 *next += self.options.tick;
                 if let Some(n) = s.node.as_mut() {
-                    n.inputs.push(Input::Tick);
+                    n.tick();
                 }
             }
         }
@@ -448,6 +448,7 @@ impl Sim {
                 node.inputs.push(Input::SnapshotWritten { id: snap.id(), result: Ok(0) });
                 s.files.0.borrow_mut().snapshots.insert(snap.id(), snap.as_filed());
             }
+            node.inputs.extend(crate::driver::disk_full_change(&node.gc, &mut node.disk_full_told));
             if node.inputs.is_empty() && !node.shard.has_ready() {
                 continue;
             }

@@ -123,6 +123,8 @@ pub struct Node {
     pub acknowledging: Vec<(Instant, u64)>,
     /// Snapshot files being written, durable at `.0`.
     pub snapshot_writes: Vec<(Instant, Box<RegionSnapshot>)>,
+    /// What the shard was last told of the WAL's disk (`driver::disk_full_change`).
+    pub disk_full_told: bool,
 }
 
 /// The persist batch in flight and when the simulated disk has taken it
@@ -236,12 +238,22 @@ impl Node {
             persisted: Rc::default(),
             acknowledging: vec![],
             snapshot_writes: vec![],
+            disk_full_told: false,
         }
     }
 
     /// A persist batch's received snapshot files into place, through the
     /// runtime's persist path (`driver::install_received`), when the batch
     /// is issued.
+    /// One raft tick: the shard's input, and the group commit's tick (a
+    /// spare segment that failed is tried again on them, as under the
+    /// runtime), its maintenance run at once.
+    pub fn tick(&mut self) {
+        self.inputs.push(Input::Tick);
+        self.gc.tick();
+        self.pool.run_until_stalled();
+    }
+
     pub fn install_now(&mut self, files: &SimFiles, installs: Vec<(PathBuf, SnapshotId)>) {
         if installs.is_empty() {
             return;

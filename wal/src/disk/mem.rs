@@ -34,6 +34,9 @@ struct State {
     nonces: u64,
     syncs: u64,
     writes: u64,
+    /// Most bytes the files may hold together; a write that would grow
+    /// them past it fails with ENOSPC (`set_space_limit`).
+    space_limit: Option<u64>,
 }
 
 /// In-memory directory. Clones share the directory.
@@ -111,6 +114,18 @@ impl MemDisk {
         let mut f = f.borrow_mut();
         f.data[offset as usize] ^= mask;
         f.durable[offset as usize] ^= mask;
+    }
+
+    /// Limits the bytes the disk's files may hold together (None: no
+    /// limit): a write that would grow them past it fails as ENOSPC does.
+    /// Shrinking and overwriting always succeed, so freeing space works.
+    pub fn set_space_limit(&self, bytes: Option<u64>) {
+        self.0.borrow_mut().space_limit = bytes;
+    }
+
+    /// Bytes the disk's files hold now.
+    pub fn used_bytes(&self) -> u64 {
+        self.0.borrow().names.values().map(|f| f.borrow().data.len() as u64).sum()
     }
 
     /// Makes every following fdatasync fail.
@@ -219,6 +234,13 @@ impl DiskFile for MemFile {
     type ReadBuf = Vec<u8>;
 
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
+        let limit = self.disk.0.borrow().space_limit;
+        if let Some(limit) = limit {
+            let growth = (pos + buf.len() as u64).saturating_sub(self.data.borrow().data.len() as u64);
+            if growth > 0 && self.disk.used_bytes() + growth > limit {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "mem: no space left on device"));
+            }
+        }
         let mut f = self.data.borrow_mut();
         write_into(&mut f.data, pos, &buf);
         f.pending.push((pos, buf));
