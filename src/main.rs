@@ -71,8 +71,9 @@ enum Command {
     /// Run the deterministic simulator over many seeds (real shards, WAL,
     /// frames and PD; simulated disk, network and clock), each drawing its
     /// own faults: loss, duplication, reordering, delays, partitions one way
-    /// or both, one or two stores crashed (tearing the write in flight), PD
-    /// crashed, splits and moves. Every history is checked for
+    /// or both, one or two stores crashed (tearing the write in flight, or
+    /// stopped by an fdatasync that failed), bit rot in a WAL record found at
+    /// a restart, PD crashed, splits and moves. Every history is checked for
     /// linearizability and every region for convergence; a failing seed is
     /// printed with the command that replays it. Exit 1 on any failure.
     Sim(SimArgs),

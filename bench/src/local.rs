@@ -211,6 +211,13 @@ impl LocalCluster {
             path: "/proc/self/exe".into(),
             source,
         })?;
+        if exe.to_string_lossy().ends_with(" (deleted)") {
+            // (a rebuild replaced it: starting that one would mix versions in one cluster)
+            return Err(LocalError::Options(format!(
+                "this binary ({}) was replaced or removed while the cluster ran; it cannot start another process",
+                exe.display()
+            )));
+        }
         let log_path = self.dir.join(log_name);
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -84,6 +84,7 @@ pub fn sim(args: SimArgs) -> Result<bool, String> {
     let mut undecided = 0u64;
     let mut done = 0u64;
     let (mut ops, mut crashes, mut partitions, mut splits, mut moves) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut sync_failures, mut bit_rots) = (0u64, 0u64);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             let tx = tx.clone();
@@ -104,6 +105,8 @@ pub fn sim(args: SimArgs) -> Result<bool, String> {
             partitions += u64::from(r.partitions);
             splits += u64::from(r.splits);
             moves += r.moves;
+            sync_failures += u64::from(r.sync_failures);
+            bit_rots += u64::from(r.bit_rots);
             if let Some(key) = &r.undecided {
                 undecided += 1;
                 if args.verbose {
@@ -121,11 +124,13 @@ pub fn sim(args: SimArgs) -> Result<bool, String> {
                 );
             } else if args.verbose {
                 println!(
-                    "seed {}: ok, {} ops ({} answered), {} crashes, {} partitions, {} splits, {} moves — {}",
+                    "seed {}: ok, {} ops ({} answered), {} crashes ({} failed fdatasyncs), {} bit rots, {} partitions, {} splits, {} moves — {}",
                     r.seed,
                     r.ops,
                     r.answered,
                     r.crashes,
+                    r.sync_failures,
+                    r.bit_rots,
                     r.partitions,
                     r.splits,
                     r.moves,
@@ -149,7 +154,7 @@ pub fn sim(args: SimArgs) -> Result<bool, String> {
     let _ = std::panic::take_hook();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{done} seeds in {seconds:.1} s ({:.0} seeds/hour): {} failed, {undecided} with a history too ambiguous to decide; {ops} operations checked, {crashes} crashes, {partitions} partitions, {splits} splits, {moves} moves",
+        "{done} seeds in {seconds:.1} s ({:.0} seeds/hour): {} failed, {undecided} with a history too ambiguous to decide; {ops} operations checked, {crashes} crashes ({sync_failures} of them a failed fdatasync), {bit_rots} restarts on bit rot, {partitions} partitions, {splits} splits, {moves} moves",
         per_hour(done, started),
         failures.len()
     );
@@ -172,6 +177,8 @@ pub fn sim(args: SimArgs) -> Result<bool, String> {
             "seeds_per_hour": per_hour(done, started),
             "operations": ops,
             "crashes": crashes,
+            "sync_failures": sync_failures,
+            "bit_rots": bit_rots,
             "partitions": partitions,
             "splits": splits,
             "moves": moves,

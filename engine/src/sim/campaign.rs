@@ -60,6 +60,21 @@ pub struct Profile {
     /// Four stores, and PD asked at random to move a replica (with `pd`;
     /// instead of `membership`: PD's checkers repair the rest).
     pub moves: bool,
+    /// Of the crashes, the share that are an fdatasync failing instead: the
+    /// store's WAL fails at its next persist, and the store stops then with
+    /// that write torn anywhere (`Sim::fail_syncs`).
+    pub sync_failure_per_million: u32,
+    /// Of the restarts, the share that find a byte of a WAL record flipped
+    /// (bit rot, a bad sector): the store restarts in tolerant recovery, as
+    /// an operator would after it refused to start, and its regions catch
+    /// up from their leaders. One store per run at most: two rotten disks
+    /// holding the same entry are past what three replicas survive. Only in
+    /// runs where every region keeps three voters and no record creates a
+    /// region (no membership changes, splits or moves): a region of two
+    /// voters whose replica is catching up elects no one, and a lost record
+    /// that created a region leaves a log without a meta, which a store
+    /// refuses to start on (docs/reliability.md, "Open findings").
+    pub bit_rot_per_million: u32,
     pub duration: Duration,
 }
 
@@ -87,6 +102,8 @@ impl Profile {
             splits,
             pd: pd || moves,
             moves,
+            sync_failure_per_million: 0,
+            bit_rot_per_million: 0,
             duration: Duration::from_secs(6),
         }
     }
@@ -98,6 +115,14 @@ impl Profile {
     /// and moves on or off.
     pub fn draw(seed: u64) -> Profile {
         let mut rng = SeededRng::new(seed ^ 0x7a11_0ffa_17ed);
+        // (disk faults from their own sequence: what the rest of a seed draws
+        // stays as it was before they existed, so old seeds replay)
+        let mut disk = SeededRng::new(seed ^ 0xd15c_fa17);
+        let some = |rng: &mut SeededRng| if rng.chance(500_000) { rng.between(50_000, 500_000) as u32 } else { 0 };
+        let sync_failure_per_million = some(&mut disk);
+        let bit_rot_per_million = some(&mut disk);
+        // (bit rot needs regions that keep three voters: half its seeds change no membership)
+        let rot_without_membership = bit_rot_per_million > 0 && disk.chance(500_000);
         let election_timeout = Duration::from_millis(100);
         let delay_max_us = rng.between(0, 2 * election_timeout.as_micros() as u64);
         let pd = rng.chance(500_000);
@@ -118,10 +143,12 @@ impl Profile {
             partition_per_million: rng.between(0, 250_000) as u32,
             one_way_per_million: rng.between(0, 500_000) as u32,
             heal_per_million: rng.between(100_000, 500_000) as u32,
-            membership: !moves,
+            membership: !moves && !rot_without_membership,
             splits: rng.chance(500_000),
             pd,
             moves,
+            sync_failure_per_million,
+            bit_rot_per_million,
             duration: Duration::from_secs(6),
         }
     }
@@ -130,7 +157,7 @@ impl Profile {
     pub fn describe(&self) -> String {
         let n = &self.network;
         format!(
-            "loss {:.1}% dup {:.1}% reorder {:.1}% delay ≤{} ms, crashes {:.0}%/slot (≤{} down, {}–{} ms), partitions {:.0}%/slot ({:.0}% one-way), heal {:.0}%/slot{}{}{}{}",
+            "loss {:.1}% dup {:.1}% reorder {:.1}% delay ≤{} ms, crashes {:.0}%/slot (≤{} down, {}–{} ms; {:.0}% failed fdatasyncs, {:.0}% of restarts on bit rot), partitions {:.0}%/slot ({:.0}% one-way), heal {:.0}%/slot{}{}{}{}",
             f64::from(n.drop_per_million) / 1e4,
             f64::from(n.duplicate_per_million) / 1e4,
             f64::from(n.reorder_per_million) / 1e4,
@@ -139,6 +166,8 @@ impl Profile {
             self.down_max,
             self.down_ms.0,
             self.down_ms.1,
+            f64::from(self.sync_failure_per_million) / 1e4,
+            f64::from(self.bit_rot_per_million) / 1e4,
             f64::from(self.partition_per_million) / 1e4,
             f64::from(self.one_way_per_million) / 1e4,
             f64::from(self.heal_per_million) / 1e4,
@@ -160,6 +189,9 @@ pub struct Run {
     pub splits: u32,
     /// Moves PD finished (its operators by hand), across its restarts.
     pub moves: u64,
+    /// Crashes that were a failed fdatasync, and restarts on a rotten byte.
+    pub sync_failures: u32,
+    pub bit_rots: u32,
 }
 
 /// A key of the workload: `n` of region `region_index`'s keys.
@@ -191,6 +223,10 @@ pub fn run(seed: u64, profile: &Profile) -> Run {
     let mut sim = Sim::new(opts);
     let keys: Vec<Vec<u8>> = (0..REGIONS).flat_map(|r| (0..KEYS_PER_REGION).map(move |n| workload_key(r, n))).collect();
     let mut chaos = SeededRng::new(seed ^ 0x5eed_c4a0);
+    // (disk faults from their own sequence, as in `Profile::draw`)
+    let mut disk_faults = SeededRng::new(seed ^ 0xd15c_c4a0);
+    let mut rotten: Option<u64> = None;
+    let (mut sync_failures, mut bit_rots) = (0, 0);
     let split_keys = keys.clone();
     let mut work = Workload::new(seed ^ 0xc11e_4750, keys, CLIENTS);
     let mut down: Vec<(u64, u64)> = vec![];
@@ -206,7 +242,7 @@ pub fn run(seed: u64, profile: &Profile) -> Run {
         if now.is_multiple_of(SLOT_US) {
             let back: Vec<u64> = down.iter().filter(|(_, at)| now >= *at).map(|(s, _)| *s).collect();
             for s in &back {
-                sim.restart(*s);
+                restart(&mut sim, *s, profile, &mut disk_faults, &mut rotten, &mut bit_rots);
             }
             down.retain(|(s, _)| !back.contains(s));
             // (at least one crash per run, by 1 s at the latest)
@@ -215,7 +251,13 @@ pub fn run(seed: u64, profile: &Profile) -> Run {
                 let first = chaos.between(1, stores);
                 let s = (0..stores).map(|k| (first - 1 + k) % stores + 1).find(|s| down.iter().all(|(d, _)| d != s));
                 let s = s.expect("a store is up");
-                sim.crash(s);
+                if disk_faults.chance(profile.sync_failure_per_million) {
+                    // it stops at its next persist (or when it is due back, if it wrote nothing)
+                    sim.fail_syncs(s);
+                    sync_failures += 1;
+                } else {
+                    sim.crash(s);
+                }
                 crashes += 1;
                 down.push((s, now + chaos.between(1000 * profile.down_ms.0, 1000 * profile.down_ms.1)));
             }
@@ -296,7 +338,7 @@ pub fn run(seed: u64, profile: &Profile) -> Run {
         sim.refresh_metas();
     }
     for (s, _) in down {
-        sim.restart(s);
+        restart(&mut sim, s, profile, &mut disk_faults, &mut rotten, &mut bit_rots);
     }
     if let Some(pd) = sim.pd.as_mut().filter(|pd| !pd.is_up()) {
         pd.restart();
@@ -313,7 +355,34 @@ pub fn run(seed: u64, profile: &Profile) -> Run {
     sim.refresh_metas();
     work.read_every_key(&mut sim);
     moves_done += sim.pd.as_ref().map_or(0, |pd| pd.operator_counts("admin-move").finished);
-    Run { sim, work, crashes, partitions, membership_changes, splits: splits_done, moves: moves_done }
+    let splits = splits_done;
+    Run { sim, work, crashes, partitions, membership_changes, splits, moves: moves_done, sync_failures, bit_rots }
+}
+
+/// Brings a crashed store back — one whose disk failed its fdatasyncs
+/// stops first if it has not yet — after, now and then, a byte of a WAL
+/// record of one store (`rotten`, the first so chosen) rots while it is down.
+fn restart(
+    sim: &mut Sim,
+    s: u64,
+    profile: &Profile,
+    disk_faults: &mut SeededRng,
+    rotten: &mut Option<u64>,
+    bit_rots: &mut u32,
+) {
+    if sim.stores[&s].node.is_some() {
+        sim.crash(s); // (its failing disk kept nothing of the write in flight)
+    }
+    let survivable = !profile.membership && !profile.splits && !profile.moves;
+    if survivable
+        && rotten.is_none_or(|r| r == s)
+        && disk_faults.chance(profile.bit_rot_per_million)
+        && sim.rot_wal_byte(s, disk_faults)
+    {
+        *rotten = Some(s);
+        *bit_rots += 1;
+    }
+    sim.restart(s);
 }
 
 /// A membership change of one region through its leader: a follower
@@ -507,6 +576,9 @@ pub struct SeedReport {
     pub membership_changes: u32,
     pub splits: u32,
     pub moves: u64,
+    /// Crashes that were a failed fdatasync, and restarts on a rotten byte.
+    pub sync_failures: u32,
+    pub bit_rots: u32,
     /// Why the seed failed (a check, or a panic's message).
     pub failure: Option<String>,
     /// The key whose history the checker could not decide within its step
@@ -528,6 +600,8 @@ impl SeedReport {
             membership_changes: 0,
             splits: 0,
             moves: 0,
+            sync_failures: 0,
+            bit_rots: 0,
             failure: Some(format!("panicked: {why}")),
             undecided: None,
         }
@@ -551,6 +625,8 @@ pub fn run_seed(seed: u64) -> SeedReport {
         membership_changes: run.membership_changes,
         splits: run.splits,
         moves: run.moves,
+        sync_failures: run.sync_failures,
+        bit_rots: run.bit_rots,
         failure: None,
         undecided: None,
     };

@@ -169,6 +169,8 @@ pub struct Sim {
     replies: BTreeMap<u64, Result<Response, RegionError>>,
     /// Requests lost with a crashed store (their outcome is unknown).
     lost: Vec<u64>,
+    /// Stores stopped by an fdatasync that failed (`fail_syncs`).
+    pub sync_failures: u32,
     snapshot_sends: Vec<SnapshotSend>,
     /// The next id the simulation's allocator hands out (PD's role).
     next_id: u64,
@@ -217,6 +219,7 @@ impl Sim {
             in_flight: BTreeMap::new(),
             replies: BTreeMap::new(),
             lost: vec![],
+            sync_failures: 0,
             snapshot_sends: vec![],
             next_id: SIM_FIRST_ALLOCATED_ID,
             pd,
@@ -267,9 +270,64 @@ impl Sim {
         std::mem::take(&mut self.lost)
     }
 
+    /// Store `store` stops: some of the writes of its persist in flight
+    /// reach the disk, the rest are lost.
     pub fn crash(&mut self, store: u64) {
         let rng = &mut self.rng;
-        self.stores.get_mut(&store).expect("a store of the sim").crash(|n| rng.between(0, n as u64) as usize);
+        let s = self.stores.get_mut(&store).expect("a store of the sim");
+        s.crash(|n| rng.between(0, n as u64) as usize, |len| len);
+        self.requests_lost_with(store);
+    }
+
+    /// From now on store `store`'s disk fails every fdatasync: at its next
+    /// persist the WAL fails, and the store stops as the runtime's does
+    /// (what that write left on the disk torn anywhere).
+    pub fn fail_syncs(&mut self, store: u64) {
+        self.stores[&store].disk.fail_syncs();
+    }
+
+    /// Flips a bit of one byte of a WAL record of down store `store` (bit
+    /// rot, a bad sector), and has it restart in tolerant recovery — as an
+    /// operator does once a strict store refused to start on it
+    /// (docs/quickstart.md, "A damaged WAL record"). Whether a record was
+    /// there to rot. A segment's first record (its checkpoint: every
+    /// region's state) is spared: without it a region may be left with a
+    /// log and no meta, which a store refuses to start on
+    /// (docs/reliability.md, "Open findings").
+    pub fn rot_wal_byte(&mut self, store: u64, rng: &mut SeededRng) -> bool {
+        let s = self.stores.get_mut(&store).expect("a store of the sim");
+        assert!(s.node.is_none(), "store {store} rots only while it is down");
+        let mut records = vec![];
+        for name in s.disk.file_names() {
+            let Some(wal::layout::FileKind::Segment(seq)) = wal::layout::parse_name(&name) else { continue };
+            let bytes = s.disk.contents(&name).expect("listed");
+            for at in wal::format::record_offsets(&bytes, seq).into_iter().skip(1) {
+                if let Ok(r) = wal::format::decode_record(&bytes, at, seq) {
+                    records.push((name.clone(), at, r.next_offset()));
+                }
+            }
+        }
+        if records.is_empty() {
+            return false;
+        }
+        let (name, start, end) = records[rng.between(0, records.len() as u64 - 1) as usize].clone();
+        let at = rng.between(start as u64, end as u64 - 1);
+        s.disk.flip_byte(&name, at, 1 << rng.between(0, 7));
+        s.recovery_mode = wal::RecoveryMode::Tolerant;
+        tracing::info!(store, "bit rot: {name} byte {at} flipped; the store restarts in tolerant recovery");
+        true
+    }
+
+    /// A store whose persist failed stops (the runtime aborts the process).
+    fn crash_after_failed_sync(&mut self, store: u64) {
+        let rng = &mut self.rng;
+        let s = self.stores.get_mut(&store).expect("a store of the sim");
+        s.crash(|n| n, |len| rng.between(0, len as u64) as usize);
+        self.sync_failures += 1;
+        self.requests_lost_with(store);
+    }
+
+    fn requests_lost_with(&mut self, store: u64) {
         let lost: Vec<u64> = self.in_flight.iter().filter(|(_, s)| **s == store).map(|(r, _)| *r).collect();
         for r in lost {
             self.in_flight.remove(&r);
@@ -431,13 +489,18 @@ impl Sim {
         self.deliver_snapshots();
         let (lo, hi) = self.options.disk_latency;
         let mut split_asks = vec![];
+        let mut failed_syncs = vec![];
         for s in self.stores.values_mut() {
             let Some(node) = s.node.as_mut() else { continue };
             if node.persist.as_ref().is_some_and(|p| p.durable_at <= now) {
                 let p = node.persist.take().unwrap();
                 // (the seal after it: one more write of the same disk)
                 let seal = Duration::from_micros(self.rng.between(lo.as_micros() as u64, hi.as_micros() as u64));
-                node.persist_now(&s.files, p.batch, p.writes, p.votes, now + seal);
+                if let Err(e) = node.persist_now(&s.files, p.batch, p.writes, p.votes, now + seal) {
+                    tracing::info!(store = s.id, "the WAL failed ({e}): the store stops");
+                    failed_syncs.push(s.id);
+                    continue;
+                }
             }
             let (acknowledged, later): (Vec<_>, Vec<_>) = node.acknowledging.drain(..).partition(|(at, _)| *at <= now);
             node.acknowledging = later;
@@ -524,6 +587,9 @@ impl Sim {
                     }
                 }
             }
+        }
+        for store in failed_syncs {
+            self.crash_after_failed_sync(store);
         }
         for (store, region, epoch, split_key, peers) in split_asks {
             // ids from PD's allocator (none while it is down: the leader asks again)

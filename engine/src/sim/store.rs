@@ -156,7 +156,8 @@ impl SimStore {
             match out {
                 Output::Persist { batch, writes, installs, votes } => {
                     node.install_now(&files, installs);
-                    node.persist_now(&files, batch, writes, votes, Instant::now());
+                    node.persist_now(&files, batch, writes, votes, Instant::now())
+                        .expect("a new disk takes the bootstrap");
                     node.acknowledging.clear();
                     let mut inputs = std::mem::take(&mut node.inputs);
                     inputs.push(Input::Persisted { batch });
@@ -172,7 +173,10 @@ impl SimStore {
     /// Kills the store: what was not durable is gone. A persist batch in
     /// flight may have reached the disk in part: its first `durable_writes`
     /// region writes are made durable, the rest are lost.
-    pub fn crash(&mut self, durable_writes: impl FnOnce(usize) -> usize) {
+    /// The store stops: of the persist in flight, `durable_writes(n)` of its
+    /// `n` writes reach the disk; of the disk's last unsynced write,
+    /// `tear(len)` bytes do.
+    pub fn crash(&mut self, durable_writes: impl FnOnce(usize) -> usize, tear: impl FnOnce(usize) -> usize) {
         if let Some(mut node) = self.node.take() {
             if let Some(p) = node.persist.take() {
                 let keep = durable_writes(p.writes.len()).min(p.writes.len());
@@ -180,10 +184,11 @@ impl SimStore {
                 writes.truncate(keep);
                 // (the vote table is written before the WAL: durable if any write is)
                 let votes = p.votes.filter(|_| keep > 0);
-                node.persist_now(&self.files, p.batch, writes, votes, p.durable_at);
+                // (a disk failing its fdatasyncs refuses them: what it kept, the tear says)
+                let _ = node.persist_now(&self.files, p.batch, writes, votes, p.durable_at);
             }
         }
-        self.disk = self.disk.crash(|len| len);
+        self.disk = self.disk.crash(tear);
         self.files.0.borrow_mut().incoming.clear();
     }
 
@@ -215,7 +220,11 @@ impl Node {
         let writer = gc.clone();
         pool.spawner()
             .spawn_local(async move {
-                writer.run().await.expect("fdatasync succeeds on the simulated disk");
+                // (a failed fdatasync ends it: the persists that wait on the
+                // log fail, and the simulation stops the store, as the runtime does)
+                if let Err(e) = writer.run().await {
+                    tracing::info!(store_id, "the WAL failed: {e}");
+                }
             })
             .expect("the pool takes tasks");
         // what was recovered is acknowledged before the shard answers anything, as in the runtime
@@ -275,7 +284,9 @@ impl Node {
     /// Makes a persist batch's vote table and writes durable through the
     /// runtime's persist path (`driver::write_votes`, `driver::append_and_wait`; the simulated disk completes every
     /// I/O at once), then queues `Written` (and `Persisted` for `acknowledged_at`)
-    /// and any compaction the WAL's purge asks for.
+    /// and any compaction the WAL's purge asks for. A disk that fails its
+    /// fdatasyncs fails the batch (the WAL's fatal error): the runtime stops
+    /// the store then, and so does the simulator.
     pub fn persist_now(
         &mut self,
         files: &SimFiles,
@@ -283,18 +294,26 @@ impl Node {
         writes: Vec<(u64, wal::RegionWrite)>,
         votes: Option<VoteTable>,
         acknowledged_at: Instant,
-    ) {
+    ) -> Result<(), String> {
         let (gc, files, persisted) = (self.gc.clone(), files.clone(), self.persisted.clone());
+        let failure: Rc<RefCell<Option<String>>> = Rc::default();
+        let failed = failure.clone();
         self.pool
             .spawner()
             .spawn_local(async move {
                 write_votes(&files, votes).await.expect("the simulated disk keeps the vote table");
                 let written = || persisted.set((true, None));
-                append_and_wait(&gc, writes, written).await.expect("the simulated disk persists every batch");
-                persisted.set((true, Some(batch)));
+                match append_and_wait(&gc, writes, written).await {
+                    Ok(()) => persisted.set((true, Some(batch))),
+                    Err(e) => *failed.borrow_mut() = Some(e.to_string()),
+                }
             })
             .expect("the pool takes tasks");
         self.pool.run_until_stalled();
+        if let Some(e) = failure.borrow_mut().take() {
+            self.persisted.take();
+            return Err(e);
+        }
         let done = self.persisted.take();
         assert_eq!(done, (true, Some(batch)), "persist batch {batch} did not complete on the simulated disk");
         // this batch's record acknowledges the ones before it, at once
@@ -308,5 +327,6 @@ impl Node {
         if !regions.is_empty() {
             self.inputs.push(Input::CompactRequested { regions });
         }
+        Ok(())
     }
 }

@@ -70,8 +70,9 @@ fuzz_target!(|data: &[u8]| {
                 FrameKind::SnapshotAck => {
                     let _ = SnapshotAck::decode(&frame.payload);
                 }
-                // the engine's client protocol: decoded (and fuzzed) by the engine
-                FrameKind::ClientRequest | FrameKind::ClientResponse => {}
+                // the engine's client protocol and PD's: decoded (and fuzzed) by
+                // their own crates (fuzz/: client_protocol, pd_protocol)
+                FrameKind::ClientRequest | FrameKind::ClientResponse | FrameKind::PdRequest | FrameKind::PdResponse => {}
             }
         }
     }
