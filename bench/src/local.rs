@@ -374,11 +374,6 @@ impl LocalCluster {
         self.children.get(&n).map(Child::id)
     }
 
-    /// PD's process id, while it runs.
-    pub fn pd_pid(&self) -> Option<u32> {
-        self.pd.as_ref().map(Child::id)
-    }
-
     /// Kills PD with SIGKILL (a crash); `start_pd` brings it back on its data.
     pub fn kill_pd(&mut self) {
         if let Some(mut c) = self.pd.take() {

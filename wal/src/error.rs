@@ -81,8 +81,12 @@ pub struct MaintenanceError {
 }
 
 impl MaintenanceError {
-    /// The file system is out of space (ENOSPC) or over a quota (EDQUOT).
+    /// The file system is out of space (ENOSPC) or over a quota (EDQUOT) —
+    /// or a zero-fill's write was cut short, which is how a full disk shows
+    /// to a write that got part of its bytes in.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self.source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        let kind = self.source.kind();
+        matches!(kind, io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+            || (kind == io::ErrorKind::WriteZero && self.op == "zero-fill")
     }
 }

@@ -244,10 +244,13 @@ impl<D: Disk> GroupCommit<D> {
         self.0.wal.borrow_mut()
     }
 
-    /// Asks `run` to return once everything staged is durable.
+    /// Asks `run` to return once everything staged is durable (or, on a
+    /// disk too full for the segment it needs, once one more try failed:
+    /// what is staged then was never acknowledged).
     pub fn stop(&self) {
         self.0.stopping.set(true);
         self.0.writer.notify();
+        self.0.maintainer.notify();
         self.0.maintainer.notify();
     }
 
@@ -301,7 +304,16 @@ impl<D: Disk> GroupCommit<D> {
                 }
                 FlushStart::NeedSpare => {
                     s.maintainer.notify();
-                    s.writer.wait_until(|| s.wal.borrow().has_spare() || s.wal.borrow().fatal().is_some()).await;
+                    let gave_up = || s.stopping.get() && s.wal.borrow().spare_failure().is_some();
+                    s.writer
+                        .wait_until(|| s.wal.borrow().has_spare() || s.wal.borrow().fatal().is_some() || gave_up())
+                        .await;
+                    if gave_up() && !s.wal.borrow().has_spare() {
+                        // a stop on a full disk: what is staged was never
+                        // acknowledged, and stays unwritten
+                        tracing::warn!("stopping with writes staged that no segment could take (the disk is full)");
+                        break Ok(());
+                    }
                 }
                 FlushStart::Flush(f) => {
                     s.room.notify(); // the flush took what was staged
@@ -362,7 +374,8 @@ impl<D: Disk> GroupCommit<D> {
         loop {
             s.maintainer
                 .wait_until(|| {
-                    let spare_due = s.wal.borrow().wants_spare() && s.ticks.get() >= s.spare_retry_tick.get();
+                    let due = s.ticks.get() >= s.spare_retry_tick.get() || s.stopping.get();
+                    let spare_due = s.wal.borrow().wants_spare() && due;
                     spare_due || !s.purge_jobs.borrow().is_empty() || s.writer_done.get()
                 })
                 .await;
@@ -377,7 +390,7 @@ impl<D: Disk> GroupCommit<D> {
             if s.writer_done.get() {
                 return;
             }
-            if s.ticks.get() < s.spare_retry_tick.get() {
+            if s.ticks.get() < s.spare_retry_tick.get() && !s.stopping.get() {
                 continue; // (woken for a purge; the spare's backoff is not over)
             }
             let job = s.wal.borrow_mut().spare_job();

@@ -207,11 +207,22 @@ impl<D: Disk> SpareJob<D> {
         head.fill(0);
         let nonce = d.nonce();
         SegmentHeader { seq: self.seq, segment_bytes: self.segment_bytes, nonce }.encode(&mut head);
-        file.write_at(head, 0).await.map_err(|e| err("write header", &from, e))?;
-        file.sync_data().await.map_err(|e| err("fdatasync", &from, e))?;
         let to = segment_name(self.seq);
-        d.rename(&from, &to).await.map_err(|e| err("rename", &from, e))?;
-        d.sync_dir().await.map_err(|e| err("fsync directory", &to, e))?;
+        let finished = async {
+            file.write_at(head, 0).await.map_err(|e| err("write header", &from, e))?;
+            file.sync_data().await.map_err(|e| err("fdatasync", &from, e))?;
+            d.rename(&from, &to).await.map_err(|e| err("rename", &from, e))?;
+            d.sync_dir().await.map_err(|e| err("fsync directory", &to, e))
+        }
+        .await;
+        if let Err(e) = finished {
+            if !recycled {
+                // (a new segment's space goes back: on a full disk each try would keep one)
+                let _ = d.remove(&from).await;
+                let _ = d.remove(&to).await;
+            }
+            return Err(e);
+        }
         Ok(Spare { seq: self.seq, file: Rc::new(file), recycled, nonce })
     }
 }

@@ -41,6 +41,8 @@ pub const FINAL_READS_WAIT: Duration = Duration::from_secs(120);
 /// Stores a chaos cluster may have.
 pub const CHAOS_STORES_MIN: u64 = 3;
 pub const CHAOS_STORES_MAX: u64 = 5;
+/// The shortest mean time between two faults of one nemesis timeline.
+pub const NEMESIS_INTERVAL_MIN: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
 pub struct ChaosOptions {
@@ -141,6 +143,7 @@ impl ChaosReport {
             "crashed": self.crashed,
             "faults": self.fault_counts(),
             "operations_refused": self.operations_refused,
+            "nemesis_errors": self.nemesis_errors.len(),
             "recovery_ms": {
                 "faults": self.recovery_us.len(),
                 "p50": self.recovery_ms(50.0),
@@ -166,6 +169,22 @@ fn check(opts: &ChaosOptions) -> Result<(), String> {
     }
     if opts.initial_regions == 0 || opts.initial_regions > 1024 {
         return Err(format!("--initial-regions {}: 1 to 1024", opts.initial_regions));
+    }
+    for (flag, d) in [
+        ("--kill-interval", opts.kill_interval),
+        ("--fault-interval", opts.fault_interval),
+        ("--op-interval", opts.op_interval),
+    ] {
+        if d < NEMESIS_INTERVAL_MIN {
+            return Err(format!("{flag} {d:?}: at least {NEMESIS_INTERVAL_MIN:?}"));
+        }
+    }
+    if let Some(dir) = &opts.dir {
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            // (its stores would start on an earlier run's data, and the checker
+            // takes every key as absent at the start)
+            return Err(format!("--dir {}: not empty; a chaos run starts from nothing", dir.display()));
+        }
     }
     Ok(())
 }

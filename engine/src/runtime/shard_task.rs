@@ -138,10 +138,12 @@ pub async fn run_shard(mut cfg: ShardConfig) -> Result<(), ShardError> {
             }
         })
     };
-    // (a disk that cannot give the seal a segment must not keep a stop waiting)
+    // (a disk that cannot give the seal a segment must not keep a stop
+    // waiting; and its retries count ticks, which the loop gives only later)
     let stopped = async {
         while !cfg.stop.load(Ordering::Relaxed) {
             glommio::timer::sleep(cfg.tick).await;
+            gc.tick();
         }
     };
     let sealed = futures_lite::future::or(async { Some(crate::driver::seal_recovered(&gc).await) }, async {

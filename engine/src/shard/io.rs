@@ -17,9 +17,10 @@ pub enum Input {
     Tick,
     /// The WAL cannot move to a new segment for lack of disk space (`full`),
     /// or can again: while full, client writes other than deletes are
-    /// refused (`RegionError::DiskFull`) — deletes and admin commands (PD
-    /// moving replicas off the store) still go through. The drivers tell the
-    /// shard when it changes (`driver::disk_full_change`).
+    /// refused (`RegionError::DiskFull`), keeping what room the active
+    /// segment has left for raft's own records, deletes and admin commands
+    /// (PD moving replicas off the store); once it is full those wait too.
+    /// The drivers tell the shard when it changes (`driver::disk_full_change`).
     DiskFull { full: bool },
     /// A request from a client connection, as it came off the wire: admission
     /// (`admission.rs`) checks that it is meant for this store and turns it

@@ -19,7 +19,10 @@ const LOAD_READ_BYTES: u64 = 4 << 20;
 pub enum LoadError {
     #[error("region {region}: {source}")]
     Meta { region: u64, source: MetaDecodeError },
-    #[error("region {region} has a log but no meta (not written by this engine?)")]
+    #[error(
+        "region {region} has a log but no meta: the WAL record holding it is missing (dropped as damaged by a \
+         tolerant recovery, or never written by this engine); rebuild this store from its peers"
+    )]
     NoMeta { region: u64 },
     #[error("region {region}: reading entries [{lo}, {hi}): {source}")]
     Read { region: u64, lo: u64, hi: u64, source: ReadError },

@@ -116,7 +116,7 @@ impl Profile {
     pub fn draw(seed: u64) -> Profile {
         let mut rng = SeededRng::new(seed ^ 0x7a11_0ffa_17ed);
         // (disk faults from their own sequence: what the rest of a seed draws
-        // stays as it was before they existed, so old seeds replay)
+        // stays as it was before they existed: a seed that draws none replays as before)
         let mut disk = SeededRng::new(seed ^ 0xd15c_fa17);
         let some = |rng: &mut SeededRng| if rng.chance(500_000) { rng.between(50_000, 500_000) as u32 } else { 0 };
         let sync_failure_per_million = some(&mut disk);
