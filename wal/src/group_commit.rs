@@ -244,13 +244,12 @@ impl<D: Disk> GroupCommit<D> {
         self.0.wal.borrow_mut()
     }
 
-    /// Asks `run` to return once everything staged is durable (or, on a
-    /// disk too full for the segment it needs, once one more try failed:
-    /// what is staged then was never acknowledged).
+    /// Asks `run` to return once everything staged is durable — or at once
+    /// when the log waits for a segment a full disk could not give: what
+    /// is staged then was never acknowledged, and stays unwritten.
     pub fn stop(&self) {
         self.0.stopping.set(true);
         self.0.writer.notify();
-        self.0.maintainer.notify();
         self.0.maintainer.notify();
     }
 
@@ -374,8 +373,7 @@ impl<D: Disk> GroupCommit<D> {
         loop {
             s.maintainer
                 .wait_until(|| {
-                    let due = s.ticks.get() >= s.spare_retry_tick.get() || s.stopping.get();
-                    let spare_due = s.wal.borrow().wants_spare() && due;
+                    let spare_due = s.wal.borrow().wants_spare() && s.ticks.get() >= s.spare_retry_tick.get();
                     spare_due || !s.purge_jobs.borrow().is_empty() || s.writer_done.get()
                 })
                 .await;
@@ -390,7 +388,7 @@ impl<D: Disk> GroupCommit<D> {
             if s.writer_done.get() {
                 return;
             }
-            if s.ticks.get() < s.spare_retry_tick.get() && !s.stopping.get() {
+            if s.ticks.get() < s.spare_retry_tick.get() {
                 continue; // (woken for a purge; the spare's backoff is not over)
             }
             let job = s.wal.borrow_mut().spare_job();

@@ -98,3 +98,31 @@ fn entry_write(index: u64, bytes: usize) -> wal::RegionWrite {
         ..Default::default()
     }
 }
+
+/// A stop while the log waits for space ends at once (no tick needed: the
+/// owner's loop that ticks is gone), with what could not be written
+/// unacknowledged — instead of holding the stop forever.
+#[test]
+fn a_stop_on_a_full_disk_ends_at_once_and_acknowledges_nothing_unwritten() {
+    let disk = MemDisk::new();
+    let (wal, _) = open(&disk, small_options());
+    let gc = GroupCommit::new(wal);
+    let mut run = pin!(gc.run());
+    assert!(poll_up_to(run.as_mut(), POLLS).is_none());
+    disk.set_space_limit(Some(disk.used_bytes()));
+    let mut index = 1;
+    let last = loop {
+        assert!(index < 400, "the log never stalled for want of a segment");
+        let t = gc.append(1, entry_write(index, 2 << 10)).expect("staged");
+        index += 1;
+        assert!(poll_up_to(run.as_mut(), POLLS).is_none());
+        if gc.disk_full() && gc.wal().written_ticket() < t {
+            break t;
+        }
+    };
+    gc.stop();
+    let stopped = poll_up_to(run.as_mut(), POLLS).expect("run returns on stop, the disk still full");
+    assert!(stopped.is_ok(), "a full disk is not fatal: {stopped:?}");
+    let durable = gc.wal().durable_ticket();
+    assert!(durable < last, "what no segment took is not acknowledged");
+}
