@@ -287,10 +287,10 @@ impl Sim {
     /// rot, a bad sector), and has it restart in tolerant recovery — as an
     /// operator does once a strict store refused to start on it
     /// (docs/quickstart.md, "A damaged WAL record"). Whether a record was
-    /// there to rot. A segment's first record (its checkpoint: every
-    /// region's state) is spared: without it a region may be left with a
-    /// log and no meta, which a store refuses to start on
-    /// (docs/reliability.md, "Open findings").
+    /// there to rot. Only records of entries and hard states rot: a lost
+    /// checkpoint, meta or snapshot record may leave a region with a log and
+    /// no meta, or pointing at a snapshot file already replaced, and a store
+    /// refuses to start on either (docs/reliability.md, "Open").
     pub fn rot_wal_byte(&mut self, store: u64, rng: &mut SeededRng) -> bool {
         let s = self.stores.get_mut(&store).expect("a store of the sim");
         assert!(s.node.is_none(), "store {store} rots only while it is down");
@@ -298,8 +298,22 @@ impl Sim {
         for name in s.disk.file_names() {
             let Some(wal::layout::FileKind::Segment(seq)) = wal::layout::parse_name(&name) else { continue };
             let bytes = s.disk.contents(&name).expect("listed");
-            for at in wal::format::record_offsets(&bytes, seq).into_iter().skip(1) {
-                if let Ok(r) = wal::format::decode_record(&bytes, at, seq) {
+            for at in wal::format::record_offsets(&bytes, seq) {
+                let Ok(r) = wal::format::decode_record(&bytes, at, seq) else { continue };
+                let log_only = r.header.kind == wal::format::RecordKind::Batch
+                    && wal::format::decode_batch(r.payload, r.header.section_count).is_ok_and(|sections| {
+                        !sections.is_empty()
+                            && sections.iter().all(|s| {
+                                let h = &s.head;
+                                h.snapshot.is_none()
+                                    && h.compact.is_none()
+                                    && h.conf_state.is_none()
+                                    && h.meta.is_none()
+                                    && !h.tombstone
+                                    && !h.forget
+                            })
+                    });
+                if log_only {
                     // (its header and payload: the padding after it is no one's)
                     records.push((name.clone(), seq, at, r.payload_offset() + r.payload.len()));
                 }
