@@ -16,9 +16,10 @@
 //! runtime's does) — 1, 2, 4 … up to `SPARE_RETRY_TICKS_MAX` — never in a
 //! loop. Meanwhile writes fit until the active segment fills, then wait;
 //! [`GroupCommit::disk_full`] says so, and once space is freed the next
-//! try succeeds and the waiting writes go out. Nothing written is lost. The engine's shards persist through it (under
-//! the glommio runtime and under the simulator alike), as do the WAL
-//! benchmark and the tests.
+//! try succeeds and the waiting writes go out. Nothing written is lost.
+//!
+//! The engine's shards persist through it (under the glommio runtime and
+//! under the simulator alike), as do the WAL benchmark and the tests.
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::collections::{BTreeMap, VecDeque};
