@@ -1025,6 +1025,21 @@ fn a_campaign_of_seeds_drawing_their_own_faults_passes_every_check() {
     }
 }
 
+/// A campaign seed whose store restarted with a split child and its own
+/// split child both pending: recovery kept the grandchild under the region
+/// holding its range — its grandparent — which waited for it even after
+/// the child's replayed split recorded it, so never snapshotted again, and
+/// a learner PD added later never got a snapshot (its operator hung on, the
+/// learner left when the checks ran). Fails without the fix in
+/// `Shard::children_recorded`.
+#[test]
+fn a_grandchild_recovered_pending_does_not_hold_its_grandparents_snapshots_for_good() {
+    let report = campaign::run_seed(16531);
+    if let Some(why) = &report.failure {
+        panic!("seed 16531: {}", why.lines().next().unwrap_or_default());
+    }
+}
+
 /// Campaign seeds whose stores restart on bit rot — a byte of a WAL record
 /// flipped while the store was down, the store restarted in tolerant
 /// recovery, its regions catching up before they vote — pass every check

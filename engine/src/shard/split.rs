@@ -383,11 +383,23 @@ impl Shard {
             if let Some(c) = self.regions.get_mut(&child).filter(|c| c.initial_state_of == Some(parent)) {
                 c.initial_state_of = None;
             }
-            let Some(p) = self.regions.get_mut(&parent) else { continue };
-            p.children_unrecorded.remove(&child);
             tracing::debug!(region = parent, child, "split child recorded");
-            if p.children_unrecorded.is_empty() && p.destroy_deferred {
-                self.destroy_region(parent);
+            // (its parent waits for it, and so may an older region: recovery
+            // keeps a pending child under the region holding its range, its
+            // grandparent when its parent was pending too — which, waiting
+            // for it forever, would never snapshot again)
+            let waiting: Vec<u64> = self
+                .regions
+                .iter()
+                .filter(|(_, r)| r.children_unrecorded.contains(&child))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in waiting {
+                let p = self.regions.get_mut(&id).expect("just seen");
+                p.children_unrecorded.remove(&child);
+                if p.children_unrecorded.is_empty() && p.destroy_deferred {
+                    self.destroy_region(id);
+                }
             }
         }
     }
