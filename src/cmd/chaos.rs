@@ -41,9 +41,9 @@ pub struct ChaosArgs {
     /// Mean time between PD operations (splits, moves, leader transfers).
     #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
     op_interval: Duration,
-    /// Keep the cluster's data, logs and history here. Default: a temporary
-    /// directory, removed after a passing run (unless --keep) and kept,
-    /// named in the output, after a failing one.
+    /// Keep the cluster's data, logs and history here (a new or empty
+    /// directory). Default: a temporary directory, removed after a passing
+    /// run (unless --keep) and kept, named in the output, after a failing one.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Keep the run's directory even when it passes.
