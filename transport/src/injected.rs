@@ -36,6 +36,11 @@ pub fn cut_stores() -> BTreeSet<u64> {
     CUT_TO.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Whether any link is cut (the hot path asks this once per send).
+pub fn any_cut() -> bool {
+    ANY_CUT.load(Relaxed)
+}
+
 /// Whether what this process sends to `store` is cut.
 pub fn is_cut(store: u64) -> bool {
     ANY_CUT.load(Relaxed) && CUT_TO.lock().unwrap_or_else(|p| p.into_inner()).contains(&store)
