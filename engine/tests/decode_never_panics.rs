@@ -169,11 +169,20 @@ proptest! {
         meta in region_meta(),
         snapshot in prop::option::of(any::<(u64, u64)>()),
         removed_peer in prop::option::of(any::<u64>()),
+        member_at_conf_ver in any::<u64>(),
         m in mutations(),
     ) {
         check(RegionMeta::decode, &meta, &meta.encode(), &m)?;
-        let state = RegionLocalState { meta, snapshot, removed_peer };
-        check(RegionLocalState::decode, &state, &state.encode(), &m)?;
+        let state = RegionLocalState { meta, snapshot, removed_peer, member_at_conf_ver };
+        let valid = state.encode();
+        // (cut just before its last field, a state is one an older build
+        // wrote whole: it reads with that field 0, and only so)
+        let older = RegionLocalState { member_at_conf_ver: 0, ..state.clone() };
+        let decode = |b: &[u8]| match RegionLocalState::decode(b) {
+            Ok(s) if b.len() + 8 == valid.len() && s == older => Err("the older layout".to_string()),
+            other => other.map_err(|e| e.to_string()),
+        };
+        check(decode, &state, &valid, &m)?;
     }
 
     #[test]

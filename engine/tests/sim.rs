@@ -1040,6 +1040,23 @@ fn a_grandchild_recovered_pending_does_not_hold_its_grandparents_snapshots_for_g
     }
 }
 
+/// Campaign seeds with a learner created uninitialized by its leader's
+/// message (at the epoch that added it), whose store then restarted before
+/// its snapshot came: the epoch was kept in memory only, so after the
+/// restart PD's word about an older epoch (its meta from a leader's report
+/// sent before the add) removed the learner as stale, and the region's
+/// meta named a peer its store held a tombstone for. Fail without the
+/// epoch persisted in the peer's local state (`RegionLocalState`).
+#[test]
+fn a_learner_restarted_before_its_snapshot_is_not_removed_on_pds_older_word() {
+    for seed in [64922, 72258] {
+        let report = campaign::run_seed(seed);
+        if let Some(why) = &report.failure {
+            panic!("seed {seed}: {}", why.lines().next().unwrap_or_default());
+        }
+    }
+}
+
 /// Campaign seeds whose stores restart on bit rot — a byte of a WAL record
 /// flipped while the store was down, the store restarted in tolerant
 /// recovery, its regions catching up before they vote — pass every check
@@ -1047,7 +1064,7 @@ fn a_grandchild_recovered_pending_does_not_hold_its_grandparents_snapshots_for_g
 /// 24 seeds above rarely have it).
 #[test]
 fn campaign_seeds_restarting_stores_on_bit_rot_pass_every_check() {
-    for seed in [77, 145, 150] {
+    for seed in [77, 145, 150, 44739] {
         let report = campaign::run_seed(seed);
         if let Some(why) = &report.failure {
             panic!("seed {seed}: {}", why.lines().next().unwrap_or_default());

@@ -348,6 +348,13 @@ impl RegionMeta {
         self.peers.iter().find(|p| p.store_id == store_id)
     }
 
+    /// Whether a voter on another store than `store_id` could lead the
+    /// region and send a replica there what it lost (learners count for
+    /// nothing: they elect no leader).
+    pub fn has_voter_off(&self, store_id: u64) -> bool {
+        self.peers.iter().any(|p| p.store_id != store_id && p.role != PeerRole::Learner)
+    }
+
     pub fn encode(&self) -> Bytes {
         assert!(self.peers.len() <= PEERS_MAX, "region {} has {} peers", self.id, self.peers.len());
         Bytes::from(bincode::encode_to_vec(self, config()).expect("a region meta always encodes"))
@@ -368,11 +375,17 @@ impl RegionMeta {
 /// whenever either changes, so a restart knows both without another file.
 /// A tombstone's names the peer that was removed: no message to that peer
 /// id or an older one may create the region here again.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
 pub struct RegionLocalState {
     pub meta: RegionMeta,
     pub snapshot: Option<(u64, u64)>,
     pub removed_peer: Option<u64>,
+    /// The `conf_ver` of the leader's message that created this peer
+    /// uninitialized (0 for any other): its meta says nothing yet, and PD's
+    /// word about an older epoch must not remove it after a restart
+    /// (`shard::stale`). Written last; states written before it existed
+    /// end before it and read as 0.
+    pub member_at_conf_ver: u64,
 }
 
 impl RegionLocalState {
@@ -382,12 +395,21 @@ impl RegionLocalState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<RegionLocalState, MetaDecodeError> {
-        let (state, used): (RegionLocalState, usize) =
-            bincode::decode_from_slice(bytes, config()).map_err(|e| MetaDecodeError(e.to_string()))?;
-        if used != bytes.len() {
-            return Err(MetaDecodeError(format!("{} trailing bytes", bytes.len() - used)));
-        }
-        Ok(state)
+        type Head = (RegionMeta, Option<(u64, u64)>, Option<u64>);
+        let err = |e: bincode::error::DecodeError| MetaDecodeError(e.to_string());
+        let ((meta, snapshot, removed_peer), used): (Head, usize) =
+            bincode::decode_from_slice(bytes, config()).map_err(err)?;
+        let rest = &bytes[used..];
+        let member_at_conf_ver = if rest.is_empty() {
+            0
+        } else {
+            let (v, used): (u64, usize) = bincode::decode_from_slice(rest, config()).map_err(err)?;
+            if used != rest.len() {
+                return Err(MetaDecodeError(format!("{} trailing bytes", rest.len() - used)));
+            }
+            v
+        };
+        Ok(RegionLocalState { meta, snapshot, removed_peer, member_at_conf_ver })
     }
 }
 
@@ -451,8 +473,13 @@ mod tests {
         let all = RegionMeta { start_key: vec![], end_key: vec![], ..m.clone() };
         assert!(all.contains(b"") && all.contains(b"\xff\xff"));
         assert!(RegionMeta::decode(&[1, 2, 3]).is_err());
-        let state = RegionLocalState { meta: m.clone(), snapshot: Some((40, 3)), removed_peer: Some(7) };
-        assert_eq!(RegionLocalState::decode(&state.encode()), Ok(state));
+        let state =
+            RegionLocalState { meta: m.clone(), snapshot: Some((40, 3)), removed_peer: Some(7), member_at_conf_ver: 9 };
+        assert_eq!(RegionLocalState::decode(&state.encode()), Ok(state.clone()));
+        // (a state written before `member_at_conf_ver` existed reads as 0)
+        let old = bincode::encode_to_vec((&state.meta, state.snapshot, state.removed_peer), config()).unwrap();
+        let read = RegionLocalState::decode(&old).expect("an older state decodes");
+        assert_eq!(read, RegionLocalState { member_at_conf_ver: 0, ..state });
     }
 
     #[test]

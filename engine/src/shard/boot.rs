@@ -108,7 +108,10 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
         return Ok((shard, BootReport::FirstStart { regions }));
     }
     let (mut pending, mut loaded): (Vec<_>, Vec<_>) =
-        load_regions(wal, wal.needs_catch_up()).await?.into_iter().partition(|r| r.pending_child);
+        load_regions(wal, opts.store_id, wal.needs_catch_up()).await?.into_iter().partition(|r| r.pending_child);
+    // (a pending child whose log cannot be trusted is not kept: with nothing
+    // pending for it, its parent's replayed split creates it afresh)
+    pending.retain(|r| !r.log_lost);
     // a vote the WAL lost (its record damaged and cut) is restored from the table
     for r in loaded.iter_mut().chain(pending.iter_mut()) {
         let region = r.meta.id;
@@ -129,8 +132,8 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
     }
     let tombstones = load_tombstones(wal)?;
     let report_tombstones = tombstones.len();
-    for (region, removed_peer, meta) in tombstones {
-        shard.add_tombstone(region, removed_peer, &meta);
+    for (region, removed_peer, meta, member_at_conf_ver) in tombstones {
+        shard.add_tombstone(region, removed_peer, &meta, member_at_conf_ver);
     }
     let named: BTreeSet<_> = loaded.iter().filter_map(|r| r.snapshot).collect();
     let swept = files.sweep(named).await.map_err(BootError::Sweep)?;
@@ -154,7 +157,8 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
             storage.set_conf_state(s.conf_state.to_raft());
         }
         // (a log lost back to its snapshot is reset to it in the WAL, as a fresh region's is)
-        shard.create_region(RegionInit { meta, storage, snapshot, fresh: r.log_lost });
+        let member_at_conf_ver = r.member_at_conf_ver;
+        shard.create_region(RegionInit { meta, storage, snapshot, fresh: r.log_lost, member_at_conf_ver });
     }
     // (a split child whose initial state was not durable: its parent's replay creates it)
     shard.add_pending_children(pending.into_iter().map(|r| (r.meta, r.storage)).collect());

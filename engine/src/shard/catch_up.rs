@@ -8,7 +8,11 @@
 //! which regions it held, so every region of the shard is suspect. Such a
 //! replica may lack entries it acknowledged: if it voted, a candidate
 //! lacking a committed entry could win with its vote, and if it led, it
-//! could overwrite one. So each suspect region here
+//! could overwrite one. And the log it replayed may be stitched from two
+//! histories (a dropped record overwrote entries the records before it
+//! hold), which the log matching property below cannot see through: so it
+//! restarts from its snapshot, its log dropped (`recover.rs`). Each
+//! suspect region here
 //!
 //! - neither votes (vote and pre-vote requests are dropped, as from a
 //!   replica that is down) nor campaigns (it is not ticked, and a leader's
@@ -40,8 +44,6 @@
 //! region with no other voter is never suspect: no one could catch it up.
 //! A fenced region (`fence.rs`) never catches up: the flag stays until that
 //! replica is replaced.
-
-use crate::region::meta::PeerRole;
 
 use super::{Output, Shard};
 
@@ -81,9 +83,7 @@ impl Shard {
     pub(super) fn suspect(&mut self, id: u64) {
         let table_term = self.votes.votes.get(&id).map_or(0, |&(term, _)| term);
         let Some(r) = self.regions.get_mut(&id) else { return };
-        // (learners count for nothing: they could not elect a leader to catch it up)
-        let other_voter = r.meta.peers.iter().any(|p| p.store_id != self.store_id && p.role != PeerRole::Learner);
-        if !other_voter && r.meta.peer_on(self.store_id).is_some() {
+        if !r.meta.has_voter_off(self.store_id) && r.meta.peer_on(self.store_id).is_some() {
             tracing::error!(region = id, "the WAL lost records of a region with no other replica: they are lost");
             return;
         }

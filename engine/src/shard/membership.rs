@@ -30,6 +30,9 @@ pub struct RegionInit {
     pub snapshot: Option<RegionSnapshot>,
     /// A new region: its meta and membership are persisted with the next batch.
     pub fresh: bool,
+    /// The epoch a leader's message named this peer a member at, for a
+    /// peer created uninitialized (persisted with it: `shard::stale`).
+    pub member_at_conf_ver: u64,
 }
 
 impl RegionInit {
@@ -47,7 +50,7 @@ impl RegionInit {
             kv: MemKv::default(),
         };
         let storage = RegionStorage::new(hs, cs, (RAFT_INIT_INDEX, RAFT_INIT_TERM), vec![]);
-        (RegionInit { meta, storage, snapshot: Some(snap.clone()), fresh: true }, snap)
+        (RegionInit { meta, storage, snapshot: Some(snap.clone()), fresh: true, member_at_conf_ver: 0 }, snap)
     }
 
     /// A peer this store was just added as, created by the first message its
@@ -67,14 +70,16 @@ impl RegionInit {
             max_peer_id: 0,
         };
         let storage = RegionStorage::new(Default::default(), Default::default(), (0, 0), vec![]);
-        RegionInit { meta, storage, snapshot: None, fresh: true }
+        // (whatever the message — a snapshot's too —, its leader's epoch named
+        // this peer: PD's older word cannot remove it, even after a restart)
+        RegionInit { meta, storage, snapshot: None, fresh: true, member_at_conf_ver: envelope.epoch.conf_ver }
     }
 }
 
 impl Shard {
     /// Adds a region this shard hosts.
     pub fn create_region(&mut self, init: RegionInit) {
-        let RegionInit { meta, mut storage, snapshot, fresh } = init;
+        let RegionInit { meta, mut storage, snapshot, fresh, member_at_conf_ver } = init;
         let peer = *meta
             .peer_on(self.store_id)
             .unwrap_or_else(|| panic!("region {} has no peer on store {}", meta.id, self.store_id));
@@ -86,7 +91,10 @@ impl Shard {
             let write = wal::RegionWrite {
                 snapshot: at.map(|(index, term)| wal::SnapshotMarker { index, term }),
                 hard_state: Some(hard_state_to_wal(storage.hard_state())),
-                meta: Some(RegionLocalState { meta: meta.clone(), snapshot: at, removed_peer: None }.encode()),
+                meta: Some(
+                    RegionLocalState { meta: meta.clone(), snapshot: at, removed_peer: None, member_at_conf_ver }
+                        .encode(),
+                ),
                 conf_state: Some(conf_state_to_wal(storage.conf_state())),
                 ..Default::default()
             };
@@ -111,6 +119,7 @@ impl Shard {
         };
         let mut region = Region::new(meta, peer.peer_id, storage, applied, kv).expect("a valid raft config");
         region.snapshot = snapshot_id;
+        region.member_at_conf_ver = member_at_conf_ver;
         self.dirty.insert(id);
         region.incarnation = self.next_incarnation;
         self.next_incarnation += 1;
@@ -121,8 +130,8 @@ impl Shard {
 
     /// A region the WAL holds as removed (recovery), with the peer removed
     /// and its last meta.
-    pub fn add_tombstone(&mut self, region: u64, removed_peer: u64, meta: &RegionMeta) {
-        self.tombstones.insert(region, Tombstone::new(removed_peer, meta, 0, self.ticks));
+    pub fn add_tombstone(&mut self, region: u64, removed_peer: u64, meta: &RegionMeta, member_at_conf_ver: u64) {
+        self.tombstones.insert(region, Tombstone::new(removed_peer, meta, member_at_conf_ver, self.ticks));
     }
 
     pub fn is_tombstone(&self, region: u64) -> bool {
@@ -241,9 +250,6 @@ impl Shard {
             "creating the peer this store was added as"
         );
         self.create_region(RegionInit::uninitialized(envelope));
-        // (whatever the message — a snapshot's too —, its leader's epoch named
-        // this peer: PD's older word cannot remove it, `stale.rs`)
-        self.regions.get_mut(&id).expect("just created").member_at_conf_ver = envelope.epoch.conf_ver;
         self.stats.regions_created += 1;
         if self.needs_catch_up || self.table_says_active(id) {
             // it may be one the WAL lost, with what it acknowledged (catch_up.rs)
@@ -315,7 +321,12 @@ impl Shard {
         self.answer_client_work(id, work, RegionError::RegionNotFound { region: id });
         // one record: the membership that removed it (if it applied it) and
         // the tombstone naming the removed peer land together or not at all
-        let state = RegionLocalState { meta: r.meta.clone(), snapshot: None, removed_peer: Some(r.peer_id) };
+        let state = RegionLocalState {
+            meta: r.meta.clone(),
+            snapshot: None,
+            removed_peer: Some(r.peer_id),
+            member_at_conf_ver: r.member_at_conf_ver,
+        };
         let write = wal::RegionWrite {
             tombstone: true,
             conf_state: Some(conf_state_to_wal(r.raw.store().conf_state())),

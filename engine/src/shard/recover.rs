@@ -42,31 +42,51 @@ pub struct LoadedRegion {
     pub pending_child: bool,
     pub storage: RegionStorage,
     pub snapshot: Option<SnapshotId>,
-    /// Its log was lost back to its snapshot (records dropped): the WAL's
-    /// log must be reset to the snapshot before anything is appended.
+    /// Its log was lost back to its snapshot, or cannot be trusted (records
+    /// dropped): the WAL's log must be reset to the snapshot before anything
+    /// is appended. For a pending child: its log cannot be trusted, and its
+    /// parent's replayed split creates it again from its initial state.
     pub log_lost: bool,
+    /// The epoch a leader's message named an uninitialized peer a member at.
+    pub member_at_conf_ver: u64,
 }
 
 /// The regions the WAL holds as removed from this shard: (region, the peer
 /// that was removed — messages to it, or to an older peer id, are dropped —,
-/// its last meta).
-pub fn load_tombstones<D: Disk>(wal: &Wal<D>) -> Result<Vec<(u64, u64, RegionMeta)>, LoadError> {
+/// its last meta, the epoch it knew itself a member at).
+pub fn load_tombstones<D: Disk>(wal: &Wal<D>) -> Result<Vec<(u64, u64, RegionMeta, u64)>, LoadError> {
     let mut out = vec![];
     for region in wal.regions().filter(|r| wal.is_tombstone(*r)) {
         let bytes = wal.meta(region).ok_or(LoadError::NoMeta { region })?;
         let state = RegionLocalState::decode(bytes).map_err(|source| LoadError::Meta { region, source })?;
-        out.push((region, state.removed_peer.unwrap_or(0), state.meta));
+        out.push((region, state.removed_peer.unwrap_or(0), state.meta, state.member_at_conf_ver));
     }
     Ok(out)
 }
 
-/// Every live (non-tombstone) region of the WAL. When the WAL lost records
-/// (`lost_records`: its needs-catch-up flag), a region whose log no longer
-/// reaches back to its snapshot restarts from the snapshot with no log, and
-/// a commit index past what is left is lowered to it: the region is
-/// suspect (`shard::catch_up`) and its leader sends the rest again.
-pub async fn load_regions<D: Disk>(wal: &Wal<D>, lost_records: bool) -> Result<Vec<LoadedRegion>, LoadError> {
+/// Every live (non-tombstone) region of the WAL, for the shard of store
+/// `store_id`. When the WAL lost records (`lost_records`: its needs-catch-up
+/// flag), a region whose log no longer reaches back to its snapshot, and
+/// every region another voter can catch up, restarts from its snapshot with
+/// no log, its commit index lowered to it: the region is suspect
+/// (`shard::catch_up`) and its leader sends the rest again.
+///
+/// Why every such region, and not only those with a gap: a dropped record
+/// may have overwritten entries — a new leader's, truncating an old one's
+/// — that the records before it still hold, while the records after it
+/// append onto those as if they matched. The log replayed is then one no
+/// leader ever had: entries at or below the recovered commit index that
+/// were never committed, and a leader's later append matching its last
+/// entry would vouch for all of them (the log matching property no longer
+/// holds). Only the snapshot is known good. (A region with no other voter
+/// keeps what is left: no one could send it more.)
+pub async fn load_regions<D: Disk>(
+    wal: &Wal<D>,
+    store_id: u64,
+    lost_records: bool,
+) -> Result<Vec<LoadedRegion>, LoadError> {
     let mut out = vec![];
+    let mut logs_dropped = 0;
     let ids: Vec<u64> = wal.regions().collect();
     for region in ids {
         if wal.is_tombstone(region) {
@@ -84,11 +104,15 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>, lost_records: bool) -> Result<V
         // (an uninitialized peer's meta has conf_ver 0; every other region's names a snapshot)
         let pending_child = snapshot.is_none() && state.meta.conf_ver > 0;
         let gap = has_entries && first_index > snapshot_index + 1 && !pending_child;
-        // the records that held the entries between were dropped: keep the
-        // snapshot, let the leader send the log again
-        let lost_back_to_snapshot = gap && lost_records;
-        if lost_back_to_snapshot {
-            tracing::warn!(region, first_index, snapshot_index, "log lost back to the snapshot: restarting from it");
+        // (a log that may be stitched from two histories, with someone to send it again)
+        let untrusted = lost_records && has_entries && state.meta.has_voter_off(store_id);
+        // the records that held the entries between were dropped, or may
+        // have been: keep the snapshot, let the leader send the log again
+        let lost_back_to_snapshot = lost_records && !pending_child && (gap || (untrusted && snapshot.is_some()));
+        if lost_back_to_snapshot || (pending_child && untrusted) {
+            let last_index = wal.last_index(region).unwrap_or(0);
+            tracing::debug!(region, first_index, last_index, snapshot_index, pending_child, "log dropped");
+            logs_dropped += 1;
         }
         let base = if lost_back_to_snapshot {
             snapshot.map_or((0, 0), |s| (s.index, s.term))
@@ -136,7 +160,145 @@ pub async fn load_regions<D: Disk>(wal: &Wal<D>, lost_records: bool) -> Result<V
             hs.commit = hs.commit.min(last).max(snapshot_index);
         }
         let storage = RegionStorage::new(hs, cs, base, entries);
-        out.push(LoadedRegion { meta: state.meta, pending_child, storage, snapshot, log_lost: lost_back_to_snapshot });
+        out.push(LoadedRegion {
+            meta: state.meta,
+            pending_child,
+            storage,
+            snapshot,
+            log_lost: lost_back_to_snapshot || (pending_child && untrusted),
+            member_at_conf_ver: state.member_at_conf_ver,
+        });
+    }
+    if logs_dropped > 0 {
+        tracing::warn!(
+            regions = logs_dropped,
+            "the WAL lost records: these regions restart from their snapshots (split children from their \
+             parents' splits), their logs dropped for their leaders to send again"
+        );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures_lite::future::block_on;
+    use raft::Storage;
+    use wal::disk::MemDisk;
+    use wal::{Entry, FlushStart, HardState, RecoveryMode, RegionWrite, SnapshotMarker, WalOptions};
+
+    use super::*;
+    use crate::region::meta::PeerMeta;
+
+    const REGION: u64 = 1;
+
+    fn options(recovery_mode: RecoveryMode) -> WalOptions {
+        WalOptions { recovery_mode, ..crate::sim::store::sim_wal_options() }
+    }
+
+    fn flush(wal: &mut Wal<MemDisk>) {
+        loop {
+            match wal.start_flush() {
+                FlushStart::Idle => return,
+                FlushStart::Flush(f) => {
+                    let done = block_on(f.execute());
+                    wal.finish_flush(done).expect("flush");
+                }
+                FlushStart::NeedSpare => {
+                    let job = wal.spare_job().expect("no spare job is out");
+                    wal.add_spare(block_on(job.run())).expect("spare");
+                }
+            }
+        }
+    }
+
+    /// Every record on the disk: (segment file, offset).
+    fn records(disk: &MemDisk) -> Vec<(String, usize)> {
+        let mut out = vec![];
+        for name in disk.file_names() {
+            let Some(wal::layout::FileKind::Segment(seq)) = wal::layout::parse_name(&name) else { continue };
+            let bytes = disk.contents(&name).expect("listed");
+            out.extend(wal::format::record_offsets(&bytes, seq).into_iter().map(|at| (name.clone(), at)));
+        }
+        out
+    }
+
+    fn entries(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+        indexes.map(|index| Entry { index, term, entry_type: 0, data: Bytes::from(vec![term as u8; 64]) }).collect()
+    }
+
+    /// Region 1 (on `voters`' stores) from its snapshot at 5: an old
+    /// leader's entries 6..=9 of term 1; a new leader's 7..=8 of term 2,
+    /// overwriting them (the record that rots); its 9..=10 of term 2,
+    /// committed. Returns the WAL reopened tolerant after the middle record
+    /// rotted.
+    fn stitched_wal(voters: &[u64]) -> Wal<MemDisk> {
+        let disk = MemDisk::new();
+        let (mut wal, _) = block_on(Wal::open(disk.clone(), options(RecoveryMode::Strict))).expect("open");
+        let meta = RegionMeta {
+            id: REGION,
+            start_key: vec![],
+            end_key: vec![],
+            conf_ver: 1,
+            version: 1,
+            peers: voters.iter().map(|&s| PeerMeta::voter(s * 10, s, 0)).collect(),
+            max_peer_id: 30,
+        };
+        let state = RegionLocalState { meta, snapshot: Some((5, 1)), removed_peer: None, member_at_conf_ver: 0 };
+        let first = RegionWrite {
+            snapshot: Some(SnapshotMarker { index: 5, term: 1 }),
+            meta: Some(state.encode()),
+            entries: entries(6..=9, 1),
+            hard_state: Some(HardState { term: 1, vote: 10, commit: 5 }),
+            ..Default::default()
+        };
+        wal.append(REGION, first).expect("append");
+        flush(&mut wal);
+        let before = records(&disk);
+        let overwrite = RegionWrite {
+            entries: entries(7..=8, 2),
+            hard_state: Some(HardState { term: 2, vote: 20, commit: 6 }),
+            ..Default::default()
+        };
+        wal.append(REGION, overwrite).expect("append");
+        flush(&mut wal);
+        let (segment, rot) = records(&disk).into_iter().find(|r| !before.contains(r)).expect("a new record");
+        let last = RegionWrite {
+            entries: entries(9..=10, 2),
+            hard_state: Some(HardState { term: 2, vote: 20, commit: 10 }),
+            ..Default::default()
+        };
+        wal.append(REGION, last).expect("append");
+        flush(&mut wal);
+        drop(wal);
+        disk.flip_byte(&segment, rot as u64 + 40, 0x01);
+        let (wal, report) = block_on(Wal::open(disk, options(RecoveryMode::Tolerant))).expect("tolerant open");
+        assert_eq!(report.dropped.len(), 1, "the overwriting record is dropped: {report:?}");
+        wal
+    }
+
+    /// The hazard: the records left make a log no leader had — 7..=8 of
+    /// the old term under 9..=10 of the new one, with a commit index of 10
+    /// over them.
+    #[test]
+    fn a_dropped_overwrite_leaves_a_stitched_log_that_recovery_restarts_from_its_snapshot() {
+        let wal = stitched_wal(&[1, 2, 3]);
+        assert!(wal.needs_catch_up());
+        assert_eq!((wal.term(REGION, 7), wal.term(REGION, 9)), (Some(1), Some(2)), "the log replayed is stitched");
+        let loaded = block_on(load_regions(&wal, 1, true)).expect("load");
+        let r = &loaded[0];
+        assert!(r.log_lost, "the log is dropped for the leader to send again");
+        assert_eq!(r.storage.last_index().unwrap(), 5, "nothing past the snapshot is kept");
+        assert_eq!(r.storage.hard_state().commit, 5, "no commit index past the snapshot");
+        assert_eq!(r.storage.hard_state().term, 2, "the term is kept");
+    }
+
+    /// A region no other voter could catch up keeps what is left.
+    #[test]
+    fn a_region_with_no_other_voter_keeps_the_log_that_is_left() {
+        let wal = stitched_wal(&[1]);
+        let loaded = block_on(load_regions(&wal, 1, true)).expect("load");
+        assert!(!loaded[0].log_lost);
+        assert_eq!(loaded[0].storage.last_index().unwrap(), 10);
+    }
 }

@@ -414,8 +414,13 @@ fn compact_point(r: &mut Region, index: u64) -> u64 {
 
 /// What the WAL's meta bytes hold for `r` now.
 pub(super) fn local_state(r: &Region) -> bytes::Bytes {
-    RegionLocalState { meta: r.meta.clone(), snapshot: r.snapshot.map(|s| (s.index, s.term)), removed_peer: None }
-        .encode()
+    RegionLocalState {
+        meta: r.meta.clone(),
+        snapshot: r.snapshot.map(|s| (s.index, s.term)),
+        removed_peer: None,
+        member_at_conf_ver: r.member_at_conf_ver,
+    }
+    .encode()
 }
 
 /// The region's HardState with a commit index at least `index` (a snapshot

@@ -224,7 +224,8 @@ impl Shard {
         }
         if stage_start {
             // (a meta that names no snapshot: recovery knows it for a pending child)
-            let state = RegionLocalState { meta: child.clone(), snapshot: None, removed_peer: None };
+            let state =
+                RegionLocalState { meta: child.clone(), snapshot: None, removed_peer: None, member_at_conf_ver: 0 };
             let write = wal::RegionWrite {
                 snapshot: Some(wal::SnapshotMarker { index: RAFT_INIT_INDEX, term: RAFT_INIT_TERM }),
                 hard_state: Some(hard_state_to_wal(storage.hard_state())),
