@@ -192,9 +192,12 @@ impl Shard {
     /// peer, says it was removed (it was away when the change applied, and
     /// no one sends it the log anymore): remove it here too. Safe: a
     /// conf_ver never comes back, and a peer added again has a new id.
+    /// Newer than any epoch this peer knows itself a member at — for a peer
+    /// not yet initialized, the one its leader's messages named (a member
+    /// that has not applied the change adding it sees an unknown peer).
     pub(super) fn on_removal_notice(&mut self, notice: Envelope) {
         let Some(r) = self.regions.get(&notice.region_id) else { return };
-        if r.peer_id == notice.to.peer_id && notice.epoch.conf_ver > r.meta.conf_ver {
+        if r.peer_id == notice.to.peer_id && notice.epoch.conf_ver > r.meta.conf_ver.max(r.member_at_conf_ver) {
             tracing::info!(region = r.id(), peer = r.peer_id, "told by a member that this peer was removed");
             self.destroy_region(notice.region_id);
         }

@@ -301,4 +301,55 @@ mod tests {
         assert!(!loaded[0].log_lost);
         assert_eq!(loaded[0].storage.last_index().unwrap(), 10);
     }
+
+    /// A peer its leader's message created (at conf_ver 3), restarted
+    /// before its snapshot came, keeps the epoch it was created at: PD's
+    /// word about an older epoch does not remove it, a newer one does.
+    #[test]
+    fn a_new_peer_restarted_before_its_snapshot_keeps_its_creating_epoch() {
+        let disk = MemDisk::new();
+        let (mut wal, _) = block_on(Wal::open(disk, options(RecoveryMode::Strict))).expect("open");
+        let meta = RegionMeta {
+            id: REGION,
+            start_key: vec![],
+            end_key: vec![],
+            conf_ver: 0,
+            version: 0,
+            peers: vec![PeerMeta::voter(31, 3, 0), PeerMeta::voter(11, 1, 0)],
+            max_peer_id: 0,
+        };
+        // (as `Shard::create_uninitialized` writes it)
+        let state = RegionLocalState { meta, snapshot: None, removed_peer: None, member_at_conf_ver: 3 };
+        let created = RegionWrite {
+            meta: Some(state.encode()),
+            hard_state: Some(HardState::default()),
+            conf_state: Some(wal::ConfState::default()),
+            ..Default::default()
+        };
+        wal.append(REGION, created).expect("append");
+        flush(&mut wal);
+        let files = crate::sim::store::SimFiles::default();
+        let opts = crate::shard::boot::BootOptions {
+            store_id: 3,
+            shard: 0,
+            seed: 1,
+            limits: crate::shard::ShardLimits::for_wal(&options(RecoveryMode::Strict)),
+            initial_regions: &[],
+        };
+        let (mut shard, _) = block_on(crate::shard::boot::boot(&wal, &files, opts)).expect("boot");
+        assert_eq!(shard.region(REGION).expect("restarted").member_at_conf_ver, 3);
+        let pd_says = |conf_ver| RegionMeta {
+            id: REGION,
+            start_key: vec![],
+            end_key: vec![],
+            conf_ver,
+            version: 1,
+            peers: vec![PeerMeta::voter(11, 1, 0), PeerMeta::voter(21, 2, 0)],
+            max_peer_id: 21,
+        };
+        shard.on_membership_checked(REGION, 31, Some(pd_says(2)), true);
+        assert!(shard.region(REGION).is_some(), "removed on PD's word about an epoch older than its creation");
+        shard.on_membership_checked(REGION, 31, Some(pd_says(4)), true);
+        assert!(shard.region(REGION).is_none() && shard.is_tombstone(REGION), "a newer epoch without it removes it");
+    }
 }
