@@ -147,11 +147,6 @@ pub struct Region {
     /// The newest `conf_ver` a leader's message to this peer carried: the
     /// peer was a member then (an uninitialized peer's meta says nothing).
     pub member_at_conf_ver: u64,
-    /// The commit index of its newest HardState durable in the WAL.
-    pub durable_commit: u64,
-    /// Committed entries held back from a membership change on, until that
-    /// change's commit is durable here (`shard::apply`).
-    pub apply_held: Vec<raft::eraftpb::Entry>,
 }
 
 /// raft-rs configuration of one peer.
@@ -182,8 +177,6 @@ impl Region {
         let config = raft_config(peer_id, applied);
         config.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        // (recovered or initial: durable, or made so by the region's first write)
-        let durable_commit = storage.hard_state().commit;
         let raw = RawNode::new(&config, storage, &logger)?;
         let key_range = (meta.start_key.clone().into(), meta.end_key.clone().into());
         Ok(Region {
@@ -226,8 +219,6 @@ impl Region {
             leader_heard_tick: None,
             membership_asked_tick: None,
             member_at_conf_ver: 0,
-            durable_commit,
-            apply_held: vec![],
         })
     }
 

@@ -52,12 +52,6 @@ impl Shard {
                     r.applied_bytes_total += e.data.len() as u64;
                 }),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    assert!(
-                        e.index <= r.durable_commit,
-                        "region {id}: membership change {} applied before its commit is durable here ({})",
-                        e.index,
-                        r.durable_commit
-                    );
                     let before = r.meta.peers.clone();
                     super::membership::apply_conf_change(r, &e).map(|(result, write)| {
                         removed = r.meta.peer(r.peer_id).is_none();
@@ -140,35 +134,6 @@ impl Shard {
             self.reply(q, res);
         }
     }
-}
-
-/// The committed entries of `r` that may be applied now, out of those
-/// held and `committed` (raft's newest, after them): all but a membership
-/// change whose commit is not yet durable here, and everything after it.
-///
-/// Raft lets a replica apply an entry once it knows it committed, before
-/// its own HardState saying so is durable. For a membership change that
-/// removes a voter that is not enough: if the leader applied it and told
-/// the removed voter, which went, and then crashed before its commit index
-/// was durable, it came back in the old configuration — the change in its
-/// log, not known committed — needing the vote that went (campaign seed
-/// 678042002703: a region of two voters, stalled for good). So a change is
-/// applied only once its commit is durable here, and a leader tells no one
-/// a commit index past a change before that (`ready.rs`): whoever applied
-/// a removal, its leader durably knows it committed. (etcd's server waits
-/// for its WAL before applying a ready with a membership change.)
-pub(super) fn take_appliable(r: &mut Region, committed: Vec<eraftpb::Entry>) -> Vec<eraftpb::Entry> {
-    if r.apply_held.is_empty() && committed.iter().all(|e| !waits_for_durable_commit(r, e)) {
-        return committed;
-    }
-    r.apply_held.extend(committed);
-    let stop = r.apply_held.iter().position(|e| waits_for_durable_commit(r, e)).unwrap_or(r.apply_held.len());
-    r.apply_held.drain(..stop).collect()
-}
-
-fn waits_for_durable_commit(r: &Region, e: &eraftpb::Entry) -> bool {
-    matches!(e.get_entry_type(), EntryType::EntryConfChange | EntryType::EntryConfChangeV2)
-        && e.index > r.durable_commit
 }
 
 /// Serves the reads whose ReadIndex the state machine has now applied.

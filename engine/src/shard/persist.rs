@@ -73,8 +73,6 @@ pub(super) struct Awaiting {
     region: u64,
     incarnation: u64,
     number: u64,
-    /// The commit index of the HardState it wrote, if it wrote one.
-    commit: Option<u64>,
     /// Its `persisted_messages`, sent once the batch is durable.
     messages: Vec<eraftpb::Message>,
 }
@@ -93,7 +91,6 @@ impl Shard {
         // a ready is durable once its own writes are, and (raft acknowledges
         // readies in order) once every earlier ready of the region is
         let has_writes = writes.iter().any(|w| !w.is_empty());
-        let commit = writes.iter().filter_map(|w| w.hard_state.as_ref().map(|hs| hs.commit)).max();
         for w in writes.into_iter().filter(|w| !w.is_empty()) {
             self.staged.push(id, w);
         }
@@ -114,14 +111,7 @@ impl Shard {
         match batch {
             Some(batch) => {
                 r.readies_awaiting += 1;
-                self.awaiting.push_back(Awaiting {
-                    batch,
-                    region: id,
-                    incarnation: r.incarnation,
-                    number,
-                    commit,
-                    messages,
-                })
+                self.awaiting.push_back(Awaiting { batch, region: id, incarnation: r.incarnation, number, messages })
             }
             None => {
                 // nothing of this region is waiting for a disk: persisted at once
@@ -155,8 +145,6 @@ impl Shard {
                 continue; // removed since: its messages no longer matter
             };
             r.readies_awaiting -= 1;
-            // (entries held for it apply in its walk's ready: `apply::take_appliable`)
-            r.durable_commit = r.durable_commit.max(a.commit.unwrap_or(0));
             r.raw.on_persist_ready(a.number);
             // an installed snapshot counts as applied for raft once it is durable
             advance_raft_applied(r);

@@ -29,15 +29,6 @@ impl Shard {
     fn handle_ready(&mut self, id: u64) {
         let r = self.regions.get_mut(&id).expect("listed");
         if !r.raw.has_ready() {
-            // (entries held for a durable commit index: here, not when the
-            // batch is durable — a snapshot raft restored meanwhile is
-            // installed first, in its ready, and replaces them)
-            if !r.apply_held.is_empty() {
-                let appliable = super::apply::take_appliable(r, vec![]);
-                if !appliable.is_empty() {
-                    self.apply(id, appliable);
-                }
-            }
             return;
         }
         let mut rd = r.raw.ready();
@@ -104,9 +95,7 @@ impl Shard {
             }
         }
         self.persist_ready(id, writes, number, messages);
-        let r = self.regions.get_mut(&id).expect("listed");
-        let appliable = super::apply::take_appliable(r, committed);
-        self.apply(id, appliable);
+        self.apply(id, committed);
     }
 
     /// Queues a region's raft messages for their peers' stores and shards;
@@ -114,15 +103,7 @@ impl Shard {
     /// (and the file is kept while that send runs).
     pub(super) fn send(&mut self, id: u64, messages: Vec<eraftpb::Message>) {
         let Some(r) = self.regions.get(&id) else { return };
-        // (a leader tells no one a commit index past a membership change
-        // before its own is durable: `apply::take_appliable`; raft's pending
-        // change is the newest it appended, or its last index when elected)
-        let conf = r.raw.raft.pending_conf_index;
-        let commit_max = if r.is_leader() && conf > r.durable_commit { conf - 1 } else { u64::MAX };
-        for mut m in messages {
-            if m.commit > commit_max && matches!(m.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat) {
-                m.commit = commit_max;
-            }
+        for m in messages {
             let Some(to) = r.meta.peer(m.to).or_else(|| r.learned_peers.get(&m.to)).copied() else {
                 tracing::warn!(region = id, to = m.to, "message to a peer not in the region's meta");
                 continue;

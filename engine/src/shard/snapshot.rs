@@ -350,8 +350,6 @@ impl Shard {
         let members = &r.meta;
         r.learned_peers.retain(|id, _| members.peer(*id).is_none());
         r.applied = index;
-        // (raft restores only past its commit index, so past every entry held)
-        r.apply_held.clear();
         r.applied_bytes_since_snapshot = 0;
         r.raw.mut_store().restore(index, term, conf.clone());
         let replaced = r.snapshot.replace(snapshot_id);
