@@ -1040,38 +1040,6 @@ fn a_grandchild_recovered_pending_does_not_hold_its_grandparents_snapshots_for_g
     }
 }
 
-/// Campaign seeds of membership changes applied only once their commit is
-/// durable (`shard::apply::take_appliable`). In 678042002703 a region of
-/// two voters removed one: its leader applied the change and told the
-/// removed voter, which went, before its own commit index was durable, then
-/// crashed and came back in the old configuration needing the vote that
-/// had gone — no leader, for good (fails without the rule). In 41309 a
-/// snapshot raft restored while a change waited replaced the entries held:
-/// applied anyway, they fenced the replica (failed with a first version of
-/// the rule that released them before the snapshot was installed).
-#[test]
-fn membership_changes_apply_once_durable_and_a_removed_voter_is_not_needed_after() {
-    for seed in [678042002703, 41309] {
-        let report = campaign::run_seed(seed);
-        if let Some(why) = &report.failure {
-            panic!("seed {seed}: {}", why.lines().next().unwrap_or_default());
-        }
-    }
-}
-
-/// Campaign seed 82: a learner not yet initialized (created by its
-/// leader's message at conf_ver 2) was told it was removed by a member that
-/// had not applied the change adding it yet (conf_ver 1, which knows no such
-/// peer), and went; the region's meta kept naming it. A removal notice now
-/// counts only past the epoch the peer's leader named it a member at.
-#[test]
-fn a_new_peer_is_not_removed_by_a_member_behind_the_change_that_added_it() {
-    let report = campaign::run_seed(82);
-    if let Some(why) = &report.failure {
-        panic!("seed 82: {}", why.lines().next().unwrap_or_default());
-    }
-}
-
 /// Campaign seeds whose stores restart on bit rot — a byte of a WAL record
 /// flipped while the store was down, the store restarted in tolerant
 /// recovery, its regions catching up before they vote — pass every check

@@ -303,8 +303,10 @@ mod tests {
     }
 
     /// A peer its leader's message created (at conf_ver 3), restarted
-    /// before its snapshot came, keeps the epoch it was created at: PD's
-    /// word about an older epoch does not remove it, a newer one does.
+    /// before its snapshot came, keeps the epoch it was created at: neither
+    /// PD's word about an older epoch nor a member's removal notice from one
+    /// removes it (campaign seeds 51867, 64922, 72258; 82), a newer word
+    /// does.
     #[test]
     fn a_new_peer_restarted_before_its_snapshot_keeps_its_creating_epoch() {
         let disk = MemDisk::new();
@@ -349,6 +351,18 @@ mod tests {
         };
         shard.on_membership_checked(REGION, 31, Some(pd_says(2)), true);
         assert!(shard.region(REGION).is_some(), "removed on PD's word about an epoch older than its creation");
+        // (a member that has not applied the change adding it knows no such peer, and says so)
+        let notice = transport::Envelope {
+            region_id: REGION,
+            start_key: Bytes::new(),
+            end_key: Bytes::new(),
+            epoch: transport::Epoch { conf_ver: 2, version: 1 },
+            from: transport::Peer { peer_id: 11, store_id: 1, shard: 0 },
+            to: transport::Target { peer_id: 31, store_id: 3, shard: 0 },
+            message: Bytes::new(),
+        };
+        shard.on_removal_notice(notice);
+        assert!(shard.region(REGION).is_some(), "removed on the notice of a member behind its creation");
         shard.on_membership_checked(REGION, 31, Some(pd_says(4)), true);
         assert!(shard.region(REGION).is_none() && shard.is_tombstone(REGION), "a newer epoch without it removes it");
     }
