@@ -374,6 +374,8 @@ pub struct Wal<D: Disk> {
     /// Sum of the growth bounds of staged writes not yet encoded.
     pending_checkpoint_growth: usize,
     needs_catch_up: bool,
+    /// The end of the last stretch this open dropped, as (segment, offset).
+    lost_up_to: Option<(u64, u64)>,
     stats: WalStats,
     /// write + fdatasync time of every flush, in µs (reset by the caller).
     flush_latency_us: hdrhistogram::Histogram<u64>,
@@ -512,6 +514,7 @@ impl<D: Disk> Wal<D> {
             forgetting: Default::default(),
             pending_checkpoint_growth: 0,
             needs_catch_up: report.needs_catch_up,
+            lost_up_to: report.dropped.iter().map(|d| (d.seq, d.offset + d.bytes)).max(),
             stats: WalStats::default(),
             flush_latency_us: hdrhistogram::Histogram::new_with_bounds(1, FLUSH_LATENCY_US_MAX, 2)
                 .expect("valid bounds"),
@@ -1124,6 +1127,22 @@ impl<D: Disk> Wal<D> {
     pub fn fatal(&self) -> Option<&FatalError> {
         self.fatal.as_ref()
     }
+    /// Where the last stretch of records this open dropped ends, as
+    /// (segment, offset): a region whose live entries were all written after
+    /// it replayed as it was written; one with an entry from before it may
+    /// hold entries a dropped record had overwritten. `None`: nothing dropped.
+    pub fn lost_up_to(&self) -> Option<(u64, u64)> {
+        self.lost_up_to
+    }
+
+    /// Where the region's earliest written live entry lies, as (segment,
+    /// offset of its data): its first entry (entries only ever overwrite a
+    /// suffix, so later indexes were written no earlier).
+    pub fn first_entry_position(&self, region: RegionId) -> Option<(u64, u64)> {
+        let log = self.regions.get(&region)?;
+        log.get(log.first_index()).map(|e| (e.seq, e.offset as u64))
+    }
+
     /// Recovery (this time or an earlier one) dropped records: no region of
     /// this shard may vote or campaign until a leader has caught it up. The
     /// flag is kept in every segment's checkpoint, so it survives restarts and

@@ -109,9 +109,6 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
     }
     let (mut pending, mut loaded): (Vec<_>, Vec<_>) =
         load_regions(wal, opts.store_id, wal.needs_catch_up()).await?.into_iter().partition(|r| r.pending_child);
-    // (a pending child whose log cannot be trusted is not kept: with nothing
-    // pending for it, its parent's replayed split creates it afresh)
-    pending.retain(|r| !r.log_lost);
     // a vote the WAL lost (its record damaged and cut) is restored from the table
     for r in loaded.iter_mut().chain(pending.iter_mut()) {
         let region = r.meta.id;
@@ -129,6 +126,13 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
             (hs.term, hs.vote) = (term, vote);
             r.storage.set_hard_state(hs);
         }
+    }
+    // (a pending child whose log cannot be trusted is not kept: with nothing
+    // pending for it, its parent's replayed split creates it afresh)
+    let (untrusted, kept): (Vec<_>, Vec<_>) = pending.into_iter().partition(|r| r.log_lost);
+    pending = kept;
+    for r in untrusted {
+        shard.reset_pending_child_log(r.meta.id, r.storage.hard_state());
     }
     let tombstones = load_tombstones(wal)?;
     let report_tombstones = tombstones.len();

@@ -66,20 +66,27 @@ pub fn load_tombstones<D: Disk>(wal: &Wal<D>) -> Result<Vec<(u64, u64, RegionMet
 
 /// Every live (non-tombstone) region of the WAL, for the shard of store
 /// `store_id`. When the WAL lost records (`lost_records`: its needs-catch-up
-/// flag), a region whose log no longer reaches back to its snapshot, and
-/// every region another voter can catch up, restarts from its snapshot with
-/// no log, its commit index lowered to it: the region is suspect
-/// (`shard::catch_up`) and its leader sends the rest again.
+/// flag), a region whose log no longer reaches back to its snapshot
+/// restarts from the snapshot with no log, and a commit index past what is
+/// left is lowered to it: the region is suspect (`shard::catch_up`) and its
+/// leader sends the rest again.
 ///
-/// Why every such region, and not only those with a gap: a dropped record
+/// So does a region whose log reaches back before what this open dropped
+/// (`Wal::lost_up_to`), if another voter can catch it up: a dropped record
 /// may have overwritten entries — a new leader's, truncating an old one's
 /// — that the records before it still hold, while the records after it
 /// append onto those as if they matched. The log replayed is then one no
 /// leader ever had: entries at or below the recovered commit index that
 /// were never committed, and a leader's later append matching its last
 /// entry would vouch for all of them (the log matching property no longer
-/// holds). Only the snapshot is known good. (A region with no other voter
-/// keeps what is left: no one could send it more.)
+/// holds). Only the snapshot is known good. A log written wholly after the
+/// loss (reset and sent again since an earlier tolerant open, say) is kept,
+/// and so is every log when this open dropped nothing (the flag is an
+/// earlier open's, whose damage is purged or was dropped again now). A
+/// pending split child is dropped whenever this open lost records: its
+/// parent, restarted from its snapshot, may never replay the split here,
+/// and would wait on the child for good (`pending_dropped`). (A region with
+/// no other voter keeps what is left: no one could send it more.)
 pub async fn load_regions<D: Disk>(
     wal: &Wal<D>,
     store_id: u64,
@@ -105,7 +112,13 @@ pub async fn load_regions<D: Disk>(
         let pending_child = snapshot.is_none() && state.meta.conf_ver > 0;
         let gap = has_entries && first_index > snapshot_index + 1 && !pending_child;
         // (a log that may be stitched from two histories, with someone to send it again)
-        let untrusted = lost_records && has_entries && state.meta.has_voter_off(store_id);
+        let before_loss = match (wal.lost_up_to(), wal.first_entry_position(region)) {
+            (None, _) => false,
+            (Some(_), _) if pending_child => true,
+            (Some(lost), Some(first)) => first <= lost,
+            (Some(_), None) => false,
+        };
+        let untrusted = before_loss && state.meta.has_voter_off(store_id);
         // the records that held the entries between were dropped, or may
         // have been: keep the snapshot, let the leader send the log again
         let lost_back_to_snapshot = lost_records && !pending_child && (gap || (untrusted && snapshot.is_some()));
@@ -232,7 +245,7 @@ mod tests {
     /// overwriting them (the record that rots); its 9..=10 of term 2,
     /// committed. Returns the WAL reopened tolerant after the middle record
     /// rotted.
-    fn stitched_wal(voters: &[u64]) -> Wal<MemDisk> {
+    fn stitched_wal(voters: &[u64]) -> (MemDisk, Wal<MemDisk>) {
         let disk = MemDisk::new();
         let (mut wal, _) = block_on(Wal::open(disk.clone(), options(RecoveryMode::Strict))).expect("open");
         let meta = RegionMeta {
@@ -272,9 +285,9 @@ mod tests {
         flush(&mut wal);
         drop(wal);
         disk.flip_byte(&segment, rot as u64 + 40, 0x01);
-        let (wal, report) = block_on(Wal::open(disk, options(RecoveryMode::Tolerant))).expect("tolerant open");
+        let (wal, report) = block_on(Wal::open(disk.clone(), options(RecoveryMode::Tolerant))).expect("tolerant open");
         assert_eq!(report.dropped.len(), 1, "the overwriting record is dropped: {report:?}");
-        wal
+        (disk, wal)
     }
 
     /// The hazard: the records left make a log no leader had — 7..=8 of
@@ -282,7 +295,7 @@ mod tests {
     /// over them.
     #[test]
     fn a_dropped_overwrite_leaves_a_stitched_log_that_recovery_restarts_from_its_snapshot() {
-        let wal = stitched_wal(&[1, 2, 3]);
+        let (_, wal) = stitched_wal(&[1, 2, 3]);
         assert!(wal.needs_catch_up());
         assert_eq!((wal.term(REGION, 7), wal.term(REGION, 9)), (Some(1), Some(2)), "the log replayed is stitched");
         let loaded = block_on(load_regions(&wal, 1, true)).expect("load");
@@ -296,7 +309,7 @@ mod tests {
     /// A region no other voter could catch up keeps what is left.
     #[test]
     fn a_region_with_no_other_voter_keeps_the_log_that_is_left() {
-        let wal = stitched_wal(&[1]);
+        let (_, wal) = stitched_wal(&[1]);
         let loaded = block_on(load_regions(&wal, 1, true)).expect("load");
         assert!(!loaded[0].log_lost);
         assert_eq!(loaded[0].storage.last_index().unwrap(), 10);
@@ -365,5 +378,28 @@ mod tests {
         assert!(shard.region(REGION).is_some(), "removed on the notice of a member behind its creation");
         shard.on_membership_checked(REGION, 31, Some(pd_says(4)), true);
         assert!(shard.region(REGION).is_none() && shard.is_tombstone(REGION), "a newer epoch without it removes it");
+    }
+
+    /// A log reset and sent again after the loss is kept at the next
+    /// tolerant open, which drops the damaged record once more (it stays
+    /// until its segment is purged): it was written wholly after it.
+    #[test]
+    fn a_log_written_after_the_loss_is_kept_when_the_damage_is_dropped_again() {
+        let (disk, mut wal) = stitched_wal(&[1, 2, 3]);
+        let resent = RegionWrite {
+            snapshot: Some(SnapshotMarker { index: 5, term: 1 }),
+            entries: entries(6..=10, 2),
+            hard_state: Some(HardState { term: 3, vote: 0, commit: 10 }),
+            ..Default::default()
+        };
+        wal.append(REGION, resent).expect("append");
+        flush(&mut wal);
+        drop(wal);
+        let (wal, report) = block_on(Wal::open(disk, options(RecoveryMode::Tolerant))).expect("tolerant open");
+        assert_eq!(report.dropped.len(), 1, "the damaged record is dropped again");
+        let loaded = block_on(load_regions(&wal, 1, true)).expect("load");
+        assert!(!loaded[0].log_lost, "a log written after the loss is kept");
+        assert_eq!(loaded[0].storage.last_index().unwrap(), 10);
+        assert_eq!(wal.term(REGION, 7), Some(2));
     }
 }

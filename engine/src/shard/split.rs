@@ -405,6 +405,20 @@ impl Shard {
         }
     }
 
+    /// A split child recovery found pending whose log cannot be trusted
+    /// (the WAL lost records: `recover.rs`): its log in the WAL is reset to
+    /// the initial state, its vote kept (`hs`), so that no later boot loads
+    /// that log again, whoever creates the child here next.
+    pub fn reset_pending_child_log(&mut self, id: u64, hs: &eraftpb::HardState) {
+        let hs = eraftpb::HardState { commit: RAFT_INIT_INDEX, ..hs.clone() };
+        let write = wal::RegionWrite {
+            snapshot: Some(wal::SnapshotMarker { index: RAFT_INIT_INDEX, term: RAFT_INIT_TERM }),
+            hard_state: Some(hard_state_to_wal(&hs)),
+            ..Default::default()
+        };
+        self.staged.push(id, write);
+    }
+
     /// Split children recovery found pending, each kept for the region
     /// whose range holds it (its parent, restarted from before the split):
     /// that region takes no snapshot, installs none and is not destroyed
