@@ -8,11 +8,11 @@
 //! which regions it held, so every region of the shard is suspect. Such a
 //! replica may lack entries it acknowledged: if it voted, a candidate
 //! lacking a committed entry could win with its vote, and if it led, it
-//! could overwrite one. And the log it replayed may be stitched from two
-//! histories (a dropped record overwrote entries the records before it
-//! hold), which the log matching property below cannot see through: so it
-//! restarts from its snapshot, its log dropped (`recover.rs`). Each
-//! suspect region here
+//! could overwrite one. And a log reaching back before a dropped record
+//! may be stitched from two histories (the record overwrote entries the
+//! records before it hold), which the log matching property below cannot
+//! see through: such a region restarts from its snapshot, its log dropped
+//! (`recover.rs`). Each suspect region here
 //!
 //! - neither votes (vote and pre-vote requests are dropped, as from a
 //!   replica that is down) nor campaigns (it is not ticked, and a leader's
