@@ -129,6 +129,7 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
     }
     // (a pending child whose log cannot be trusted is not kept: with nothing
     // pending for it, its parent's replayed split creates it afresh)
+    let restarted_without_log: BTreeSet<u64> = loaded.iter().filter(|r| r.log_lost).map(|r| r.meta.id).collect();
     let (untrusted, kept): (Vec<_>, Vec<_>) = pending.into_iter().partition(|r| r.log_lost);
     pending = kept;
     for r in untrusted {
@@ -165,7 +166,7 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
         shard.create_region(RegionInit { meta, storage, snapshot, fresh: r.log_lost, member_at_conf_ver });
     }
     // (a split child whose initial state was not durable: its parent's replay creates it)
-    shard.add_pending_children(pending.into_iter().map(|r| (r.meta, r.storage)).collect());
+    shard.add_pending_children(pending.into_iter().map(|r| (r.meta, r.storage)).collect(), &restarted_without_log);
     shard.init_votes(&table);
     if wal.needs_catch_up() {
         shard.start_catch_up();

@@ -83,10 +83,11 @@ pub fn load_tombstones<D: Disk>(wal: &Wal<D>) -> Result<Vec<(u64, u64, RegionMet
 /// loss (reset and sent again since an earlier tolerant open, say) is kept,
 /// and so is every log when this open dropped nothing (the flag is an
 /// earlier open's, whose damage is purged or was dropped again now). A
-/// pending split child is dropped whenever this open lost records: its
-/// parent, restarted from its snapshot, may never replay the split here,
-/// and would wait on the child for good (`pending_dropped`). (A region with
-/// no other voter keeps what is left: no one could send it more.)
+/// pending split child whose log reaches back before the loss is dropped
+/// too (`log_lost`: its parent's split creates it afresh), and so is one
+/// whose parent restarts with no log (`Shard::add_pending_children`). (A
+/// region with no other voter keeps what is left: no one could send it
+/// more.)
 pub async fn load_regions<D: Disk>(
     wal: &Wal<D>,
     store_id: u64,
@@ -114,7 +115,6 @@ pub async fn load_regions<D: Disk>(
         // (a log that may be stitched from two histories, with someone to send it again)
         let before_loss = match (wal.lost_up_to(), wal.first_entry_position(region)) {
             (None, _) => false,
-            (Some(_), _) if pending_child => true,
             (Some(lost), Some(first)) => first <= lost,
             (Some(_), None) => false,
         };
@@ -401,5 +401,58 @@ mod tests {
         assert!(!loaded[0].log_lost, "a log written after the loss is kept");
         assert_eq!(loaded[0].storage.last_index().unwrap(), 10);
         assert_eq!(wal.term(REGION, 7), Some(2));
+    }
+
+    /// A pending split child — its own log written after the loss — under
+    /// a parent that restarts from its snapshot with no log is not kept
+    /// waiting for the parent's replay (the parent replays no split here,
+    /// and would refuse every snapshot while it waited): its log is reset.
+    #[test]
+    fn a_pending_child_under_a_parent_restarted_without_its_log_is_reset_not_awaited() {
+        const CHILD: u64 = 2;
+        let (_, mut wal) = stitched_wal(&[1, 2, 3]);
+        let child = RegionMeta {
+            id: CHILD,
+            start_key: b"m".to_vec(),
+            end_key: vec![],
+            conf_ver: 1,
+            version: 2,
+            peers: [1, 2, 3].iter().map(|&s| PeerMeta::voter(s * 10 + 1, s, 0)).collect(),
+            max_peer_id: 31,
+        };
+        let state = RegionLocalState { meta: child, snapshot: None, removed_peer: None, member_at_conf_ver: 0 };
+        let created = RegionWrite {
+            snapshot: Some(SnapshotMarker { index: crate::shard::RAFT_INIT_INDEX, term: crate::shard::RAFT_INIT_TERM }),
+            meta: Some(state.encode()),
+            hard_state: Some(HardState { term: 6, vote: 11, commit: 5 }),
+            entries: entries(6..=7, 6),
+            ..Default::default()
+        };
+        wal.append(CHILD, created).expect("append");
+        flush(&mut wal);
+        let files = crate::sim::store::SimFiles::default();
+        // (the parent's snapshot file, as its record names it)
+        let parent = block_on(load_regions(&wal, 1, true)).expect("load").remove(0);
+        let snapshot = crate::snapshot::RegionSnapshot {
+            meta: parent.meta.clone(),
+            index: 5,
+            term: 1,
+            conf_state: crate::snapshot::SnapshotConf::from_raft(&parent.meta.conf_state()),
+            kv: crate::kv::MemKv::default(),
+        };
+        block_on(crate::snapshot::SnapshotStore::write(&files, snapshot)).expect("snapshot");
+        let opts = crate::shard::boot::BootOptions {
+            store_id: 1,
+            shard: 0,
+            seed: 1,
+            limits: crate::shard::ShardLimits::for_wal(&options(RecoveryMode::Strict)),
+            initial_regions: &[],
+        };
+        let (shard, _) = block_on(crate::shard::boot::boot(&wal, &files, opts)).expect("boot");
+        let r = shard.region(REGION).expect("the parent");
+        assert_eq!(r.raw.raft.raft_log.last_index(), 5, "the parent restarts from its snapshot");
+        assert!(r.children_unrecorded.is_empty(), "the parent waits on no child");
+        assert!(!shard.pending_children.contains_key(&CHILD), "the child is not kept pending");
+        assert_eq!(shard.staged.len(), 2, "the parent's reset and the child's are staged");
     }
 }

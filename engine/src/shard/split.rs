@@ -48,6 +48,8 @@
 //!   twice the size with no split proposed, its writes are refused
 //!   (`admission.rs`), so a region that cannot split does not grow unbounded.
 
+use std::collections::BTreeSet;
+
 use raft::eraftpb;
 use transport::Envelope;
 
@@ -422,10 +424,24 @@ impl Shard {
     /// Split children recovery found pending, each kept for the region
     /// whose range holds it (its parent, restarted from before the split):
     /// that region takes no snapshot, installs none and is not destroyed
-    /// until its replayed split has recorded them.
-    pub fn add_pending_children(&mut self, children: Vec<(RegionMeta, RegionStorage)>) {
+    /// until its replayed split has recorded them. Unless that region
+    /// restarted with no log (`restarted_without_log`: the WAL lost records):
+    /// it replays no split here, and may be sent a snapshot past it, which it
+    /// would refuse for good — the child's log is reset instead, and whoever
+    /// creates the child next starts it afresh.
+    pub fn add_pending_children(
+        &mut self,
+        children: Vec<(RegionMeta, RegionStorage)>,
+        restarted_without_log: &BTreeSet<u64>,
+    ) {
         for (meta, storage) in children {
             let id = meta.id;
+            let holder = self.regions.values().find(|r| r.meta.conf_ver > 0 && r.meta.contains(&meta.start_key));
+            if let Some(p) = holder.filter(|p| restarted_without_log.contains(&p.id())) {
+                tracing::info!(region = p.id(), child = id, "split child pending under a region with no log: reset");
+                self.reset_pending_child_log(id, storage.hard_state());
+                continue;
+            }
             match self.regions.values_mut().find(|r| r.meta.conf_ver > 0 && r.meta.contains(&meta.start_key)) {
                 Some(p) => {
                     tracing::info!(
