@@ -128,8 +128,14 @@ pub async fn boot<D: Disk, S: SnapshotStore + VoteStore>(
         }
     }
     // (a pending child whose log cannot be trusted is not kept: with nothing
-    // pending for it, its parent's replayed split creates it afresh)
-    let restarted_without_log: BTreeSet<u64> = loaded.iter().filter(|r| r.log_lost).map(|r| r.meta.id).collect();
+    // pending for it, its parent's replayed split creates it afresh; nor is
+    // one under a region with no log past its snapshot — dropped now or at
+    // an earlier boot —, which has no split to replay)
+    let restarted_without_log: BTreeSet<u64> = loaded
+        .iter()
+        .filter(|r| raft::Storage::last_index(&r.storage).ok() == Some(r.snapshot.map_or(0, |s| s.index)))
+        .map(|r| r.meta.id)
+        .collect();
     let (untrusted, kept): (Vec<_>, Vec<_>) = pending.into_iter().partition(|r| r.log_lost);
     pending = kept;
     for r in untrusted {

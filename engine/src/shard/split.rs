@@ -425,10 +425,12 @@ impl Shard {
     /// whose range holds it (its parent, restarted from before the split):
     /// that region takes no snapshot, installs none and is not destroyed
     /// until its replayed split has recorded them. Unless that region
-    /// restarted with no log (`restarted_without_log`: the WAL lost records):
+    /// restarted with no log past its snapshot (`restarted_without_log`:
+    /// dropped after the WAL lost records, at this boot or an earlier one):
     /// it replays no split here, and may be sent a snapshot past it, which it
     /// would refuse for good — the child's log is reset instead, and whoever
-    /// creates the child next starts it afresh.
+    /// creates the child next starts it afresh (suspect, if its vote table
+    /// entry says it took part in anything).
     pub fn add_pending_children(
         &mut self,
         children: Vec<(RegionMeta, RegionStorage)>,
