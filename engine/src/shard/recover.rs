@@ -113,16 +113,14 @@ pub async fn load_regions<D: Disk>(
         let pending_child = snapshot.is_none() && state.meta.conf_ver > 0;
         let gap = has_entries && first_index > snapshot_index + 1 && !pending_child;
         // (a log that may be stitched from two histories, with someone to send it again)
-        let before_loss = match (wal.lost_up_to(), wal.first_entry_position(region)) {
-            (None, _) => false,
-            (Some(lost), Some(first)) => first <= lost,
-            (Some(_), None) => false,
-        };
+        let before_loss =
+            wal.lost_up_to().zip(wal.first_entry_position(region)).is_some_and(|(lost, first)| first <= lost);
         let untrusted = before_loss && state.meta.has_voter_off(store_id);
         // the records that held the entries between were dropped, or may
         // have been: keep the snapshot, let the leader send the log again
         let lost_back_to_snapshot = lost_records && !pending_child && (gap || (untrusted && snapshot.is_some()));
-        if lost_back_to_snapshot || (pending_child && untrusted) {
+        let log_lost = lost_back_to_snapshot || (pending_child && untrusted);
+        if log_lost {
             let last_index = wal.last_index(region).unwrap_or(0);
             tracing::debug!(region, first_index, last_index, snapshot_index, pending_child, "log dropped");
             logs_dropped += 1;
@@ -178,7 +176,7 @@ pub async fn load_regions<D: Disk>(
             pending_child,
             storage,
             snapshot,
-            log_lost: lost_back_to_snapshot || (pending_child && untrusted),
+            log_lost,
             member_at_conf_ver: state.member_at_conf_ver,
         });
     }

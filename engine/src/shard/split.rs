@@ -438,13 +438,16 @@ impl Shard {
     ) {
         for (meta, storage) in children {
             let id = meta.id;
-            let holder = self.regions.values().find(|r| r.meta.conf_ver > 0 && r.meta.contains(&meta.start_key));
-            if let Some(p) = holder.filter(|p| restarted_without_log.contains(&p.id())) {
-                tracing::info!(region = p.id(), child = id, "split child pending under a region with no log: reset");
-                self.reset_pending_child_log(id, storage.hard_state());
-                continue;
-            }
             match self.regions.values_mut().find(|r| r.meta.conf_ver > 0 && r.meta.contains(&meta.start_key)) {
+                Some(p) if restarted_without_log.contains(&p.id()) => {
+                    tracing::info!(
+                        region = p.id(),
+                        child = id,
+                        "split child pending under a region with no log: reset"
+                    );
+                    self.reset_pending_child_log(id, storage.hard_state());
+                    continue;
+                }
                 Some(p) => {
                     tracing::info!(
                         region = p.id(),
