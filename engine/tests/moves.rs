@@ -612,3 +612,53 @@ fn a_childs_tombstone_waits_for_its_parent_to_snapshot_past_the_split() {
         assert!(!shard_on(&sim, from).is_tombstone(child.id), "seed {seed}");
     });
 }
+
+/// A region of two voters removes one, and its leader crashes after
+/// applying the change but before that is durable: it comes back in the
+/// old configuration, the change in its log but not known committed, and
+/// needs the removed voter's vote. The removed voter must still be there
+/// to give it: it goes only once the leader, the change durable, tells it
+/// (`engine/src/shard/removal.rs`). Without that, the region stalled for
+/// good (campaign seed 678042002703).
+#[test]
+fn a_removed_voter_waits_until_the_leader_that_removed_it_has_the_change_on_disk() {
+    let exercised = std::cell::Cell::new(0);
+    for_seeds(12, |seed| {
+        let mut opts = SimOptions::new(seed);
+        (opts.stores, opts.replicas, opts.regions) = (2, 2, 1);
+        // (slow disks: the leader applies the change long before it is durable)
+        opts.disk_latency = (Duration::from_millis(20), Duration::from_millis(40));
+        let mut sim = Sim::new(opts);
+        assert!(sim.run_until(Duration::from_secs(10), |s| s.all_led()), "seed {seed}: no leader");
+        put_all(&mut sim, seed, &[key(1)], b"before");
+        let (leader, meta) = leader_meta(&sim);
+        let removed = *meta.peers.iter().find(|p| p.store_id != leader).unwrap();
+        let r = sim.submit(leader, |request| Input::ChangePeer {
+            request,
+            region: meta.id,
+            epoch: meta.epoch(),
+            change: PeerChange::RemovePeer(removed),
+        });
+        let applied =
+            |s: &Sim| shard_on(s, leader).region(meta.id).is_some_and(|g| g.meta.peer(removed.peer_id).is_none());
+        assert!(sim.run_until(Duration::from_secs(10), applied), "seed {seed}: the removal never applied");
+        let g = shard_on(&sim, leader).region(meta.id).unwrap();
+        assert!(g.conf_ver_durable < g.meta.conf_ver, "seed {seed}: applied and durable in one step");
+        assert!(shard_on(&sim, leader).leader_reports().is_empty(), "seed {seed}: PD hears of a meta not durable");
+        sim.crash(leader);
+        let _ = (sim.take_reply(r), sim.take_lost());
+        sim.restart(leader);
+        let back = shard_on(&sim, leader).region(meta.id).unwrap().meta.clone();
+        if back.peer(removed.peer_id).is_some() {
+            exercised.set(exercised.get() + 1); // (else the crash kept the change: nothing to wait for)
+        }
+        // the region leads and writes again, and the removed voter goes in the end
+        put_all(&mut sim, seed, &[key(2)], b"after");
+        let gone = |s: &Sim| shard_on(s, removed.store_id).region(meta.id).is_none();
+        assert!(sim.run_until(Duration::from_secs(30), gone), "seed {seed}: the removed voter lingers");
+        let (_, now) = leader_meta(&sim);
+        assert!(now.peer(removed.peer_id).is_none(), "seed {seed}: {now:?}");
+        assert!(shard_on(&sim, removed.store_id).is_tombstone(meta.id), "seed {seed}: no tombstone");
+    });
+    assert!(exercised.get() > 0, "no seed crashed the leader with the change lost");
+}

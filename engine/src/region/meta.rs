@@ -182,6 +182,12 @@ impl RegionMeta {
         self.peers.iter().filter(move |p| joint && matches!(p.role, PeerRole::Voter | PeerRole::DemotingVoter))
     }
 
+    /// Whether the peer is a voter of the configuration the region is in,
+    /// or of either half of a joint one.
+    pub fn is_voter(&self, peer_id: u64) -> bool {
+        self.peer(peer_id).is_some_and(|p| p.role != PeerRole::Learner)
+    }
+
     /// Whether the peer may lead or campaign after the region leaves any
     /// joint state: a voter of both configurations.
     pub fn is_lasting_voter(&self, peer_id: u64) -> bool {

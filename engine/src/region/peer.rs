@@ -118,6 +118,16 @@ pub struct Region {
     pub initial_state_of: Option<u64>,
     /// Removed while children were unrecorded: destroyed once they are.
     pub destroy_deferred: bool,
+    /// This peer applied the change that removed it, and waits to be told
+    /// to go (`shard::removal`): it applies nothing more and takes or
+    /// installs no snapshot, but still answers votes and appends.
+    pub removal_applied: bool,
+    /// The `conf_ver` of the newest meta of this region durable in the WAL
+    /// (`shard::removal`: a removal notice waits for it).
+    pub conf_ver_durable: u64,
+    /// Peers this region removed, to be told so once the change that
+    /// removed them is durable here (`shard::removal`).
+    pub removal_notices_waiting: Vec<crate::region::meta::PeerMeta>,
     /// A new child's leader sends no snapshot before this tick: followers
     /// that have not applied the split yet get the time to (`shard::split`).
     pub snapshot_hold_until_tick: Option<u64>,
@@ -209,6 +219,9 @@ impl Region {
             children_unrecorded: Default::default(),
             initial_state_of: None,
             destroy_deferred: false,
+            removal_applied: false,
+            conf_ver_durable: 0,
+            removal_notices_waiting: vec![],
             snapshot_hold_until_tick: None,
             born_leading: false,
             split_check_tick: None,

@@ -30,8 +30,9 @@ impl Shard {
         let mut gone = vec![];
         let mut undecodable = None;
         let r = self.regions.get_mut(&id).expect("listed");
-        if r.fenced.is_some() || r.destroy_deferred {
-            // it applies nothing more (fence.rs; a removed peer waiting for its split children)
+        if r.fenced.is_some() || r.destroy_deferred || r.removal_applied {
+            // it applies nothing more (fence.rs; a removed peer waiting for its
+            // split children, or to be told it may go: removal.rs)
             return;
         }
         for e in committed {
@@ -123,7 +124,8 @@ impl Shard {
             }
             match undecodable {
                 Some((index, why)) => self.fence(id, index, why),
-                None => self.destroy_region(id),
+                // (the region may need its vote again: removal.rs)
+                None => self.await_removal_word(id),
             }
             return;
         }

@@ -5,7 +5,7 @@
 
 use protobuf::Message as _;
 use raft::eraftpb::{self, MessageType};
-use transport::{Destination, Envelope, Target};
+use transport::Envelope;
 
 use crate::error::RegionError;
 use crate::kv::MemKv;
@@ -120,6 +120,9 @@ impl Shard {
         let mut region = Region::new(meta, peer.peer_id, storage, applied, kv).expect("a valid raft config");
         region.snapshot = snapshot_id;
         region.member_at_conf_ver = member_at_conf_ver;
+        // (recovered, it is durable; fresh, it is staged with the first batch,
+        // and no change applied to it yet has removed a peer: `removal.rs`)
+        region.conf_ver_durable = region.meta.conf_ver;
         self.dirty.insert(id);
         region.incarnation = self.next_incarnation;
         self.next_incarnation += 1;
@@ -159,47 +162,16 @@ impl Shard {
     /// A message to a newer peer of a region this shard hosts under an
     /// older epoch: ours was removed while it could not hear of it (peer
     /// ids only grow). It goes, and the message may create the new one.
+    /// (Unlike a notice, nothing says the removal is durable on the sender
+    /// (`removal.rs`): PD adds a peer to a store only after a leader's
+    /// report, durable, of the change that removed the old one; an
+    /// operator's changes in quick succession could beat that.)
     pub(super) fn replace_removed_peer(&mut self, envelope: &Envelope) {
         let here = (envelope.to.store_id, envelope.to.shard) == (self.store_id, self.shard);
         let Some(r) = self.regions.get(&envelope.region_id).filter(|_| here) else { return };
         if envelope.to.peer_id > r.peer_id && envelope.epoch.conf_ver > r.meta.conf_ver {
             tracing::info!(region = r.id(), stale = r.peer_id, new = envelope.to.peer_id, "replacing a removed peer");
             self.destroy_region(envelope.region_id);
-        }
-    }
-
-    /// Tells `peer` — removed under an epoch this region has applied — that
-    /// it was removed (an empty message): the sender of a message from a
-    /// removed peer, or, from its leader, a peer just removed.
-    pub(super) fn send_removal_notice(&mut self, region: u64, peer: PeerMeta) {
-        let r = self.regions.get(&region).expect("hosted");
-        let notice = Envelope {
-            region_id: r.id(),
-            start_key: r.key_range.0.clone(),
-            end_key: r.key_range.1.clone(),
-            epoch: r.meta.epoch(),
-            from: transport::Peer { peer_id: r.peer_id, store_id: self.store_id, shard: self.shard },
-            to: Target { peer_id: peer.peer_id, store_id: peer.store_id, shard: peer.shard },
-            message: bytes::Bytes::new(),
-        };
-        let dest = Destination { store_id: peer.store_id, shard: peer.shard };
-        if let Err(e) = self.outboxes.push(dest, &notice) {
-            tracing::warn!(region = notice.region_id, "removal notice dropped: {e}");
-        }
-    }
-
-    /// A member of the region, under a newer epoch that does not include this
-    /// peer, says it was removed (it was away when the change applied, and
-    /// no one sends it the log anymore): remove it here too. Safe: a
-    /// conf_ver never comes back, and a peer added again has a new id.
-    /// Newer than any epoch this peer knows itself a member at — for a peer
-    /// not yet initialized, the one its leader's messages named (a member
-    /// that has not applied the change adding it sees an unknown peer).
-    pub(super) fn on_removal_notice(&mut self, notice: Envelope) {
-        let Some(r) = self.regions.get(&notice.region_id) else { return };
-        if r.peer_id == notice.to.peer_id && notice.epoch.conf_ver > r.meta.conf_ver.max(r.member_at_conf_ver) {
-            tracing::info!(region = r.id(), peer = r.peer_id, "told by a member that this peer was removed");
-            self.destroy_region(notice.region_id);
         }
     }
 
@@ -384,11 +356,8 @@ fn conf_change_of(change: PeerChange) -> RaftChange {
 /// change is still a voter of the outgoing half: it must hand over before
 /// the region leaves the joint state.
 fn check_leader_stays(leader: u64, next: &RegionMeta) -> Result<(), String> {
-    if next.voters().any(|p| p.peer_id == leader) {
-        return Ok(());
-    }
-    if next.outgoing_voters().any(|p| p.peer_id == leader) {
-        return Ok(()); // entering a joint state that demotes it
+    if next.is_voter(leader) {
+        return Ok(()); // (a voter of the outgoing half too: entering a joint state that demotes it)
     }
     Err(format!(
         "the change would leave the leader (peer {leader}) outside the voters: transfer leadership to a voter that stays first"
@@ -447,8 +416,7 @@ pub(super) fn apply_conf_change(
     if !crate::region::meta::same_conf(&cs, &next.conf_state()) {
         return Err(format!("raft's configuration {cs:?} is not the one the region's roles say: {next:?}"));
     }
-    let voter = next.voters().chain(next.outgoing_voters()).any(|p| p.peer_id == r.peer_id);
-    if r.is_leader() && !voter {
+    if r.is_leader() && !next.is_voter(r.peer_id) {
         // a change another leader proposed took this one out of the voters:
         // raft-rs would leave it leading (and unwraps its own progress in
         // places); it steps down, as TiKV's peers do, and the voters elect

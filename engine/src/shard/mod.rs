@@ -30,6 +30,7 @@
 //! | `fence.rs` | a region whose committed entry does not decode, fenced on this replica |
 //! | `catch_up.rs` | a replica whose WAL lost records: no vote, no campaign until a leader caught it up |
 //! | `membership.rs` | region creation (bootstrap, recovery, a leader's message), conf changes, removal, tombstones |
+//! | `removal.rs` | a removed voter goes only once a voter of the new configuration durably has the change |
 //! | `stale.rs` | a peer no leader speaks to asks PD whether it is still a member |
 //! | `vouched.rs` | a peer created for a vote request once PD names it (a split child no leader's message reaches) |
 //! | `tombstone.rs` | what is kept of a removed peer, and when PD's word lets it go |
@@ -53,6 +54,7 @@ mod persist;
 mod propose;
 mod ready;
 pub mod recover;
+mod removal;
 mod snapshot;
 mod split;
 mod stale;
@@ -156,6 +158,8 @@ pub struct Shard {
     created: Vec<u64>,
     /// A split applied where this shard leads: leader reports are due now.
     report_wanted: bool,
+    /// Metas in issued persist batches, durable once they are (`removal.rs`).
+    metas_issued: removal::MetasIssued,
 }
 
 impl Shard {
@@ -194,6 +198,7 @@ impl Shard {
             children_recording: BTreeMap::new(),
             created: vec![],
             report_wanted: false,
+            metas_issued: Default::default(),
         }
     }
 
@@ -212,6 +217,8 @@ impl Shard {
             // (a split child still campaigning where its parent led: reported
             // with it, so PD's routing has no gap between the halves)
             .filter(|r| r.is_leader() || (r.born_leading && r.raw.raft.leader_id == raft::INVALID_ID))
+            // (PD's word removes peers: it must be a meta that is durable here, `removal.rs`)
+            .filter(|r| r.conf_ver_durable >= r.meta.conf_ver)
             .map(|r| LeaderReport {
                 meta: r.meta.clone(),
                 leader: r.meta.peer(r.peer_id).copied().unwrap_or(PeerMeta::voter(

@@ -154,6 +154,7 @@ impl Shard {
         // (a suspect region removed meanwhile no longer holds the flag)
         self.end_catch_up_if_done();
         self.children_recorded(batch);
+        self.metas_persisted(batch);
         // the batch recorded newer snapshots: the files they replaced can go
         let removable = self.snapshot_files.persisted(batch);
         self.outputs.extend(removable.into_iter().map(Output::RemoveSnapshot));
@@ -182,6 +183,7 @@ impl Shard {
         self.stats.regions_persisted += writes.iter().map(|(r, _)| *r).collect::<BTreeSet<_>>().len() as u64;
         let votes = self.votes_changed_by(&writes);
         self.note_recording_issued(batch, &writes);
+        self.note_metas_issued(batch, &writes);
         self.outputs.push(Output::Persist { batch, writes, installs, votes });
     }
 

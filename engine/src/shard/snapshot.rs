@@ -157,6 +157,9 @@ impl Shard {
             if r.snapshot_taking.is_some() || self.ticks < r.snapshot_retry_tick || r.fenced.is_some() {
                 continue;
             }
+            if r.removal_applied {
+                continue; // its meta no longer names it (removal.rs)
+            }
             if r.applied <= since {
                 if r.compact_wanted && r.raw.store().first() <= since {
                     // nothing new to snapshot, but a leader kept a tail for its followers
@@ -222,6 +225,13 @@ impl Shard {
             return;
         }
         let SnapshotTaking { conf, range, bytes, .. } = r.snapshot_taking.take().expect("checked");
+        if r.removal_applied {
+            // (recorded with its meta now, which no longer names this peer, a
+            // restart would find a region without its own peer: removal.rs)
+            tracing::debug!(region = id.region, "snapshot {id:?} finished after this peer applied its removal");
+            self.outputs.push(Output::RemoveSnapshot(id));
+            return;
+        }
         if let Err(e) = result {
             // not fatal: the log is kept, and the region tries again a little later
             tracing::warn!(region = id.region, index = id.index, "writing a snapshot failed: {e}");
@@ -291,6 +301,10 @@ impl Shard {
         r.member_at_conf_ver = r.member_at_conf_ver.max(envelope.epoch.conf_ver);
         if r.fenced.is_some() {
             return discard(&mut self.outputs, "the region is fenced on this replica");
+        }
+        if r.removal_applied {
+            // (its leader needs its vote and its log's tail, never a snapshot: removal.rs)
+            return discard(&mut self.outputs, "this replica applied its own removal");
         }
         if !r.children_unrecorded.is_empty() {
             // (its log re-derives them until they are recorded: split.rs; the leader sends again)

@@ -242,6 +242,8 @@ impl Shard {
         let mut region = Region::new(child, peer.peer_id, storage, RAFT_INIT_INDEX, kv).expect("a valid raft config");
         region.incarnation = self.next_incarnation;
         self.next_incarnation += 1;
+        // (its membership is its parent's, durable as far as the parent's is: removal.rs)
+        region.conf_ver_durable = self.regions.get(&parent).map_or(0, |p| p.conf_ver_durable);
         region.untrimmed = true;
         region.initial_state_of = Some(parent);
         region.snapshot_hold_until_tick = Some(self.ticks + SPLIT_SNAPSHOT_HOLD_TICKS);

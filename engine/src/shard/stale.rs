@@ -60,10 +60,9 @@ impl Shard {
         }
         let Some(r) = self.regions.get(&region).filter(|r| r.peer_id == peer_id) else { return };
         let Some(c) = current.filter(|c| c.id == region) else { return };
-        // (newer than any epoch this peer knows itself a member at: its own
-        // meta's, or, uninitialized, the epoch its leader's messages carried —
-        // PD may not have heard yet of the change that added it)
-        if c.conf_ver > r.meta.conf_ver.max(r.member_at_conf_ver) && c.peer(peer_id).is_none() {
+        // (as a member's notice would: PD may not have heard yet of the
+        // change that added this peer — `removal.rs`)
+        if self.removal_proven(region, c.conf_ver, Some(&c)) {
             tracing::info!(
                 region,
                 peer = peer_id,

@@ -178,6 +178,7 @@ impl Shard {
             self.reply(q, res);
         }
         self.ask_about_tombstones();
+        self.ask_whether_removed();
     }
 
     /// Steps a peer's raft message into its region — creating the region
