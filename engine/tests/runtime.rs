@@ -262,6 +262,10 @@ fn a_store_serves_its_metrics_in_prometheus_text() {
         assert!(value(&text, "ringraft_fsyncs_total") > 0);
         assert!(text.contains("# TYPE ringraft_proposals_total counter"));
         assert!(value(&text, "ringraft_shard_cpu_us_total") > 0, "the shard thread's CPU time is counted");
+        assert!(
+            value(&text, "ringraft_process_cpu_us_total") >= value(&text, "ringraft_shard_cpu_us_total"),
+            "the process's CPU time counts the shard thread's and more"
+        );
         stop.store(true, Ordering::Relaxed);
         store.join().unwrap().unwrap();
     });

@@ -30,6 +30,10 @@ pub struct KvReport {
     pub messages_per_frame: Option<f64>,
     pub writes_per_entry: Option<f64>,
     pub cpu_us_per_write: Option<f64>,
+    /// The store processes' CPU time (every thread, user and system) over
+    /// the window, per write: the figure no work moved off the shard
+    /// threads can hide.
+    pub process_cpu_us_per_write: Option<f64>,
     /// Writes proposed per shard loop iteration (all stores).
     pub writes_per_iteration: Option<f64>,
     pub fsync_p99_us: Option<f64>,
@@ -78,6 +82,7 @@ impl KvReport {
             messages_per_frame: ratio("ringraft_raft_messages_sent_total", "ringraft_raft_frames_sent_total"),
             writes_per_entry: ratio("ringraft_writes_proposed_total", "ringraft_proposals_total"),
             cpu_us_per_write: ratio("ringraft_shard_cpu_us_total", "ringraft_writes_proposed_total"),
+            process_cpu_us_per_write: ratio("ringraft_process_cpu_us_total", "ringraft_writes_proposed_total"),
             writes_per_iteration: ratio("ringraft_writes_proposed_total", "ringraft_loop_iterations_total"),
             fsync_p99_us: have.then(|| a.get("ringraft_fsync_latency_us_p99").copied().unwrap_or(0.0)),
             snapshots_taken: have.then(|| delta("ringraft_snapshots_taken_total")),
@@ -120,11 +125,12 @@ impl std::fmt::Display for KvReport {
         match (self.regions_per_fsync, self.messages_per_frame, self.fsync_p99_us) {
             (Some(r), Some(m), Some(p)) => write!(
                 f,
-                "stores: {r:.1} region writes per fsync, {:.2} seals per persist batch, {m:.1} messages per frame, {:.1} writes per entry, {:.2} writes per loop iteration, {:.1} µs CPU per write, fsync p99 {:.2} ms (worst store; beside the latency above), {:.0} snapshots taken",
+                "stores: {r:.1} region writes per fsync, {:.2} seals per persist batch, {m:.1} messages per frame, {:.1} writes per entry, {:.2} writes per loop iteration, {:.1} µs of shard CPU per write ({:.1} µs of store process CPU), fsync p99 {:.2} ms (worst store; beside the latency above), {:.0} snapshots taken",
                 self.seals_per_fsync.unwrap_or(0.0),
                 self.writes_per_entry.unwrap_or(0.0),
                 self.writes_per_iteration.unwrap_or(0.0),
                 self.cpu_us_per_write.unwrap_or(0.0),
+                self.process_cpu_us_per_write.unwrap_or(0.0),
                 p / 1000.0,
                 self.snapshots_taken.unwrap_or(0.0)
             ),

@@ -122,6 +122,10 @@ pub struct Region {
     /// to go (`shard::removal`): it applies nothing more and takes or
     /// installs no snapshot, but still answers votes and appends.
     pub removal_applied: bool,
+    /// The HardState raft holds moved past the one last staged, by its
+    /// commit index only: it rides on the region's next write
+    /// (`shard::persist::stage_hard_state`).
+    pub hard_state_unstaged: bool,
     /// The `conf_ver` of the newest meta of this region durable in the WAL
     /// (`shard::removal`: a removal notice waits for it).
     pub conf_ver_durable: u64,
@@ -220,6 +224,7 @@ impl Region {
             initial_state_of: None,
             destroy_deferred: false,
             removal_applied: false,
+            hard_state_unstaged: false,
             conf_ver_durable: 0,
             removal_notices_waiting: vec![],
             snapshot_hold_until_tick: None,

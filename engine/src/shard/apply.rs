@@ -41,7 +41,9 @@ impl Shard {
                 EntryType::EntryNormal if e.data.is_empty() => Ok(vec![]), // a new leader's empty entry
                 EntryType::EntryNormal if is_admin(&e.data) => {
                     super::split::apply_admin(r, &e.data).map(|(result, applied)| {
-                        if let Some((write, split)) = applied {
+                        if let Some((mut write, split)) = applied {
+                            // (with the commit index that makes a restart replay it)
+                            super::persist::stage_hard_state(r, &mut write);
                             self.staged.push(id, write);
                             splits.push(split);
                         }
@@ -61,7 +63,8 @@ impl Shard {
                             gone.extend(before.into_iter().filter(|p| r.meta.peer(p.peer_id).is_none()));
                         }
                         // (its own removal is recorded with its tombstone, in one write)
-                        if let Some(w) = write.filter(|_| !removed) {
+                        if let Some(mut w) = write.filter(|_| !removed) {
+                            super::persist::stage_hard_state(r, &mut w);
                             self.staged.push(id, w);
                         }
                         vec![result]

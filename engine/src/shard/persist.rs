@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use raft::eraftpb;
 
+use crate::region::peer::Region;
+use crate::region::wal_convert::hard_state_to_wal;
 use crate::snapshot::SnapshotId;
 
 use super::apply::advance_raft_applied;
@@ -65,6 +67,30 @@ impl Staged {
 /// Bytes a staged region write counts against `STAGED_BYTES_MAX`.
 fn staged_size(w: &wal::RegionWrite) -> usize {
     w.entries.iter().map(|e| e.data.len() + ENTRY_OVERHEAD_BYTES).sum::<usize>() + 64
+}
+
+/// Puts the region's HardState into `w` if it moved since it was last
+/// staged (a HardState `w` carries already — a snapshot's — keeps the
+/// higher commit index).
+///
+/// A ready whose HardState moved only by its commit index stages nothing
+/// (raft-rs: no `must_sync`; etcd and TiKV do the same): a commit index
+/// that lags on disk only means a restart replays less and learns the rest
+/// from its leader, and a follower's answer to a commit-only append (or a
+/// heartbeat) then leaves without waiting for an fdatasync. Before this, at
+/// one write in flight each write cost every store a second batch — write,
+/// fdatasync and seal — for its commit index alone. The HardState rides on
+/// the region's next write: its next entries, snapshot, term or vote, and
+/// any meta a committed entry's apply stages (a membership change or a
+/// split: a restart must replay the entry that wrote it, `removal.rs` and
+/// `split.rs` rely on that).
+pub(super) fn stage_hard_state(r: &mut Region, w: &mut wal::RegionWrite) {
+    if !std::mem::take(&mut r.hard_state_unstaged) {
+        return;
+    }
+    let hs = hard_state_to_wal(r.raw.store().hard_state());
+    let commit = w.hard_state.as_ref().map_or(0, |staged| staged.commit);
+    w.hard_state = Some(wal::HardState { commit: hs.commit.max(commit), ..hs });
 }
 
 /// A ready whose durability rides on persist batch `batch`.

@@ -12,7 +12,7 @@ use raft::eraftpb::{self, MessageType};
 use transport::{Destination, Envelope, Peer, Target};
 
 use crate::error::RegionError;
-use crate::region::wal_convert::{entry_to_wal, hard_state_to_wal};
+use crate::region::wal_convert::entry_to_wal;
 use crate::snapshot::SnapshotId;
 
 use super::{redraw_election_timeout, Output, Shard, ENTRY_OVERHEAD_BYTES};
@@ -70,7 +70,11 @@ impl Shard {
         }
         if let Some(hs) = rd.hs() {
             r.raw.mut_store().set_hard_state(hs.clone());
-            writes.last_mut().unwrap().hard_state = Some(hard_state_to_wal(hs));
+            r.hard_state_unstaged = true;
+        }
+        if rd.must_sync() {
+            // (a commit index that moved alone waits: `stage_hard_state`)
+            super::persist::stage_hard_state(r, writes.last_mut().unwrap());
         }
         let messages = rd.take_persisted_messages();
         let role_changed = rd.ss().is_some() || rd.hs().is_some_and(|hs| hs.term != r.timeout_term);

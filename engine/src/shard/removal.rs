@@ -32,10 +32,10 @@
 //!
 //! Why a durable meta is enough: a restart rebuilds a region's
 //! configuration by replaying its log up to the durable commit index, and
-//! the HardState carrying a commit index past the change is staged before
-//! the meta write the change's apply stages (`ready.rs`), in the same batch
-//! or an earlier one (a region's writes are issued together and in order:
-//! `persist.rs`). So once the meta is durable, a restart applies the change
+//! the meta write the change's apply stages carries the HardState whose
+//! commit index covers the change, unless an earlier write of the region
+//! did (`persist::stage_hard_state`; a region's writes are issued together
+//! and in order). So once the meta is durable, a restart applies the change
 //! again.
 
 use std::collections::VecDeque;
