@@ -62,9 +62,11 @@ impl Shard {
                             // (a removed learner never campaigns: it would not hear of its removal)
                             gone.extend(before.into_iter().filter(|p| r.meta.peer(p.peer_id).is_none()));
                         }
-                        // (its own removal is recorded with its tombstone, in one write)
-                        if let Some(mut w) = write.filter(|_| !removed) {
-                            super::persist::stage_hard_state(r, &mut w);
+                        // (its own removal is recorded with its tombstone, in one write;
+                        // until then, the commit index that makes a restart apply it again)
+                        let mut w = write.filter(|_| !removed).unwrap_or_default();
+                        super::persist::stage_hard_state(r, &mut w);
+                        if !w.is_empty() {
                             self.staged.push(id, w);
                         }
                         vec![result]

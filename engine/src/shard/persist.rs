@@ -83,7 +83,8 @@ fn staged_size(w: &wal::RegionWrite) -> usize {
 /// the region's next write: its next entries, snapshot, term or vote, and
 /// any meta a committed entry's apply stages (a membership change or a
 /// split: a restart must replay the entry that wrote it, `removal.rs` and
-/// `split.rs` rely on that).
+/// `split.rs` rely on that), or its own removal's (which stages no meta:
+/// a restart applies the removal again and waits, as before it).
 pub(super) fn stage_hard_state(r: &mut Region, w: &mut wal::RegionWrite) {
     if !std::mem::take(&mut r.hard_state_unstaged) {
         return;
