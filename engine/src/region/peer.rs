@@ -175,6 +175,10 @@ pub fn raft_config(peer_id: u64, applied: u64) -> Config {
         max_uncommitted_size: RAFT_UNCOMMITTED_BYTES_MAX,
         check_quorum: true,
         pre_vote: true,
+        // (followers learn a commit from the next append or heartbeat, as in
+        // TiKV; raft-rs still broadcasts one while a membership change is
+        // pending: an answer per commit woke every leader for nothing)
+        skip_bcast_commit: true,
         read_only_option: ReadOnlyOption::Safe,
         ..Default::default()
     }
