@@ -192,14 +192,19 @@ pub fn render(store_id: u64, shards: &[Arc<ShardMetrics>]) -> String {
 /// User and system CPU time of this process, all its threads (io_uring's
 /// workers included: they are threads of the process), in µs.
 fn process_cpu_us() -> u64 {
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF always exists
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(usage.ru_utime) + us(usage.ru_stime)
+    cpu_us(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU time on one of the kernel's CPU-time clocks (the calling thread's,
+/// or the process's), in µs; 0 if the clock cannot be read.
+pub(crate) fn cpu_us(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 /// Serves the store's metrics on `addr` (`GET /metrics`) until stopped,

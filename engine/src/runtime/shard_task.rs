@@ -643,11 +643,5 @@ fn publish(
 
 /// CPU time the calling thread has used, in microseconds.
 fn thread_cpu_us() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec we own
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+    super::metrics::cpu_us(libc::CLOCK_THREAD_CPUTIME_ID)
 }

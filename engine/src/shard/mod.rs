@@ -30,7 +30,7 @@
 //! | `fence.rs` | a region whose committed entry does not decode, fenced on this replica |
 //! | `catch_up.rs` | a replica whose WAL lost records: no vote, no campaign until a leader caught it up |
 //! | `membership.rs` | region creation (bootstrap, recovery, a leader's message), conf changes, removal, tombstones |
-//! | `removal.rs` | a removed voter goes only once a voter of the new configuration durably has the change |
+//! | `removal.rs` | a removed peer goes only once a voter of the new configuration durably has the change |
 //! | `stale.rs` | a peer no leader speaks to asks PD whether it is still a member |
 //! | `vouched.rs` | a peer created for a vote request once PD names it (a split child no leader's message reaches) |
 //! | `tombstone.rs` | what is kept of a removed peer, and when PD's word lets it go |

@@ -207,6 +207,18 @@ mod tests {
         WalOptions { recovery_mode, ..crate::sim::store::sim_wal_options() }
     }
 
+    /// The shard store `store_id` boots from `wal` and `files` (the one boot path).
+    fn boot_as(store_id: u64, wal: &Wal<MemDisk>, files: &crate::sim::store::SimFiles) -> crate::shard::Shard {
+        let opts = crate::shard::boot::BootOptions {
+            store_id,
+            shard: 0,
+            seed: 1,
+            limits: crate::shard::ShardLimits::for_wal(&options(RecoveryMode::Strict)),
+            initial_regions: &[],
+        };
+        block_on(crate::shard::boot::boot(wal, files, opts)).expect("boot").0
+    }
+
     fn flush(wal: &mut Wal<MemDisk>) {
         loop {
             match wal.start_flush() {
@@ -342,14 +354,7 @@ mod tests {
         wal.append(REGION, created).expect("append");
         flush(&mut wal);
         let files = crate::sim::store::SimFiles::default();
-        let opts = crate::shard::boot::BootOptions {
-            store_id: 3,
-            shard: 0,
-            seed: 1,
-            limits: crate::shard::ShardLimits::for_wal(&options(RecoveryMode::Strict)),
-            initial_regions: &[],
-        };
-        let (mut shard, _) = block_on(crate::shard::boot::boot(&wal, &files, opts)).expect("boot");
+        let mut shard = boot_as(3, &wal, &files);
         assert_eq!(shard.region(REGION).expect("restarted").member_at_conf_ver, 3);
         let pd_says = |conf_ver| RegionMeta {
             id: REGION,
@@ -439,14 +444,7 @@ mod tests {
             kv: crate::kv::MemKv::default(),
         };
         block_on(crate::snapshot::SnapshotStore::write(&files, snapshot)).expect("snapshot");
-        let opts = crate::shard::boot::BootOptions {
-            store_id: 1,
-            shard: 0,
-            seed: 1,
-            limits: crate::shard::ShardLimits::for_wal(&options(RecoveryMode::Strict)),
-            initial_regions: &[],
-        };
-        let (shard, _) = block_on(crate::shard::boot::boot(&wal, &files, opts)).expect("boot");
+        let shard = boot_as(1, &wal, &files);
         let r = shard.region(REGION).expect("the parent");
         assert_eq!(r.raw.raft.raft_log.last_index(), 5, "the parent restarts from its snapshot");
         assert!(r.children_unrecorded.is_empty(), "the parent waits on no child");

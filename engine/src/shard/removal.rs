@@ -42,11 +42,11 @@ use std::collections::VecDeque;
 
 use transport::{Destination, Envelope, Target};
 
+use crate::error::RegionError;
 use crate::region::meta::{PeerMeta, RegionLocalState, PEERS_MAX};
 use crate::region::peer::{Region, ELECTION_TICKS};
 
 use super::{take_client_work, Shard};
-use crate::error::RegionError;
 
 /// The peer id a removed peer's question is addressed to: none (raft's
 /// `INVALID_ID`), so that no peer takes it for a removal notice.
